@@ -1,0 +1,80 @@
+//! Running several nodes of a cluster in one process (`luahost up`, tests).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{ClusterConfig, ConfigError};
+use crate::node::{self, NodeError, NodeHandle};
+
+/// Why a local cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The cluster file is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A node failed to start (the others were stopped).
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+/// Every node of a cluster file, each on its own thread, in this process.
+#[derive(Debug)]
+pub struct LocalCluster {
+    /// The configuration the nodes run with.
+    pub config: Arc<ClusterConfig>,
+    nodes: Vec<NodeHandle>,
+}
+
+impl LocalCluster {
+    /// Loads `path` (a cluster file or a folder with `cluster.lua`) and starts
+    /// its nodes, or only those named in `only` when it is not empty.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError`]; on a node failure the nodes already started are stopped.
+    pub fn start(path: &Path, only: &[String]) -> Result<LocalCluster, ClusterError> {
+        let config = Arc::new(ClusterConfig::load(path)?);
+        Self::start_with(config, only)
+    }
+
+    /// Starts the nodes of an already loaded configuration.
+    ///
+    /// # Errors
+    ///
+    /// As [`LocalCluster::start`].
+    pub fn start_with(config: Arc<ClusterConfig>, only: &[String]) -> Result<LocalCluster, ClusterError> {
+        let names: Vec<String> = if only.is_empty() {
+            config.nodes.keys().cloned().collect()
+        } else {
+            only.to_vec()
+        };
+        let mut nodes = Vec::new();
+        for name in names {
+            match node::start(config.clone(), &name) {
+                Ok(h) => nodes.push(h),
+                Err(e) => {
+                    for h in nodes {
+                        h.shutdown();
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(LocalCluster { config, nodes })
+    }
+
+    /// Names of the running nodes.
+    pub fn names(&self) -> Vec<&str> {
+        self.nodes.iter().map(|n| n.name()).collect()
+    }
+
+    /// Stops every node and waits for them.
+    pub fn shutdown(self) {
+        for n in &self.nodes {
+            n.stop();
+        }
+        for n in self.nodes {
+            n.join();
+        }
+    }
+}

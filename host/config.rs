@@ -1,0 +1,262 @@
+//! The cluster file: which nodes exist, where they listen, and the settings
+//! they share (the form of seed 003's `clustername.lua`).
+//!
+//! ```lua
+//! return {
+//!   secret = "change-me",          -- or LUAHOST_SECRET in the environment
+//!   call_timeout = 5,              -- seconds, default for every remote call
+//!   scripts = { "../../scripts" }, -- game script roots, relative to this file
+//!   nodes = {
+//!     db_1   = { type = "DB",   addr = "127.0.0.1:7101", id = 1 },
+//!     hall_1 = { type = "Hall", addr = "127.0.0.1:7103", id = 11 },
+//!   },
+//! }
+//! ```
+//!
+//! A node's `id` is its server id (`sid`) in Lua; when omitted it is derived
+//! from a hash of the name. A node's script is `main` if given, else
+//! `<type in lower case>/main.lua` under the first script root that has it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mlua::{Lua, Table, Value};
+
+/// Why a cluster file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read cluster file {path}: {source}")]
+    Io {
+        /// The path tried.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid Lua or raised an error; the message names file and line.
+    #[error("cluster file {0}")]
+    Lua(String),
+    /// The file ran but describes an invalid cluster.
+    #[error("cluster file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// One node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSpec {
+    /// Its name (`hall_1`), unique in the cluster.
+    pub name: String,
+    /// Its server type name (`Hall`), a key of `ServerType` in the schema.
+    pub stype: String,
+    /// Its server id as seen from Lua.
+    pub sid: u32,
+    /// Where it listens for other nodes.
+    pub addr: SocketAddr,
+    /// Its main script.
+    pub main: PathBuf,
+}
+
+/// A parsed cluster file.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Shared secret that nodes prove membership with.
+    pub secret: String,
+    /// Default timeout of a remote call.
+    pub call_timeout: Duration,
+    /// Roots searched by `require` (after lualib).
+    pub scripts: Vec<PathBuf>,
+    /// The Lua library every node loads.
+    pub lualib: PathBuf,
+    /// Every node by name.
+    pub nodes: BTreeMap<String, NodeSpec>,
+}
+
+/// Where lualib is when neither the cluster file nor `LUAHOST_LUALIB` says.
+pub fn default_lualib() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/lualib"))
+}
+
+impl ClusterConfig {
+    /// Loads a cluster file, or `cluster.lua` inside a folder.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the file, and for Lua errors the line.
+    pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
+        let file = if path.is_dir() { path.join("cluster.lua") } else { path.to_path_buf() };
+        let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        Self::parse(&file, &text)
+    }
+
+    /// Parses the text of a cluster file that lives at `file`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ClusterConfig::load`].
+    pub fn parse(file: &Path, text: &str) -> Result<ClusterConfig, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: file.to_path_buf(),
+            message,
+        };
+        let lua = Lua::new();
+        let chunk_name = format!("@{}", file.display());
+        let root: Table = lua
+            .load(text)
+            .set_name(chunk_name)
+            .eval()
+            .map_err(|e| ConfigError::Lua(first_line(&e.to_string())))?;
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+
+        let secret = match std::env::var("LUAHOST_SECRET") {
+            Ok(s) if !s.is_empty() => s,
+            _ => root.get::<Option<String>>("secret").map_err(|e| invalid(e.to_string()))?.unwrap_or_default(),
+        };
+        let call_timeout = match root.get::<Value>("call_timeout").map_err(|e| invalid(e.to_string()))? {
+            Value::Nil => Duration::from_secs(5),
+            Value::Integer(i) if i > 0 => Duration::from_secs(i as u64),
+            Value::Number(n) if n > 0.0 => Duration::from_secs_f64(n),
+            other => return Err(invalid(format!("call_timeout must be a positive number of seconds, got {other:?}"))),
+        };
+        let mut scripts = Vec::new();
+        if let Some(list) = root.get::<Option<Table>>("scripts").map_err(|e| invalid(e.to_string()))? {
+            for s in list.sequence_values::<String>() {
+                scripts.push(dir.join(s.map_err(|e| invalid(format!("scripts: {e}")))?));
+            }
+        } else {
+            scripts.push(dir.join("scripts"));
+        }
+        let lualib = match std::env::var("LUAHOST_LUALIB") {
+            Ok(s) if !s.is_empty() => PathBuf::from(s),
+            _ => match root.get::<Option<String>>("lualib").map_err(|e| invalid(e.to_string()))? {
+                Some(s) => dir.join(s),
+                None => default_lualib(),
+            },
+        };
+
+        let nodes_t: Table = root
+            .get::<Option<Table>>("nodes")
+            .map_err(|e| invalid(e.to_string()))?
+            .ok_or_else(|| invalid("no 'nodes' table".into()))?;
+        let mut nodes = BTreeMap::new();
+        for pair in nodes_t.pairs::<String, Table>() {
+            let (name, t) = pair.map_err(|e| invalid(format!("nodes: {e}")))?;
+            let field = |k: &str| -> Result<Option<String>, ConfigError> {
+                t.get::<Option<String>>(k).map_err(|e| invalid(format!("node {name}: field '{k}': {e}")))
+            };
+            let stype = field("type")?.ok_or_else(|| invalid(format!("node {name} has no 'type'")))?;
+            let addr_s = field("addr")?.ok_or_else(|| invalid(format!("node {name} has no 'addr'")))?;
+            let addr: SocketAddr = addr_s
+                .parse()
+                .map_err(|e| invalid(format!("node {name}: addr '{addr_s}': {e}")))?;
+            let sid = match t.get::<Option<i64>>("id").map_err(|e| invalid(format!("node {name}: id: {e}")))? {
+                Some(i) if i > 0 && i <= u32::MAX as i64 => i as u32,
+                Some(i) => return Err(invalid(format!("node {name}: id {i} must be in 1..4294967295"))),
+                None => crate::ring::fnv1a32(name.as_bytes()) & 0x7fff_ffff,
+            };
+            let main = match field("main")? {
+                Some(m) => dir.join(m),
+                None => {
+                    let rel = format!("{}/main.lua", stype.to_lowercase());
+                    scripts
+                        .iter()
+                        .map(|s| s.join(&rel))
+                        .find(|p| p.exists())
+                        .ok_or_else(|| invalid(format!("node {name}: no {rel} under the script roots {scripts:?}")))?
+                }
+            };
+            nodes.insert(
+                name.clone(),
+                NodeSpec {
+                    name,
+                    stype,
+                    sid,
+                    addr,
+                    main,
+                },
+            );
+        }
+        if nodes.is_empty() {
+            return Err(invalid("the 'nodes' table is empty".into()));
+        }
+        let mut seen_sid = BTreeMap::new();
+        let mut seen_addr = BTreeMap::new();
+        for n in nodes.values() {
+            if let Some(other) = seen_sid.insert(n.sid, &n.name) {
+                return Err(invalid(format!("nodes {other} and {} share id {}; give one an explicit 'id'", n.name, n.sid)));
+            }
+            if let Some(other) = seen_addr.insert(n.addr, &n.name) {
+                return Err(invalid(format!("nodes {other} and {} share addr {}", n.name, n.addr)));
+            }
+        }
+        Ok(ClusterConfig {
+            file: file.to_path_buf(),
+            secret,
+            call_timeout,
+            scripts,
+            lualib,
+            nodes,
+        })
+    }
+
+    /// The node with this server id.
+    pub fn by_sid(&self, sid: u32) -> Option<&NodeSpec> {
+        self.nodes.values().find(|n| n.sid == sid)
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).trim_start_matches("runtime error: ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_nodes_and_defaults() {
+        let dir = std::env::temp_dir().join(format!("luahost-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("scripts/hall")).unwrap();
+        std::fs::write(dir.join("scripts/hall/main.lua"), "").unwrap();
+        let file = dir.join("cluster.lua");
+        let cfg = ClusterConfig::parse(
+            &file,
+            r#"return { secret = "s", nodes = {
+                hall_1 = { type = "Hall", addr = "127.0.0.1:7001", id = 11 },
+                hall_2 = { type = "Hall", addr = "127.0.0.1:7002" } } }"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.nodes["hall_1"].sid, 11);
+        assert_eq!(cfg.nodes["hall_2"].main, dir.join("scripts/hall/main.lua"));
+        assert_eq!(cfg.call_timeout, Duration::from_secs(5));
+        let again = ClusterConfig::parse(&file, r#"return { nodes = { hall_2 = { type = "Hall", addr = "127.0.0.1:7002" } } }"#).unwrap();
+        assert_eq!(again.nodes["hall_2"].sid, cfg.nodes["hall_2"].sid, "derived ids are stable");
+
+        let e = ClusterConfig::parse(&file, "return { nodes = { x = 1 ").unwrap_err().to_string();
+        assert!(e.contains("cluster.lua:1:"), "{e}");
+        let e = ClusterConfig::parse(&file, r#"return { nodes = { a = { type = "Hall", addr = "nope" } } }"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("addr 'nope'"), "{e}");
+        let e = ClusterConfig::parse(
+            &file,
+            r#"return { nodes = { a = { type = "Hall", addr = "127.0.0.1:1", id = 3 }, b = { type = "Hall", addr = "127.0.0.1:2", id = 3 } } }"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("share id 3"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

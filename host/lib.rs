@@ -1,0 +1,35 @@
+//! luahost runs Lua game-server logic as a cluster of typed nodes.
+//!
+//! A node is one Lua state on one OS thread with its own current-thread tokio
+//! runtime; nodes talk over TCP with the frame format of seed 003 and
+//! MessagePack payloads typed by one schema (`scripts/entitydef.lua`).
+//!
+//! The parts, in the order a message meets them:
+//!
+//! - [`wire`]: frames (length, flag, session, data) and fragmentation; no I/O.
+//! - [`proto`]: the envelopes inside frames (verify, call, send, reply, ping).
+//! - [`mpack`]: the MessagePack reader/writer used on the hot path.
+//! - [`schema`]: the compiled schema; checks and converts Lua values to and
+//!   from MessagePack by declared type.
+//! - [`ring`]: consistent-hash rings behind `router.route`.
+//! - [`config`]: the cluster file.
+//! - [`node`]: the runtime: threads, sockets, peers, timers, dispatch into Lua.
+//! - `lua_api`: the `luahost.core` module that lualib builds on.
+//! - [`cluster`]: starting a whole cluster in one process (`luahost up`).
+//!
+//! Embedding: load a [`ClusterConfig`] and [`start`](node::start) the nodes
+//! you want; each returns a [`NodeHandle`].
+#![warn(missing_docs)]
+
+pub mod cluster;
+pub mod config;
+mod lua_api;
+pub mod mpack;
+pub mod node;
+pub mod proto;
+pub mod ring;
+pub mod schema;
+pub mod wire;
+
+pub use config::{ClusterConfig, NodeSpec};
+pub use node::{start, NodeError, NodeHandle};

@@ -1,0 +1,195 @@
+//! The host module every node's Lua sees as `require "luahost.core"`.
+//!
+//! It is the narrow waist between lualib and the runtime: lualib builds the
+//! programming model of seed 000 (base, rpcdef, rpcstub, router, rpcco, ...)
+//! on top of these functions. Errors a script can cause (a wrong argument
+//! type, an unknown node) come back as `nil, message` so that lualib can raise
+//! them at the caller's line with `error(msg, 2)`.
+
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mlua::{Function, Lua, Table, Value, Variadic};
+use tracing::{debug, error, info, warn};
+
+use crate::config::ClusterConfig;
+use crate::node::Core;
+use crate::ring::{self, Key};
+use crate::schema::Schema;
+
+fn dead() -> mlua::Error {
+    mlua::Error::runtime("the node is shutting down")
+}
+
+fn key_of(v: &Value) -> mlua::Result<Key<'static>> {
+    // Strings are hashed here and passed on as their hash so the key has no borrow.
+    match v {
+        Value::Integer(i) => Ok(Key::Int(*i)),
+        Value::Number(n) if n.fract() == 0.0 => Ok(Key::Int(*n as i64)),
+        Value::String(s) => Ok(Key::Int(ring::fnv1a64(&s.as_bytes()) as i64)),
+        other => Err(mlua::Error::runtime(format!(
+            "routing key must be an integer or a string, got {}",
+            other.type_name()
+        ))),
+    }
+}
+
+fn seconds(v: Option<f64>) -> Option<Duration> {
+    v.filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+}
+
+/// Builds the `luahost.core` table, sets `package.path` and the `conf`
+/// global, and runs the lualib prelude.
+pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Result<()> {
+    let lua = &core.lua;
+    let m = lua.create_table()?;
+    let w = Rc::downgrade(core);
+
+    macro_rules! func {
+        ($name:literal, |$c:ident, $lua:ident, $args:tt : $ty:ty| $body:expr) => {{
+            let w: Weak<Core> = w.clone();
+            m.set(
+                $name,
+                lua.create_function(move |$lua: &Lua, $args: $ty| {
+                    let $c = w.upgrade().ok_or_else(dead)?;
+                    #[allow(unused_variables)]
+                    let $lua = $lua;
+                    $body
+                })?,
+            )?;
+        }};
+    }
+
+    func!("name", |c, _l, (): ()| Ok(c.me.name.clone()));
+    func!("sid", |c, _l, (): ()| Ok(c.me.sid));
+    func!("type_name", |c, _l, (): ()| Ok(c.me.stype.clone()));
+    func!("now", |c, _l, (): ()| Ok(c.now()));
+    func!("time", |_c, _l, (): ()| Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)));
+    func!("hash32", |_c, _l, s: mlua::LuaString| Ok(ring::fnv1a32(&s.as_bytes())));
+    func!("log", |c, _l, (level, msg): (i64, mlua::LuaString)| {
+        let msg = msg.to_string_lossy();
+        let _ = &c;
+        match level {
+            i64::MIN..=1 => debug!("{msg}"),
+            2 => info!("{msg}"),
+            3 => warn!("{msg}"),
+            _ => error!("{msg}"),
+        }
+        Ok(())
+    });
+    func!("set_dispatch", |c, _l, f: Function| {
+        c.set_dispatch(f);
+        Ok(())
+    });
+    func!("set_schema", |c, _l, (digest, methods, structs): (u32, Table, Option<Table>)| {
+        match Schema::from_lua(digest, &methods, structs.as_ref()) {
+            Ok(s) => {
+                c.set_schema(s);
+                Ok((Some(true), None))
+            }
+            Err(e) => Ok((None, Some(e.to_string()))),
+        }
+    });
+    func!("register", |c, _l, types: Table| {
+        let mut map = HashMap::new();
+        for pair in types.pairs::<String, u32>() {
+            let (k, v) = pair?;
+            map.insert(k, v);
+        }
+        match c.register(map) {
+            Ok(()) => Ok((Some(true), None)),
+            Err(e) => Ok((None, Some(e))),
+        }
+    });
+    func!("send", |c, _l, (sid, eid, mid, args): (u32, i64, u32, Variadic<Value>)| {
+        match c.request(sid, eid, mid, None, false, &args) {
+            Ok(_) => Ok((Some(true), None)),
+            Err(e) => Ok((None, Some(e))),
+        }
+    });
+    func!("call", |c, _l, (sid, eid, mid, tmo, args): (u32, i64, u32, Option<f64>, Variadic<Value>)| {
+        match c.request(sid, eid, mid, seconds(tmo), true, &args) {
+            Ok(id) => Ok((Some(id), None)),
+            Err(e) => Ok((None, Some(e))),
+        }
+    });
+    func!("reply", |c, _l, (conn, session, mid, ok, vals): (u64, u32, u32, bool, Variadic<Value>)| {
+        match c.reply(conn, session, mid, ok, &vals) {
+            Ok(()) => Ok((Some(true), None)),
+            Err(e) => Ok((None, Some(e))),
+        }
+    });
+    func!("timer", |c, _l, secs: f64| Ok(c.add_timer(seconds(Some(secs)).unwrap_or_default())));
+    func!("route", |c, _l, (stype, key): (u32, Value)| {
+        let k = key_of(&key)?;
+        let r = c.rings.borrow().route(stype, k);
+        Ok(r)
+    });
+    func!("list", |c, _l, stype: u32| {
+        let l = c.rings.borrow().list(stype);
+        Ok(l)
+    });
+    func!("all", |c, _l, (): ()| {
+        let l = c.rings.borrow().all();
+        Ok(l)
+    });
+    func!("live", |c, _l, sid: u32| {
+        let Some(spec) = c.node_spec(sid) else { return Ok(false) };
+        let Some(t) = c.type_id(&spec.stype) else { return Ok(false) };
+        let live = c.rings.borrow().is_live(t, sid);
+        Ok(live)
+    });
+    func!("random", |c, _l, stype: u32| {
+        let list = c.rings.borrow().list(stype);
+        if list.is_empty() {
+            return Ok(None);
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Ok(Some(list[(ring::mix64(nanos) % list.len() as u64) as usize]))
+    });
+    func!("node", |c, l, sid: u32| {
+        let Some(spec) = c.node_spec(sid) else { return Ok(Value::Nil) };
+        let t = l.create_table()?;
+        t.set("name", spec.name)?;
+        t.set("type", spec.stype)?;
+        t.set("id", spec.sid)?;
+        t.set("addr", spec.addr.to_string())?;
+        Ok(Value::Table(t))
+    });
+    let _ = &core;
+
+    // package.path: lualib, then every script root and its per-type folder,
+    // then the folder of the node's own main script.
+    let stype_dir = core.me.stype.to_lowercase();
+    let mut path = vec![cluster.lualib.join("?.lua")];
+    for root in &cluster.scripts {
+        path.push(root.join("?.lua"));
+        path.push(root.join(&stype_dir).join("?.lua"));
+    }
+    if let Some(dir) = core.me.main.parent() {
+        path.push(dir.join("?.lua"));
+    }
+    let path: Vec<String> = path.iter().map(|p| p.display().to_string()).collect();
+    let package: Table = lua.globals().get("package")?;
+    package.set("path", path.join(";"))?;
+    let loaded: Table = package.get("loaded")?;
+    loaded.set("luahost.core", m)?;
+
+    let conf = lua.create_table()?;
+    conf.set("NodeName", core.me.name.clone())?;
+    conf.set("ServerID", core.me.sid)?;
+    conf.set("NodeType", core.me.stype.clone())?;
+    conf.set("CallTimeout", cluster.call_timeout.as_secs_f64())?;
+    conf.set("ClusterFile", cluster.file.display().to_string())?;
+    conf.set("Cluster", false)?;
+    lua.globals().set("conf", conf)?;
+    lua.load("require 'luahost'").set_name("=luahost boot").exec()
+}

@@ -1,0 +1,98 @@
+//! The `luahost` command: thin argument parsing over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use luahost::cluster::LocalCluster;
+use luahost::ClusterConfig;
+
+#[derive(Parser)]
+#[command(name = "luahost", version, about = "Runs Lua game-server logic as a cluster of typed nodes")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every node of a cluster in this one process (development).
+    ///
+    /// Each node gets its own Lua state and thread; they talk over real TCP on
+    /// the addresses of the cluster file. Ctrl-C stops them all.
+    Up {
+        /// A cluster file, or a folder holding cluster.lua (e.g. examples/friends).
+        cluster: PathBuf,
+        /// Run only these nodes (repeatable); default all.
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+    },
+    /// Run one node of a cluster as this process (production).
+    Run {
+        /// The cluster file (or folder holding cluster.lua).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The node's name in the cluster file, e.g. hall_1.
+        #[arg(long)]
+        node: String,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LUAHOST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+fn wait_for_signal() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("signal runtime");
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    });
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.cmd {
+        Cmd::Up { cluster, nodes } => {
+            let c = match LocalCluster::start(&cluster, &nodes) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            tracing::info!("cluster {} up: {} (Ctrl-C stops)", c.config.file.display(), c.names().join(", "));
+            wait_for_signal();
+            tracing::info!("stopping");
+            c.shutdown();
+            ExitCode::SUCCESS
+        }
+        Cmd::Run { cluster, node } => {
+            let cfg = match ClusterConfig::load(&cluster) {
+                Ok(c) => Arc::new(c),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let h = match luahost::start(cfg, &node) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            wait_for_signal();
+            tracing::info!("stopping");
+            h.shutdown();
+            ExitCode::SUCCESS
+        }
+    }
+}

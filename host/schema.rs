@@ -1,0 +1,633 @@
+//! The compiled RPC schema and the typed codec between Lua values and
+//! MessagePack.
+//!
+//! `rpcdef.init` (Lua) reads `entitydef`, numbers the methods and hands them to
+//! the host once; from then on every outgoing argument is checked and encoded
+//! here while it is written, and every incoming argument is checked while it is
+//! decoded. A value that does not match its declared type is an error naming
+//! the argument and the path inside it; nothing half-checked is sent or
+//! delivered.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use mlua::{Lua, Table, Value};
+
+use crate::mpack::{self, Num, ReadError, Reader};
+
+/// A declared type of an argument or result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ty {
+    /// A signed or unsigned integer with inclusive bounds (`int8..int64`,
+    /// `int48`, `uint8..uint64`; `uint64` is bounded by Lua's i64).
+    Int {
+        /// Smallest accepted value.
+        min: i64,
+        /// Largest accepted value.
+        max: i64,
+        /// The schema's name for it.
+        name: &'static str,
+    },
+    /// `float`: sent as a 32-bit float.
+    Float,
+    /// `double`: sent as a 64-bit float.
+    Double,
+    /// `bool`.
+    Bool,
+    /// `string`: a Lua string, sent as MessagePack str.
+    Str,
+    /// `bytes`: a Lua string, sent as MessagePack bin.
+    Bytes,
+    /// `array<T>`: a Lua sequence.
+    Array(Box<Ty>),
+    /// `map<K,V>`: a Lua table.
+    Map(Box<Ty>, Box<Ty>),
+    /// A named struct: a Lua table with the struct's fields, sent as an array.
+    Struct(Rc<StructDef>),
+    /// `T?`: the value may be nil.
+    Optional(Box<Ty>),
+}
+
+/// A named struct of the schema.
+#[derive(Debug, PartialEq)]
+pub struct StructDef {
+    /// Its name in `entitydef`.
+    pub name: String,
+    /// Fields in declaration order (the wire order).
+    pub fields: Vec<(String, Ty)>,
+}
+
+impl fmt::Display for Ty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ty::Int { name, .. } => f.write_str(name),
+            Ty::Float => f.write_str("float"),
+            Ty::Double => f.write_str("double"),
+            Ty::Bool => f.write_str("bool"),
+            Ty::Str => f.write_str("string"),
+            Ty::Bytes => f.write_str("bytes"),
+            Ty::Array(t) => write!(f, "array<{t}>"),
+            Ty::Map(k, v) => write!(f, "map<{k},{v}>"),
+            Ty::Struct(s) => f.write_str(&s.name),
+            Ty::Optional(t) => write!(f, "{t}?"),
+        }
+    }
+}
+
+/// An error in the schema itself (raised by `rpcdef.init`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SchemaError(pub String);
+
+fn int(name: &'static str, min: i64, max: i64) -> Ty {
+    Ty::Int { min, max, name }
+}
+
+/// Parses a type expression such as `int48`, `array<int48>`,
+/// `map<string,array<Item>>` or `Item?`; struct names are looked up in
+/// `structs`.
+///
+/// # Errors
+///
+/// [`SchemaError`] naming the unknown type or the malformed expression.
+pub fn parse_type(s: &str, structs: &HashMap<String, Rc<StructDef>>) -> Result<Ty, SchemaError> {
+    let s = s.trim();
+    if let Some(inner) = s.strip_suffix('?') {
+        return Ok(Ty::Optional(Box::new(parse_type(inner, structs)?)));
+    }
+    if let Some(rest) = s.strip_prefix("array<").and_then(|r| r.strip_suffix('>')) {
+        return Ok(Ty::Array(Box::new(parse_type(rest, structs)?)));
+    }
+    if let Some(rest) = s.strip_prefix("map<").and_then(|r| r.strip_suffix('>')) {
+        // Split at the comma that is not nested inside <...>.
+        let mut depth = 0;
+        for (i, c) in rest.char_indices() {
+            match c {
+                '<' => depth += 1,
+                '>' => depth -= 1,
+                ',' if depth == 0 => {
+                    let k = parse_type(&rest[..i], structs)?;
+                    let v = parse_type(&rest[i + 1..], structs)?;
+                    return Ok(Ty::Map(Box::new(k), Box::new(v)));
+                }
+                _ => {}
+            }
+        }
+        return Err(SchemaError(format!("map type needs two parameters: {s}")));
+    }
+    Ok(match s {
+        "int8" => int("int8", i8::MIN as i64, i8::MAX as i64),
+        "int16" => int("int16", i16::MIN as i64, i16::MAX as i64),
+        "int32" => int("int32", i32::MIN as i64, i32::MAX as i64),
+        "int48" => int("int48", -(1i64 << 47), (1i64 << 47) - 1),
+        "int64" => int("int64", i64::MIN, i64::MAX),
+        "uint8" => int("uint8", 0, u8::MAX as i64),
+        "uint16" => int("uint16", 0, u16::MAX as i64),
+        "uint32" => int("uint32", 0, u32::MAX as i64),
+        "uint64" => int("uint64", 0, i64::MAX),
+        "float" => Ty::Float,
+        "double" => Ty::Double,
+        "bool" => Ty::Bool,
+        "string" => Ty::Str,
+        "bytes" => Ty::Bytes,
+        other => match structs.get(other) {
+            Some(d) => Ty::Struct(d.clone()),
+            None => return Err(SchemaError(format!("unknown type '{other}'"))),
+        },
+    })
+}
+
+/// One method of the schema.
+#[derive(Debug)]
+pub struct Method {
+    /// The id `rpcdef` derived for it.
+    pub id: u32,
+    /// `Class.method` (or `Iface.method` for static interfaces).
+    pub name: String,
+    /// The server type id that serves it; 0 when every type does (static
+    /// server interfaces such as System).
+    pub server_type: u32,
+    /// Named, typed arguments.
+    pub args: Vec<(String, Ty)>,
+    /// Typed results; `None` for a one-way send.
+    pub results: Option<Vec<(String, Ty)>>,
+}
+
+/// Every method of the schema by id, with the digest it was derived under.
+#[derive(Debug, Default)]
+pub struct Schema {
+    /// `rpcdef.Digi`.
+    pub digest: u32,
+    methods: Vec<Option<Rc<Method>>>,
+}
+
+impl Schema {
+    /// An empty schema with the given digest.
+    pub fn new(digest: u32) -> Self {
+        Schema {
+            digest,
+            methods: Vec::new(),
+        }
+    }
+
+    /// Adds a method.
+    ///
+    /// # Errors
+    ///
+    /// When its id is 0 or already taken.
+    pub fn add(&mut self, m: Method) -> Result<(), SchemaError> {
+        let id = m.id as usize;
+        if id == 0 || id > 1_000_000 {
+            return Err(SchemaError(format!("method {} has invalid id {}", m.name, m.id)));
+        }
+        if self.methods.len() <= id {
+            self.methods.resize(id + 1, None);
+        }
+        if let Some(old) = &self.methods[id] {
+            return Err(SchemaError(format!("methods {} and {} share id {id}", old.name, m.name)));
+        }
+        self.methods[id] = Some(Rc::new(m));
+        Ok(())
+    }
+
+    /// The method with this id.
+    pub fn method(&self, id: u32) -> Option<&Rc<Method>> {
+        self.methods.get(id as usize).and_then(|m| m.as_ref())
+    }
+
+    /// Builds a schema from the description `rpcdef.init` hands over: a list
+    /// of `{id=, name=, stype=, args={{name,type}...}, results=...|nil}` and a
+    /// map of struct name to its field list.
+    ///
+    /// # Errors
+    ///
+    /// [`SchemaError`] naming the method or struct at fault.
+    pub fn from_lua(digest: u32, methods: &Table, structs: Option<&Table>) -> Result<Schema, SchemaError> {
+        let lerr = |e: mlua::Error| SchemaError(e.to_string());
+        // Structs first; they may refer to each other (resolved in dependency order).
+        let mut raw: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        if let Some(st) = structs {
+            for pair in st.pairs::<String, Table>() {
+                let (name, fields) = pair.map_err(lerr)?;
+                raw.insert(name.clone(), field_list(&fields).map_err(|e| SchemaError(format!("struct {name}: {e}")))?);
+            }
+        }
+        let mut done: HashMap<String, Rc<StructDef>> = HashMap::new();
+        let mut names: Vec<&String> = raw.keys().collect();
+        names.sort();
+        for name in names {
+            resolve_struct(name, &raw, &mut done, &mut Vec::new())?;
+        }
+        let mut schema = Schema::new(digest);
+        for m in methods.sequence_values::<Table>() {
+            let m = m.map_err(lerr)?;
+            let id: u32 = m.get("id").map_err(lerr)?;
+            let name: String = m.get("name").map_err(lerr)?;
+            let server_type: u32 = m.get("stype").map_err(lerr)?;
+            let parse_list = |key: &str| -> Result<Option<Vec<(String, Ty)>>, SchemaError> {
+                let Some(t) = m.get::<Option<Table>>(key).map_err(lerr)? else {
+                    return Ok(None);
+                };
+                let list = field_list(&t).map_err(|e| SchemaError(format!("{name} {key}: {e}")))?;
+                list.into_iter()
+                    .map(|(n, ty)| {
+                        parse_type(&ty, &done)
+                            .map(|t| (n.clone(), t))
+                            .map_err(|e| SchemaError(format!("{name} {key} '{n}': {e}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Some)
+            };
+            let args = parse_list("args")?.unwrap_or_default();
+            let results = parse_list("results")?;
+            schema.add(Method {
+                id,
+                name,
+                server_type,
+                args,
+                results,
+            })?;
+        }
+        Ok(schema)
+    }
+}
+
+/// Reads `{{"name","type"}, ...}` (or `{"type", ...}`, names then `#i`).
+fn field_list(t: &Table) -> mlua::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (i, v) in t.sequence_values::<Value>().enumerate() {
+        match v? {
+            Value::Table(pair) => out.push((pair.get(1)?, pair.get(2)?)),
+            Value::String(s) => out.push((format!("#{}", i + 1), s.to_str()?.to_string())),
+            other => {
+                return Err(mlua::Error::runtime(format!(
+                    "field {} must be {{name, type}}, got {}",
+                    i + 1,
+                    other.type_name()
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn resolve_struct(
+    name: &str,
+    raw: &HashMap<String, Vec<(String, String)>>,
+    done: &mut HashMap<String, Rc<StructDef>>,
+    stack: &mut Vec<String>,
+) -> Result<(), SchemaError> {
+    if done.contains_key(name) {
+        return Ok(());
+    }
+    if stack.iter().any(|s| s == name) {
+        return Err(SchemaError(format!("struct {name} contains itself ({})", stack.join(" -> "))));
+    }
+    stack.push(name.to_string());
+    let fields = &raw[name];
+    for (_, ty) in fields {
+        // Any struct name mentioned inside the type expression must be resolved first.
+        for word in ty.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+            if raw.contains_key(word) {
+                resolve_struct(word, raw, done, stack)?;
+            }
+        }
+    }
+    let mut parsed = Vec::new();
+    for (fname, ty) in fields {
+        let t = parse_type(ty, done).map_err(|e| SchemaError(format!("struct {name} field '{fname}': {e}")))?;
+        parsed.push((fname.clone(), t));
+    }
+    stack.pop();
+    done.insert(
+        name.to_string(),
+        Rc::new(StructDef {
+            name: name.to_string(),
+            fields: parsed,
+        }),
+    );
+    Ok(())
+}
+
+/// A value that does not match its declared type, with where it sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeError {
+    /// Path inside the value, outermost first (`[3]`, `.name`).
+    pub path: Vec<String>,
+    /// What was wrong.
+    pub message: String,
+}
+
+impl TypeError {
+    fn new(message: String) -> Self {
+        TypeError {
+            path: Vec::new(),
+            message,
+        }
+    }
+    fn at(mut self, seg: String) -> Self {
+        self.path.insert(0, seg);
+        self
+    }
+}
+
+impl fmt::Display for TypeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "at {}: {}", self.path.concat(), self.message)
+        }
+    }
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Integer(i) => format!("integer {i}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) => {
+            let s = s.to_string_lossy();
+            if s.len() > 24 {
+                format!("string \"{}...\"", &s.chars().take(20).collect::<String>())
+            } else {
+                format!("string \"{s}\"")
+            }
+        }
+        other => other.type_name().to_string(),
+    }
+}
+
+/// Checks `v` against `ty` and appends its MessagePack form to `out`.
+///
+/// # Errors
+///
+/// [`TypeError`] when the value does not match; `out` may then hold a
+/// partial value and must be rolled back by the caller.
+pub fn encode(out: &mut BytesMut, ty: &Ty, v: &Value) -> Result<(), TypeError> {
+    match (ty, v) {
+        (Ty::Optional(_), Value::Nil) => {
+            mpack::put_nil(out);
+            Ok(())
+        }
+        (Ty::Optional(t), v) => encode(out, t, v),
+        (Ty::Int { min, max, name }, v) => {
+            let i = match v {
+                Value::Integer(i) => *i,
+                Value::Number(n) if n.fract() == 0.0 && *n >= -9.2e18 && *n <= 9.2e18 => *n as i64,
+                other => return Err(TypeError::new(format!("expected {name}, got {}", describe(other)))),
+            };
+            if i < *min || i > *max {
+                return Err(TypeError::new(format!(
+                    "{i} is out of range for {name} ({min}..{max})"
+                )));
+            }
+            mpack::put_int(out, i);
+            Ok(())
+        }
+        (Ty::Float | Ty::Double, v) => {
+            let f = match v {
+                Value::Integer(i) => *i as f64,
+                Value::Number(n) => *n,
+                other => return Err(TypeError::new(format!("expected {ty}, got {}", describe(other)))),
+            };
+            if matches!(ty, Ty::Float) {
+                mpack::put_f32(out, f as f32);
+            } else {
+                mpack::put_f64(out, f);
+            }
+            Ok(())
+        }
+        (Ty::Bool, Value::Boolean(b)) => {
+            mpack::put_bool(out, *b);
+            Ok(())
+        }
+        (Ty::Str, Value::String(s)) => {
+            mpack::put_str(out, &s.as_bytes());
+            Ok(())
+        }
+        (Ty::Bytes, Value::String(s)) => {
+            mpack::put_bin(out, &s.as_bytes());
+            Ok(())
+        }
+        (Ty::Array(et), Value::Table(t)) => {
+            let n = t.raw_len();
+            mpack::put_array_len(out, n);
+            for i in 1..=n {
+                let e: Value = t.raw_get(i).map_err(|e| TypeError::new(e.to_string()))?;
+                encode(out, et, &e).map_err(|e| e.at(format!("[{i}]")))?;
+            }
+            Ok(())
+        }
+        (Ty::Map(kt, vt), Value::Table(t)) => {
+            let mut pairs = Vec::new();
+            for p in t.pairs::<Value, Value>() {
+                pairs.push(p.map_err(|e| TypeError::new(e.to_string()))?);
+            }
+            mpack::put_map_len(out, pairs.len());
+            for (k, v) in &pairs {
+                encode(out, kt, k).map_err(|e| e.at(" key".to_string()))?;
+                encode(out, vt, v).map_err(|e| e.at(format!("[{}]", key_label(k))))?;
+            }
+            Ok(())
+        }
+        (Ty::Struct(def), Value::Table(t)) => {
+            mpack::put_array_len(out, def.fields.len());
+            for (fname, fty) in &def.fields {
+                let e: Value = t.raw_get(fname.as_str()).map_err(|e| TypeError::new(e.to_string()))?;
+                if e.is_nil() && !matches!(fty, Ty::Optional(_)) {
+                    return Err(TypeError::new(format!("missing field '{fname}' of {}", def.name)));
+                }
+                encode(out, fty, &e).map_err(|e| e.at(format!(".{fname}")))?;
+            }
+            Ok(())
+        }
+        (ty, v) => Err(TypeError::new(format!("expected {ty}, got {}", describe(v)))),
+    }
+}
+
+fn key_label(k: &Value) -> String {
+    match k {
+        Value::String(s) => s.to_string_lossy(),
+        Value::Integer(i) => i.to_string(),
+        other => other.type_name().to_string(),
+    }
+}
+
+fn rerr(e: ReadError) -> TypeError {
+    TypeError::new(e.to_string())
+}
+
+fn lerr(e: mlua::Error) -> TypeError {
+    TypeError::new(e.to_string())
+}
+
+/// Reads one value of type `ty` from `r` into a Lua value, checking it.
+///
+/// # Errors
+///
+/// [`TypeError`] when the data is malformed or does not match `ty`.
+pub fn decode(lua: &Lua, ty: &Ty, r: &mut Reader<'_>) -> Result<Value, TypeError> {
+    Ok(match ty {
+        Ty::Optional(t) => {
+            if r.peek_nil() {
+                r.read_nil().map_err(rerr)?;
+                Value::Nil
+            } else {
+                decode(lua, t, r)?
+            }
+        }
+        Ty::Int { min, max, name } => match r.read_num().map_err(rerr)? {
+            Num::Int(i) if i >= *min && i <= *max => Value::Integer(i),
+            Num::Int(i) => return Err(TypeError::new(format!("{i} is out of range for {name}"))),
+            other => return Err(TypeError::new(format!("expected {name}, got {other:?}"))),
+        },
+        Ty::Float | Ty::Double => match r.read_num().map_err(rerr)? {
+            Num::Int(i) => Value::Number(i as f64),
+            Num::BigUint(u) => Value::Number(u as f64),
+            Num::Float(f) => Value::Number(f),
+        },
+        Ty::Bool => Value::Boolean(r.read_bool().map_err(rerr)?),
+        Ty::Str | Ty::Bytes => Value::String(lua.create_string(r.read_bytes().map_err(rerr)?).map_err(lerr)?),
+        Ty::Array(et) => {
+            let n = r.read_array_len().map_err(rerr)?;
+            let t = lua.create_table_with_capacity(n, 0).map_err(lerr)?;
+            for i in 1..=n {
+                let v = decode(lua, et, r).map_err(|e| e.at(format!("[{i}]")))?;
+                t.raw_set(i, v).map_err(lerr)?;
+            }
+            Value::Table(t)
+        }
+        Ty::Map(kt, vt) => {
+            let n = r.read_map_len().map_err(rerr)?;
+            let t = lua.create_table_with_capacity(0, n).map_err(lerr)?;
+            for _ in 0..n {
+                let k = decode(lua, kt, r).map_err(|e| e.at(" key".to_string()))?;
+                if k.is_nil() {
+                    return Err(TypeError::new("nil map key".into()));
+                }
+                let label = key_label(&k);
+                let v = decode(lua, vt, r).map_err(|e| e.at(format!("[{label}]")))?;
+                t.raw_set(k, v).map_err(lerr)?;
+            }
+            Value::Table(t)
+        }
+        Ty::Struct(def) => {
+            let n = r.read_array_len().map_err(rerr)?;
+            if n != def.fields.len() {
+                return Err(TypeError::new(format!(
+                    "{} has {} fields, message has {n}",
+                    def.name,
+                    def.fields.len()
+                )));
+            }
+            let t = lua.create_table_with_capacity(0, n).map_err(lerr)?;
+            for (fname, fty) in &def.fields {
+                let v = decode(lua, fty, r).map_err(|e| e.at(format!(".{fname}")))?;
+                t.raw_set(fname.as_str(), v).map_err(lerr)?;
+            }
+            Value::Table(t)
+        }
+    })
+}
+
+/// Encodes a list of values against a list of declared types, as consecutive
+/// MessagePack values. `what` names them in errors ("argument", "result").
+///
+/// # Errors
+///
+/// A message naming the method, the position and the name of the first bad
+/// value, and what was wrong with it.
+pub fn encode_list<'v>(
+    out: &mut BytesMut,
+    method: &Method,
+    decl: &[(String, Ty)],
+    what: &str,
+    values: impl ExactSizeIterator<Item = &'v Value>,
+) -> Result<(), String> {
+    if values.len() > decl.len() {
+        return Err(format!(
+            "{}: {} {what}s given, {} declared",
+            method.name,
+            values.len(),
+            decl.len()
+        ));
+    }
+    let mut values = values;
+    for (i, (name, ty)) in decl.iter().enumerate() {
+        let v = values.next().unwrap_or(&Value::Nil);
+        encode(out, ty, v).map_err(|e| format!("bad {what} #{} '{name}' to {}: {e}", i + 1, method.name))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_structs() -> HashMap<String, Rc<StructDef>> {
+        HashMap::new()
+    }
+
+    #[test]
+    fn parses_nested_types() {
+        let t = parse_type("map<string,array<int48>>", &no_structs()).unwrap();
+        assert_eq!(t.to_string(), "map<string,array<int48>>");
+        assert!(parse_type("int47", &no_structs()).is_err());
+        assert!(parse_type("map<int32>", &no_structs()).is_err());
+        assert_eq!(parse_type("string?", &no_structs()).unwrap().to_string(), "string?");
+    }
+
+    #[test]
+    fn int48_bounds() {
+        let lua = Lua::new();
+        let ty = parse_type("int48", &no_structs()).unwrap();
+        let mut out = BytesMut::new();
+        assert!(encode(&mut out, &ty, &Value::Integer((1 << 47) - 1)).is_ok());
+        assert!(encode(&mut out, &ty, &Value::Integer(-(1 << 47))).is_ok());
+        let e = encode(&mut out, &ty, &Value::Integer(1 << 47)).unwrap_err();
+        assert!(e.message.contains("out of range for int48"), "{e}");
+        assert!(encode(&mut out, &ty, &Value::Integer(-(1 << 47) - 1)).is_err());
+        assert!(encode(&mut out, &ty, &Value::Number(1.5)).is_err());
+        assert!(encode(&mut out, &ty, &Value::Number(3.0)).is_ok());
+        let s = lua.create_string("7").unwrap();
+        assert!(encode(&mut out, &ty, &Value::String(s)).is_err());
+    }
+
+    #[test]
+    fn struct_round_trip_and_decode_checks() {
+        let lua = Lua::new();
+        let mut structs = HashMap::new();
+        structs.insert(
+            "P".to_string(),
+            Rc::new(StructDef {
+                name: "P".into(),
+                fields: vec![("id".into(), parse_type("uint8", &no_structs()).unwrap()), ("name".into(), Ty::Str)],
+            }),
+        );
+        let ty = parse_type("array<P>", &structs).unwrap();
+        let v: Value = lua.load("{{id=1,name='a'},{id=200,name='b'}}").eval().unwrap();
+        let mut out = BytesMut::new();
+        encode(&mut out, &ty, &v).unwrap();
+        let back = decode(&lua, &ty, &mut Reader::new(&out)).unwrap();
+        let t = back.as_table().unwrap();
+        let second: Table = t.get(2).unwrap();
+        assert_eq!(second.get::<i64>("id").unwrap(), 200);
+        // The same bytes read as int8 ids must be refused (200 > 127).
+        let mut structs8 = HashMap::new();
+        structs8.insert(
+            "P".to_string(),
+            Rc::new(StructDef {
+                name: "P".into(),
+                fields: vec![("id".into(), parse_type("int8", &no_structs()).unwrap()), ("name".into(), Ty::Str)],
+            }),
+        );
+        let ty8 = parse_type("array<P>", &structs8).unwrap();
+        let e = decode(&lua, &ty8, &mut Reader::new(&out)).unwrap_err();
+        assert_eq!(e.to_string(), "at [2].id: 200 is out of range for int8");
+        let bad: Value = lua.load("{{id=1}}").eval().unwrap();
+        let e = encode(&mut BytesMut::new(), &ty, &bad).unwrap_err();
+        assert_eq!(e.to_string(), "at [1]: missing field 'name' of P");
+    }
+}
