@@ -124,6 +124,18 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
             Err(e) => Ok((None, Some(e))),
         }
     });
+    func!("check", |c, _l, (ty, v): (String, Value)| {
+        let structs = c.schema().map(|s| s.structs.clone()).unwrap_or_default();
+        let ty = match crate::schema::parse_type(&ty, &structs) {
+            Ok(t) => t,
+            Err(e) => return Ok((None, Some(e.to_string()))),
+        };
+        let mut scratch = bytes::BytesMut::new();
+        match crate::schema::encode(&mut scratch, &ty, &v) {
+            Ok(()) => Ok((Some(true), None)),
+            Err(e) => Ok((None, Some(format!("expected {ty}: {e}")))),
+        }
+    });
     func!("timer", |c, _l, secs: f64| Ok(c.add_timer(seconds(Some(secs)).unwrap_or_default())));
     func!("route", |c, _l, (stype, key): (u32, Value)| {
         let k = key_of(&key)?;

@@ -161,8 +161,6 @@ pub fn start(cluster: Arc<ClusterConfig>, name: &str) -> Result<NodeHandle, Node
     let thread = std::thread::Builder::new()
         .name(thread_name.clone())
         .spawn(move || {
-            let span = tracing::info_span!("node", name = %spec.name);
-            let _enter = span.enter();
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -289,7 +287,12 @@ impl Core {
             addr: me.addr,
             source,
         })?;
-        let lua = Lua::new();
+        // SAFETY: the debug library is needed for tracebacks and (later) hot
+        // reload of upvalues; scripts are the game's own trusted code, and no
+        // network data is ever loaded as code.
+        let lua = unsafe {
+            Lua::unsafe_new_with(mlua::StdLib::ALL_SAFE | mlua::StdLib::DEBUG, mlua::LuaOptions::default())
+        };
         let core = Rc::new(Core {
             lua,
             me: me.clone(),
@@ -361,14 +364,6 @@ impl Core {
 
     fn peer(&self, sid: u32) -> Option<Rc<Peer>> {
         self.peers.borrow().get(&sid).cloned()
-    }
-
-    /// Name of a node for messages.
-    pub(crate) fn node_label(&self, sid: u32) -> String {
-        match self.peer(sid) {
-            Some(p) => p.spec.name.clone(),
-            None => format!("sid {sid}"),
-        }
     }
 
     /// The spec of node `sid`, if the cluster has it.

@@ -161,6 +161,8 @@ pub struct Schema {
     /// `rpcdef.Digi`.
     pub digest: u32,
     methods: Vec<Option<Rc<Method>>>,
+    /// Named structs, for type expressions checked from Lua (`rpctype.check`).
+    pub structs: HashMap<String, Rc<StructDef>>,
 }
 
 impl Schema {
@@ -169,6 +171,7 @@ impl Schema {
         Schema {
             digest,
             methods: Vec::new(),
+            structs: HashMap::new(),
         }
     }
 
@@ -221,6 +224,7 @@ impl Schema {
             resolve_struct(name, &raw, &mut done, &mut Vec::new())?;
         }
         let mut schema = Schema::new(digest);
+        schema.structs = done.clone();
         for m in methods.sequence_values::<Table>() {
             let m = m.map_err(lerr)?;
             let id: u32 = m.get("id").map_err(lerr)?;

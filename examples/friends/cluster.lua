@@ -1,0 +1,14 @@
+-- The demo cluster: one DB, two Halls, one Gate, all on this machine.
+-- `luahost up examples/friends` runs it in one process; `luahost run
+-- --cluster examples/friends --node hall_1` runs one node as its own process.
+return {
+    secret = "friends-demo-secret",
+    call_timeout = 5,
+    scripts = { "../../scripts" },
+    nodes = {
+        db_1   = { type = "DB",   id = 1,  addr = "127.0.0.1:7101" },
+        gate_1 = { type = "Gate", id = 21, addr = "127.0.0.1:7102" },
+        hall_1 = { type = "Hall", id = 11, addr = "127.0.0.1:7103" },
+        hall_2 = { type = "Hall", id = 12, addr = "127.0.0.1:7104" },
+    },
+}

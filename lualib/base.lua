@@ -1,0 +1,100 @@
+-- base.init(sname): the start-up sequence of seed 000.
+local core = require "luahost.core"
+local rpcdef = require "rpcdef"
+local rpcstub = require "rpcstub"
+local rpcco = require "rpcco"
+local router = require "router"
+local entity = require "entity"
+local event = require "event"
+
+local M = {}
+
+--- Global entities of this node by class name (fm = base.global("FriendMgr")).
+M.globals = {}
+
+--- The System interface every node serves.
+SystemImpl = SystemImpl or {}
+function SystemImpl:ping(t) return t end
+
+local function createGlobalEntity(classname, eid)
+    local cls = Global[classname]
+    if cls == nil then
+        cls = {}
+        Global[classname] = cls
+    end
+    if not cls.new then
+        entity.declareObject(cls, entity.Entity)
+    end
+    LOG("create global entity [%s, %d]", classname, eid)
+    local e = cls.new(conf.ServerID, 0, eid)
+    -- one ghost mailbox per server type: fm:hall(sid).method(...)
+    for tname in pairs(rpcdef.ServerType) do
+        local sname = string.lower(tname)
+        local ghost = string.format("__%sghost", sname)
+        local iface = rpcdef["rpc" .. tname][classname] or {}
+        e[ghost] = rpcstub.mailbox(iface, nil, eid)
+        e[sname] = function(self, sid)
+            local m = rawget(self, ghost)
+            m.__from = sid
+            return m
+        end
+    end
+    return e
+end
+
+local function initGlobalEntity()
+    for classname, eid in pairs(rpcdef.GlobalEntity) do
+        local e = createGlobalEntity(classname, eid)
+        entity.Entity.set(eid, e)
+        M.globals[classname] = e
+    end
+end
+
+--- The global entity of class classname on this node.
+function M.global(classname)
+    return M.globals[classname] or error("no global entity " .. tostring(classname), 2)
+end
+
+local function onServerOnline(sid, tname, name)
+    LOG("server online: %s (%s, sid %d)", name, tname, sid)
+end
+
+local function onServerOffline(sid, tname, name)
+    LOG("server offline: %s (%s, sid %d)", name, tname, sid)
+end
+
+--- Starts the node as a server of type sname: schema, stubs, System,
+--- global entities, Online/Offline, registration. Scripts call it once from
+--- their main file, after defining their Global classes.
+function M.init(sname)
+    assert(sname, "base.init needs the server type name")
+    local entitydef = require "entitydef"
+    ServerType = entitydef.ServerType
+    local sty = ServerType[sname]
+    if not sty then
+        error(string.format("base.init(%q): ServerType in entitydef has no such type", sname), 2)
+    end
+    if sname ~= conf.NodeType then
+        error(string.format("base.init(%q) on node %s, whose type in the cluster file is %s",
+            sname, conf.NodeName, tostring(conf.NodeType)), 2)
+    end
+    math.randomseed(math.floor(core.time() * 1000) + conf.ServerID)
+    conf.ServerTypeName = sname
+    conf.ServerType = sty
+
+    rpcdef.init(entitydef)
+    INFO("Rpc version: %08x, client version: %08x", rpcdef.Digi, rpcdef.ClientDigi)
+    rpcdef.setup(sname)
+    rpcstub.setup()
+    router.init(sname)
+    rpcco.init()
+
+    rpcdef.implements("System", SystemImpl)
+    initGlobalEntity()
+    event.EventMng:subscribe(event.Event.Server.Online, onServerOnline)
+    event.EventMng:subscribe(event.Event.Server.Offline, onServerOffline)
+    local ok, err = core.register(rpcdef.ServerType)
+    if not ok then error(err, 2) end
+end
+
+return M

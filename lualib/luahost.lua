@@ -1,0 +1,27 @@
+-- The prelude every node runs before its main script: it makes the names of
+-- seed 000 global so that game scripts read as they always have.
+local log = require "log"
+LOG, INFO, WARN, ERROR = log.LOG, log.INFO, log.WARN, log.ERROR
+
+local entity = require "entity"
+Entity = entity.Entity
+declareObject = entity.declareObject
+
+local event = require "event"
+EventMng = event.EventMng
+Event = event.Event
+
+rpctype = require "rpctype"
+rpcco = require "rpcco"
+rpcdef = require "rpcdef"
+rpcstub = require "rpcstub"
+router = require "router"
+timer = require "timer"
+base = require "base"
+
+--- Classes of global entities, by name; scripts fill them before base.init.
+Global = Global or {}
+
+if package.searchpath("entitydef", package.path) then
+    ServerType = require("entitydef").ServerType
+end

@@ -1,0 +1,79 @@
+-- Picking servers: by consistent hash, at random, as lists; and sending to
+-- several (seed 002's SendOne / SendByType / SendByID / SendAll).
+local core = require "luahost.core"
+
+local M = {}
+
+--- The live server of type stype that owns key (integer or string), by
+--- consistent hash: only keys of a server that comes or goes move. nil if
+--- none is live.
+M.route = core.route
+--- A live server of type stype chosen at random, or nil.
+M.random = core.random
+--- The live servers of type stype (sorted ids).
+M.list = core.list
+--- Every live server (this node included).
+M.all = core.all
+--- True when server sid is live.
+M.isLive = core.live
+
+--- The cluster-file name of server sid (e.g. "hall_1"), or its id as text.
+function M.nodeName(sid)
+    local n = sid and core.node(sid)
+    return n and n.name or tostring(sid)
+end
+
+--- Seed 000 calls it from base.init; routing state lives in the host.
+function M.init() end
+
+local function send_to(sid, iface, eid, method, ...)
+    local m = iface[method]
+    if m == nil then error("no method '" .. tostring(method) .. "' in the interface", 3) end
+    if m.call then error(m.full .. " is a call; router sends only one-way methods", 3) end
+    local ok, err = core.send(sid, eid, m.id, ...)
+    if not ok then error(err, 3) end
+end
+
+--- Sends iface.method(...) to entity eid on server sid if it is live;
+--- returns whether it was sent.
+function M.sendById(sid, iface, eid, method, ...)
+    if not core.live(sid) then return false end
+    send_to(sid, iface, eid, method, ...)
+    return true
+end
+
+--- Sends to one live server of stype chosen at random; returns its sid or nil.
+function M.sendOne(stype, iface, eid, method, ...)
+    local sid = core.random(stype)
+    if sid then send_to(sid, iface, eid, method, ...) end
+    return sid
+end
+
+--- Sends to every live server of stype (this node left out when
+--- excludeSelf); returns how many were sent.
+function M.sendByType(stype, excludeSelf, iface, eid, method, ...)
+    local me, n = core.sid(), 0
+    for _, sid in ipairs(core.list(stype)) do
+        if not (excludeSelf and sid == me) then
+            send_to(sid, iface, eid, method, ...)
+            n = n + 1
+        end
+    end
+    return n
+end
+
+--- Sends method of entity class cname to every live server whose type
+--- implements it (rpcdef["rpc"..Type][cname]); returns how many were sent.
+function M.sendAll(excludeSelf, cname, eid, method, ...)
+    local rpcdef = require "rpcdef"
+    local n = 0
+    for tname, stype in pairs(rpcdef.ServerType) do
+        local iface = rpcdef["rpc" .. tname] and rpcdef["rpc" .. tname][cname]
+        if iface and iface[method] then
+            n = n + M.sendByType(stype, excludeSelf, iface, eid, method, ...)
+        end
+    end
+    return n
+end
+
+return M

@@ -1,0 +1,220 @@
+-- Coroutines: every incoming call, send and event runs in its own coroutine;
+-- a remote call, a sleep or a wait suspends only that coroutine.
+--
+-- The host calls M.dispatch for everything that happens to the node; the
+-- kinds are fixed by host/node.rs (kind module).
+local core = require "luahost.core"
+
+local M = {}
+
+local CALL, SEND, REPLY, TIMER, ONLINE, OFFLINE = 1, 2, 3, 4, 5, 6
+
+local create, resume_raw, yield, running, status =
+    coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
+local traceback = debug.traceback
+local core_call, core_reply, core_timer = core.call, core.reply, core.timer
+
+local waiting = {}                                  -- id -> coroutine waiting for it
+local timeouts = setmetatable({}, { __mode = "k" }) -- coroutine -> call timeout override
+local sleepers = setmetatable({}, { __mode = "k" }) -- coroutine -> true while in M.wait
+local on_timer = {}                                 -- id -> function (timer.after/every)
+
+local event = require "event"
+local rpcdef, Entity -- set in M.init (they require rpcco themselves)
+
+local function resume(co, ...)
+    local ok, err = resume_raw(co, ...)
+    if not ok then
+        ERROR("coroutine failed: %s", traceback(co, tostring(err)))
+    end
+    return ok
+end
+M.resume = resume
+
+--- Runs fn(...) in a new coroutine now, until it finishes or first suspends.
+function M.fork(fn, ...)
+    local co = create(fn)
+    resume(co, ...)
+    return co
+end
+
+local function need_co(what)
+    local co, main = running()
+    if main then
+        error(what .. " must run inside a coroutine: handlers already do; elsewhere use rpcco.fork", 3)
+    end
+    return co
+end
+
+local function check(ok, ...)
+    if ok then return ... end
+    error((...), 2)
+end
+
+--- Sends a call and suspends the current coroutine until the reply, a
+--- timeout, or the loss of the peer. Used by rpcstub.
+function M.call(sid, eid, mid, ...)
+    local co, main = running()
+    if main then
+        error("a remote call must run inside a coroutine: handlers already do; elsewhere use rpcco.fork", 2)
+    end
+    local id, err = core_call(sid, eid, mid, timeouts[co], ...)
+    if not id then error(err, 2) end
+    waiting[id] = co
+    return check(yield())
+end
+
+--- Runs fn(...) with remote calls made by this coroutine timing out after
+--- secs seconds instead of the cluster default.
+function M.timeout(secs, fn, ...)
+    local co = need_co("rpcco.timeout")
+    local old = timeouts[co]
+    timeouts[co] = secs
+    local res = table.pack(pcall(fn, ...))
+    timeouts[co] = old
+    if not res[1] then error(res[2], 0) end
+    return table.unpack(res, 2, res.n)
+end
+
+--- Suspends the current coroutine for secs seconds.
+function M.sleep(secs)
+    local co = need_co("rpcco.sleep")
+    waiting[core_timer(secs)] = co
+    yield()
+end
+
+--- Suspends the current coroutine until rpcco.wakeup(co) is called.
+function M.wait()
+    local co = need_co("rpcco.wait")
+    sleepers[co] = true
+    yield()
+end
+
+--- Resumes a coroutine suspended in rpcco.wait (later, not inside this call).
+--- Returns false if it was not waiting.
+function M.wakeup(co)
+    if not sleepers[co] then return false end
+    sleepers[co] = nil
+    waiting[core_timer(0)] = co
+    return true
+end
+
+--- Registers fn to run (in a new coroutine) when timer id fires.
+function M.on_timer(id, fn)
+    on_timer[id] = fn
+end
+
+--- Forgets the callback of timer id.
+function M.cancel_timer(id)
+    on_timer[id] = nil
+end
+
+--- The kind of an error raised by a remote call: "timeout", "node down",
+--- "no such node", "remote error", or nil for any other error.
+function M.errkind(err)
+    local s = tostring(err)
+    for _, k in ipairs({ "timeout", "node down", "no such node", "remote error" }) do
+        if s:find(k .. ":", 1, true) then return k end
+    end
+    return nil
+end
+
+local function target_of(m, eid)
+    if eid == 0 then
+        return rpcdef.impl(m.iface)
+    end
+    return Entity.get(eid)
+end
+
+local function finish_call(conn, session, mid, m, ok, ...)
+    if ok then
+        local sent, err = core_reply(conn, session, mid, true, ...)
+        if not sent then ERROR("reply of %s failed: %s", m.full, err) end
+    else
+        local err = tostring((...))
+        ERROR("%s failed: %s", m.full, err)
+        core_reply(conn, session, mid, false, m.full .. ": " .. err)
+    end
+end
+
+local function run_call(conn, session, eid, mid, ...)
+    local m = rpcdef.methods[mid]
+    local target = target_of(m, eid)
+    local fn = target and target[m.name]
+    if type(fn) ~= "function" then
+        local err = string.format("%s: no handler for %s on entity %d", core.name(), m.full, eid)
+        ERROR("%s", err)
+        core_reply(conn, session, mid, false, err)
+        return
+    end
+    return finish_call(conn, session, mid, m, xpcall(fn, traceback, target, ...))
+end
+
+local function run_send(eid, mid, ...)
+    local m = rpcdef.methods[mid]
+    local target = target_of(m, eid)
+    local fn = target and target[m.name]
+    if type(fn) ~= "function" then
+        ERROR("send %s to entity %d dropped: no handler", m.full, eid)
+        return
+    end
+    local ok, err = xpcall(fn, traceback, target, ...)
+    if not ok then ERROR("%s failed: %s", m.full, err) end
+end
+
+local function run_timer(fn)
+    fn()
+end
+
+local function publish(ev, sid, tname, name)
+    event.EventMng:publish(ev, sid, tname, name)
+end
+
+--- The host's single entry point into Lua.
+function M.dispatch(kind, a, b, ...)
+    if kind == CALL then
+        resume(create(run_call), a, b, ...)
+    elseif kind == REPLY then
+        local co = waiting[a]
+        if co then
+            waiting[a] = nil
+            resume(co, b, ...)
+        end
+    elseif kind == SEND then
+        resume(create(run_send), ...)
+    elseif kind == TIMER then
+        local co = waiting[a]
+        if co then
+            waiting[a] = nil
+            resume(co, true)
+        else
+            local fn = on_timer[a]
+            if fn then
+                on_timer[a] = nil
+                resume(create(run_timer), fn)
+            end
+        end
+    elseif kind == ONLINE then
+        resume(create(publish), event.Event.Server.Online, a, b, ...)
+    elseif kind == OFFLINE then
+        resume(create(publish), event.Event.Server.Offline, a, b, ...)
+    end
+end
+
+--- Installs the dispatcher (base.init calls it).
+function M.init()
+    rpcdef = require "rpcdef"
+    Entity = (require "entity").Entity
+    core.set_dispatch(M.dispatch)
+end
+
+--- Number of coroutines waiting for a reply or timer (for tests and stats).
+function M.waiting_count()
+    local n = 0
+    for _, co in pairs(waiting) do
+        if status(co) == "suspended" then n = n + 1 end
+    end
+    return n
+end
+
+return M

@@ -1,0 +1,174 @@
+-- The schema: rpcdef.init(entitydef) numbers every method, computes the
+-- digests and hands the typed method list to the host.
+--
+-- entitydef (scripts/entitydef.lua) holds:
+--   ServerType   = { Router = 1, DB = 2, ... }
+--   GlobalEntity = { FriendMgr = 1, ... }          class name -> entity id
+--   Struct       = { Name = { {"field", "type"}, ... } }
+--   Static       = { Iface = { Server = { m = {args=..., results=...} },
+--                              Client = { ... } } }
+--   Entity       = { Class = { ServerTypeName = { m = {args=..., results=...} } } }
+-- A method with `results` (possibly {}) is a call; without, a one-way send.
+-- args/results are lists of {"name", "type"} (or bare "type").
+--
+-- Method ids are the positions of the sorted method keys, and Digi is a hash
+-- of the canonical text of the whole schema: the same schema gives the same
+-- ids and digest on every node and every run.
+local core = require "luahost.core"
+
+local M = {}
+
+M.Digi, M.ClientDigi = 0, 0
+M.methods = {}          -- id -> method
+M.GlobalEntity = {}     -- class name -> eid
+M.rpcStaticServer = {}  -- iface -> { method name -> method }
+M.rpcStaticClient = {}
+M.ServerType = {}
+
+local impls = {}
+
+local function normalize(list, where)
+    local out = {}
+    if list == nil then return nil end
+    assert(type(list) == "table", where .. " must be a list")
+    for i, f in ipairs(list) do
+        if type(f) == "string" then
+            out[i] = { "#" .. i, f }
+        elseif type(f) == "table" and type(f[1]) == "string" and type(f[2]) == "string" then
+            out[i] = { f[1], f[2] }
+        else
+            error(string.format("%s #%d must be {\"name\", \"type\"}", where, i), 0)
+        end
+    end
+    return out
+end
+
+local function sig(list)
+    if list == nil then return "-" end
+    local parts = {}
+    for i, f in ipairs(list) do parts[i] = f[1] .. ":" .. f[2] end
+    return "(" .. table.concat(parts, ",") .. ")"
+end
+
+local function sorted_keys(t)
+    local keys = {}
+    for k in pairs(t or {}) do keys[#keys + 1] = k end
+    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+    return keys
+end
+
+--- Loads the schema. May be called again (hot reload): the tables keep their
+--- identity and are refilled.
+function M.init(def)
+    assert(type(def) == "table", "rpcdef.init needs the entitydef table")
+    assert(type(def.ServerType) == "table", "entitydef.ServerType is missing")
+    local entries = {}
+    for _, iname in ipairs(sorted_keys(def.Static)) do
+        for _, side in ipairs(sorted_keys(def.Static[iname])) do
+            if side ~= "Server" and side ~= "Client" then
+                error(string.format("entitydef.Static.%s.%s: side must be Server or Client", iname, side), 0)
+            end
+            for _, mname in ipairs(sorted_keys(def.Static[iname][side])) do
+                entries[#entries + 1] = {
+                    key = "Static." .. iname .. "." .. side .. "." .. mname,
+                    iface = iname, side = side, name = mname, stype = 0,
+                    def = def.Static[iname][side][mname],
+                }
+            end
+        end
+    end
+    for _, cname in ipairs(sorted_keys(def.Entity)) do
+        for _, tname in ipairs(sorted_keys(def.Entity[cname])) do
+            local stype = def.ServerType[tname]
+            if not stype then
+                error(string.format("entitydef.Entity.%s.%s: no server type %s in ServerType", cname, tname, tname), 0)
+            end
+            for _, mname in ipairs(sorted_keys(def.Entity[cname][tname])) do
+                entries[#entries + 1] = {
+                    key = "Entity." .. cname .. "." .. tname .. "." .. mname,
+                    iface = cname, tname = tname, name = mname, stype = stype,
+                    def = def.Entity[cname][tname][mname],
+                }
+            end
+        end
+    end
+    table.sort(entries, function(a, b) return a.key < b.key end)
+
+    -- canonical text
+    local text, ctext = {}, {}
+    for _, k in ipairs(sorted_keys(def.ServerType)) do text[#text + 1] = "T " .. k .. "=" .. def.ServerType[k] end
+    for _, k in ipairs(sorted_keys(def.GlobalEntity)) do text[#text + 1] = "G " .. k .. "=" .. def.GlobalEntity[k] end
+    local structs = {}
+    for _, k in ipairs(sorted_keys(def.Struct)) do
+        local fields = normalize(def.Struct[k], "entitydef.Struct." .. k)
+        structs[k] = fields
+        text[#text + 1] = "S " .. k .. sig(fields)
+        ctext[#ctext + 1] = text[#text]
+    end
+
+    for k in pairs(M.methods) do M.methods[k] = nil end
+    for k in pairs(M.rpcStaticServer) do M.rpcStaticServer[k] = nil end
+    for k in pairs(M.rpcStaticClient) do M.rpcStaticClient[k] = nil end
+    for k in pairs(M.GlobalEntity) do M.GlobalEntity[k] = nil end
+    for k in pairs(M.ServerType) do M.ServerType[k] = nil end
+    for k, v in pairs(def.ServerType) do
+        M.ServerType[k] = v
+        M["rpc" .. k] = M["rpc" .. k] or {}
+        for c in pairs(M["rpc" .. k]) do M["rpc" .. k][c] = nil end
+    end
+    for k, v in pairs(def.GlobalEntity or {}) do M.GlobalEntity[k] = v end
+
+    local list = {}
+    for id, e in ipairs(entries) do
+        local d = e.def
+        assert(type(d) == "table", e.key .. " must be a table {args=..., results=...}")
+        local m = {
+            id = id,
+            name = e.name,
+            iface = e.iface,
+            full = e.iface .. "." .. e.name,
+            stype = e.stype,
+            args = normalize(d.args or {}, e.key .. ".args"),
+            results = normalize(d.results, e.key .. ".results"),
+        }
+        m.call = m.results ~= nil
+        text[#text + 1] = e.key .. sig(m.args) .. "->" .. sig(m.results)
+        if e.side then ctext[#ctext + 1] = text[#text] end
+        M.methods[id] = m
+        list[#list + 1] = { id = id, name = m.full, stype = m.stype, args = m.args, results = m.results }
+        local group
+        if e.side == "Server" then
+            group = M.rpcStaticServer
+        elseif e.side == "Client" then
+            group = M.rpcStaticClient
+        else
+            group = M["rpc" .. e.tname]
+        end
+        group[e.iface] = group[e.iface] or {}
+        group[e.iface][e.name] = m
+    end
+    M.Digi = core.hash32(table.concat(text, "\n"))
+    M.ClientDigi = core.hash32(table.concat(ctext, "\n"))
+    local ok, err = core.set_schema(M.Digi, list, structs)
+    if not ok then error("entitydef: " .. err, 2) end
+    return M
+end
+
+--- Declares that impl serves the static interface iname (e.g. "System");
+--- calls to it arrive as impl:method(args...).
+function M.implements(iname, impl)
+    assert(type(impl) == "table", "rpcdef.implements: impl must be a table")
+    impls[iname] = impl
+end
+
+--- The table implementing static interface iname, if any.
+function M.impl(iname)
+    return impls[iname]
+end
+
+--- Checks that this node's type exists in the schema (seed 000's setup step).
+function M.setup(sname)
+    assert(M.ServerType[sname], "rpcdef.setup: unknown server type " .. tostring(sname))
+end
+
+return M

@@ -1,0 +1,51 @@
+-- Mailboxes: stubs whose methods encode and send. A method declared with
+-- results is a call (returns them, or raises "timeout: ...", "node down:
+-- ...", "no such node: ...", "remote error: ..."); the others are one-way.
+--   local mb = rpcstub.mailbox(rpcdef.rpcHall.FriendMgr, sid, eid)
+--   mb.hall_notifyFriendOnlineStatus(rid, true, rids)
+local core = require "luahost.core"
+local rpcco = require "rpcco"
+
+local M = {}
+
+local send, call = core.send, rpcco.call
+
+local function method_fn(mb, m, name)
+    if m.call then
+        return function(...)
+            local sid = mb.__from
+            if sid == nil then error("mailbox has no server id for " .. m.full, 2) end
+            return call(sid, mb.__eid, m.id, ...)
+        end
+    end
+    return function(...)
+        local sid = mb.__from
+        if sid == nil then error("mailbox has no server id for " .. m.full, 2) end
+        local ok, err = send(sid, mb.__eid, m.id, ...)
+        if not ok then error(err, 2) end
+    end
+end
+
+local mt = {
+    __index = function(mb, name)
+        local m = rawget(mb, "__iface")[name]
+        if m == nil then
+            error(string.format("no method '%s' in this mailbox's interface", tostring(name)), 2)
+        end
+        local f = method_fn(mb, m, name)
+        rawset(mb, name, f)
+        return f
+    end,
+}
+
+--- A mailbox for entity eid (0 for static interfaces) on server sid, whose
+--- methods are those of iface (a table from rpcdef, e.g. rpcdef.rpcHall.FriendMgr).
+function M.mailbox(iface, sid, eid)
+    assert(type(iface) == "table", "rpcstub.mailbox: iface must be an interface table from rpcdef")
+    return setmetatable({ __iface = iface, __from = sid, __eid = eid or 0 }, mt)
+end
+
+--- Seed 000 calls it after rpcdef.setup; nothing to prepare here.
+function M.setup() end
+
+return M

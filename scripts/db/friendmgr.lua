@@ -1,0 +1,37 @@
+-- FriendMgr as the DB node serves it.
+local FriendMgr = Global.FriendMgr or {}
+Global.FriendMgr = FriendMgr
+
+FriendDB = FriendDB or { friends = {}, online = {}, count = 0 }
+
+-- A fixed friend graph: players 1001..1020, each a friend of the next one and
+-- of the one five further on (both ways).
+if FriendDB.count == 0 then
+    local first, last = 1001, 1020
+    for rid = first, last do FriendDB.friends[rid] = {} end
+    local function link(a, b)
+        if FriendDB.friends[a] and FriendDB.friends[b] then
+            table.insert(FriendDB.friends[a], b)
+            table.insert(FriendDB.friends[b], a)
+        end
+    end
+    for rid = first, last do
+        link(rid, rid + 1)
+        link(rid, rid + 5)
+    end
+    FriendDB.count = last - first + 1
+end
+
+function FriendMgr:db_setOnline(rid, hall)
+    local friends = FriendDB.friends[rid]
+    if not friends then error("no player " .. rid) end
+    FriendDB.online[rid] = (hall ~= 0) and hall or nil
+    local out = {}
+    for _, f in ipairs(friends) do
+        local where = FriendDB.online[f]
+        if where then out[#out + 1] = { rid = f, hall = where } end
+    end
+    return out
+end
+
+return FriendMgr
