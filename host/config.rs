@@ -92,7 +92,11 @@ impl ClusterConfig {
     ///
     /// [`ConfigError`] naming the file, and for Lua errors the line.
     pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
-        let file = if path.is_dir() { path.join("cluster.lua") } else { path.to_path_buf() };
+        let file = if path.is_dir() {
+            path.join("cluster.lua")
+        } else {
+            path.to_path_buf()
+        };
         let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Io {
             path: file.clone(),
             source,
@@ -118,20 +122,34 @@ impl ClusterConfig {
             .eval()
             .map_err(|e| ConfigError::Lua(first_line(&e.to_string())))?;
         let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
 
         let secret = match std::env::var("LUAHOST_SECRET") {
             Ok(s) if !s.is_empty() => s,
-            _ => root.get::<Option<String>>("secret").map_err(|e| invalid(e.to_string()))?.unwrap_or_default(),
+            _ => root
+                .get::<Option<String>>("secret")
+                .map_err(|e| invalid(e.to_string()))?
+                .unwrap_or_default(),
         };
         let call_timeout = match root.get::<Value>("call_timeout").map_err(|e| invalid(e.to_string()))? {
             Value::Nil => Duration::from_secs(5),
             Value::Integer(i) if i > 0 => Duration::from_secs(i as u64),
             Value::Number(n) if n > 0.0 => Duration::from_secs_f64(n),
-            other => return Err(invalid(format!("call_timeout must be a positive number of seconds, got {other:?}"))),
+            other => {
+                return Err(invalid(format!(
+                    "call_timeout must be a positive number of seconds, got {other:?}"
+                )))
+            }
         };
         let mut scripts = Vec::new();
-        if let Some(list) = root.get::<Option<Table>>("scripts").map_err(|e| invalid(e.to_string()))? {
+        if let Some(list) = root
+            .get::<Option<Table>>("scripts")
+            .map_err(|e| invalid(e.to_string()))?
+        {
             for s in list.sequence_values::<String>() {
                 scripts.push(dir.join(s.map_err(|e| invalid(format!("scripts: {e}")))?));
             }
@@ -140,7 +158,10 @@ impl ClusterConfig {
         }
         let lualib = match std::env::var("LUAHOST_LUALIB") {
             Ok(s) if !s.is_empty() => PathBuf::from(s),
-            _ => match root.get::<Option<String>>("lualib").map_err(|e| invalid(e.to_string()))? {
+            _ => match root
+                .get::<Option<String>>("lualib")
+                .map_err(|e| invalid(e.to_string()))?
+            {
                 Some(s) => dir.join(s),
                 None => default_lualib(),
             },
@@ -154,14 +175,18 @@ impl ClusterConfig {
         for pair in nodes_t.pairs::<String, Table>() {
             let (name, t) = pair.map_err(|e| invalid(format!("nodes: {e}")))?;
             let field = |k: &str| -> Result<Option<String>, ConfigError> {
-                t.get::<Option<String>>(k).map_err(|e| invalid(format!("node {name}: field '{k}': {e}")))
+                t.get::<Option<String>>(k)
+                    .map_err(|e| invalid(format!("node {name}: field '{k}': {e}")))
             };
             let stype = field("type")?.ok_or_else(|| invalid(format!("node {name} has no 'type'")))?;
             let addr_s = field("addr")?.ok_or_else(|| invalid(format!("node {name} has no 'addr'")))?;
             let addr: SocketAddr = addr_s
                 .parse()
                 .map_err(|e| invalid(format!("node {name}: addr '{addr_s}': {e}")))?;
-            let sid = match t.get::<Option<i64>>("id").map_err(|e| invalid(format!("node {name}: id: {e}")))? {
+            let sid = match t
+                .get::<Option<i64>>("id")
+                .map_err(|e| invalid(format!("node {name}: id: {e}")))?
+            {
                 Some(i) if i > 0 && i <= u32::MAX as i64 => i as u32,
                 Some(i) => return Err(invalid(format!("node {name}: id {i} must be in 1..4294967295"))),
                 None => crate::ring::fnv1a32(name.as_bytes()) & 0x7fff_ffff,
@@ -195,7 +220,10 @@ impl ClusterConfig {
         let mut seen_addr = BTreeMap::new();
         for n in nodes.values() {
             if let Some(other) = seen_sid.insert(n.sid, &n.name) {
-                return Err(invalid(format!("nodes {other} and {} share id {}; give one an explicit 'id'", n.name, n.sid)));
+                return Err(invalid(format!(
+                    "nodes {other} and {} share id {}; give one an explicit 'id'",
+                    n.name, n.sid
+                )));
             }
             if let Some(other) = seen_addr.insert(n.addr, &n.name) {
                 return Err(invalid(format!("nodes {other} and {} share addr {}", n.name, n.addr)));
@@ -218,7 +246,11 @@ impl ClusterConfig {
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).trim_start_matches("runtime error: ").to_string()
+    s.lines()
+        .next()
+        .unwrap_or(s)
+        .trim_start_matches("runtime error: ")
+        .to_string()
 }
 
 #[cfg(test)]
@@ -241,10 +273,19 @@ mod tests {
         assert_eq!(cfg.nodes["hall_1"].sid, 11);
         assert_eq!(cfg.nodes["hall_2"].main, dir.join("scripts/hall/main.lua"));
         assert_eq!(cfg.call_timeout, Duration::from_secs(5));
-        let again = ClusterConfig::parse(&file, r#"return { nodes = { hall_2 = { type = "Hall", addr = "127.0.0.1:7002" } } }"#).unwrap();
-        assert_eq!(again.nodes["hall_2"].sid, cfg.nodes["hall_2"].sid, "derived ids are stable");
+        let again = ClusterConfig::parse(
+            &file,
+            r#"return { nodes = { hall_2 = { type = "Hall", addr = "127.0.0.1:7002" } } }"#,
+        )
+        .unwrap();
+        assert_eq!(
+            again.nodes["hall_2"].sid, cfg.nodes["hall_2"].sid,
+            "derived ids are stable"
+        );
 
-        let e = ClusterConfig::parse(&file, "return { nodes = { x = 1 ").unwrap_err().to_string();
+        let e = ClusterConfig::parse(&file, "return { nodes = { x = 1 ")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cluster.lua:1:"), "{e}");
         let e = ClusterConfig::parse(&file, r#"return { nodes = { a = { type = "Hall", addr = "nope" } } }"#)
             .unwrap_err()

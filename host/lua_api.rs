@@ -86,7 +86,13 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
         c.set_dispatch(f);
         Ok(())
     });
-    func!("set_schema", |c, _l, (digest, methods, structs): (u32, Table, Option<Table>)| {
+    func!("set_schema", |c,
+                         _l,
+                         (digest, methods, structs): (
+        u32,
+        Table,
+        Option<Table>
+    )| {
         match Schema::from_lua(digest, &methods, structs.as_ref()) {
             Ok(s) => {
                 c.set_schema(s);
@@ -106,19 +112,38 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
             Err(e) => Ok((None, Some(e))),
         }
     });
-    func!("send", |c, _l, (sid, eid, mid, args): (u32, i64, u32, Variadic<Value>)| {
-        match c.request(sid, eid, mid, None, false, &args) {
-            Ok(_) => Ok((Some(true), None)),
-            Err(e) => Ok((None, Some(e))),
+    func!(
+        "send",
+        |c, _l, (sid, eid, mid, args): (u32, i64, u32, Variadic<Value>)| {
+            match c.request(sid, eid, mid, None, false, &args) {
+                Ok(_) => Ok((Some(true), None)),
+                Err(e) => Ok((None, Some(e))),
+            }
         }
-    });
-    func!("call", |c, _l, (sid, eid, mid, tmo, args): (u32, i64, u32, Option<f64>, Variadic<Value>)| {
+    );
+    func!("call", |c,
+                   _l,
+                   (sid, eid, mid, tmo, args): (
+        u32,
+        i64,
+        u32,
+        Option<f64>,
+        Variadic<Value>
+    )| {
         match c.request(sid, eid, mid, seconds(tmo), true, &args) {
             Ok(id) => Ok((Some(id), None)),
             Err(e) => Ok((None, Some(e))),
         }
     });
-    func!("reply", |c, _l, (conn, session, mid, ok, vals): (u64, u32, u32, bool, Variadic<Value>)| {
+    func!("reply", |c,
+                    _l,
+                    (conn, session, mid, ok, vals): (
+        u64,
+        u32,
+        u32,
+        bool,
+        Variadic<Value>
+    )| {
         match c.reply(conn, session, mid, ok, &vals) {
             Ok(()) => Ok((Some(true), None)),
             Err(e) => Ok((None, Some(e))),
@@ -136,7 +161,13 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
             Err(e) => Ok((None, Some(format!("expected {ty}: {e}")))),
         }
     });
-    func!("timer", |c, _l, secs: f64| Ok(c.add_timer(seconds(Some(secs)).unwrap_or_default())));
+    func!("eval_done", |c, _l, (token, ok, text): (u32, bool, String)| {
+        c.eval_done(token, if ok { Ok(text) } else { Err(text) });
+        Ok(())
+    });
+    func!("timer", |c, _l, secs: f64| Ok(
+        c.add_timer(seconds(Some(secs)).unwrap_or_default())
+    ));
     func!("route", |c, _l, (stype, key): (u32, Value)| {
         let k = key_of(&key)?;
         let r = c.rings.borrow().route(stype, k);
@@ -151,8 +182,12 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
         Ok(l)
     });
     func!("live", |c, _l, sid: u32| {
-        let Some(spec) = c.node_spec(sid) else { return Ok(false) };
-        let Some(t) = c.type_id(&spec.stype) else { return Ok(false) };
+        let Some(spec) = c.node_spec(sid) else {
+            return Ok(false);
+        };
+        let Some(t) = c.type_id(&spec.stype) else {
+            return Ok(false);
+        };
         let live = c.rings.borrow().is_live(t, sid);
         Ok(live)
     });
@@ -168,7 +203,9 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
         Ok(Some(list[(ring::mix64(nanos) % list.len() as u64) as usize]))
     });
     func!("node", |c, l, sid: u32| {
-        let Some(spec) = c.node_spec(sid) else { return Ok(Value::Nil) };
+        let Some(spec) = c.node_spec(sid) else {
+            return Ok(Value::Nil);
+        };
         let t = l.create_table()?;
         t.set("name", spec.name)?;
         t.set("type", spec.stype)?;
@@ -176,7 +213,18 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
         t.set("addr", spec.addr.to_string())?;
         Ok(Value::Table(t))
     });
-    let _ = &core;
+    func!("nodes", |c, l, (): ()| {
+        let out = l.create_table()?;
+        for spec in c.all_specs() {
+            let t = l.create_table()?;
+            t.set("name", spec.name)?;
+            t.set("type", spec.stype)?;
+            t.set("id", spec.sid)?;
+            t.set("addr", spec.addr.to_string())?;
+            out.push(t)?;
+        }
+        Ok(out)
+    });
 
     // package.path: lualib, then every script root and its per-type folder,
     // then the folder of the node's own main script.

@@ -9,7 +9,11 @@ use luahost::cluster::LocalCluster;
 use luahost::ClusterConfig;
 
 #[derive(Parser)]
-#[command(name = "luahost", version, about = "Runs Lua game-server logic as a cluster of typed nodes")]
+#[command(
+    name = "luahost",
+    version,
+    about = "Runs Lua game-server logic as a cluster of typed nodes"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -55,9 +59,13 @@ fn init_tracing() {
 }
 
 fn wait_for_signal() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("signal runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("signal runtime");
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -77,7 +85,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            tracing::info!("cluster {} up: {} (Ctrl-C stops)", c.config.file.display(), c.names().join(", "));
+            tracing::info!(
+                "cluster {} up: {} (Ctrl-C stops)",
+                c.config.file.display(),
+                c.names().join(", ")
+            );
             wait_for_signal();
             tracing::info!("stopping");
             c.shutdown();

@@ -440,7 +440,25 @@ mod tests {
 
     #[test]
     fn ints_round_trip_in_shortest_form() {
-        for v in [0i64, 1, 127, 128, 255, 256, 65535, 65536, -1, -32, -33, -128, -129, -32768, -32769, i64::MIN, i64::MAX] {
+        for v in [
+            0i64,
+            1,
+            127,
+            128,
+            255,
+            256,
+            65535,
+            65536,
+            -1,
+            -32,
+            -33,
+            -128,
+            -129,
+            -32768,
+            -32769,
+            i64::MIN,
+            i64::MAX,
+        ] {
             let mut b = BytesMut::new();
             put_int(&mut b, v);
             let mut r = Reader::new(&b);

@@ -56,6 +56,8 @@ pub mod kind {
     pub const ONLINE: i64 = 5;
     /// `(OFFLINE, sid, type, name)`
     pub const OFFLINE: i64 = 6;
+    /// `(EVAL, token, code)`
+    pub const EVAL: i64 = 7;
 }
 
 /// Why a node could not start.
@@ -97,6 +99,14 @@ pub enum NodeError {
 pub enum Control {
     /// Stop serving and end the thread.
     Stop,
+    /// Run a Lua chunk in a new coroutine of the node (it may make remote
+    /// calls) and send back its results as text, tab-separated, or its error.
+    Eval {
+        /// The chunk.
+        code: String,
+        /// Where the outcome goes.
+        reply: std::sync::mpsc::Sender<Result<String, String>>,
+    },
 }
 
 /// A node running on its own thread.
@@ -116,6 +126,24 @@ impl NodeHandle {
     /// Asks the node to stop (returns at once).
     pub fn stop(&self) {
         let _ = self.ctrl.send(Control::Stop);
+    }
+
+    /// Runs `code` in the node (see [`Control::Eval`]) and waits up to
+    /// `timeout` for its outcome. Meant for tests, tools and bots.
+    ///
+    /// # Errors
+    ///
+    /// The Lua error (with traceback) or a timeout message.
+    pub fn eval(&self, code: &str, timeout: Duration) -> Result<String, String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.ctrl
+            .send(Control::Eval {
+                code: code.to_string(),
+                reply: tx,
+            })
+            .map_err(|_| format!("node {} is not running", self.name))?;
+        rx.recv_timeout(timeout)
+            .map_err(|_| format!("eval on {} did not finish within {timeout:?}", self.name))?
     }
 
     /// Stops the node and waits for its thread to end.
@@ -275,6 +303,7 @@ pub(crate) struct Core {
     pub(crate) rings: RefCell<Rings>,
     registered: Cell<bool>,
     listener: RefCell<Option<TcpListener>>,
+    evals: RefCell<HashMap<u32, std::sync::mpsc::Sender<Result<String, String>>>>,
 }
 
 /// Connection id Lua uses for calls from this node to itself.
@@ -291,7 +320,10 @@ impl Core {
         // reload of upvalues; scripts are the game's own trusted code, and no
         // network data is ever loaded as code.
         let lua = unsafe {
-            Lua::unsafe_new_with(mlua::StdLib::ALL_SAFE | mlua::StdLib::DEBUG, mlua::LuaOptions::default())
+            Lua::unsafe_new_with(
+                mlua::StdLib::ALL_SAFE | mlua::StdLib::DEBUG,
+                mlua::LuaOptions::default(),
+            )
         };
         let core = Rc::new(Core {
             lua,
@@ -312,6 +344,7 @@ impl Core {
             rings: RefCell::new(Rings::default()),
             registered: Cell::new(false),
             listener: RefCell::new(Some(listener)),
+            evals: RefCell::new(HashMap::new()),
         });
         for spec in cluster.nodes.values() {
             core.add_peer(spec.clone());
@@ -328,7 +361,10 @@ impl Core {
         })?;
         let chunk = core.lua.load(main).set_name(format!("@{}", me.main.display()));
         chunk.exec().map_err(script_err)?;
-        info!("node {} (sid {}, type {}) listening on {}", me.name, me.sid, me.stype, me.addr);
+        info!(
+            "node {} (sid {}, type {}) listening on {}",
+            me.name, me.sid, me.stype, me.addr
+        );
         Ok(core)
     }
 
@@ -340,6 +376,25 @@ impl Core {
         while let Some(msg) = ctrl.recv().await {
             match msg {
                 Control::Stop => break,
+                Control::Eval { code, reply } => {
+                    let token = self.next_id();
+                    self.evals.borrow_mut().insert(token, reply);
+                    let mut mv = MultiValue::with_capacity(3);
+                    mv.push_back(Value::Integer(kind::EVAL));
+                    mv.push_back(Value::Integer(token as i64));
+                    match self.lua.create_string(&code) {
+                        Ok(s) => mv.push_back(Value::String(s)),
+                        Err(e) => {
+                            self.eval_done(token, Err(e.to_string()));
+                            continue;
+                        }
+                    }
+                    if self.dispatch.borrow().is_none() {
+                        self.eval_done(token, Err("base.init has not run on this node".into()));
+                        continue;
+                    }
+                    self.call_lua(mv);
+                }
             }
         }
         info!("node {} stopping", self.me.name);
@@ -350,7 +405,11 @@ impl Core {
     fn add_peer(self: &Rc<Self>, spec: NodeSpec) {
         let is_self = spec.sid == self.me.sid;
         let peer = Rc::new(Peer {
-            state: Cell::new(if is_self { PeerState::Connected } else { PeerState::Disconnected }),
+            state: Cell::new(if is_self {
+                PeerState::Connected
+            } else {
+                PeerState::Disconnected
+            }),
             spec,
             link: Link::default(),
             pending: RefCell::new(HashMap::new()),
@@ -364,6 +423,13 @@ impl Core {
 
     fn peer(&self, sid: u32) -> Option<Rc<Peer>> {
         self.peers.borrow().get(&sid).cloned()
+    }
+
+    /// Every node of the cluster, by name.
+    pub(crate) fn all_specs(&self) -> Vec<NodeSpec> {
+        let mut v: Vec<NodeSpec> = self.peers.borrow().values().map(|p| p.spec.clone()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
     }
 
     /// The spec of node `sid`, if the cluster has it.
@@ -390,6 +456,13 @@ impl Core {
 
     pub(crate) fn schema(&self) -> Option<Rc<Schema>> {
         self.schema.borrow().clone()
+    }
+
+    /// Delivers the outcome of an eval started by [`Control::Eval`].
+    pub(crate) fn eval_done(&self, token: u32, outcome: Result<String, String>) {
+        if let Some(tx) = self.evals.borrow_mut().remove(&token) {
+            let _ = tx.send(outcome);
+        }
     }
 
     pub(crate) fn set_dispatch(&self, f: Function) {
@@ -589,10 +662,18 @@ impl Core {
             return refuse(format!("{} is not served by {} nodes", method.name, self.me.stype));
         }
         if is_call != method.results.is_some() {
-            return refuse(format!("{} arrived as a {}", method.name, if is_call { "call" } else { "send" }));
+            return refuse(format!(
+                "{} arrived as a {}",
+                method.name,
+                if is_call { "call" } else { "send" }
+            ));
         }
         if nargs != method.args.len() {
-            return refuse(format!("{}: {nargs} arguments, {} declared", method.name, method.args.len()));
+            return refuse(format!(
+                "{}: {nargs} arguments, {} declared",
+                method.name,
+                method.args.len()
+            ));
         }
         let mut mv = MultiValue::with_capacity(5 + nargs);
         mv.push_back(Value::Integer(if is_call { kind::CALL } else { kind::SEND }));
@@ -616,12 +697,18 @@ impl Core {
     /// Handles a reply from peer `peer`.
     fn on_reply(&self, peer: &Peer, session: u32, ok: bool, nvals: usize, mut vals: Reader<'_>) {
         let Some(mid) = peer.pending.borrow_mut().remove(&session) else {
-            debug!("late reply {session} from {} dropped (its caller timed out)", peer.spec.name);
+            debug!(
+                "late reply {session} from {} dropped (its caller timed out)",
+                peer.spec.name
+            );
             return;
         };
         let schema = self.schema();
         let method = schema.as_ref().and_then(|s| s.method(mid).cloned());
-        let mname = method.as_ref().map(|m| m.name.clone()).unwrap_or_else(|| format!("method {mid}"));
+        let mname = method
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_else(|| format!("method {mid}"));
         if !ok {
             let text = vals
                 .read_bytes()
@@ -633,7 +720,11 @@ impl Core {
         if nvals != decl.len() {
             return self.fail_call(
                 session,
-                format!("remote error: {}: {mname} replied {nvals} results, {} declared", peer.spec.name, decl.len()),
+                format!(
+                    "remote error: {}: {mname} replied {nvals} results, {} declared",
+                    peer.spec.name,
+                    decl.len()
+                ),
             );
         }
         let mut mv = MultiValue::with_capacity(3 + nvals);
@@ -647,7 +738,11 @@ impl Core {
                     error!("bad result from {} for {mname}: {e}", peer.spec.name);
                     return self.fail_call(
                         session,
-                        format!("remote error: {}: bad result #{} '{name}' of {mname}: {e}", peer.spec.name, i + 1),
+                        format!(
+                            "remote error: {}: bad result #{} '{name}' of {mname}: {e}",
+                            peer.spec.name,
+                            i + 1
+                        ),
                     );
                 }
             }
@@ -663,7 +758,10 @@ impl Core {
         if peer.state.get() != PeerState::Connected {
             peer.link.out.borrow_mut().clear();
             if queued > 0 {
-                error!("{queued} sends to {} were not delivered: node down: {cause}", peer.spec.name);
+                error!(
+                    "{queued} sends to {} were not delivered: node down: {cause}",
+                    peer.spec.name
+                );
             }
         }
         let schema = self.schema();
@@ -685,10 +783,16 @@ impl Core {
         };
         if online {
             self.rings.borrow_mut().add(stype, peer.spec.sid);
-            info!("{} ({}, sid {}) is online", peer.spec.name, peer.spec.stype, peer.spec.sid);
+            info!(
+                "{} ({}, sid {}) is online",
+                peer.spec.name, peer.spec.stype, peer.spec.sid
+            );
         } else {
             self.rings.borrow_mut().remove(stype, peer.spec.sid);
-            warn!("{} ({}, sid {}) is offline", peer.spec.name, peer.spec.stype, peer.spec.sid);
+            warn!(
+                "{} ({}, sid {}) is offline",
+                peer.spec.name, peer.spec.stype, peer.spec.sid
+            );
         }
         let mut mv = MultiValue::with_capacity(4);
         mv.push_back(Value::Integer(if online { kind::ONLINE } else { kind::OFFLINE }));
@@ -719,7 +823,10 @@ impl Core {
                     .schema()
                     .and_then(|s| s.method(mid).map(|m| m.name.clone()))
                     .unwrap_or_default();
-                self.fail_call(id, format!("timeout: {mname} to {}: no reply within {ms} ms", peer.spec.name));
+                self.fail_call(
+                    id,
+                    format!("timeout: {mname} to {}: no reply within {ms} ms", peer.spec.name),
+                );
             }
             TimerKind::SelfOnline => {
                 if let Some(me) = self.peer(self.me.sid) {
@@ -729,7 +836,6 @@ impl Core {
             }
         }
     }
-
 }
 
 trait HasLink {
@@ -850,11 +956,7 @@ async fn accept_task(core: Rc<Core>, listener: TcpListener) {
     }
 }
 
-async fn read_message(
-    rd: &mut OwnedReadHalf,
-    dec: &mut FrameDecoder,
-    buf: &mut BytesMut,
-) -> Result<Message, String> {
+async fn read_message(rd: &mut OwnedReadHalf, dec: &mut FrameDecoder, buf: &mut BytesMut) -> Result<Message, String> {
     loop {
         if let Some(m) = dec.decode(buf).map_err(|e| e.to_string())? {
             return Ok(m);
@@ -911,7 +1013,10 @@ async fn inbound_task(core: Rc<Core>, conn: u64, stream: TcpStream, addr: Socket
             digest,
             token,
         }) => verify(&core, name, sid, stype, digest, token),
-        Ok(other) => Err((format!("first message must be verify, got {other:?}"), "unknown".to_string())),
+        Ok(other) => Err((
+            format!("first message must be verify, got {other:?}"),
+            "unknown".to_string(),
+        )),
         Err(e) => Err((format!("malformed verify request: {e}"), "unknown".to_string())),
     };
     let from = match verdict {
@@ -954,7 +1059,14 @@ async fn inbound_task(core: Rc<Core>, conn: u64, stream: TcpStream, addr: Socket
     debug!("connection from {from} ({addr}) ended: {cause}");
 }
 
-fn verify(core: &Core, name: &[u8], sid: u32, stype: &[u8], digest: u32, token: &[u8]) -> Result<String, (String, String)> {
+fn verify(
+    core: &Core,
+    name: &[u8],
+    sid: u32,
+    stype: &[u8],
+    digest: u32,
+    token: &[u8],
+) -> Result<String, (String, String)> {
     let name = String::from_utf8_lossy(name).into_owned();
     let stype = String::from_utf8_lossy(stype).into_owned();
     let secret = core.cluster.borrow().secret.clone();
@@ -968,7 +1080,10 @@ fn verify(core: &Core, name: &[u8], sid: u32, stype: &[u8], digest: u32, token: 
     let mine = core.schema().map(|s| s.digest).unwrap_or(0);
     if digest != mine {
         return Err((
-            format!("RPC digest mismatch: {name} has {digest:#010x}, {} has {mine:#010x}", core.me.name),
+            format!(
+                "RPC digest mismatch: {name} has {digest:#010x}, {} has {mine:#010x}",
+                core.me.name
+            ),
             name,
         ));
     }
@@ -1021,7 +1136,9 @@ async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
                             Err(e) => return e,
                         };
                         match proto::parse(&msg.data) {
-                            Ok(Envelope::Reply { ok, nvals, vals }) => core.on_reply(&peer, msg.session, ok, nvals, vals),
+                            Ok(Envelope::Reply { ok, nvals, vals }) => {
+                                core.on_reply(&peer, msg.session, ok, nvals, vals)
+                            }
                             Ok(Envelope::Ping) => peer.link.push(|o| proto::put_ping(o, true)),
                             Ok(Envelope::Pong) => {}
                             Ok(other) => return format!("unexpected message {other:?}"),
@@ -1048,7 +1165,7 @@ async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
                 core.fail_peer(&peer, &e);
             }
         }
-        let jitter = Duration::from_millis((crate::ring::mix64(core.next_conn.get() ^ peer.spec.sid as u64) % 50) as u64);
+        let jitter = Duration::from_millis(crate::ring::mix64(core.next_conn.get() ^ peer.spec.sid as u64) % 50);
         tokio::select! {
             _ = tokio::time::sleep(backoff + jitter) => {}
             _ = peer.kick.notified() => {}

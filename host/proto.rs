@@ -172,7 +172,9 @@ pub fn parse(data: &[u8]) -> Result<Envelope<'_>, ProtoError> {
         }
         KIND_VERIFY_FAILED => {
             need(2)?;
-            Envelope::VerifyFailed { reason: r.read_bytes()? }
+            Envelope::VerifyFailed {
+                reason: r.read_bytes()?,
+            }
         }
         KIND_CALL | KIND_SEND => {
             need(3)?;
@@ -180,9 +182,19 @@ pub fn parse(data: &[u8]) -> Result<Envelope<'_>, ProtoError> {
             let mid = r.read_u32()?;
             let nargs = len - 3;
             if kind == KIND_CALL {
-                Envelope::Call { eid, mid, nargs, args: r }
+                Envelope::Call {
+                    eid,
+                    mid,
+                    nargs,
+                    args: r,
+                }
             } else {
-                Envelope::Send { eid, mid, nargs, args: r }
+                Envelope::Send {
+                    eid,
+                    mid,
+                    nargs,
+                    args: r,
+                }
             }
         }
         KIND_REPLY => {
@@ -287,15 +299,29 @@ mod tests {
         let mut dec = FrameDecoder::default();
         let m = dec.decode(&mut out).unwrap().unwrap();
         match parse(&m.data).unwrap() {
-            Envelope::Verify { name, sid, stype, digest, token } => {
-                assert_eq!((name, sid, stype, digest, token), (&b"hall_1"[..], 11, &b"Hall"[..], 0xdead_beef, &b"tok"[..]));
+            Envelope::Verify {
+                name,
+                sid,
+                stype,
+                digest,
+                token,
+            } => {
+                assert_eq!(
+                    (name, sid, stype, digest, token),
+                    (&b"hall_1"[..], 11, &b"Hall"[..], 0xdead_beef, &b"tok"[..])
+                );
             }
             other => panic!("{other:?}"),
         }
         let m = dec.decode(&mut out).unwrap().unwrap();
         assert_eq!(m.session, 99);
         match parse(&m.data).unwrap() {
-            Envelope::Call { eid, mid, nargs, mut args } => {
+            Envelope::Call {
+                eid,
+                mid,
+                nargs,
+                mut args,
+            } => {
                 assert_eq!((eid, mid, nargs), (5, 42, 1));
                 assert_eq!(args.read_i64().unwrap(), -7);
             }

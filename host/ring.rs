@@ -123,7 +123,10 @@ impl Rings {
 
     /// Live servers of `stype`, in id order.
     pub fn list(&self, stype: u32) -> Vec<u32> {
-        self.live.get(&stype).map(|s| s.iter().copied().collect()).unwrap_or_default()
+        self.live
+            .get(&stype)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Every live server, in (type, id) order.

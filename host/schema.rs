@@ -189,7 +189,10 @@ impl Schema {
             self.methods.resize(id + 1, None);
         }
         if let Some(old) = &self.methods[id] {
-            return Err(SchemaError(format!("methods {} and {} share id {id}", old.name, m.name)));
+            return Err(SchemaError(format!(
+                "methods {} and {} share id {id}",
+                old.name, m.name
+            )));
         }
         self.methods[id] = Some(Rc::new(m));
         Ok(())
@@ -214,7 +217,10 @@ impl Schema {
         if let Some(st) = structs {
             for pair in st.pairs::<String, Table>() {
                 let (name, fields) = pair.map_err(lerr)?;
-                raw.insert(name.clone(), field_list(&fields).map_err(|e| SchemaError(format!("struct {name}: {e}")))?);
+                raw.insert(
+                    name.clone(),
+                    field_list(&fields).map_err(|e| SchemaError(format!("struct {name}: {e}")))?,
+                );
             }
         }
         let mut done: HashMap<String, Rc<StructDef>> = HashMap::new();
@@ -287,7 +293,10 @@ fn resolve_struct(
         return Ok(());
     }
     if stack.iter().any(|s| s == name) {
-        return Err(SchemaError(format!("struct {name} contains itself ({})", stack.join(" -> "))));
+        return Err(SchemaError(format!(
+            "struct {name} contains itself ({})",
+            stack.join(" -> ")
+        )));
     }
     stack.push(name.to_string());
     let fields = &raw[name];
@@ -383,9 +392,7 @@ pub fn encode(out: &mut BytesMut, ty: &Ty, v: &Value) -> Result<(), TypeError> {
                 other => return Err(TypeError::new(format!("expected {name}, got {}", describe(other)))),
             };
             if i < *min || i > *max {
-                return Err(TypeError::new(format!(
-                    "{i} is out of range for {name} ({min}..{max})"
-                )));
+                return Err(TypeError::new(format!("{i} is out of range for {name} ({min}..{max})")));
             }
             mpack::put_int(out, i);
             Ok(())
@@ -607,7 +614,10 @@ mod tests {
             "P".to_string(),
             Rc::new(StructDef {
                 name: "P".into(),
-                fields: vec![("id".into(), parse_type("uint8", &no_structs()).unwrap()), ("name".into(), Ty::Str)],
+                fields: vec![
+                    ("id".into(), parse_type("uint8", &no_structs()).unwrap()),
+                    ("name".into(), Ty::Str),
+                ],
             }),
         );
         let ty = parse_type("array<P>", &structs).unwrap();
@@ -624,7 +634,10 @@ mod tests {
             "P".to_string(),
             Rc::new(StructDef {
                 name: "P".into(),
-                fields: vec![("id".into(), parse_type("int8", &no_structs()).unwrap()), ("name".into(), Ty::Str)],
+                fields: vec![
+                    ("id".into(), parse_type("int8", &no_structs()).unwrap()),
+                    ("name".into(), Ty::Str),
+                ],
             }),
         );
         let ty8 = parse_type("array<P>", &structs8).unwrap();

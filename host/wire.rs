@@ -165,6 +165,9 @@ impl FrameDecoder {
             if len < 5 {
                 return Err(WireError::ShortFrame(len));
             }
+            if buf.len() < 3 {
+                return Ok(None);
+            }
             let flag = buf[2];
             if !(FLAG_WHOLE..=FLAG_LAST).contains(&flag) {
                 return Err(WireError::BadFlag(flag));
@@ -194,7 +197,9 @@ impl FrameDecoder {
                 }
                 FLAG_FIRST => {
                     if self.partial.is_some() {
-                        return Err(WireError::FragmentOutOfOrder("first fragment inside a fragmented message"));
+                        return Err(WireError::FragmentOutOfOrder(
+                            "first fragment inside a fragmented message",
+                        ));
                     }
                     self.check_size(data.len())?;
                     self.partial = Some((session, data));
@@ -204,7 +209,9 @@ impl FrameDecoder {
                         return Err(WireError::FragmentOutOfOrder("continuation without a first fragment"));
                     };
                     if psession != session {
-                        return Err(WireError::FragmentOutOfOrder("session changed inside a fragmented message"));
+                        return Err(WireError::FragmentOutOfOrder(
+                            "session changed inside a fragmented message",
+                        ));
                     }
                     self.check_size(acc.len() + data.len())?;
                     acc.unsplit(data);
@@ -256,7 +263,13 @@ mod tests {
         put_message(&mut out, 7, b"hello");
         assert_eq!(&out[..], &[0, 10, 0x80, 0, 0, 0, 7, b'h', b'e', b'l', b'l', b'o']);
         let msgs = decode_all(&out, 1 << 20).unwrap();
-        assert_eq!(msgs, vec![Message { session: 7, data: Bytes::from_static(b"hello") }]);
+        assert_eq!(
+            msgs,
+            vec![Message {
+                session: 7,
+                data: Bytes::from_static(b"hello")
+            }]
+        );
     }
 
     #[test]
@@ -296,7 +309,10 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error() {
-        assert_eq!(decode_all(&[0, 5, 0x42, 0, 0, 0, 0], 100), Err(WireError::BadFlag(0x42)));
+        assert_eq!(
+            decode_all(&[0, 5, 0x42, 0, 0, 0, 0], 100),
+            Err(WireError::BadFlag(0x42))
+        );
         assert_eq!(decode_all(&[0, 2, 0x80, 0], 100), Err(WireError::ShortFrame(2)));
         assert!(matches!(
             decode_all(&[0, 6, 0x82, 0, 0, 0, 1, 9], 100),

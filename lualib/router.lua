@@ -23,6 +23,11 @@ function M.nodeName(sid)
     return n and n.name or tostring(sid)
 end
 
+--- What the cluster file says of server sid: {name=, type=, id=, addr=}, or nil.
+M.node = core.node
+--- Every node of the cluster file, live or not (list of M.node tables).
+M.nodes = core.nodes
+
 --- Seed 000 calls it from base.init; routing state lives in the host.
 function M.init() end
 

@@ -7,7 +7,7 @@ local core = require "luahost.core"
 
 local M = {}
 
-local CALL, SEND, REPLY, TIMER, ONLINE, OFFLINE = 1, 2, 3, 4, 5, 6
+local CALL, SEND, REPLY, TIMER, ONLINE, OFFLINE, EVAL = 1, 2, 3, 4, 5, 6, 7
 
 local create, resume_raw, yield, running, status =
     coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
@@ -170,6 +170,22 @@ local function publish(ev, sid, tname, name)
     event.EventMng:publish(ev, sid, tname, name)
 end
 
+local function run_eval(token, code)
+    local fn, err = load(code, "=eval")
+    if not fn then
+        core.eval_done(token, false, err)
+        return
+    end
+    local res = table.pack(xpcall(fn, traceback))
+    if res[1] then
+        local parts = {}
+        for i = 2, res.n do parts[#parts + 1] = tostring(res[i]) end
+        core.eval_done(token, true, table.concat(parts, "\t"))
+    else
+        core.eval_done(token, false, tostring(res[2]))
+    end
+end
+
 --- The host's single entry point into Lua.
 function M.dispatch(kind, a, b, ...)
     if kind == CALL then
@@ -198,6 +214,8 @@ function M.dispatch(kind, a, b, ...)
         resume(create(publish), event.Event.Server.Online, a, b, ...)
     elseif kind == OFFLINE then
         resume(create(publish), event.Event.Server.Offline, a, b, ...)
+    elseif kind == EVAL then
+        resume(create(run_eval), a, b)
     end
 end
 

@@ -1,0 +1,30 @@
+-- Schema of the test cluster: three server types that all serve the Echo
+-- global entity.
+local def = {
+    ServerType = { A = 1, B = 2, C = 3 },
+    GlobalEntity = { Echo = 1 },
+    Struct = { Pair = { { "k", "string" }, { "v", "int32" } } },
+    Static = {
+        System = {
+            Server = { ping = { args = { { "t", "int64" } }, results = { { "t", "int64" } } } },
+            Client = { pong = { args = { { "t", "int64" } } } },
+        },
+    },
+    Entity = { Echo = {} },
+}
+
+for t in pairs(def.ServerType) do
+    def.Entity.Echo[t] = {
+        echo = { args = { { "s", "string" }, { "n", "int64" } }, results = { { "s", "string" }, { "n", "int64" } } },
+        note = { args = { { "n", "int64" }, { "rids", "array<int48>" } } },
+        count = { results = { { "n", "int64" } } },
+        fail = { args = { { "msg", "string" } }, results = {} },
+        nest = { args = { { "path", "array<uint32>" } }, results = { { "trail", "string" } } },
+        slow = { args = { { "secs", "double" } }, results = { { "ok", "bool" } } },
+        blob = { args = { { "b", "bytes" } }, results = { { "n", "int64" }, { "b", "bytes" } } },
+        sum = { args = { { "ps", "array<Pair>" }, { "m", "map<string,int32>" } }, results = { { "sum", "int64" } } },
+        badresult = { results = { { "n", "int8" } } },
+    }
+end
+
+return def
