@@ -35,6 +35,8 @@ use crate::ring::Rings;
 use crate::schema::{self, Method, Schema};
 use crate::wire::{self, FrameDecoder, Message};
 
+/// Capacity of a node's control mailbox (messages from other threads).
+pub const CONTROL_MAILBOX: usize = 256;
 /// How long an accepted connection may take to send its verify request.
 pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes that may wait for a peer that is not connected.
@@ -97,8 +99,6 @@ pub enum NodeError {
 /// Messages from other threads to a running node.
 #[derive(Debug)]
 pub enum Control {
-    /// Stop serving and end the thread.
-    Stop,
     /// Run a Lua chunk in a new coroutine of the node (it may make remote
     /// calls) and send back its results as text, tab-separated, or its error.
     Eval {
@@ -113,7 +113,8 @@ pub enum Control {
 #[derive(Debug)]
 pub struct NodeHandle {
     name: String,
-    ctrl: mpsc::UnboundedSender<Control>,
+    ctrl: mpsc::Sender<Control>,
+    stop: Arc<Notify>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -125,7 +126,7 @@ impl NodeHandle {
 
     /// Asks the node to stop (returns at once).
     pub fn stop(&self) {
-        let _ = self.ctrl.send(Control::Stop);
+        self.stop.notify_one();
     }
 
     /// Runs `code` in the node (see [`Control::Eval`]) and waits up to
@@ -137,7 +138,7 @@ impl NodeHandle {
     pub fn eval(&self, code: &str, timeout: Duration) -> Result<String, String> {
         let (tx, rx) = std::sync::mpsc::channel();
         self.ctrl
-            .send(Control::Eval {
+            .blocking_send(Control::Eval {
                 code: code.to_string(),
                 reply: tx,
             })
@@ -164,7 +165,7 @@ impl NodeHandle {
 
 impl Drop for NodeHandle {
     fn drop(&mut self) {
-        let _ = self.ctrl.send(Control::Stop);
+        self.stop.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -183,7 +184,9 @@ pub fn start(cluster: Arc<ClusterConfig>, name: &str) -> Result<NodeHandle, Node
         .get(name)
         .cloned()
         .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
-    let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
+    let (ctrl_tx, ctrl_rx) = mpsc::channel(CONTROL_MAILBOX);
+    let stop = Arc::new(Notify::new());
+    let stop_rx = stop.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let thread_name = spec.name.clone();
     let thread = std::thread::Builder::new()
@@ -207,7 +210,7 @@ pub fn start(cluster: Arc<ClusterConfig>, name: &str) -> Result<NodeHandle, Node
                     }
                     Ok(core) => {
                         let _ = ready_tx.send(Ok(()));
-                        core.run(ctrl_rx).await;
+                        core.run(ctrl_rx, stop_rx).await;
                     }
                 }
             });
@@ -220,6 +223,7 @@ pub fn start(cluster: Arc<ClusterConfig>, name: &str) -> Result<NodeHandle, Node
         Ok(Ok(())) => Ok(NodeHandle {
             name: thread_name,
             ctrl: ctrl_tx,
+            stop,
             thread: Some(thread),
         }),
         Ok(Err(e)) => {
@@ -368,14 +372,20 @@ impl Core {
         Ok(core)
     }
 
-    async fn run(self: Rc<Self>, mut ctrl: mpsc::UnboundedReceiver<Control>) {
+    async fn run(self: Rc<Self>, mut ctrl: mpsc::Receiver<Control>, stop: Arc<Notify>) {
         let listener = self.listener.borrow_mut().take();
         if let Some(listener) = listener {
             tokio::task::spawn_local(accept_task(self.clone(), listener));
         }
-        while let Some(msg) = ctrl.recv().await {
+        loop {
+            let msg = tokio::select! {
+                _ = stop.notified() => break,
+                m = ctrl.recv() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
             match msg {
-                Control::Stop => break,
                 Control::Eval { code, reply } => {
                     let token = self.next_id();
                     self.evals.borrow_mut().insert(token, reply);

@@ -346,3 +346,41 @@ fn online_and_offline_events_reach_lua() {
     ) == "on:b_1 off:b_1"));
     a.shutdown();
 }
+
+#[test]
+fn timers_sleep_and_wait_wakeup() {
+    let dir = TempDir::new("timers");
+    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1)], "");
+    let a = start(&cluster, "a_1");
+    eval(
+        &a,
+        "fired = {}
+         timer.after(0.05, function(x) fired[#fired+1] = 'after:'..x end, 'x')
+         ticks = 0
+         tick = timer.every(0.02, function() ticks = ticks + 1 if ticks == 3 then timer.cancel(tick) end end)
+         cancelled = timer.after(0.05, function() fired[#fired+1] = 'cancelled one fired' end)
+         timer.cancel(cancelled)
+         return true",
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(eval(&a, "return table.concat(fired, ',')"), "after:x");
+    assert_eq!(eval(&a, "return ticks"), "3", "every stops after cancel");
+    // sleep suspends only its coroutine; wait/wakeup hand over between coroutines
+    assert_eq!(
+        eval(
+            &a,
+            "local order = {}
+             local waiter = rpcco.fork(function() order[#order+1] = 'wait' rpcco.wait() order[#order+1] = 'woken' end)
+             rpcco.fork(function() rpcco.sleep(0.05) order[#order+1] = 'wake' rpcco.wakeup(waiter) end)
+             order[#order+1] = 'forked'
+             rpcco.sleep(0.2)
+             return table.concat(order, ',')",
+        ),
+        "wait,forked,wake,woken"
+    );
+    // a timer callback that raises is logged and does not stop the node
+    eval(&a, "timer.after(0, function() error('timer boom') end) return true");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(eval(&a, "return 1 + 1"), "2");
+    a.shutdown();
+}
