@@ -68,6 +68,11 @@ impl LocalCluster {
         self.nodes.iter().map(|n| n.name()).collect()
     }
 
+    /// The running node called `name`.
+    pub fn node(&self, name: &str) -> Option<&NodeHandle> {
+        self.nodes.iter().find(|n| n.name() == name)
+    }
+
     /// Stops every node and waits for them.
     pub fn shutdown(self) {
         for n in &self.nodes {

@@ -16,11 +16,13 @@
 //! - [`node`]: the runtime: threads, sockets, peers, timers, dispatch into Lua.
 //! - `lua_api`: the `luahost.core` module that lualib builds on.
 //! - [`cluster`]: starting a whole cluster in one process (`luahost up`).
+//! - [`bench`]: the `luahost bench` workloads.
 //!
 //! Embedding: load a [`ClusterConfig`] and [`start`](node::start) the nodes
 //! you want; each returns a [`NodeHandle`].
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod cluster;
 pub mod config;
 mod lua_api;

@@ -41,6 +41,36 @@ enum Cmd {
         #[arg(long)]
         node: String,
     },
+    /// Measure throughput and latency on the real protocol.
+    ///
+    /// Workloads:
+    ///   call        calls echoed by a node in another process: ("hello", 12345),
+    ///               or --payload bytes each way
+    ///   send        one-way sends counted by a node in another process; a
+    ///               call every 10,000 sends checks that every one arrived
+    ///   local-call  calls between two nodes of this one process
+    ///
+    /// Prints one line per run:
+    /// RESULT workload=call conc=1 payload=0 rate=<per s> p50_us=<n> p99_us=<n> cpu_pct=<both nodes>
+    /// Build with --release for meaningful figures.
+    #[command(verbatim_doc_comment)]
+    Bench {
+        /// call, send or local-call.
+        #[arg(value_parser = ["call", "send", "local-call"])]
+        workload: String,
+        /// Concurrent caller coroutines.
+        #[arg(long, default_value_t = 1)]
+        conc: u32,
+        /// Payload bytes each way (0: a short string and an integer).
+        #[arg(long, default_value_t = 0)]
+        payload: usize,
+        /// Measured seconds per run (after 0.5 s of warm-up).
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// Runs; with more than one a MEDIAN line follows.
+        #[arg(long, default_value_t = 1)]
+        runs: u32,
+    },
 }
 
 fn init_tracing() {
@@ -94,6 +124,33 @@ fn main() -> ExitCode {
             tracing::info!("stopping");
             c.shutdown();
             ExitCode::SUCCESS
+        }
+        Cmd::Bench {
+            workload,
+            conc,
+            payload,
+            secs,
+            runs,
+        } => {
+            use luahost::bench::{BenchSpec, Workload};
+            let workload = match workload.as_str() {
+                "call" => Workload::Call,
+                "send" => Workload::Send,
+                _ => Workload::LocalCall,
+            };
+            let spec = BenchSpec {
+                workload,
+                conc: conc.max(1),
+                payload,
+                secs,
+            };
+            match luahost::bench::run(&spec, runs) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("bench failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Cmd::Run { cluster, node } => {
             let cfg = match ClusterConfig::load(&cluster) {

@@ -971,7 +971,8 @@ async fn read_message(rd: &mut OwnedReadHalf, dec: &mut FrameDecoder, buf: &mut 
         if let Some(m) = dec.decode(buf).map_err(|e| e.to_string())? {
             return Ok(m);
         }
-        buf.reserve(8192);
+        // Room for at least one whole frame: reads of 64 KiB, not 8 KiB.
+        buf.reserve(64 * 1024);
         let n = rd.read_buf(buf).await.map_err(|e| e.to_string())?;
         if n == 0 {
             return Err("connection closed".into());

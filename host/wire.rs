@@ -91,12 +91,17 @@ pub fn finish_message(out: &mut BytesMut, start: usize, session: u32) {
         write_header(&mut out[start..start + HEADER], FLAG_WHOLE, session, data_len);
         return;
     }
-    // Rare path: move the data out and write it back as fragments.
-    let data = out.split_off(start + HEADER);
-    out.truncate(start);
-    let chunks = data.len().div_ceil(FRAGMENT);
-    out.reserve(data.len() + chunks * HEADER);
-    for (i, chunk) in data.chunks(FRAGMENT).enumerate() {
+    // Long message: open a 7-byte gap for a header every FRAGMENT bytes, in
+    // place, moving chunks from the last to the first (no allocation, and
+    // nothing queued before `start` is touched).
+    let chunks = data_len.div_ceil(FRAGMENT);
+    let data_start = start + HEADER;
+    out.resize(out.len() + (chunks - 1) * HEADER, 0);
+    for i in (0..chunks).rev() {
+        let src = data_start + i * FRAGMENT;
+        let len = FRAGMENT.min(data_len - i * FRAGMENT);
+        let dst = start + i * (FRAGMENT + HEADER) + HEADER;
+        out.copy_within(src..src + len, dst);
         let flag = if i == 0 {
             FLAG_FIRST
         } else if i + 1 == chunks {
@@ -104,10 +109,7 @@ pub fn finish_message(out: &mut BytesMut, start: usize, session: u32) {
         } else {
             FLAG_MIDDLE
         };
-        let mut header = [0u8; HEADER];
-        write_header(&mut header, flag, session, chunk.len());
-        out.put_slice(&header);
-        out.put_slice(chunk);
+        write_header(&mut out[dst - HEADER..dst], flag, session, len);
     }
 }
 
@@ -173,7 +175,6 @@ impl FrameDecoder {
                 return Err(WireError::BadFlag(flag));
             }
             if buf.len() < 2 + len {
-                buf.reserve(2 + len - buf.len());
                 return Ok(None);
             }
             let session = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]);

@@ -33,10 +33,15 @@ local function createGlobalEntity(classname, eid)
         local ghost = string.format("__%sghost", sname)
         local iface = rpcdef["rpc" .. tname][classname] or {}
         e[ghost] = rpcstub.mailbox(iface, nil, eid)
-        e[sname] = function(self, sid)
-            local m = rawget(self, ghost)
-            m.__from = sid
-            return m
+        if cls[sname] ~= nil then
+            WARN("%s defines '%s', so %s:%s(sid) is not a ghost mailbox; use base.ghost(e, %q, sid)",
+                classname, sname, classname, sname, tname)
+        else
+            e[sname] = function(self, sid)
+                local m = rawget(self, ghost)
+                m.__from = sid
+                return m
+            end
         end
     end
     return e
@@ -48,6 +53,15 @@ local function initGlobalEntity()
         entity.Entity.set(eid, e)
         M.globals[classname] = e
     end
+end
+
+--- The ghost mailbox of entity e for server type tname aimed at server
+--- sid: the same as e:hall(sid) for tname "Hall".
+function M.ghost(e, tname, sid)
+    local m = rawget(e, string.format("__%sghost", string.lower(tname)))
+    if not m then error("no server type " .. tostring(tname), 2) end
+    m.__from = sid
+    return m
 end
 
 --- The global entity of class classname on this node.

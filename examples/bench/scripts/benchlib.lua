@@ -1,0 +1,103 @@
+-- The load generator of `luahost bench`, in ordinary luahost Lua.
+local core = require "luahost.core"
+
+local M = {}
+
+local function percentile(hist, total, p)
+    local keys = {}
+    for k in pairs(hist) do keys[#keys + 1] = k end
+    table.sort(keys)
+    local want, seen = math.ceil(total * p), 0
+    for _, k in ipairs(keys) do
+        seen = seen + hist[k]
+        if seen >= want then return k end
+    end
+    return keys[#keys] or 0
+end
+
+local function run_calls(mb, conc, payload, warm, secs)
+    local now = core.now
+    local arg = payload > 0 and string.rep("x", payload) or nil
+    local start = now()
+    local t_start, t_end = start + warm, start + warm + secs
+    local hist, count, done = {}, 0, 0
+    local me = coroutine.running()
+    local function worker()
+        while true do
+            local t0 = now()
+            if arg then
+                local b = mb.blob(arg)
+                if #b ~= payload then error("echo returned " .. #b .. " bytes") end
+            else
+                local s, n = mb.hello("hello", 12345)
+                if n ~= 12345 then error("bad echo") end
+            end
+            local t1 = now()
+            if t1 >= t_end then break end
+            if t0 >= t_start then
+                local us = (t1 - t0) * 1e6 // 1
+                hist[us] = (hist[us] or 0) + 1
+                count = count + 1
+            end
+        end
+        done = done + 1
+        if done == conc then rpcco.wakeup(me) end
+    end
+    for _ = 1, conc do rpcco.fork(worker) end
+    rpcco.sleep(warm)
+    INFO("BENCH measure start")
+    rpcco.wait()
+    INFO("BENCH measure end")
+    return string.format("rate=%.0f p50_us=%d p99_us=%d count=%d",
+        count / secs, percentile(hist, count, 0.5), percentile(hist, count, 0.99), count)
+end
+
+local BATCH = 10000
+
+local function run_sends(mb, conc, warm, secs)
+    local now = core.now
+    mb.reset()
+    local start = now()
+    local t_start, t_end = start + warm, start + warm + secs
+    local sent, sent_at_start, done = 0, nil, 0
+    local me = coroutine.running()
+    local function worker()
+        while now() < t_end do
+            for _ = 1, BATCH do mb.note(1) end
+            sent = sent + BATCH
+            local got = mb.count() -- barrier: every send before it has been counted
+            if conc == 1 and got ~= sent then
+                error(string.format("send lost: sent %d, receiver counted %d", sent, got))
+            end
+            if sent_at_start == nil and now() >= t_start then
+                sent_at_start = got
+                INFO("BENCH measure start")
+            end
+        end
+        done = done + 1
+        if done == conc then rpcco.wakeup(me) end
+    end
+    for _ = 1, conc do rpcco.fork(worker) end
+    rpcco.wait()
+    local elapsed = now() - t_start
+    INFO("BENCH measure end")
+    local got = mb.count()
+    if got ~= sent then
+        error(string.format("send lost: sent %d, receiver counted %d", sent, got))
+    end
+    return string.format("rate=%.0f p50_us=0 p99_us=0 count=%d", (sent - (sent_at_start or 0)) / elapsed, sent)
+end
+
+--- Runs one workload against the echo server and returns
+--- "rate=<n> p50_us=<n> p99_us=<n> count=<n>".
+function M.run(workload, conc, payload, secs, warm)
+    local echo = router.list(ServerType.Echo)[1] or error("no Echo server online")
+    local mb = base.global("Bench"):echo(echo)
+    warm = warm or 0.5
+    if workload == "send" then
+        return run_sends(mb, conc, warm, secs)
+    end
+    return run_calls(mb, conc, payload, warm, secs)
+end
+
+return M

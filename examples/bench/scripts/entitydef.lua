@@ -1,0 +1,17 @@
+-- Schema of the benchmark: an Echo node serving the Bench entity, and a
+-- Caller node that drives it. Same stubs and typed codec as any game.
+return {
+    ServerType = { Echo = 1, Caller = 2 },
+    GlobalEntity = { Bench = 1 },
+    Entity = {
+        Bench = {
+            Echo = {
+                hello = { args = { { "s", "string" }, { "n", "int64" } }, results = { { "s", "string" }, { "n", "int64" } } },
+                blob = { args = { { "b", "bytes" } }, results = { { "b", "bytes" } } },
+                note = { args = { { "n", "int64" } } },
+                count = { results = { { "n", "int64" } } },
+                reset = { results = {} },
+            },
+        },
+    },
+}

@@ -1,0 +1,301 @@
+//! `luahost bench`: measured workloads on the real protocol.
+//!
+//! `call` and `send` start an echo node and a caller node as two `luahost run`
+//! processes on 127.0.0.1; `local-call` runs both nodes in this process. The
+//! load itself is ordinary luahost Lua (`examples/bench/scripts`): schema
+//! stubs, `base.init`, coroutines, so the figures are what a game would see.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cluster::LocalCluster;
+use crate::config::ClusterConfig;
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Calls echoed by a node in another process.
+    Call,
+    /// One-way sends counted by a node in another process.
+    Send,
+    /// Calls between two nodes of this process.
+    LocalCall,
+}
+
+impl Workload {
+    /// The name used on the command line and in RESULT lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Call => "call",
+            Workload::Send => "send",
+            Workload::LocalCall => "local-call",
+        }
+    }
+}
+
+/// Parameters of one run.
+#[derive(Debug, Clone)]
+pub struct BenchSpec {
+    /// The workload.
+    pub workload: Workload,
+    /// Concurrent caller coroutines.
+    pub conc: u32,
+    /// Payload bytes (0: a small string and an integer).
+    pub payload: usize,
+    /// Measured seconds (after 0.5 s of warm-up).
+    pub secs: f64,
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone)]
+pub struct BenchResult {
+    /// Messages (calls or sends) per second.
+    pub rate: f64,
+    /// Median call latency in microseconds (0 for sends).
+    pub p50_us: u64,
+    /// 99th percentile call latency in microseconds (0 for sends).
+    pub p99_us: u64,
+    /// CPU used by both nodes, in percent of one core.
+    pub cpu_pct: f64,
+}
+
+impl BenchResult {
+    /// The RESULT line of the benchmark issue.
+    pub fn line(&self, spec: &BenchSpec) -> String {
+        format!(
+            "RESULT workload={} conc={} payload={} rate={:.0} p50_us={} p99_us={} cpu_pct={:.0}",
+            spec.workload.name(),
+            spec.conc,
+            spec.payload,
+            self.rate,
+            self.p50_us,
+            self.p99_us,
+            self.cpu_pct
+        )
+    }
+}
+
+fn bench_scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bench/scripts")
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn write_cluster(dir: &Path) -> Result<PathBuf, String> {
+    let scripts = bench_scripts();
+    let text = format!(
+        "return {{\n  secret = \"bench\",\n  call_timeout = 30,\n  scripts = {{ {:?} }},\n  nodes = {{\n    echo_1 = {{ type = \"Echo\", id = 1, addr = \"127.0.0.1:{}\" }},\n    caller_1 = {{ type = \"Caller\", id = 2, addr = \"127.0.0.1:{}\" }},\n  }},\n}}\n",
+        scripts.display().to_string(),
+        free_port().map_err(|e| e.to_string())?,
+        free_port().map_err(|e| e.to_string())?,
+    );
+    let path = dir.join("cluster.lua");
+    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// CPU seconds used so far by process `pid` (user + system).
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz.max(1.0)
+}
+
+fn parse_data(line: &str) -> Option<(f64, u64, u64)> {
+    let data = line.split("BENCHDATA ").nth(1)?;
+    let mut rate = None;
+    let (mut p50, mut p99) = (0, 0);
+    for kv in data.split_whitespace() {
+        match kv.split_once('=') {
+            Some(("rate", v)) => rate = v.parse().ok(),
+            Some(("p50_us", v)) => p50 = v.parse().unwrap_or(0),
+            Some(("p99_us", v)) => p99 = v.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    Some((rate?, p50, p99))
+}
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs one measurement.
+///
+/// # Errors
+///
+/// A message when the nodes could not start, the run did not finish in time,
+/// or (for `send`) the receiver did not count every message.
+pub fn run_once(spec: &BenchSpec) -> Result<BenchResult, String> {
+    let dir = std::env::temp_dir().join(format!(
+        "luahost-bench-{}-{}",
+        std::process::id(),
+        free_port().unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let cluster = write_cluster(&dir)?;
+    let result = match spec.workload {
+        Workload::LocalCall => run_local(spec, &cluster),
+        _ => run_processes(spec, &cluster),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn run_local(spec: &BenchSpec, cluster: &Path) -> Result<BenchResult, String> {
+    let cfg = Arc::new(ClusterConfig::load(cluster).map_err(|e| e.to_string())?);
+    let c = LocalCluster::start_with(cfg, &[]).map_err(|e| e.to_string())?;
+    let caller = c.node("caller_1").ok_or("no caller node")?;
+    let ready = (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        caller
+            .eval("return #router.list(ServerType.Echo)", Duration::from_secs(5))
+            .as_deref()
+            == Ok("1")
+    });
+    if !ready {
+        return Err("the echo node never came online".into());
+    }
+    let me = std::process::id();
+    let cpu0 = cpu_secs(me);
+    let t0 = Instant::now();
+    let out = caller.eval(
+        &format!(
+            "return bench.run('call', {}, {}, {})",
+            spec.conc, spec.payload, spec.secs
+        ),
+        Duration::from_secs_f64(spec.secs + 60.0),
+    )?;
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs(me) - cpu0;
+    c.shutdown();
+    let (rate, p50_us, p99_us) =
+        parse_data(&format!("BENCHDATA {out}")).ok_or_else(|| format!("bad bench output: {out}"))?;
+    Ok(BenchResult {
+        rate,
+        p50_us,
+        p99_us,
+        cpu_pct: cpu / wall * 100.0,
+    })
+}
+
+fn run_processes(spec: &BenchSpec, cluster: &Path) -> Result<BenchResult, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let spawn = |node: &str, bench: Option<String>| -> Result<Child, String> {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["run", "--cluster", &cluster.display().to_string(), "--node", node])
+            .env("LUAHOST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(if bench.is_some() { Stdio::piped() } else { Stdio::null() });
+        if let Some(b) = bench {
+            cmd.env("LUAHOST_BENCH", b);
+        }
+        cmd.spawn().map_err(|e| format!("cannot start {}: {e}", exe.display()))
+    };
+    let echo = Kill(spawn("echo_1", None)?);
+    let workload = if spec.workload == Workload::Send {
+        "send"
+    } else {
+        "call"
+    };
+    let mut caller = Kill(spawn(
+        "caller_1",
+        Some(format!("{workload} {} {} {}", spec.conc, spec.payload, spec.secs)),
+    )?);
+    let pids = [echo.0.id(), caller.0.id()];
+    let stderr = caller.0.stderr.take().ok_or("no caller stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let now = Instant::now();
+            if tx.send((now, line)).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs_f64(spec.secs + 60.0);
+    let mut start: Option<(Instant, f64)> = None;
+    let mut end: Option<(Instant, f64)> = None;
+    let mut log_tail = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (at, line) = rx
+            .recv_timeout(left)
+            .map_err(|_| format!("the run did not finish; caller log:\n{}", log_tail.join("\n")))?;
+        let cpu = || pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
+        if line.contains("BENCH measure start") {
+            start = Some((at, cpu()));
+        } else if line.contains("BENCH measure end") {
+            end = Some((at, cpu()));
+        } else if line.contains("BENCHFAIL") || line.contains("ERROR") {
+            return Err(line);
+        } else if let Some((rate, p50_us, p99_us)) = parse_data(&line) {
+            let (Some(s), Some(e)) = (start, end) else {
+                return Err("measurement markers missing".into());
+            };
+            let wall = e.0.duration_since(s.0).as_secs_f64().max(1e-3);
+            let _ = &echo;
+            return Ok(BenchResult {
+                rate,
+                p50_us,
+                p99_us,
+                cpu_pct: (e.1 - s.1) / wall * 100.0,
+            });
+        }
+        log_tail.push(line);
+        if log_tail.len() > 40 {
+            log_tail.remove(0);
+        }
+    }
+}
+
+/// Runs `runs` measurements, printing a RESULT line for each and, when there
+/// are several, a MEDIAN line (median of each figure).
+///
+/// # Errors
+///
+/// The first failed run's message.
+pub fn run(spec: &BenchSpec, runs: u32) -> Result<Vec<BenchResult>, String> {
+    let mut results = Vec::new();
+    for _ in 0..runs.max(1) {
+        let r = run_once(spec)?;
+        println!("{}", r.line(spec));
+        results.push(r);
+    }
+    if results.len() > 1 {
+        let med = |f: &dyn Fn(&BenchResult) -> f64| {
+            let mut v: Vec<f64> = results.iter().map(f).collect();
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        };
+        let m = BenchResult {
+            rate: med(&|r| r.rate),
+            p50_us: med(&|r| r.p50_us as f64) as u64,
+            p99_us: med(&|r| r.p99_us as f64) as u64,
+            cpu_pct: med(&|r| r.cpu_pct),
+        };
+        println!("MEDIAN {}", m.line(spec).trim_start_matches("RESULT "));
+    }
+    Ok(results)
+}
