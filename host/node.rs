@@ -19,7 +19,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use mlua::{Function, Lua, MultiValue, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -256,12 +256,33 @@ pub enum PeerState {
 pub(crate) struct Link {
     out: RefCell<BytesMut>,
     wake: Notify,
+    /// The socket while connected, for writes made without waiting for the
+    /// writer task (see [`Link::flush_if_large`]).
+    writer: RefCell<Option<Rc<OwnedWriteHalf>>>,
 }
+
+/// Queued bytes past which a sender writes to the socket at once instead
+/// of waiting for its writer task (which only runs once Lua yields).
+const FLUSH_THRESHOLD: usize = 64 * 1024;
 
 impl Link {
     fn push(&self, f: impl FnOnce(&mut BytesMut)) {
         f(&mut self.out.borrow_mut());
         self.wake.notify_one();
+    }
+
+    /// When a long run of Lua code has queued a lot, writes what the socket
+    /// takes now, without blocking, so that the peer can start on it.
+    fn flush_if_large(&self) {
+        let mut out = self.out.borrow_mut();
+        if out.len() < FLUSH_THRESHOLD {
+            return;
+        }
+        if let Some(wr) = self.writer.borrow().as_ref() {
+            if let Ok(n) = wr.try_write(&out) {
+                out.advance(n);
+            }
+        }
     }
 }
 
@@ -577,6 +598,7 @@ impl Core {
             wire::finish_message(&mut out, start, id);
         }
         peer.link.wake.notify_one();
+        peer.link.flush_if_large();
         if call {
             peer.pending.borrow_mut().insert(id, mid);
             let t = timeout.unwrap_or_else(|| self.default_timeout());
@@ -980,25 +1002,44 @@ async fn read_message(rd: &mut OwnedReadHalf, dec: &mut FrameDecoder, buf: &mut 
     }
 }
 
-async fn write_loop(link: &Link, wr: &mut OwnedWriteHalf) -> String {
-    loop {
-        let buf = {
-            let mut out = link.out.borrow_mut();
-            if out.is_empty() {
-                None
-            } else {
-                Some(out.split())
-            }
-        };
-        match buf {
-            Some(b) => {
-                if let Err(e) = wr.write_all(&b).await {
-                    return e.to_string();
-                }
-            }
-            None => link.wake.notified().await,
-        }
+/// Messages handled from one read burst before the writers get a turn.
+const PIPELINE_BURST: u32 = 16;
+
+/// Lets this connection's writer (and other tasks) run every few messages
+/// of a long burst, so that the first replies are on the wire while the rest
+/// of the burst is still being handled: both ends then work at once instead
+/// of in turns.
+async fn pipeline(burst: &mut u32, unread: &BytesMut) {
+    if unread.is_empty() {
+        *burst = 0;
+        return;
     }
+    *burst += 1;
+    if *burst >= PIPELINE_BURST {
+        *burst = 0;
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn write_loop(link: &Link, wr: Rc<OwnedWriteHalf>) -> String {
+    *link.writer.borrow_mut() = Some(wr.clone());
+    let cause = loop {
+        if link.out.borrow().is_empty() {
+            link.wake.notified().await;
+            continue;
+        }
+        if let Err(e) = wr.writable().await {
+            break e.to_string();
+        }
+        let mut out = link.out.borrow_mut();
+        match wr.try_write(&out) {
+            Ok(n) => out.advance(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => break e.to_string(),
+        }
+    };
+    link.writer.borrow_mut().take();
+    cause
 }
 
 async fn inbound_task(core: Rc<Core>, conn: u64, stream: TcpStream, addr: SocketAddr) {
@@ -1046,11 +1087,13 @@ async fn inbound_task(core: Rc<Core>, conn: u64, stream: TcpStream, addr: Socket
     core.inbound.borrow_mut().insert(conn, link.clone());
     debug!("accepted {from} from {addr}");
     let reader = async {
+        let mut burst = 0u32;
         loop {
             let msg = match read_message(&mut rd, &mut dec, &mut buf).await {
                 Ok(m) => m,
                 Err(e) => return e,
             };
+            pipeline(&mut burst, &buf).await;
             match proto::parse(&msg.data) {
                 Ok(env @ (Envelope::Call { .. } | Envelope::Send { .. })) => {
                     core.on_request(conn, &from, &msg, env, Some(&link))
@@ -1064,7 +1107,7 @@ async fn inbound_task(core: Rc<Core>, conn: u64, stream: TcpStream, addr: Socket
     };
     let cause = tokio::select! {
         c = reader => c,
-        c = write_loop(&link, &mut wr) => c,
+        c = write_loop(&link, Rc::new(wr)) => c,
     };
     core.inbound.borrow_mut().remove(&conn);
     debug!("connection from {from} ({addr}) ended: {cause}");
@@ -1133,7 +1176,7 @@ async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
     loop {
         peer.state.set(PeerState::Connecting);
         match connect(&core, &peer).await {
-            Ok((mut rd, mut wr, mut dec, mut buf)) => {
+            Ok((mut rd, wr, mut dec, mut buf)) => {
                 peer.state.set(PeerState::Connected);
                 peer.queued_sends.set(0);
                 backoff = BACKOFF_MIN;
@@ -1141,11 +1184,13 @@ async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
                 peer.link.wake.notify_one();
                 core.set_online(&peer, true);
                 let reader = async {
+                    let mut burst = 0u32;
                     loop {
                         let msg = match read_message(&mut rd, &mut dec, &mut buf).await {
                             Ok(m) => m,
                             Err(e) => return e,
                         };
+                        pipeline(&mut burst, &buf).await;
                         match proto::parse(&msg.data) {
                             Ok(Envelope::Reply { ok, nvals, vals }) => {
                                 core.on_reply(&peer, msg.session, ok, nvals, vals)
@@ -1159,7 +1204,7 @@ async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
                 };
                 let cause = tokio::select! {
                     c = reader => c,
-                    c = write_loop(&peer.link, &mut wr) => c,
+                    c = write_loop(&peer.link, Rc::new(wr)) => c,
                 };
                 peer.state.set(PeerState::Disconnected);
                 peer.link.out.borrow_mut().clear();

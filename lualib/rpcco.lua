@@ -20,7 +20,38 @@ local sleepers = setmetatable({}, { __mode = "k" }) -- coroutine -> true while i
 local on_timer = {}                                 -- id -> function (timer.after/every)
 
 local event = require "event"
-local rpcdef, Entity -- set in M.init (they require rpcco themselves)
+local rpcdef, methods, entity_get -- set in M.init (they require rpcco themselves)
+
+-- Coroutine pool: a finished handler's coroutine waits here for the next
+-- job instead of being collected (creating one per message costs more than
+-- the whole dispatch).
+local POOL_MAX = 1024
+local pool, npool = {}, 0
+
+local function idle()
+    if npool >= POOL_MAX then return nil end
+    npool = npool + 1
+    pool[npool] = running()
+    return yield()
+end
+
+local function loop(f, ...)
+    if f == nil then return end
+    f(...)
+    return loop(idle())
+end
+
+--- A coroutine that will run f(...) when resumed with (f, ...).
+local function take()
+    local n = npool
+    if n > 0 then
+        local co = pool[n]
+        pool[n] = nil
+        npool = n - 1
+        return co
+    end
+    return create(loop)
+end
 
 local function resume(co, ...)
     local ok, err = resume_raw(co, ...)
@@ -33,8 +64,8 @@ M.resume = resume
 
 --- Runs fn(...) in a new coroutine now, until it finishes or first suspends.
 function M.fork(fn, ...)
-    local co = create(fn)
-    resume(co, ...)
+    local co = take()
+    resume(co, fn, ...)
     return co
 end
 
@@ -123,7 +154,7 @@ local function target_of(m, eid)
     if eid == 0 then
         return rpcdef.impl(m.iface)
     end
-    return Entity.get(eid)
+    return entity_get(eid)
 end
 
 local function finish_call(conn, session, mid, m, ok, ...)
@@ -138,7 +169,7 @@ local function finish_call(conn, session, mid, m, ok, ...)
 end
 
 local function run_call(conn, session, eid, mid, ...)
-    local m = rpcdef.methods[mid]
+    local m = methods[mid]
     local target = target_of(m, eid)
     local fn = target and target[m.name]
     if type(fn) ~= "function" then
@@ -151,7 +182,7 @@ local function run_call(conn, session, eid, mid, ...)
 end
 
 local function run_send(eid, mid, ...)
-    local m = rpcdef.methods[mid]
+    local m = methods[mid]
     local target = target_of(m, eid)
     local fn = target and target[m.name]
     if type(fn) ~= "function" then
@@ -160,10 +191,6 @@ local function run_send(eid, mid, ...)
     end
     local ok, err = xpcall(fn, traceback, target, ...)
     if not ok then ERROR("%s failed: %s", m.full, err) end
-end
-
-local function run_timer(fn)
-    fn()
 end
 
 local function publish(ev, sid, tname, name)
@@ -189,7 +216,7 @@ end
 --- The host's single entry point into Lua.
 function M.dispatch(kind, a, b, ...)
     if kind == CALL then
-        resume(create(run_call), a, b, ...)
+        resume(take(), run_call, a, b, ...)
     elseif kind == REPLY then
         local co = waiting[a]
         if co then
@@ -197,7 +224,7 @@ function M.dispatch(kind, a, b, ...)
             resume(co, b, ...)
         end
     elseif kind == SEND then
-        resume(create(run_send), ...)
+        resume(take(), run_send, ...)
     elseif kind == TIMER then
         local co = waiting[a]
         if co then
@@ -207,22 +234,23 @@ function M.dispatch(kind, a, b, ...)
             local fn = on_timer[a]
             if fn then
                 on_timer[a] = nil
-                resume(create(run_timer), fn)
+                resume(take(), fn)
             end
         end
     elseif kind == ONLINE then
-        resume(create(publish), event.Event.Server.Online, a, b, ...)
+        resume(take(), publish, event.Event.Server.Online, a, b, ...)
     elseif kind == OFFLINE then
-        resume(create(publish), event.Event.Server.Offline, a, b, ...)
+        resume(take(), publish, event.Event.Server.Offline, a, b, ...)
     elseif kind == EVAL then
-        resume(create(run_eval), a, b)
+        resume(take(), run_eval, a, b)
     end
 end
 
 --- Installs the dispatcher (base.init calls it).
 function M.init()
     rpcdef = require "rpcdef"
-    Entity = (require "entity").Entity
+    methods = rpcdef.methods -- refilled in place by rpcdef.init, never replaced
+    entity_get = (require "entity").Entity.get
     core.set_dispatch(M.dispatch)
 end
 
