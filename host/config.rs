@@ -5,6 +5,10 @@
 //! return {
 //!   secret = "change-me",          -- or LUAHOST_SECRET in the environment
 //!   call_timeout = 5,              -- seconds, default for every remote call
+//!   liveness = 10,                 -- seconds of silence before a peer is declared down
+//!   verify_timeout = 5,            -- seconds an accepted connection has to verify
+//!   max_message = 16777216,        -- bytes; larger messages are refused
+//!   max_queue = 67108864,          -- bytes that may wait for one peer
 //!   scripts = { "../../scripts" }, -- game script roots, relative to this file
 //!   nodes = {
 //!     db_1   = { type = "DB",   addr = "127.0.0.1:7101", id = 1 },
@@ -72,6 +76,14 @@ pub struct ClusterConfig {
     pub secret: String,
     /// Default timeout of a remote call.
     pub call_timeout: Duration,
+    /// A peer silent for longer than this is declared down (`liveness`, default 10 s).
+    pub liveness: Duration,
+    /// How long an accepted connection may take to verify (`verify_timeout`, default 5 s).
+    pub verify_timeout: Duration,
+    /// Largest message, in bytes (`max_message`, default 16 MiB).
+    pub max_message: usize,
+    /// Most bytes queued towards one peer (`max_queue`, default 64 MiB).
+    pub max_queue: usize,
     /// Roots searched by `require` (after lualib).
     pub scripts: Vec<PathBuf>,
     /// The Lua library every node loads.
@@ -135,16 +147,32 @@ impl ClusterConfig {
                 .map_err(|e| invalid(e.to_string()))?
                 .unwrap_or_default(),
         };
-        let call_timeout = match root.get::<Value>("call_timeout").map_err(|e| invalid(e.to_string()))? {
-            Value::Nil => Duration::from_secs(5),
-            Value::Integer(i) if i > 0 => Duration::from_secs(i as u64),
-            Value::Number(n) if n > 0.0 => Duration::from_secs_f64(n),
-            other => {
-                return Err(invalid(format!(
-                    "call_timeout must be a positive number of seconds, got {other:?}"
-                )))
+        let secs = |key: &str, default: f64| -> Result<Duration, ConfigError> {
+            match root.get::<Value>(key).map_err(|e| invalid(e.to_string()))? {
+                Value::Nil => Ok(Duration::from_secs_f64(default)),
+                Value::Integer(i) if i > 0 && i < 31_536_000 => Ok(Duration::from_secs(i as u64)),
+                Value::Number(n) if n > 0.0 && n < 31_536_000.0 => Ok(Duration::from_secs_f64(n)),
+                other => Err(invalid(format!(
+                    "{key} must be a positive number of seconds (under a year), got {}",
+                    other.to_string().unwrap_or_else(|_| other.type_name().to_string())
+                ))),
             }
         };
+        let bytes = |key: &str, default: usize| -> Result<usize, ConfigError> {
+            match root.get::<Value>(key).map_err(|e| invalid(e.to_string()))? {
+                Value::Nil => Ok(default),
+                Value::Integer(i) if i >= 1024 => Ok(i as usize),
+                other => Err(invalid(format!(
+                    "{key} must be an integer number of bytes >= 1024, got {}",
+                    other.to_string().unwrap_or_else(|_| other.type_name().to_string())
+                ))),
+            }
+        };
+        let call_timeout = secs("call_timeout", 5.0)?;
+        let liveness = secs("liveness", 10.0)?;
+        let verify_timeout = secs("verify_timeout", 5.0)?;
+        let max_message = bytes("max_message", crate::wire::DEFAULT_MAX_MESSAGE)?;
+        let max_queue = bytes("max_queue", 64 * 1024 * 1024)?;
         let mut scripts = Vec::new();
         if let Some(list) = root
             .get::<Option<Table>>("scripts")
@@ -233,6 +261,10 @@ impl ClusterConfig {
             file: file.to_path_buf(),
             secret,
             call_timeout,
+            liveness,
+            verify_timeout,
+            max_message,
+            max_queue,
             scripts,
             lualib,
             nodes,

@@ -13,7 +13,9 @@
 //!   from MessagePack by declared type.
 //! - [`ring`]: consistent-hash rings behind `router.route`.
 //! - [`config`]: the cluster file.
-//! - [`node`]: the runtime: threads, sockets, peers, timers, dispatch into Lua.
+//! - [`node`]: the runtime: threads, peers, timers, cluster reload, dispatch into Lua.
+//! - `transport`: connections: verify handshake, connect states, liveness.
+//! - `link`: a connection's output queue and writer.
 //! - `lua_api`: the `luahost.core` module that lualib builds on.
 //! - [`cluster`]: starting a whole cluster in one process (`luahost up`).
 //! - [`bench`]: the `luahost bench` workloads.
@@ -25,12 +27,14 @@
 pub mod bench;
 pub mod cluster;
 pub mod config;
+mod link;
 mod lua_api;
 pub mod mpack;
 pub mod node;
 pub mod proto;
 pub mod ring;
 pub mod schema;
+mod transport;
 pub mod wire;
 
 pub use config::{ClusterConfig, NodeSpec};

@@ -37,7 +37,7 @@ fn key_of(v: &Value) -> mlua::Result<Key<'static>> {
 }
 
 fn seconds(v: Option<f64>) -> Option<Duration> {
-    v.filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+    v.map(crate::node::clamp_delay)
 }
 
 /// Builds the `luahost.core` table, sets `package.path` and the `conf`
@@ -161,9 +161,18 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
             Err(e) => Ok((None, Some(format!("expected {ty}: {e}")))),
         }
     });
-    func!("eval_done", |c, _l, (token, ok, text): (u32, bool, String)| {
+    func!("eval_done", |c, _l, (token, ok, text): (u64, bool, mlua::LuaString)| {
+        let text = text.to_string_lossy();
         c.eval_done(token, if ok { Ok(text) } else { Err(text) });
         Ok(())
+    });
+    func!("cancel_timer", |c, _l, id: u64| {
+        c.cancel_timer(id);
+        Ok(())
+    });
+    func!("reload_cluster", |c, _l, (): ()| match c.reload_cluster() {
+        Ok(summary) => Ok((Some(summary), None)),
+        Err(e) => Ok((None, Some(e))),
     });
     func!("timer", |c, _l, secs: f64| Ok(
         c.add_timer(seconds(Some(secs)).unwrap_or_default())

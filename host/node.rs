@@ -13,36 +13,37 @@
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use mlua::{Function, Lua, MultiValue, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{ClusterConfig, NodeSpec};
+use crate::link::Link;
 use crate::mpack::Reader;
 use crate::proto::{self, Envelope};
 use crate::ring::Rings;
 use crate::schema::{self, Method, Schema};
+use crate::transport;
 use crate::wire::{self, FrameDecoder, Message};
 
 /// Capacity of a node's control mailbox (messages from other threads).
 pub const CONTROL_MAILBOX: usize = 256;
-/// How long an accepted connection may take to send its verify request.
-pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bytes that may wait for a peer that is not connected.
-pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// The longest timer or call timeout accepted (longer ones are clamped).
+pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How often waiting calls are checked against their deadlines.
+const DEADLINE_TICK: Duration = Duration::from_millis(10);
+/// Timer ids start here so they never meet call ids (u32, the frame session).
+const FIRST_TIMER_ID: u64 = 1 << 32;
 
 /// Kinds of dispatch into Lua (first argument of the Lua dispatcher).
 pub mod kind {
@@ -99,6 +100,8 @@ pub enum NodeError {
 /// Messages from other threads to a running node.
 #[derive(Debug)]
 pub enum Control {
+    /// Re-read the cluster file now (as when it changes on disk).
+    ReloadCluster,
     /// Run a Lua chunk in a new coroutine of the node (it may make remote
     /// calls) and send back its results as text, tab-separated, or its error.
     Eval {
@@ -129,6 +132,11 @@ impl NodeHandle {
         self.stop.notify_one();
     }
 
+    /// Asks the node to re-read its cluster file.
+    pub fn reload_cluster(&self) {
+        let _ = self.ctrl.try_send(Control::ReloadCluster);
+    }
+
     /// Runs `code` in the node (see [`Control::Eval`]) and waits up to
     /// `timeout` for its outcome. Meant for tests, tools and bots.
     ///
@@ -138,11 +146,14 @@ impl NodeHandle {
     pub fn eval(&self, code: &str, timeout: Duration) -> Result<String, String> {
         let (tx, rx) = std::sync::mpsc::channel();
         self.ctrl
-            .blocking_send(Control::Eval {
+            .try_send(Control::Eval {
                 code: code.to_string(),
                 reply: tx,
             })
-            .map_err(|_| format!("node {} is not running", self.name))?;
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => format!("node {}: control mailbox is full", self.name),
+                mpsc::error::TrySendError::Closed(_) => format!("node {} is not running", self.name),
+            })?;
         rx.recv_timeout(timeout)
             .map_err(|_| format!("eval on {} did not finish within {timeout:?}", self.name))?
     }
@@ -251,60 +262,31 @@ pub enum PeerState {
     Connected,
 }
 
-/// The output side of one connection.
-#[derive(Debug, Default)]
-pub(crate) struct Link {
-    out: RefCell<BytesMut>,
-    wake: Notify,
-    /// The socket while connected, for writes made without waiting for the
-    /// writer task (see [`Link::flush_if_large`]).
-    writer: RefCell<Option<Rc<OwnedWriteHalf>>>,
+/// A call waiting for its reply.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pending {
+    mid: u32,
+    deadline: Instant,
+    timeout: Duration,
 }
 
-/// Queued bytes past which a sender writes to the socket at once instead
-/// of waiting for its writer task (which only runs once Lua yields).
-const FLUSH_THRESHOLD: usize = 64 * 1024;
-
-impl Link {
-    fn push(&self, f: impl FnOnce(&mut BytesMut)) {
-        f(&mut self.out.borrow_mut());
-        self.wake.notify_one();
-    }
-
-    /// When a long run of Lua code has queued a lot, writes what the socket
-    /// takes now, without blocking, so that the peer can start on it.
-    fn flush_if_large(&self) {
-        let mut out = self.out.borrow_mut();
-        if out.len() < FLUSH_THRESHOLD {
-            return;
-        }
-        if let Some(wr) = self.writer.borrow().as_ref() {
-            if let Ok(n) = wr.try_write(&out) {
-                out.advance(n);
-            }
-        }
-    }
-}
-
-/// Outgoing side towards one other node.
+/// Outgoing side towards one other node (or this node itself).
 pub(crate) struct Peer {
-    spec: NodeSpec,
-    state: Cell<PeerState>,
+    pub(crate) spec: NodeSpec,
+    pub(crate) state: Cell<PeerState>,
     /// Messages to write; while not connected, the bounded wait queue.
-    link: Link,
-    /// Calls waiting for a reply over this peer: id -> method id.
-    pending: RefCell<HashMap<u32, u32>>,
-    /// Sends queued while not connected (for the loss report).
-    queued_sends: Cell<usize>,
-    kick: Notify,
+    pub(crate) link: Link,
+    /// Calls waiting for a reply over this peer, by call id.
+    pending: RefCell<HashMap<u32, Pending>>,
+    pub(crate) kick: Notify,
     online: Cell<bool>,
     is_self: bool,
+    task: RefCell<Option<tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKind {
-    Lua(u32),
-    CallDeadline { sid: u32, id: u32, ms: u64 },
+    Lua(u64),
     SelfOnline,
 }
 
@@ -312,27 +294,41 @@ enum TimerKind {
 pub(crate) struct Core {
     pub(crate) lua: Lua,
     pub(crate) me: NodeSpec,
-    cluster: RefCell<Arc<ClusterConfig>>,
+    pub(crate) cluster: RefCell<Arc<ClusterConfig>>,
     started: Instant,
     pub(crate) my_type: Cell<u32>,
     type_ids: RefCell<HashMap<String, u32>>,
     schema: RefCell<Option<Rc<Schema>>>,
     dispatch: RefCell<Option<Rc<Function>>>,
     peers: RefCell<HashMap<u32, Rc<Peer>>>,
-    inbound: RefCell<HashMap<u64, Rc<Link>>>,
-    next_conn: Cell<u64>,
-    next_id: Cell<u32>,
+    pub(crate) inbound: RefCell<HashMap<u64, Rc<Link>>>,
+    pub(crate) next_conn: Cell<u64>,
+    pub(crate) unverified: Cell<usize>,
+    next_call: Cell<u32>,
+    next_timer: Cell<u64>,
     timers: RefCell<BinaryHeap<Reverse<(Instant, u64, TimerKind)>>>,
-    timer_seq: Cell<u64>,
+    cancelled: RefCell<HashSet<u64>>,
     timer_wake: Notify,
     pub(crate) rings: RefCell<Rings>,
     registered: Cell<bool>,
     listener: RefCell<Option<TcpListener>>,
-    evals: RefCell<HashMap<u32, std::sync::mpsc::Sender<Result<String, String>>>>,
+    evals: RefCell<HashMap<u64, std::sync::mpsc::Sender<Result<String, String>>>>,
+    watcher: RefCell<Option<notify::RecommendedWatcher>>,
 }
 
 /// Connection id Lua uses for calls from this node to itself.
 const SELF_CONN: u64 = 0;
+
+/// A delay from Lua, clamped to `0..=MAX_DELAY` (NaN counts as 0).
+pub(crate) fn clamp_delay(secs: f64) -> Duration {
+    if secs.is_nan() || secs <= 0.0 {
+        Duration::ZERO
+    } else if secs >= MAX_DELAY.as_secs_f64() {
+        MAX_DELAY
+    } else {
+        Duration::from_secs_f64(secs)
+    }
+}
 
 impl Core {
     async fn boot(cluster: Arc<ClusterConfig>, me: NodeSpec) -> Result<Rc<Core>, NodeError> {
@@ -341,9 +337,9 @@ impl Core {
             addr: me.addr,
             source,
         })?;
-        // SAFETY: the debug library is needed for tracebacks and (later) hot
-        // reload of upvalues; scripts are the game's own trusted code, and no
-        // network data is ever loaded as code.
+        // SAFETY: the debug library is needed for tracebacks and hot reload
+        // of upvalues; scripts are the game's own trusted code, and no network
+        // data is ever loaded as code.
         let lua = unsafe {
             Lua::unsafe_new_with(
                 mlua::StdLib::ALL_SAFE | mlua::StdLib::DEBUG,
@@ -362,14 +358,17 @@ impl Core {
             peers: RefCell::new(HashMap::new()),
             inbound: RefCell::new(HashMap::new()),
             next_conn: Cell::new(1),
-            next_id: Cell::new(1),
+            unverified: Cell::new(0),
+            next_call: Cell::new(1),
+            next_timer: Cell::new(FIRST_TIMER_ID),
             timers: RefCell::new(BinaryHeap::new()),
-            timer_seq: Cell::new(0),
+            cancelled: RefCell::new(HashSet::new()),
             timer_wake: Notify::new(),
             rings: RefCell::new(Rings::default()),
             registered: Cell::new(false),
             listener: RefCell::new(Some(listener)),
             evals: RefCell::new(HashMap::new()),
+            watcher: RefCell::new(None),
         });
         for spec in cluster.nodes.values() {
             core.add_peer(spec.clone());
@@ -380,6 +379,7 @@ impl Core {
         };
         crate::lua_api::install(&core, &cluster).map_err(script_err)?;
         tokio::task::spawn_local(timer_task(core.clone()));
+        tokio::task::spawn_local(deadline_task(core.clone()));
         let main = std::fs::read_to_string(&me.main).map_err(|e| NodeError::Script {
             node: me.name.clone(),
             message: format!("cannot read {}: {e}", me.main.display()),
@@ -396,8 +396,11 @@ impl Core {
     async fn run(self: Rc<Self>, mut ctrl: mpsc::Receiver<Control>, stop: Arc<Notify>) {
         let listener = self.listener.borrow_mut().take();
         if let Some(listener) = listener {
-            tokio::task::spawn_local(accept_task(self.clone(), listener));
+            tokio::task::spawn_local(transport::accept_task(self.clone(), listener));
         }
+        let (file_tx, file_rx) = mpsc::unbounded_channel();
+        self.watch_cluster_file(file_tx);
+        tokio::task::spawn_local(cluster_watch_task(self.clone(), file_rx));
         loop {
             let msg = tokio::select! {
                 _ = stop.notified() => break,
@@ -407,9 +410,16 @@ impl Core {
                 },
             };
             match msg {
+                Control::ReloadCluster => {
+                    let _ = self.reload_cluster();
+                }
                 Control::Eval { code, reply } => {
-                    let token = self.next_id();
+                    let token = self.next_timer_id();
                     self.evals.borrow_mut().insert(token, reply);
+                    if self.dispatch.borrow().is_none() {
+                        self.eval_done(token, Err("base.init has not run on this node".into()));
+                        continue;
+                    }
                     let mut mv = MultiValue::with_capacity(3);
                     mv.push_back(Value::Integer(kind::EVAL));
                     mv.push_back(Value::Integer(token as i64));
@@ -420,20 +430,22 @@ impl Core {
                             continue;
                         }
                     }
-                    if self.dispatch.borrow().is_none() {
-                        self.eval_done(token, Err("base.init has not run on this node".into()));
-                        continue;
-                    }
                     self.call_lua(mv);
                 }
             }
         }
         info!("node {} stopping", self.me.name);
+        self.watcher.borrow_mut().take();
+        for p in self.peers.borrow().values() {
+            if let Some(t) = p.task.borrow_mut().take() {
+                t.abort();
+            }
+        }
         // Break the Lua -> Rust cycle so the state can be freed.
         self.dispatch.borrow_mut().take();
     }
 
-    fn add_peer(self: &Rc<Self>, spec: NodeSpec) {
+    fn add_peer(self: &Rc<Self>, spec: NodeSpec) -> Rc<Peer> {
         let is_self = spec.sid == self.me.sid;
         let peer = Rc::new(Peer {
             state: Cell::new(if is_self {
@@ -444,12 +456,34 @@ impl Core {
             spec,
             link: Link::default(),
             pending: RefCell::new(HashMap::new()),
-            queued_sends: Cell::new(0),
             kick: Notify::new(),
             online: Cell::new(false),
             is_self,
+            task: RefCell::new(None),
         });
-        self.peers.borrow_mut().insert(peer.spec.sid, peer);
+        self.peers.borrow_mut().insert(peer.spec.sid, peer.clone());
+        peer
+    }
+
+    fn start_peer(self: &Rc<Self>, peer: &Rc<Peer>) {
+        if !peer.is_self {
+            let handle = tokio::task::spawn_local(transport::peer_task(self.clone(), peer.clone()));
+            *peer.task.borrow_mut() = Some(handle);
+        }
+    }
+
+    /// Takes a peer out of the cluster: its connection closes, its calls
+    /// fail, and it goes offline.
+    fn remove_peer(self: &Rc<Self>, sid: u32, why: &str) {
+        let Some(peer) = self.peers.borrow_mut().remove(&sid) else {
+            return;
+        };
+        if let Some(t) = peer.task.borrow_mut().take() {
+            t.abort();
+        }
+        peer.state.set(PeerState::Disconnected);
+        self.set_online(&peer, false);
+        self.fail_peer(&peer, why);
     }
 
     fn peer(&self, sid: u32) -> Option<Rc<Peer>> {
@@ -477,12 +511,20 @@ impl Core {
         self.started.elapsed().as_secs_f64()
     }
 
-    pub(crate) fn default_timeout(&self) -> Duration {
-        self.cluster.borrow().call_timeout
+    /// `rpcdef.Digi`, or 0 before `rpcdef.init`.
+    pub(crate) fn digest(&self) -> u32 {
+        self.schema.borrow().as_ref().map(|s| s.digest).unwrap_or(0)
     }
 
     pub(crate) fn set_schema(&self, schema: Schema) {
+        let old = self.digest();
+        let new = schema.digest;
         *self.schema.borrow_mut() = Some(Rc::new(schema));
+        if self.registered.get() && old != new {
+            warn!(
+                "RPC digest changed from {old:08x} to {new:08x}: peers still on the old schema will refuse new connections"
+            );
+        }
     }
 
     pub(crate) fn schema(&self) -> Option<Rc<Schema>> {
@@ -490,7 +532,7 @@ impl Core {
     }
 
     /// Delivers the outcome of an eval started by [`Control::Eval`].
-    pub(crate) fn eval_done(&self, token: u32, outcome: Result<String, String>) {
+    pub(crate) fn eval_done(&self, token: u64, outcome: Result<String, String>) {
         if let Some(tx) = self.evals.borrow_mut().remove(&token) {
             let _ = tx.send(outcome);
         }
@@ -524,23 +566,26 @@ impl Core {
         *self.type_ids.borrow_mut() = types;
         let peers: Vec<Rc<Peer>> = self.peers.borrow().values().cloned().collect();
         for p in peers {
-            if !p.is_self {
-                tokio::task::spawn_local(peer_task(self.clone(), p));
-            }
+            self.start_peer(&p);
         }
         self.push_timer(Instant::now(), TimerKind::SelfOnline);
         Ok(())
     }
 
-    fn next_id(&self) -> u32 {
-        let id = self.next_id.get();
-        self.next_id.set(if id == u32::MAX { 1 } else { id + 1 });
+    fn next_call_id(&self) -> u32 {
+        let id = self.next_call.get();
+        self.next_call.set(if id == u32::MAX { 1 } else { id + 1 });
+        id
+    }
+
+    fn next_timer_id(&self) -> u64 {
+        let id = self.next_timer.get();
+        self.next_timer.set(id + 1);
         id
     }
 
     fn push_timer(&self, at: Instant, kind: TimerKind) {
-        let seq = self.timer_seq.get();
-        self.timer_seq.set(seq + 1);
+        let seq = self.next_timer_id();
         let mut heap = self.timers.borrow_mut();
         let earlier = heap.peek().is_none_or(|Reverse((t, _, _))| at < *t);
         heap.push(Reverse((at, seq, kind)));
@@ -551,10 +596,17 @@ impl Core {
     }
 
     /// Starts a Lua timer; its id comes back through the dispatcher.
-    pub(crate) fn add_timer(&self, after: Duration) -> u32 {
-        let id = self.next_id();
-        self.push_timer(Instant::now() + after, TimerKind::Lua(id));
+    pub(crate) fn add_timer(&self, after: Duration) -> u64 {
+        let id = self.next_timer_id();
+        self.push_timer(Instant::now() + after.min(MAX_DELAY), TimerKind::Lua(id));
         id
+    }
+
+    /// Stops a Lua timer before it fires.
+    pub(crate) fn cancel_timer(&self, id: u64) {
+        if id >= FIRST_TIMER_ID && id < self.next_timer.get() {
+            self.cancelled.borrow_mut().insert(id);
+        }
     }
 
     /// Encodes a call or send into the queue of node `sid`.
@@ -581,13 +633,18 @@ impl Core {
         let Some(peer) = self.peer(sid) else {
             return Err(format!("no such node: {sid} ({})", method.name));
         };
-        if peer.state.get() != PeerState::Connected && peer.link.out.borrow().len() > MAX_QUEUED_BYTES {
+        let (max_message, max_queue) = {
+            let c = self.cluster.borrow();
+            (c.max_message, c.max_queue)
+        };
+        let queued = peer.link.queued();
+        if queued > max_queue {
             return Err(format!(
-                "node down: {}: queue of {} bytes is full ({})",
-                peer.spec.name, MAX_QUEUED_BYTES, method.name
+                "node down: {}: {queued} bytes already wait in its queue (max_queue {max_queue}) ({})",
+                peer.spec.name, method.name
             ));
         }
-        let id = if call { self.next_id() } else { 0 };
+        let id = if call { self.next_call_id() } else { 0 };
         {
             let mut out = peer.link.out.borrow_mut();
             let start = proto::begin_request(&mut out, call, eid, mid, method.args.len());
@@ -595,23 +652,30 @@ impl Core {
                 wire::abort_message(&mut out, start);
                 return Err(e);
             }
+            let size = out.len() - start - wire::HEADER;
+            if size > max_message {
+                wire::abort_message(&mut out, start);
+                return Err(format!(
+                    "message too large: {} to {} is {size} bytes, max_message is {max_message}",
+                    method.name, peer.spec.name
+                ));
+            }
             wire::finish_message(&mut out, start, id);
         }
         peer.link.wake.notify_one();
         peer.link.flush_if_large();
         if call {
-            peer.pending.borrow_mut().insert(id, mid);
-            let t = timeout.unwrap_or_else(|| self.default_timeout());
-            self.push_timer(
-                Instant::now() + t,
-                TimerKind::CallDeadline {
-                    sid,
-                    id,
-                    ms: t.as_millis() as u64,
+            let t = timeout
+                .unwrap_or_else(|| self.cluster.borrow().call_timeout)
+                .min(MAX_DELAY);
+            peer.pending.borrow_mut().insert(
+                id,
+                Pending {
+                    mid,
+                    deadline: Instant::now() + t,
+                    timeout: t,
                 },
             );
-        } else if peer.state.get() != PeerState::Connected {
-            peer.queued_sends.set(peer.queued_sends.get() + 1);
         }
         if peer.state.get() == PeerState::Disconnected {
             peer.kick.notify_one();
@@ -623,22 +687,24 @@ impl Core {
     pub(crate) fn reply(&self, conn: u64, session: u32, mid: u32, ok: bool, vals: &[Value]) -> Result<(), String> {
         let schema = self.schema().ok_or("no schema")?;
         let method = schema.method(mid).ok_or_else(|| format!("unknown method id {mid}"))?;
-        let link = if conn == SELF_CONN {
+        let max_message = self.cluster.borrow().max_message;
+        let me_peer;
+        let inbound_link;
+        let link: &Link = if conn == SELF_CONN {
             // A call to ourselves: the reply goes through the self peer's queue.
-            self.peer(self.me.sid).map(|p| p as Rc<dyn HasLink>)
+            me_peer = self.peer(self.me.sid).ok_or("this node is not in its cluster file")?;
+            &me_peer.link
         } else {
-            self.inbound.borrow().get(&conn).cloned().map(|l| l as Rc<dyn HasLink>)
+            let Some(l) = self.inbound.borrow().get(&conn).cloned() else {
+                debug!("reply to call {session} dropped: its caller's connection is gone");
+                return Ok(());
+            };
+            inbound_link = l;
+            &inbound_link
         };
-        let Some(link) = link else {
-            debug!("reply to call {session} dropped: its caller's connection is gone");
-            return Ok(());
-        };
-        let link = link.link();
-        {
-            let mut out = link.out.borrow_mut();
-            encode_reply(&mut out, session, method, ok, vals);
-        }
+        encode_reply(&mut link.out.borrow_mut(), session, method, ok, vals, max_message);
         link.wake.notify_one();
+        link.flush_if_large();
         Ok(())
     }
 
@@ -664,11 +730,11 @@ impl Core {
     }
 
     /// Handles a request (call or send) that arrived on `conn` from `from`.
-    fn on_request(&self, conn: u64, from: &str, msg: &Message, env: Envelope<'_>, link: Option<&Link>) {
+    pub(crate) fn on_request(&self, conn: u64, from: &str, msg: &Message, env: Envelope<'_>, link: Option<&Link>) {
         let (is_call, eid, mid, nargs, mut args) = match env {
             Envelope::Call { eid, mid, nargs, args } => (true, eid, mid, nargs, args),
             Envelope::Send { eid, mid, nargs, args } => (false, eid, mid, nargs, args),
-            _ => unreachable!(),
+            _ => return,
         };
         let refuse = |text: String| {
             error!("refused {} from {from}: {text}", if is_call { "call" } else { "send" });
@@ -727,8 +793,8 @@ impl Core {
     }
 
     /// Handles a reply from peer `peer`.
-    fn on_reply(&self, peer: &Peer, session: u32, ok: bool, nvals: usize, mut vals: Reader<'_>) {
-        let Some(mid) = peer.pending.borrow_mut().remove(&session) else {
+    pub(crate) fn on_reply(&self, peer: &Peer, session: u32, ok: bool, nvals: usize, mut vals: Reader<'_>) {
+        let Some(p) = peer.pending.borrow_mut().remove(&session) else {
             debug!(
                 "late reply {session} from {} dropped (its caller timed out)",
                 peer.spec.name
@@ -736,11 +802,11 @@ impl Core {
             return;
         };
         let schema = self.schema();
-        let method = schema.as_ref().and_then(|s| s.method(mid).cloned());
+        let method = schema.as_ref().and_then(|s| s.method(p.mid).cloned());
         let mname = method
             .as_ref()
             .map(|m| m.name.clone())
-            .unwrap_or_else(|| format!("method {mid}"));
+            .unwrap_or_else(|| format!("method {}", p.mid));
         if !ok {
             let text = vals
                 .read_bytes()
@@ -782,31 +848,45 @@ impl Core {
         self.call_lua(mv);
     }
 
-    /// Fails every call waiting on `peer` with "node down" and reports the
-    /// sends that were queued for it and are lost.
-    fn fail_peer(&self, peer: &Peer, cause: &str) {
-        let pending: Vec<(u32, u32)> = peer.pending.borrow_mut().drain().collect();
-        let queued = peer.queued_sends.replace(0);
-        if peer.state.get() != PeerState::Connected {
-            peer.link.out.borrow_mut().clear();
-            if queued > 0 {
-                error!(
-                    "{queued} sends to {} were not delivered: node down: {cause}",
-                    peer.spec.name
-                );
-            }
+    fn method_name(&self, mid: u32) -> String {
+        self.schema()
+            .and_then(|s| s.method(mid).map(|m| m.name.clone()))
+            .unwrap_or_else(|| format!("method {mid}"))
+    }
+
+    /// Fails every call waiting on `peer` with "node down" and reports, by
+    /// method, the sends that were queued for it and will not be delivered.
+    pub(crate) fn fail_peer(&self, peer: &Peer, cause: &str) {
+        let lost = peer.link.drain_unsent();
+        if !lost.sends.is_empty() {
+            let list: Vec<String> = lost
+                .sends
+                .iter()
+                .map(|(mid, n)| format!("{n} x {}", self.method_name(*mid)))
+                .collect();
+            error!(
+                "sends to {} not delivered (node down: {cause}): {}",
+                peer.spec.name,
+                list.join(", ")
+            );
         }
-        let schema = self.schema();
-        for (id, mid) in pending {
-            let mname = schema
-                .as_ref()
-                .and_then(|s| s.method(mid).map(|m| m.name.clone()))
-                .unwrap_or_default();
-            self.fail_call(id, format!("node down: {}: {cause} ({mname})", peer.spec.name));
+        if lost.partial_bytes > 0 {
+            warn!(
+                "{} bytes were being written to {} when it went down; their messages may be lost",
+                lost.partial_bytes, peer.spec.name
+            );
+        }
+        let pending: Vec<(u32, Pending)> = peer.pending.borrow_mut().drain().collect();
+        for (id, p) in pending {
+            self.fail_call(
+                id,
+                format!("node down: {}: {cause} ({})", peer.spec.name, self.method_name(p.mid)),
+            );
         }
     }
 
-    fn set_online(&self, peer: &Peer, online: bool) {
+    /// Marks `peer` live or not: rings, log, and `Event.Server.Online/Offline`.
+    pub(crate) fn set_online(&self, peer: &Peer, online: bool) {
         if peer.online.replace(online) == online {
             return;
         }
@@ -841,24 +921,13 @@ impl Core {
     fn fire_timer(self: &Rc<Self>, kind: TimerKind) {
         match kind {
             TimerKind::Lua(id) => {
+                if self.cancelled.borrow_mut().remove(&id) {
+                    return;
+                }
                 let mut mv = MultiValue::with_capacity(2);
                 mv.push_back(Value::Integer(kind::TIMER));
                 mv.push_back(Value::Integer(id as i64));
                 self.call_lua(mv);
-            }
-            TimerKind::CallDeadline { sid, id, ms } => {
-                let Some(peer) = self.peer(sid) else { return };
-                let Some(mid) = peer.pending.borrow_mut().remove(&id) else {
-                    return;
-                };
-                let mname = self
-                    .schema()
-                    .and_then(|s| s.method(mid).map(|m| m.name.clone()))
-                    .unwrap_or_default();
-                self.fail_call(
-                    id,
-                    format!("timeout: {mname} to {}: no reply within {ms} ms", peer.spec.name),
-                );
             }
             TimerKind::SelfOnline => {
                 if let Some(me) = self.peer(self.me.sid) {
@@ -868,29 +937,158 @@ impl Core {
             }
         }
     }
-}
 
-trait HasLink {
-    fn link(&self) -> &Link;
-}
+    /// Fails the calls whose deadline has passed.
+    fn expire_calls(&self, now: Instant) {
+        let peers: Vec<Rc<Peer>> = self.peers.borrow().values().cloned().collect();
+        for peer in peers {
+            let expired: Vec<(u32, Pending)> = {
+                let mut pending = peer.pending.borrow_mut();
+                if pending.is_empty() {
+                    continue;
+                }
+                let ids: Vec<u32> = pending
+                    .iter()
+                    .filter(|(_, p)| p.deadline <= now)
+                    .map(|(id, _)| *id)
+                    .collect();
+                ids.into_iter()
+                    .filter_map(|id| pending.remove(&id).map(|p| (id, p)))
+                    .collect()
+            };
+            for (id, p) in expired {
+                self.fail_call(
+                    id,
+                    format!(
+                        "timeout: {} to {}: no reply within {} ms",
+                        self.method_name(p.mid),
+                        peer.spec.name,
+                        p.timeout.as_millis()
+                    ),
+                );
+            }
+        }
+    }
 
-impl HasLink for Link {
-    fn link(&self) -> &Link {
-        self
+    fn watch_cluster_file(&self, tx: mpsc::UnboundedSender<()>) {
+        use notify::Watcher;
+        let file = self.cluster.borrow().file.clone();
+        let Some(name) = file.file_name().map(|n| n.to_os_string()) else {
+            return;
+        };
+        let dir = match file.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let handler = move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res {
+                if ev.kind.is_access() {
+                    return;
+                }
+                if ev.paths.iter().any(|p| p.file_name() == Some(name.as_os_str())) {
+                    let _ = tx.send(());
+                }
+            }
+        };
+        match notify::recommended_watcher(handler) {
+            Ok(mut w) => match w.watch(&dir, notify::RecursiveMode::NonRecursive) {
+                Ok(()) => *self.watcher.borrow_mut() = Some(w),
+                Err(e) => warn!("cannot watch {}: {e}; cluster changes need a reload", dir.display()),
+            },
+            Err(e) => warn!("cannot watch the cluster file: {e}"),
+        }
+    }
+
+    /// Re-reads the cluster file and applies it. A file that fails to parse
+    /// leaves the cluster as it was.
+    pub(crate) fn reload_cluster(self: &Rc<Self>) -> Result<String, String> {
+        let file = self.cluster.borrow().file.clone();
+        match ClusterConfig::load(&file) {
+            Ok(new) => Ok(self.apply_cluster(new)),
+            Err(e) => {
+                let msg = format!("{e}; the previous cluster stays in force");
+                error!("{msg}");
+                Err(msg)
+            }
+        }
+    }
+
+    fn apply_cluster(self: &Rc<Self>, new: ClusterConfig) -> String {
+        match new.nodes.get(&self.me.name) {
+            None => warn!("this node is no longer in the cluster file; it keeps running until stopped"),
+            Some(s) if *s != self.me => {
+                warn!("this node's own entry changed in the cluster file; that takes effect on restart")
+            }
+            _ => {}
+        }
+        let old: Vec<NodeSpec> = self.all_specs();
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        let mut changed = Vec::new();
+        for o in &old {
+            if o.sid == self.me.sid {
+                continue;
+            }
+            match new.nodes.get(&o.name) {
+                None => {
+                    removed.push(o.name.clone());
+                    self.remove_peer(o.sid, "removed from the cluster file");
+                }
+                Some(n) if n != o => {
+                    changed.push(o.name.clone());
+                    self.remove_peer(o.sid, "its entry in the cluster file changed");
+                }
+                Some(_) => {}
+            }
+        }
+        let registered = self.registered.get();
+        for n in new.nodes.values() {
+            if n.name == self.me.name || self.peer(n.sid).is_some() {
+                continue;
+            }
+            if registered && self.type_id(&n.stype).is_none() {
+                error!(
+                    "node {} in the cluster file has type '{}', which ServerType of the schema does not define; ignored",
+                    n.name, n.stype
+                );
+                continue;
+            }
+            if !changed.contains(&n.name) {
+                added.push(n.name.clone());
+            }
+            let peer = self.add_peer(n.clone());
+            if registered {
+                self.start_peer(&peer);
+            }
+        }
+        *self.cluster.borrow_mut() = Arc::new(new);
+        let summary = format!(
+            "cluster file reloaded: added [{}], removed [{}], changed [{}]",
+            added.join(", "),
+            removed.join(", "),
+            changed.join(", ")
+        );
+        info!("{summary}");
+        summary
     }
 }
 
-impl HasLink for Peer {
-    fn link(&self) -> &Link {
-        &self.link
-    }
-}
-
-fn encode_reply(out: &mut BytesMut, session: u32, method: &Method, ok: bool, vals: &[Value]) {
+fn encode_reply(out: &mut BytesMut, session: u32, method: &Method, ok: bool, vals: &[Value], max_message: usize) {
     if ok {
         let decl = method.results.as_deref().unwrap_or(&[]);
         let start = proto::begin_reply(out, decl.len());
-        match schema::encode_list(out, method, decl, "result", vals.iter()) {
+        let res = schema::encode_list(out, method, decl, "result", vals.iter()).and_then(|()| {
+            let size = out.len() - start - wire::HEADER;
+            if size > max_message {
+                Err(format!(
+                    "reply of {} is {size} bytes, max_message is {max_message}",
+                    method.name
+                ))
+            } else {
+                Ok(())
+            }
+        });
+        match res {
             Ok(()) => wire::finish_message(out, start, session),
             Err(e) => {
                 wire::abort_message(out, start);
@@ -940,10 +1138,31 @@ async fn timer_task(core: Rc<Core>) {
     }
 }
 
+/// Fails calls past their deadline. Deadlines live in the pending tables
+/// (one entry per call in flight), so answered calls cost nothing here.
+async fn deadline_task(core: Rc<Core>) {
+    let mut tick = tokio::time::interval(DEADLINE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        core.expire_calls(Instant::now());
+    }
+}
+
+/// Re-reads the cluster file when it changes on disk (after the burst of
+/// events an editor's save makes has settled).
+async fn cluster_watch_task(core: Rc<Core>, mut rx: mpsc::UnboundedReceiver<()>) {
+    while rx.recv().await.is_some() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        while rx.try_recv().is_ok() {}
+        let _ = core.reload_cluster();
+    }
+}
+
 /// Delivers messages a node sends to itself, through the same decode path
 /// as the network.
 async fn self_task(core: Rc<Core>, me: Rc<Peer>) {
-    let mut dec = FrameDecoder::default();
+    let mut dec = FrameDecoder::new(usize::MAX);
     loop {
         let mut buf = {
             let mut out = me.link.out.borrow_mut();
@@ -957,275 +1176,23 @@ async fn self_task(core: Rc<Core>, me: Rc<Peer>) {
             me.link.wake.notified().await;
             continue;
         };
-        while let Ok(Some(msg)) = dec.decode(buf) {
-            match proto::parse(&msg.data) {
-                Ok(env @ (Envelope::Call { .. } | Envelope::Send { .. })) => {
-                    core.on_request(SELF_CONN, &core.me.name, &msg, env, None)
-                }
-                Ok(Envelope::Reply { ok, nvals, vals }) => core.on_reply(&me, msg.session, ok, nvals, vals),
-                Ok(other) => error!("unexpected message to self: {other:?}"),
-                Err(e) => error!("bad message to self: {e}"),
-            }
-        }
-        tokio::task::yield_now().await;
-    }
-}
-
-async fn accept_task(core: Rc<Core>, listener: TcpListener) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, addr)) => {
-                let _ = stream.set_nodelay(true);
-                let conn = core.next_conn.get();
-                core.next_conn.set(conn + 1);
-                tokio::task::spawn_local(inbound_task(core.clone(), conn, stream, addr));
-            }
-            Err(e) => {
-                warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-async fn read_message(rd: &mut OwnedReadHalf, dec: &mut FrameDecoder, buf: &mut BytesMut) -> Result<Message, String> {
-    loop {
-        if let Some(m) = dec.decode(buf).map_err(|e| e.to_string())? {
-            return Ok(m);
-        }
-        // Room for at least one whole frame: reads of 64 KiB, not 8 KiB.
-        buf.reserve(64 * 1024);
-        let n = rd.read_buf(buf).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("connection closed".into());
-        }
-    }
-}
-
-/// Messages handled from one read burst before the writers get a turn.
-const PIPELINE_BURST: u32 = 16;
-
-/// Lets this connection's writer (and other tasks) run every few messages
-/// of a long burst, so that the first replies are on the wire while the rest
-/// of the burst is still being handled: both ends then work at once instead
-/// of in turns.
-async fn pipeline(burst: &mut u32, unread: &BytesMut) {
-    if unread.is_empty() {
-        *burst = 0;
-        return;
-    }
-    *burst += 1;
-    if *burst >= PIPELINE_BURST {
-        *burst = 0;
-        tokio::task::yield_now().await;
-    }
-}
-
-async fn write_loop(link: &Link, wr: Rc<OwnedWriteHalf>) -> String {
-    *link.writer.borrow_mut() = Some(wr.clone());
-    let cause = loop {
-        if link.out.borrow().is_empty() {
-            link.wake.notified().await;
-            continue;
-        }
-        if let Err(e) = wr.writable().await {
-            break e.to_string();
-        }
-        let mut out = link.out.borrow_mut();
-        match wr.try_write(&out) {
-            Ok(n) => out.advance(n),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => break e.to_string(),
-        }
-    };
-    link.writer.borrow_mut().take();
-    cause
-}
-
-async fn inbound_task(core: Rc<Core>, conn: u64, stream: TcpStream, addr: SocketAddr) {
-    let (mut rd, mut wr) = stream.into_split();
-    let mut dec = FrameDecoder::default();
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    let first = match tokio::time::timeout(VERIFY_TIMEOUT, read_message(&mut rd, &mut dec, &mut buf)).await {
-        Err(_) => {
-            warn!("connection from {addr} closed: no verify request within {VERIFY_TIMEOUT:?}");
-            return;
-        }
-        Ok(Err(e)) => {
-            debug!("connection from {addr} closed before verifying: {e}");
-            return;
-        }
-        Ok(Ok(m)) => m,
-    };
-    let verdict = match proto::parse(&first.data) {
-        Ok(Envelope::Verify {
-            name,
-            sid,
-            stype,
-            digest,
-            token,
-        }) => verify(&core, name, sid, stype, digest, token),
-        Ok(other) => Err((
-            format!("first message must be verify, got {other:?}"),
-            "unknown".to_string(),
-        )),
-        Err(e) => Err((format!("malformed verify request: {e}"), "unknown".to_string())),
-    };
-    let from = match verdict {
-        Ok(name) => name,
-        Err((reason, who)) => {
-            warn!("refused connection from {who} at {addr}: {reason}");
-            let mut out = BytesMut::new();
-            proto::put_verify_failed(&mut out, &reason);
-            let _ = wr.write_all(&out).await;
-            let _ = wr.shutdown().await;
-            return;
-        }
-    };
-    let link = Rc::new(Link::default());
-    link.push(|o| proto::put_verify_ok(o, &core.me.name, core.me.sid));
-    core.inbound.borrow_mut().insert(conn, link.clone());
-    debug!("accepted {from} from {addr}");
-    let reader = async {
-        let mut burst = 0u32;
         loop {
-            let msg = match read_message(&mut rd, &mut dec, &mut buf).await {
-                Ok(m) => m,
-                Err(e) => return e,
-            };
-            pipeline(&mut burst, &buf).await;
-            match proto::parse(&msg.data) {
-                Ok(env @ (Envelope::Call { .. } | Envelope::Send { .. })) => {
-                    core.on_request(conn, &from, &msg, env, Some(&link))
-                }
-                Ok(Envelope::Ping) => link.push(|o| proto::put_ping(o, true)),
-                Ok(Envelope::Pong) => {}
-                Ok(other) => return format!("unexpected message {other:?}"),
-                Err(e) => return e.to_string(),
-            }
-        }
-    };
-    let cause = tokio::select! {
-        c = reader => c,
-        c = write_loop(&link, Rc::new(wr)) => c,
-    };
-    core.inbound.borrow_mut().remove(&conn);
-    debug!("connection from {from} ({addr}) ended: {cause}");
-}
-
-fn verify(
-    core: &Core,
-    name: &[u8],
-    sid: u32,
-    stype: &[u8],
-    digest: u32,
-    token: &[u8],
-) -> Result<String, (String, String)> {
-    let name = String::from_utf8_lossy(name).into_owned();
-    let stype = String::from_utf8_lossy(stype).into_owned();
-    let secret = core.cluster.borrow().secret.clone();
-    if token != secret.as_bytes() {
-        return Err(("wrong cluster secret".into(), name));
-    }
-    match core.peer(sid) {
-        Some(p) if p.spec.name == name && p.spec.stype == stype => {}
-        _ => return Err((format!("unknown node {name} (sid {sid}, type {stype})"), name)),
-    }
-    let mine = core.schema().map(|s| s.digest).unwrap_or(0);
-    if digest != mine {
-        return Err((
-            format!(
-                "RPC digest mismatch: {name} has {digest:#010x}, {} has {mine:#010x}",
-                core.me.name
-            ),
-            name,
-        ));
-    }
-    Ok(name)
-}
-
-async fn connect(core: &Core, peer: &Peer) -> Result<(OwnedReadHalf, OwnedWriteHalf, FrameDecoder, BytesMut), String> {
-    let stream = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(peer.spec.addr))
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
-    let mut hello = BytesMut::new();
-    let digest = core.schema().map(|s| s.digest).unwrap_or(0);
-    let secret = core.cluster.borrow().secret.clone();
-    proto::put_verify(&mut hello, &core.me.name, core.me.sid, &core.me.stype, digest, &secret);
-    wr.write_all(&hello).await.map_err(|e| e.to_string())?;
-    let mut dec = FrameDecoder::default();
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    let answer = tokio::time::timeout(VERIFY_TIMEOUT, read_message(&mut rd, &mut dec, &mut buf))
-        .await
-        .map_err(|_| "no verify answer".to_string())??;
-    match proto::parse(&answer.data) {
-        Ok(Envelope::VerifyOk { sid, .. }) if sid == peer.spec.sid => Ok((rd, wr, dec, buf)),
-        Ok(Envelope::VerifyOk { sid, .. }) => Err(format!("answered as sid {sid}, expected {}", peer.spec.sid)),
-        Ok(Envelope::VerifyFailed { reason }) => Err(format!("refused: {}", String::from_utf8_lossy(reason))),
-        Ok(other) => Err(format!("unexpected verify answer {other:?}")),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
-    let mut backoff = BACKOFF_MIN;
-    let mut last_error = String::new();
-    loop {
-        peer.state.set(PeerState::Connecting);
-        match connect(&core, &peer).await {
-            Ok((mut rd, wr, mut dec, mut buf)) => {
-                peer.state.set(PeerState::Connected);
-                peer.queued_sends.set(0);
-                backoff = BACKOFF_MIN;
-                last_error.clear();
-                peer.link.wake.notify_one();
-                core.set_online(&peer, true);
-                let reader = async {
-                    let mut burst = 0u32;
-                    loop {
-                        let msg = match read_message(&mut rd, &mut dec, &mut buf).await {
-                            Ok(m) => m,
-                            Err(e) => return e,
-                        };
-                        pipeline(&mut burst, &buf).await;
-                        match proto::parse(&msg.data) {
-                            Ok(Envelope::Reply { ok, nvals, vals }) => {
-                                core.on_reply(&peer, msg.session, ok, nvals, vals)
-                            }
-                            Ok(Envelope::Ping) => peer.link.push(|o| proto::put_ping(o, true)),
-                            Ok(Envelope::Pong) => {}
-                            Ok(other) => return format!("unexpected message {other:?}"),
-                            Err(e) => return e.to_string(),
-                        }
+            match dec.decode(buf) {
+                Ok(Some(msg)) => match proto::parse(&msg.data) {
+                    Ok(env @ (Envelope::Call { .. } | Envelope::Send { .. })) => {
+                        core.on_request(SELF_CONN, &core.me.name, &msg, env, None)
                     }
-                };
-                let cause = tokio::select! {
-                    c = reader => c,
-                    c = write_loop(&peer.link, Rc::new(wr)) => c,
-                };
-                peer.state.set(PeerState::Disconnected);
-                peer.link.out.borrow_mut().clear();
-                warn!("lost connection to {}: {cause}", peer.spec.name);
-                core.set_online(&peer, false);
-                core.fail_peer(&peer, &cause);
-            }
-            Err(e) => {
-                peer.state.set(PeerState::Disconnected);
-                if e != last_error {
-                    debug!("cannot connect to {} at {}: {e}", peer.spec.name, peer.spec.addr);
-                    last_error = e.clone();
+                    Ok(Envelope::Reply { ok, nvals, vals }) => core.on_reply(&me, msg.session, ok, nvals, vals),
+                    Ok(_) => error!("unexpected message kind sent to self"),
+                    Err(e) => error!("bad message sent to self: {e}"),
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    error!("bad frame sent to self: {e}");
+                    break;
                 }
-                core.fail_peer(&peer, &e);
             }
         }
-        let jitter = Duration::from_millis(crate::ring::mix64(core.next_conn.get() ^ peer.spec.sid as u64) % 50);
-        tokio::select! {
-            _ = tokio::time::sleep(backoff + jitter) => {}
-            _ = peer.kick.notified() => {}
-        }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        tokio::task::yield_now().await;
     }
 }

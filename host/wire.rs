@@ -149,6 +149,12 @@ impl FrameDecoder {
         }
     }
 
+    /// Changes the largest message accepted from now on (e.g. once a
+    /// connection has verified).
+    pub fn set_max_message(&mut self, max_message: usize) {
+        self.max_message = max_message;
+    }
+
     /// Takes the next whole message off the front of `buf`.
     ///
     /// Returns `Ok(None)` when `buf` does not yet hold one (more bytes are

@@ -27,19 +27,25 @@ local function createGlobalEntity(classname, eid)
     end
     LOG("create global entity [%s, %d]", classname, eid)
     local e = cls.new(conf.ServerID, 0, eid)
-    -- one ghost mailbox per server type: fm:hall(sid).method(...)
+    -- ghost mailboxes per server type: fm:hall(sid).method(...). Each sid
+    -- gets its own mailbox, so one kept across a yield still aims where it did.
     for tname in pairs(rpcdef.ServerType) do
         local sname = string.lower(tname)
-        local ghost = string.format("__%sghost", sname)
+        local ghosts = string.format("__%sghost", sname)
         local iface = rpcdef["rpc" .. tname][classname] or {}
-        e[ghost] = rpcstub.mailbox(iface, nil, eid)
+        e[ghosts] = {}
         if cls[sname] ~= nil then
             WARN("%s defines '%s', so %s:%s(sid) is not a ghost mailbox; use base.ghost(e, %q, sid)",
                 classname, sname, classname, sname, tname)
         else
             e[sname] = function(self, sid)
-                local m = rawget(self, ghost)
-                m.__from = sid
+                local cache = rawget(self, ghosts)
+                local m = cache[sid]
+                if m == nil then
+                    if sid == nil then error("no server id given to " .. sname .. "(sid)", 2) end
+                    m = rpcstub.mailbox(iface, sid, eid)
+                    cache[sid] = m
+                end
                 return m
             end
         end
@@ -58,9 +64,17 @@ end
 --- The ghost mailbox of entity e for server type tname aimed at server
 --- sid: the same as e:hall(sid) for tname "Hall".
 function M.ghost(e, tname, sid)
-    local m = rawget(e, string.format("__%sghost", string.lower(tname)))
-    if not m then error("no server type " .. tostring(tname), 2) end
-    m.__from = sid
+    local cache = rawget(e, string.format("__%sghost", string.lower(tname)))
+    if not cache then error("no server type " .. tostring(tname), 2) end
+    local m = cache[sid]
+    if m == nil then
+        local classname
+        for k, v in pairs(rpcdef.GlobalEntity) do
+            if v == e.eid then classname = k end
+        end
+        m = rpcstub.mailbox(rpcdef["rpc" .. tname][classname] or {}, sid, e.eid)
+        cache[sid] = m
+    end
     return m
 end
 

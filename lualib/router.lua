@@ -31,39 +31,45 @@ M.nodes = core.nodes
 --- Seed 000 calls it from base.init; routing state lives in the host.
 function M.init() end
 
-local function send_to(sid, iface, eid, method, ...)
+-- level: how far up the user's call is from send_to
+local function send_to(level, sid, iface, eid, method, ...)
     local m = iface[method]
-    if m == nil then error("no method '" .. tostring(method) .. "' in the interface", 3) end
-    if m.call then error(m.full .. " is a call; router sends only one-way methods", 3) end
+    if m == nil then error("no method '" .. tostring(method) .. "' in the interface", level) end
+    if m.call then error(m.full .. " is a call; router sends only one-way methods", level) end
     local ok, err = core.send(sid, eid, m.id, ...)
-    if not ok then error(err, 3) end
+    if not ok then error(err, level) end
 end
 
 --- Sends iface.method(...) to entity eid on server sid if it is live;
 --- returns whether it was sent.
 function M.sendById(sid, iface, eid, method, ...)
     if not core.live(sid) then return false end
-    send_to(sid, iface, eid, method, ...)
+    send_to(3, sid, iface, eid, method, ...)
     return true
 end
 
 --- Sends to one live server of stype chosen at random; returns its sid or nil.
 function M.sendOne(stype, iface, eid, method, ...)
     local sid = core.random(stype)
-    if sid then send_to(sid, iface, eid, method, ...) end
+    if sid then send_to(3, sid, iface, eid, method, ...) end
     return sid
 end
 
 --- Sends to every live server of stype (this node left out when
 --- excludeSelf); returns how many were sent.
-function M.sendByType(stype, excludeSelf, iface, eid, method, ...)
+local function by_type(level, stype, excludeSelf, iface, eid, method, ...)
     local me, n = core.sid(), 0
     for _, sid in ipairs(core.list(stype)) do
         if not (excludeSelf and sid == me) then
-            send_to(sid, iface, eid, method, ...)
+            send_to(level + 1, sid, iface, eid, method, ...)
             n = n + 1
         end
     end
+    return n
+end
+
+function M.sendByType(stype, excludeSelf, iface, eid, method, ...)
+    local n = by_type(3, stype, excludeSelf, iface, eid, method, ...)
     return n
 end
 
@@ -75,7 +81,7 @@ function M.sendAll(excludeSelf, cname, eid, method, ...)
     for tname, stype in pairs(rpcdef.ServerType) do
         local iface = rpcdef["rpc" .. tname] and rpcdef["rpc" .. tname][cname]
         if iface and iface[method] then
-            n = n + M.sendByType(stype, excludeSelf, iface, eid, method, ...)
+            n = n + by_type(3, stype, excludeSelf, iface, eid, method, ...)
         end
     end
     return n

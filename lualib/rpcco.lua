@@ -43,12 +43,13 @@ end
 
 --- A coroutine that will run f(...) when resumed with (f, ...).
 local function take()
-    local n = npool
-    if n > 0 then
-        local co = pool[n]
-        pool[n] = nil
-        npool = n - 1
-        return co
+    while npool > 0 do
+        local co = pool[npool]
+        pool[npool] = nil
+        npool = npool - 1
+        -- a pooled coroutine is suspended in idle(); anything else (user code
+        -- resumed it) is not reused
+        if status(co) == "suspended" then return co end
     end
     return create(loop)
 end
@@ -63,9 +64,11 @@ end
 M.resume = resume
 
 --- Runs fn(...) in a new coroutine now, until it finishes or first suspends.
+--- Returns the coroutine (never reused for other work, so it is safe to keep
+--- for rpcco.wakeup).
 function M.fork(fn, ...)
-    local co = take()
-    resume(co, fn, ...)
+    local co = create(fn)
+    resume(co, ...)
     return co
 end
 
@@ -135,17 +138,19 @@ function M.on_timer(id, fn)
     on_timer[id] = fn
 end
 
---- Forgets the callback of timer id.
+--- Forgets the callback of timer id and stops the timer in the host.
 function M.cancel_timer(id)
     on_timer[id] = nil
+    core.cancel_timer(id)
 end
 
 --- The kind of an error raised by a remote call: "timeout", "node down",
 --- "no such node", "remote error", or nil for any other error.
 function M.errkind(err)
     local s = tostring(err)
+    s = s:match("^[^\n]-:%d+: (.*)$") or s -- drop the "file:line: " of error()
     for _, k in ipairs({ "timeout", "node down", "no such node", "remote error" }) do
-        if s:find(k .. ":", 1, true) then return k end
+        if s:sub(1, #k + 1) == k .. ":" then return k end
     end
     return nil
 end

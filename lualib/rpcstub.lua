@@ -13,13 +13,13 @@ local send, call = core.send, rpcco.call
 local function method_fn(mb, m, name)
     if m.call then
         return function(...)
-            local sid = mb.__from
+            local sid = rawget(mb, "__from")
             if sid == nil then error("mailbox has no server id for " .. m.full, 2) end
             return call(sid, mb.__eid, m.id, ...)
         end
     end
     return function(...)
-        local sid = mb.__from
+        local sid = rawget(mb, "__from")
         if sid == nil then error("mailbox has no server id for " .. m.full, 2) end
         local ok, err = send(sid, mb.__eid, m.id, ...)
         if not ok then error(err, 2) end
@@ -28,6 +28,7 @@ end
 
 local mt = {
     __index = function(mb, name)
+        if type(name) == "string" and name:sub(1, 2) == "__" then return nil end
         local m = rawget(mb, "__iface")[name]
         if m == nil then
             error(string.format("no method '%s' in this mailbox's interface", tostring(name)), 2)

@@ -23,16 +23,24 @@ local function checked(ty, value)
     if not ok then error(err, 3) end
     return value
 end
+-- (build functions call checked without a tail call, so level 3 is the
+-- caller of build)
 
 M.Types = {
     array = {
         --- rpctype.Types.array.build("int48", rids): checks every element
         --- and returns the table itself, ready to send.
-        build = function(elem, t) return checked("array<" .. elem .. ">", t) end,
+        build = function(elem, t)
+            local v = checked("array<" .. elem .. ">", t)
+            return v
+        end,
     },
     map = {
         --- rpctype.Types.map.build("string", "int32", t)
-        build = function(k, v, t) return checked("map<" .. k .. "," .. v .. ">", t) end,
+        build = function(k, v, t)
+            local r = checked("map<" .. k .. "," .. v .. ">", t)
+            return r
+        end,
     },
 }
 
