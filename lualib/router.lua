@@ -28,6 +28,15 @@ M.node = core.node
 --- Every node of the cluster file, live or not (list of M.node tables).
 M.nodes = core.nodes
 
+--- Re-reads the cluster file now (it is also re-read when it changes on
+--- disk). Returns a summary of what changed; raises if the file is broken,
+--- in which case the previous cluster stays in force.
+function M.reload()
+    local summary, err = core.reload_cluster()
+    if not summary then error(err, 2) end
+    return summary
+end
+
 --- Seed 000 calls it from base.init; routing state lives in the host.
 function M.init() end
 

@@ -82,8 +82,13 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str]) -> Proc {
+        Proc::spawn_env(args, &[])
+    }
+
+    pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_luahost"))
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -104,6 +109,10 @@ impl Proc {
 
     pub fn run_node(cluster: &Path, node: &str) -> Proc {
         Proc::spawn(&["run", "--cluster", cluster.to_str().unwrap(), "--node", node])
+    }
+
+    pub fn run_node_env(cluster: &Path, node: &str, env: &[(&str, &str)]) -> Proc {
+        Proc::spawn_env(&["run", "--cluster", cluster.to_str().unwrap(), "--node", node], env)
     }
 
     pub fn log(&self) -> String {

@@ -27,4 +27,10 @@ for t in pairs(def.ServerType) do
     }
 end
 
+-- A node started with LUAHOST_TEST_SCHEMA_EXTRA set has one more method, so
+-- its digest differs (used to test the digest check of the handshake).
+if os.getenv("LUAHOST_TEST_SCHEMA_EXTRA") then
+    def.Entity.Echo.A.extra = { args = { { "x", "int32" } } }
+end
+
 return def
