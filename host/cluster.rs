@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::{ClusterConfig, ConfigError};
-use crate::node::{self, NodeError, NodeHandle};
+use crate::node::{self, NodeError, NodeHandle, NodeOptions};
 
 /// Why a local cluster could not start.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +34,7 @@ impl LocalCluster {
     /// [`ClusterError`]; on a node failure the nodes already started are stopped.
     pub fn start(path: &Path, only: &[String]) -> Result<LocalCluster, ClusterError> {
         let config = Arc::new(ClusterConfig::load(path)?);
-        Self::start_with(config, only)
+        Self::start_opts(config, only, NodeOptions::default())
     }
 
     /// Starts the nodes of an already loaded configuration.
@@ -43,6 +43,19 @@ impl LocalCluster {
     ///
     /// As [`LocalCluster::start`].
     pub fn start_with(config: Arc<ClusterConfig>, only: &[String]) -> Result<LocalCluster, ClusterError> {
+        Self::start_opts(config, only, NodeOptions::default())
+    }
+
+    /// Starts the nodes with the given options (e.g. watching scripts).
+    ///
+    /// # Errors
+    ///
+    /// As [`LocalCluster::start`].
+    pub fn start_opts(
+        config: Arc<ClusterConfig>,
+        only: &[String],
+        opts: NodeOptions,
+    ) -> Result<LocalCluster, ClusterError> {
         let names: Vec<String> = if only.is_empty() {
             config.nodes.keys().cloned().collect()
         } else {
@@ -50,7 +63,7 @@ impl LocalCluster {
         };
         let mut nodes = Vec::new();
         for name in names {
-            match node::start(config.clone(), &name) {
+            match node::start_with(config.clone(), &name, opts.clone()) {
                 Ok(h) => nodes.push(h),
                 Err(e) => {
                     for h in nodes {

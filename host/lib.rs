@@ -38,4 +38,4 @@ mod transport;
 pub mod wire;
 
 pub use config::{ClusterConfig, NodeSpec};
-pub use node::{start, NodeError, NodeHandle};
+pub use node::{start, start_with, NodeError, NodeHandle, NodeOptions};

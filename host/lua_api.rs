@@ -166,6 +166,17 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
         c.eval_done(token, if ok { Ok(text) } else { Err(text) });
         Ok(())
     });
+    func!("mtime", |_c, _l, path: String| {
+        let t = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64());
+        Ok(t)
+    });
+    func!("realpath", |_c, _l, path: String| {
+        Ok(std::fs::canonicalize(&path).ok().map(|p| p.display().to_string()))
+    });
     func!("cancel_timer", |c, _l, id: u64| {
         c.cancel_timer(id);
         Ok(())
@@ -258,6 +269,7 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
     conf.set("NodeType", core.me.stype.clone())?;
     conf.set("CallTimeout", cluster.call_timeout.as_secs_f64())?;
     conf.set("ClusterFile", cluster.file.display().to_string())?;
+    conf.set("MainScript", core.me.main.display().to_string())?;
     conf.set("Cluster", false)?;
     lua.globals().set("conf", conf)?;
     lua.load("require 'luahost'").set_name("=luahost boot").exec()

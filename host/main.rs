@@ -31,6 +31,9 @@ enum Cmd {
         /// Run only these nodes (repeatable); default all.
         #[arg(long = "node")]
         nodes: Vec<String>,
+        /// Do not hot-reload scripts when they change.
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Run one node of a cluster as this process (production).
     Run {
@@ -40,6 +43,9 @@ enum Cmd {
         /// The node's name in the cluster file, e.g. hall_1.
         #[arg(long)]
         node: String,
+        /// Hot-reload scripts when they change (SIGHUP always reloads).
+        #[arg(long)]
+        watch: bool,
     },
     /// Measure throughput and latency on the real protocol.
     ///
@@ -88,17 +94,22 @@ fn init_tracing() {
         .init();
 }
 
-fn wait_for_signal() {
+/// Waits for Ctrl-C or SIGTERM; calls `on_hup` for every SIGHUP meanwhile.
+fn wait_for_signal(on_hup: &dyn Fn()) {
+    use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("signal runtime");
     rt.block_on(async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => on_hup(),
+            }
         }
     });
 }
@@ -107,8 +118,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     match cli.cmd {
-        Cmd::Up { cluster, nodes } => {
-            let c = match LocalCluster::start(&cluster, &nodes) {
+        Cmd::Up {
+            cluster,
+            nodes,
+            no_watch,
+        } => {
+            let cfg = match ClusterConfig::load(&cluster) {
+                Ok(c) => Arc::new(c),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let opts = luahost::NodeOptions {
+                watch_scripts: !no_watch,
+            };
+            let c = match LocalCluster::start_opts(cfg, &nodes, opts) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -120,7 +145,7 @@ fn main() -> ExitCode {
                 c.config.file.display(),
                 c.names().join(", ")
             );
-            wait_for_signal();
+            wait_for_signal(&|| {});
             tracing::info!("stopping");
             c.shutdown();
             ExitCode::SUCCESS
@@ -152,7 +177,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Run { cluster, node } => {
+        Cmd::Run { cluster, node, watch } => {
             let cfg = match ClusterConfig::load(&cluster) {
                 Ok(c) => Arc::new(c),
                 Err(e) => {
@@ -160,14 +185,19 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let h = match luahost::start(cfg, &node) {
+            let opts = luahost::NodeOptions { watch_scripts: watch };
+            let h = match luahost::start_with(cfg, &node, opts) {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::error!("{e}");
                     return ExitCode::FAILURE;
                 }
             };
-            wait_for_signal();
+            wait_for_signal(&|| {
+                tracing::info!("SIGHUP: reloading scripts and cluster file");
+                h.reload_scripts();
+                h.reload_cluster();
+            });
             tracing::info!("stopping");
             h.shutdown();
             ExitCode::SUCCESS

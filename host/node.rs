@@ -61,6 +61,8 @@ pub mod kind {
     pub const OFFLINE: i64 = 6;
     /// `(EVAL, token, code)`
     pub const EVAL: i64 = 7;
+    /// `(RELOAD, paths | nil)`
+    pub const RELOAD: i64 = 8;
 }
 
 /// Why a node could not start.
@@ -102,6 +104,8 @@ pub enum NodeError {
 pub enum Control {
     /// Re-read the cluster file now (as when it changes on disk).
     ReloadCluster,
+    /// Hot-reload every loaded Lua module whose file changed.
+    ReloadScripts,
     /// Run a Lua chunk in a new coroutine of the node (it may make remote
     /// calls) and send back its results as text, tab-separated, or its error.
     Eval {
@@ -130,6 +134,11 @@ impl NodeHandle {
     /// Asks the node to stop (returns at once).
     pub fn stop(&self) {
         self.stop.notify_one();
+    }
+
+    /// Asks the node to hot-reload its changed scripts.
+    pub fn reload_scripts(&self) {
+        let _ = self.ctrl.try_send(Control::ReloadScripts);
     }
 
     /// Asks the node to re-read its cluster file.
@@ -190,6 +199,22 @@ impl Drop for NodeHandle {
 ///
 /// [`NodeError`] if the node is unknown, cannot bind, or its scripts fail.
 pub fn start(cluster: Arc<ClusterConfig>, name: &str) -> Result<NodeHandle, NodeError> {
+    start_with(cluster, name, NodeOptions::default())
+}
+
+/// How a node runs.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// Watch the script folders and hot-reload changed modules.
+    pub watch_scripts: bool,
+}
+
+/// [`start`] with options.
+///
+/// # Errors
+///
+/// As [`start`].
+pub fn start_with(cluster: Arc<ClusterConfig>, name: &str, opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     let spec = cluster
         .nodes
         .get(name)
@@ -221,7 +246,7 @@ pub fn start(cluster: Arc<ClusterConfig>, name: &str) -> Result<NodeHandle, Node
                     }
                     Ok(core) => {
                         let _ = ready_tx.send(Ok(()));
-                        core.run(ctrl_rx, stop_rx).await;
+                        core.run(ctrl_rx, stop_rx, opts).await;
                     }
                 }
             });
@@ -314,6 +339,7 @@ pub(crate) struct Core {
     listener: RefCell<Option<TcpListener>>,
     evals: RefCell<HashMap<u64, std::sync::mpsc::Sender<Result<String, String>>>>,
     watcher: RefCell<Option<notify::RecommendedWatcher>>,
+    script_watcher: RefCell<Option<notify::RecommendedWatcher>>,
 }
 
 /// Connection id Lua uses for calls from this node to itself.
@@ -369,6 +395,7 @@ impl Core {
             listener: RefCell::new(Some(listener)),
             evals: RefCell::new(HashMap::new()),
             watcher: RefCell::new(None),
+            script_watcher: RefCell::new(None),
         });
         for spec in cluster.nodes.values() {
             core.add_peer(spec.clone());
@@ -393,7 +420,7 @@ impl Core {
         Ok(core)
     }
 
-    async fn run(self: Rc<Self>, mut ctrl: mpsc::Receiver<Control>, stop: Arc<Notify>) {
+    async fn run(self: Rc<Self>, mut ctrl: mpsc::Receiver<Control>, stop: Arc<Notify>, opts: NodeOptions) {
         let listener = self.listener.borrow_mut().take();
         if let Some(listener) = listener {
             tokio::task::spawn_local(transport::accept_task(self.clone(), listener));
@@ -401,6 +428,11 @@ impl Core {
         let (file_tx, file_rx) = mpsc::unbounded_channel();
         self.watch_cluster_file(file_tx);
         tokio::task::spawn_local(cluster_watch_task(self.clone(), file_rx));
+        if opts.watch_scripts {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.watch_scripts(tx);
+            tokio::task::spawn_local(script_watch_task(self.clone(), rx));
+        }
         loop {
             let msg = tokio::select! {
                 _ = stop.notified() => break,
@@ -413,6 +445,7 @@ impl Core {
                 Control::ReloadCluster => {
                     let _ = self.reload_cluster();
                 }
+                Control::ReloadScripts => self.reload_scripts(None),
                 Control::Eval { code, reply } => {
                     let token = self.next_timer_id();
                     self.evals.borrow_mut().insert(token, reply);
@@ -436,6 +469,7 @@ impl Core {
         }
         info!("node {} stopping", self.me.name);
         self.watcher.borrow_mut().take();
+        self.script_watcher.borrow_mut().take();
         for p in self.peers.borrow().values() {
             if let Some(t) = p.task.borrow_mut().take() {
                 t.abort();
@@ -999,6 +1033,73 @@ impl Core {
         }
     }
 
+    fn watch_scripts(&self, tx: mpsc::UnboundedSender<PathBuf>) {
+        use notify::Watcher;
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        {
+            let c = self.cluster.borrow();
+            dirs.push(c.lualib.clone());
+            dirs.extend(c.scripts.iter().cloned());
+        }
+        if let Some(d) = self.me.main.parent() {
+            dirs.push(d.to_path_buf());
+        }
+        let mut roots: Vec<PathBuf> = dirs.iter().filter_map(|d| std::fs::canonicalize(d).ok()).collect();
+        roots.sort();
+        roots.dedup();
+        // a folder inside another watched one is covered by it
+        let roots: Vec<PathBuf> = roots
+            .iter()
+            .filter(|r| !roots.iter().any(|o| o != *r && r.starts_with(o)))
+            .cloned()
+            .collect();
+        let handler = move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res {
+                if ev.kind.is_access() || ev.kind.is_remove() {
+                    return;
+                }
+                for p in ev.paths {
+                    if p.extension().is_some_and(|e| e == "lua") {
+                        let _ = tx.send(p);
+                    }
+                }
+            }
+        };
+        match notify::recommended_watcher(handler) {
+            Ok(mut w) => {
+                for r in &roots {
+                    if let Err(e) = w.watch(r, notify::RecursiveMode::Recursive) {
+                        warn!("cannot watch {} for hot reload: {e}", r.display());
+                    }
+                }
+                debug!("hot reload watches {roots:?}");
+                *self.script_watcher.borrow_mut() = Some(w);
+            }
+            Err(e) => warn!("cannot watch scripts for hot reload: {e}"),
+        }
+    }
+
+    /// Hot-reloads the given changed files (or every changed module), between
+    /// messages, on this thread.
+    pub(crate) fn reload_scripts(&self, paths: Option<Vec<PathBuf>>) {
+        let mut mv = MultiValue::with_capacity(2);
+        mv.push_back(Value::Integer(kind::RELOAD));
+        match paths {
+            None => mv.push_back(Value::Nil),
+            Some(paths) => {
+                let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+                match self.lua.create_sequence_from(list) {
+                    Ok(t) => mv.push_back(Value::Table(t)),
+                    Err(e) => {
+                        error!("hot reload: {e}");
+                        return;
+                    }
+                }
+            }
+        }
+        self.call_lua(mv);
+    }
+
     /// Re-reads the cluster file and applies it. A file that fails to parse
     /// leaves the cluster as it was.
     pub(crate) fn reload_cluster(self: &Rc<Self>) -> Result<String, String> {
@@ -1156,6 +1257,21 @@ async fn cluster_watch_task(core: Rc<Core>, mut rx: mpsc::UnboundedReceiver<()>)
         tokio::time::sleep(Duration::from_millis(50)).await;
         while rx.try_recv().is_ok() {}
         let _ = core.reload_cluster();
+    }
+}
+
+/// Collects changed script files until the burst of events of a save has
+/// settled, then reloads them together.
+async fn script_watch_task(core: Rc<Core>, mut rx: mpsc::UnboundedReceiver<PathBuf>) {
+    while let Some(first) = rx.recv().await {
+        let mut paths = vec![first];
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        while let Ok(p) = rx.try_recv() {
+            paths.push(p);
+        }
+        paths.sort();
+        paths.dedup();
+        core.reload_scripts(Some(paths));
     }
 }
 

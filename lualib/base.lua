@@ -123,6 +123,7 @@ function M.init(sname)
     event.EventMng:subscribe(event.Event.Server.Offline, onServerOffline)
     local ok, err = core.register(rpcdef.ServerType)
     if not ok then error(err, 2) end
+    require("hotfix").snapshot()
 end
 
 return M

@@ -18,6 +18,7 @@ rpcstub = require "rpcstub"
 router = require "router"
 timer = require "timer"
 base = require "base"
+hotfix = require "hotfix"
 
 --- Classes of global entities, by name; scripts fill them before base.init.
 Global = Global or {}

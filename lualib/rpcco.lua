@@ -7,7 +7,7 @@ local core = require "luahost.core"
 
 local M = {}
 
-local CALL, SEND, REPLY, TIMER, ONLINE, OFFLINE, EVAL = 1, 2, 3, 4, 5, 6, 7
+local CALL, SEND, REPLY, TIMER, ONLINE, OFFLINE, EVAL, RELOAD = 1, 2, 3, 4, 5, 6, 7, 8
 
 local create, resume_raw, yield, running, status =
     coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
@@ -248,6 +248,10 @@ function M.dispatch(kind, a, b, ...)
         resume(take(), publish, event.Event.Server.Offline, a, b, ...)
     elseif kind == EVAL then
         resume(take(), run_eval, a, b)
+    elseif kind == RELOAD then
+        -- between messages, on this node's thread; a is a list of changed
+        -- files, or nil to reload every module whose file changed
+        require("hotfix").reload(a)
     end
 end
 

@@ -26,6 +26,7 @@ M.rpcStaticClient = {}
 M.ServerType = {}
 
 local impls = {}
+local by_key = {} -- method key -> method table, kept across re-inits
 
 local function normalize(list, where)
     local out = {}
@@ -106,24 +107,14 @@ function M.init(def)
         ctext[#ctext + 1] = text[#text]
     end
 
-    for k in pairs(M.methods) do M.methods[k] = nil end
-    for k in pairs(M.rpcStaticServer) do M.rpcStaticServer[k] = nil end
-    for k in pairs(M.rpcStaticClient) do M.rpcStaticClient[k] = nil end
-    for k in pairs(M.GlobalEntity) do M.GlobalEntity[k] = nil end
-    for k in pairs(M.ServerType) do M.ServerType[k] = nil end
-    for k, v in pairs(def.ServerType) do
-        M.ServerType[k] = v
-        M["rpc" .. k] = M["rpc" .. k] or {}
-        for c in pairs(M["rpc" .. k]) do M["rpc" .. k][c] = nil end
-    end
-    for k, v in pairs(def.GlobalEntity or {}) do M.GlobalEntity[k] = v end
-
-    local list = {}
+    -- Build everything first; nothing is changed unless the host accepts it.
+    local list, built = {}, {}
     for id, e in ipairs(entries) do
         local d = e.def
-        assert(type(d) == "table", e.key .. " must be a table {args=..., results=...}")
+        if type(d) ~= "table" then error(e.key .. " must be a table {args=..., results=...}", 0) end
         local m = {
             id = id,
+            key = e.key,
             name = e.name,
             iface = e.iface,
             full = e.iface .. "." .. e.name,
@@ -134,23 +125,69 @@ function M.init(def)
         m.call = m.results ~= nil
         text[#text + 1] = e.key .. sig(m.args) .. "->" .. sig(m.results)
         if e.side then ctext[#ctext + 1] = text[#text] end
-        M.methods[id] = m
+        built[id] = { m = m, side = e.side, tname = e.tname }
         list[#list + 1] = { id = id, name = m.full, stype = m.stype, args = m.args, results = m.results }
+    end
+    local digi = core.hash32(table.concat(text, "\n"))
+    local cdigi = core.hash32(table.concat(ctext, "\n"))
+    local ok, err = core.set_schema(digi, list, structs)
+    if not ok then error("entitydef: " .. err, 2) end
+
+    -- Commit. Method and interface tables keep their identity across
+    -- re-inits (hot reload): stubs made before see the new ids.
+    M.Digi, M.ClientDigi = digi, cdigi
+    for k in pairs(M.ServerType) do M.ServerType[k] = nil end
+    for k, v in pairs(def.ServerType) do M.ServerType[k] = v end
+    for k in pairs(M.GlobalEntity) do M.GlobalEntity[k] = nil end
+    for k, v in pairs(def.GlobalEntity or {}) do M.GlobalEntity[k] = v end
+    local live = {}
+    for k in pairs(M.methods) do M.methods[k] = nil end
+    local function iface_table(group, name)
+        local t = group[name]
+        if t == nil then
+            t = {}
+            group[name] = t
+        end
+        return t
+    end
+    for id, b in ipairs(built) do
+        local m = by_key[b.m.key]
+        if m then
+            for k in pairs(m) do m[k] = nil end
+            for k, v in pairs(b.m) do m[k] = v end
+        else
+            m = b.m
+            by_key[m.key] = m
+        end
+        live[m.key] = true
+        M.methods[id] = m
         local group
-        if e.side == "Server" then
+        if b.side == "Server" then
             group = M.rpcStaticServer
-        elseif e.side == "Client" then
+        elseif b.side == "Client" then
             group = M.rpcStaticClient
         else
-            group = M["rpc" .. e.tname]
+            group = M["rpc" .. b.tname] or {}
+            M["rpc" .. b.tname] = group
         end
-        group[e.iface] = group[e.iface] or {}
-        group[e.iface][e.name] = m
+        iface_table(group, m.iface)[m.name] = m
     end
-    M.Digi = core.hash32(table.concat(text, "\n"))
-    M.ClientDigi = core.hash32(table.concat(ctext, "\n"))
-    local ok, err = core.set_schema(M.Digi, list, structs)
-    if not ok then error("entitydef: " .. err, 2) end
+    for k in pairs(def.ServerType) do M["rpc" .. k] = M["rpc" .. k] or {} end
+    -- methods gone from the schema: stubs that still hold them get a clear error
+    for key, m in pairs(by_key) do
+        if not live[key] then
+            m.removed = true
+            m.id = 0
+            for _, group in pairs({ M.rpcStaticServer, M.rpcStaticClient }) do
+                if group[m.iface] and group[m.iface][m.name] == m then group[m.iface][m.name] = nil end
+            end
+            for k in pairs(M.ServerType) do
+                local g = M["rpc" .. k]
+                if g and g[m.iface] and g[m.iface][m.name] == m then g[m.iface][m.name] = nil end
+            end
+            by_key[key] = nil
+        end
+    end
     return M
 end
 
@@ -158,7 +195,8 @@ end
 --- calls to it arrive as impl:method(args...).
 function M.implements(iname, impl)
     assert(type(impl) == "table", "rpcdef.implements: impl must be a table")
-    impls[iname] = impl
+    local hotfix = package.loaded.hotfix
+    impls[iname] = hotfix and hotfix.original(impl) or impl
 end
 
 --- The table implementing static interface iname, if any.

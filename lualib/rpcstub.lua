@@ -10,17 +10,23 @@ local M = {}
 
 local send, call = core.send, rpcco.call
 
+local function removed(m)
+    error(m.full .. " is no longer in the schema", 3)
+end
+
 local function method_fn(mb, m, name)
     if m.call then
         return function(...)
             local sid = rawget(mb, "__from")
             if sid == nil then error("mailbox has no server id for " .. m.full, 2) end
+            if m.removed then removed(m) end
             return call(sid, mb.__eid, m.id, ...)
         end
     end
     return function(...)
         local sid = rawget(mb, "__from")
         if sid == nil then error("mailbox has no server id for " .. m.full, 2) end
+        if m.removed then removed(m) end
         local ok, err = send(sid, mb.__eid, m.id, ...)
         if not ok then error(err, 2) end
     end

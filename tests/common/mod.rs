@@ -2,6 +2,8 @@
 //! loopback ports, node processes that are killed when dropped, polling.
 #![allow(dead_code)]
 
+pub mod zk;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -44,7 +46,23 @@ impl Drop for TempDir {
 
 /// Writes a cluster file with nodes (name, type, id) on fresh ports; returns its path.
 pub fn write_cluster(dir: &Path, nodes: &[(&str, &str, u32)], extra: &str) -> PathBuf {
-    let scripts = scripts_dir();
+    write_cluster_with(dir, &scripts_dir(), nodes, extra)
+}
+
+/// Copies the test cluster's scripts into `dir/scripts` (for tests that edit them).
+pub fn copy_scripts(dir: &Path) -> PathBuf {
+    let dst = dir.join("scripts");
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(scripts_dir()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    dst
+}
+
+/// As [`write_cluster`] with the scripts taken from `scripts`.
+pub fn write_cluster_with(dir: &Path, scripts: &Path, nodes: &[(&str, &str, u32)], extra: &str) -> PathBuf {
+    let scripts = scripts.to_path_buf();
     let mut text = format!(
         "return {{\n  secret = \"test-secret\",\n  scripts = {{ {:?} }},\n{extra}\n  nodes = {{\n",
         scripts.display().to_string()

@@ -1,0 +1,325 @@
+-- Hot reload in place.
+--
+-- hotfix.reload(paths) reloads the loaded modules whose files are in paths
+-- (all changed ones when paths is nil), all together or not at all:
+--
+-- 1. Every changed file is compiled; a syntax error stops the reload.
+-- 2. Every chunk runs in a sandbox: globals and every table reached through
+--    them are shadowed, so what a chunk writes lands in shadows, not in the
+--    live tables. A chunk that raises stops the reload. (Calls a chunk makes
+--    to real functions at load time - timers, sends - do happen.)
+-- 3. Only when all chunks ran are the shadows merged into the live tables:
+--    * the module table and every class table keep their identity;
+--    * functions are replaced (instances see new methods at once);
+--    * keys that did not exist are added;
+--    * existing non-function values (data) are kept;
+--    * a new function's upvalues that are data and share a name with an
+--      upvalue of the old code (a `local count`) are joined to the old
+--      ones, so the value survives; local helper functions are the new code.
+--      A changed initial value of such a local is therefore not applied.
+-- 4. A module may define __reload(module) to migrate its data; it runs
+--    after the merge.
+-- Coroutines suspended in old code finish in it; their next call through a
+-- table gets the new code. The main script of a node is not reloaded.
+-- entitydef is replaced wholesale and rpcdef.init re-run (stubs keep
+-- working with the new ids; the digest is recomputed).
+local core = require "luahost.core"
+
+local M = {}
+
+local stamps = {}   -- real path -> mtime when last loaded
+local shadow_orig = setmetatable({}, { __mode = "k" }) -- shadow -> original, during a reload
+
+--- The live table behind t when t is a shadow made during a reload.
+function M.original(t)
+    return shadow_orig[t] or t
+end
+
+local function loaded_modules()
+    local mods = {}
+    for name, mod in pairs(package.loaded) do
+        if type(name) == "string" and type(mod) == "table" and not name:find("^luahost") then
+            local p = package.searchpath(name, package.path)
+            if p then
+                local real = core.realpath(p) or p
+                mods[real] = { name = name, path = p }
+            end
+        end
+    end
+    return mods
+end
+
+--- Records the file times of every loaded module (base.init calls it).
+function M.snapshot()
+    for real in pairs(loaded_modules()) do
+        stamps[real] = stamps[real] or core.mtime(real)
+    end
+end
+
+local function new_ctx()
+    local ctx = { shadows = {}, orig = {}, replaced = 0, pairs = {}, newmods = {} }
+    return ctx
+end
+
+local function shadow(t, ctx)
+    local s = ctx.shadows[t]
+    if s then return s end
+    s = {}
+    ctx.shadows[t] = s
+    ctx.orig[s] = t
+    shadow_orig[s] = t
+    setmetatable(s, {
+        __index = function(sh, k)
+            local v = t[k]
+            if type(v) == "table" then
+                v = shadow(v, ctx)
+                rawset(sh, k, v)
+            end
+            return v
+        end,
+    })
+    return s
+end
+
+local function translate(v, ctx)
+    if type(v) == "table" then
+        return ctx.orig[v] or ctx.newmods[v] or v
+    end
+    return v
+end
+
+local function merge(src, dst, ctx, seen)
+    if seen[src] then return end
+    seen[src] = true
+    for k, v in next, src do
+        local old = rawget(dst, k)
+        local tk = translate(k, ctx)
+        if type(v) == "function" then
+            if old ~= v then
+                rawset(dst, tk, v)
+                ctx.replaced = ctx.replaced + 1
+                if type(old) == "function" then ctx.pairs[#ctx.pairs + 1] = { old, v } end
+            end
+        elseif type(v) == "table" and ctx.orig[v] then
+            local o = ctx.orig[v]
+            merge(v, o, ctx, seen)
+            if old ~= o then rawset(dst, tk, o) end
+        elseif type(v) == "table" and ctx.newmods[v] then
+            if old == nil then rawset(dst, tk, ctx.newmods[v]) end
+        elseif type(v) == "table" then
+            if type(old) == "table" then
+                merge(v, old, ctx, seen)
+            elseif old == nil then
+                -- a new table: fix references to shadows inside it
+                local fixed = {}
+                for kk, vv in next, v do fixed[translate(kk, ctx)] = translate(vv, ctx) end
+                for kk in next, fixed do v[kk] = nil end
+                for kk, vv in next, fixed do rawset(v, kk, vv) end
+                rawset(dst, tk, v)
+            end
+        elseif old == nil then
+            rawset(dst, tk, v)
+        end
+    end
+end
+
+-- name -> {f, index} of data upvalues of the old code
+local function collect_old_upvalues(ctx)
+    local map, seen = {}, {}
+    local function walk(f)
+        if seen[f] then return end
+        seen[f] = true
+        local i = 1
+        while true do
+            local name, value = debug.getupvalue(f, i)
+            if not name then break end
+            if type(value) == "function" then
+                walk(value)
+            elseif name ~= "_ENV" and map[name] == nil then
+                map[name] = { f, i }
+            end
+            i = i + 1
+        end
+    end
+    for _, p in ipairs(ctx.pairs) do walk(p[1]) end
+    return map
+end
+
+local function fix_new_functions(ctx, roots, sandbox)
+    local olds = collect_old_upvalues(ctx)
+    local seen = {}
+    local function walk(f)
+        if seen[f] then return end
+        seen[f] = true
+        local i = 1
+        while true do
+            local name, value = debug.getupvalue(f, i)
+            if not name then break end
+            if name == "_ENV" and value == sandbox then
+                debug.setupvalue(f, i, _G)
+            elseif type(value) == "table" and (ctx.orig[value] or ctx.newmods[value]) then
+                debug.setupvalue(f, i, translate(value, ctx))
+            elseif type(value) == "function" then
+                walk(value)
+            elseif olds[name] then
+                debug.upvaluejoin(f, i, olds[name][1], olds[name][2])
+            end
+            i = i + 1
+        end
+    end
+    local tseen = {}
+    local function walk_table(t)
+        if tseen[t] then return end
+        tseen[t] = true
+        for _, v in next, t do
+            if type(v) == "function" then
+                walk(v)
+            elseif type(v) == "table" then
+                walk_table(v)
+            end
+        end
+    end
+    for _, r in ipairs(roots) do
+        if type(r) == "function" then walk(r) else walk_table(r) end
+    end
+    for _, p in ipairs(ctx.pairs) do walk(p[2]) end
+    for s in pairs(ctx.orig) do walk_table(s) end
+end
+
+local function log_error(msg)
+    ERROR("hot reload refused, old code stays: %s", msg)
+end
+
+--- Reloads the modules whose files are in paths (a list of file paths), or
+--- every loaded module whose file changed when paths is nil. Returns a
+--- summary, or nil and the error (the old code then stays in force).
+function M.reload(paths)
+    local t0 = core.now()
+    local mods = loaded_modules()
+    local todo = {}
+    if paths then
+        for _, p in ipairs(paths) do
+            local real = core.realpath(p) or p
+            if mods[real] then
+                todo[#todo + 1] = mods[real]
+                mods[real].real = real
+            elseif real == (core.realpath(conf.MainScript) or conf.MainScript) then
+                WARN("main script %s changed: restart the node to apply it", p)
+            end
+        end
+    else
+        for real, m in pairs(mods) do
+            local mt = core.mtime(real)
+            if mt and mt ~= stamps[real] then
+                m.real = real
+                todo[#todo + 1] = m
+            end
+        end
+    end
+    if #todo == 0 then return "nothing to reload" end
+    table.sort(todo, function(a, b) return a.name < b.name end)
+
+    -- 1. compile everything
+    local ctx = new_ctx()
+    local sandbox = shadow(_G, ctx)
+    for _, m in ipairs(todo) do
+        local f, text = io.open(m.real, "rb")
+        if not f then
+            log_error(tostring(text))
+            return nil, text
+        end
+        text = f:read("a")
+        f:close()
+        local chunk, err = load(text, "@" .. m.path, "t", sandbox)
+        if not chunk then
+            log_error(err)
+            return nil, err
+        end
+        m.chunk = chunk
+    end
+    -- 2. run every chunk in the sandbox
+    local roots = {}
+    for _, m in ipairs(todo) do
+        local ok, res = xpcall(m.chunk, debug.traceback, m.name, m.path)
+        if not ok then
+            log_error(res)
+            return nil, res
+        end
+        if res == nil then res = rawget(package.loaded, m.name) end
+        m.new = res
+        roots[#roots + 1] = m.chunk
+    end
+    -- entitydef is data: check the new schema before anything is changed
+    local schema_def
+    for _, m in ipairs(todo) do
+        if m.name == "entitydef" then
+            schema_def = m.new
+        end
+    end
+    if schema_def then
+        local plain = {}
+        local function copy(t, seen)
+            if type(t) ~= "table" then return t end
+            if seen[t] then return seen[t] end
+            local c = {}
+            seen[t] = c
+            for k, v in next, t do c[k] = copy(v, seen) end
+            local mt = getmetatable(t)
+            if mt and mt.__index and ctx.orig[t] then
+                for k, v in pairs(ctx.orig[t]) do
+                    if rawget(c, k) == nil then c[k] = copy(v, seen) end
+                end
+            end
+            return c
+        end
+        schema_def = copy(schema_def, {})
+        local rpcdef = require "rpcdef"
+        local ok, err = pcall(rpcdef.init, schema_def)
+        if not ok then
+            log_error(err)
+            return nil, err
+        end
+    end
+    -- 3. merge
+    for _, m in ipairs(todo) do
+        local live = package.loaded[m.name]
+        if type(m.new) == "table" and type(live) == "table" and m.new ~= live then
+            ctx.newmods[m.new] = live
+        end
+    end
+    local seen = {}
+    for _, m in ipairs(todo) do
+        local live = package.loaded[m.name]
+        if m.name == "entitydef" then
+            for k in pairs(live) do live[k] = nil end
+            for k, v in pairs(schema_def) do live[k] = v end
+            ServerType = live.ServerType
+        elseif type(m.new) == "table" and type(live) == "table" then
+            merge(m.new, live, ctx, seen)
+        end
+    end
+    merge(sandbox, _G, ctx, seen)
+    for _, m in ipairs(todo) do
+        if type(m.new) == "table" then roots[#roots + 1] = m.new end
+    end
+    fix_new_functions(ctx, roots, sandbox)
+    -- 4. hooks
+    local names = {}
+    for _, m in ipairs(todo) do
+        names[#names + 1] = m.name
+        stamps[m.real] = core.mtime(m.real)
+        local live = package.loaded[m.name]
+        local hook = type(live) == "table" and rawget(live, "__reload")
+        if type(hook) == "function" then
+            local ok, err = xpcall(hook, debug.traceback, live)
+            if not ok then ERROR("%s.__reload failed: %s", m.name, err) end
+        end
+    end
+    for s in pairs(ctx.orig) do shadow_orig[s] = nil end
+    local summary = string.format("hot reload: %s; %d functions replaced; %.1f ms",
+        table.concat(names, ", "), ctx.replaced, (core.now() - t0) * 1000)
+    INFO("%s", summary)
+    return summary
+end
+
+return M
