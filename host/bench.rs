@@ -24,6 +24,8 @@ pub enum Workload {
     Send,
     /// Calls between two nodes of this process.
     LocalCall,
+    /// Hot reload: from a file write to the new code answering.
+    Reload,
 }
 
 impl Workload {
@@ -33,6 +35,7 @@ impl Workload {
             Workload::Call => "call",
             Workload::Send => "send",
             Workload::LocalCall => "local-call",
+            Workload::Reload => "reload",
         }
     }
 }
@@ -88,7 +91,11 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 fn write_cluster(dir: &Path) -> Result<PathBuf, String> {
-    let scripts = bench_scripts();
+    write_cluster_from(dir, &bench_scripts())
+}
+
+fn write_cluster_from(dir: &Path, scripts: &Path) -> Result<PathBuf, String> {
+    let scripts = scripts.to_path_buf();
     let text = format!(
         "return {{\n  secret = \"bench\",\n  call_timeout = 30,\n  scripts = {{ {:?} }},\n  nodes = {{\n    echo_1 = {{ type = \"Echo\", id = 1, addr = \"127.0.0.1:{}\" }},\n    caller_1 = {{ type = \"Caller\", id = 2, addr = \"127.0.0.1:{}\" }},\n  }},\n}}\n",
         scripts.display().to_string(),
@@ -154,6 +161,7 @@ pub fn run_once(spec: &BenchSpec) -> Result<BenchResult, String> {
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let cluster = write_cluster(&dir)?;
     let result = match spec.workload {
+        Workload::Reload => run_reload(&dir),
         Workload::LocalCall => run_local(spec, &cluster),
         _ => run_processes(spec, &cluster),
     };
@@ -194,6 +202,76 @@ fn run_local(spec: &BenchSpec, cluster: &Path) -> Result<BenchResult, String> {
         rate,
         p50_us,
         p99_us,
+        cpu_pct: cpu / wall * 100.0,
+    })
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()))?;
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// 20 edits of the echo handler module; for each, the time from the file
+/// write until a call answers with the new code. rate = edits per second of
+/// that latency (1/median), p50/p99 = median and max, in microseconds.
+fn run_reload(dir: &Path) -> Result<BenchResult, String> {
+    let scripts = dir.join("scripts");
+    copy_dir(&bench_scripts(), &scripts).map_err(|e| e.to_string())?;
+    let cluster = write_cluster_from(dir, &scripts)?;
+    let cfg = Arc::new(ClusterConfig::load(&cluster).map_err(|e| e.to_string())?);
+    let c = LocalCluster::start_opts(cfg, &[], crate::node::NodeOptions { watch_scripts: true })
+        .map_err(|e| e.to_string())?;
+    let caller = c.node("caller_1").ok_or("no caller node")?;
+    let ready = (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        caller
+            .eval("return #router.list(ServerType.Echo)", Duration::from_secs(5))
+            .as_deref()
+            == Ok("1")
+    });
+    if !ready {
+        return Err("the echo node never came online".into());
+    }
+    let file = scripts.join("echo/bench_echo.lua");
+    let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+    let probe =
+        "local e = router.list(ServerType.Echo)[1] local _, n = base.global('Bench'):echo(e).hello('x', 0) return n";
+    let mut samples = Vec::new();
+    let cpu0 = cpu_secs(std::process::id());
+    let t_all = Instant::now();
+    for i in 1..=20 {
+        let edited = text.replace("n + version", &format!("n + {i}"));
+        // let the previous reload's events settle
+        std::thread::sleep(Duration::from_millis(150));
+        let t0 = Instant::now();
+        std::fs::write(&file, edited).map_err(|e| e.to_string())?;
+        loop {
+            if caller.eval(probe, Duration::from_secs(5)).as_deref() == Ok(&i.to_string()) {
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                return Err(format!("edit {i} never took effect"));
+            }
+        }
+        samples.push(t0.elapsed().as_micros() as u64);
+    }
+    let cpu = cpu_secs(std::process::id()) - cpu0;
+    let wall = t_all.elapsed().as_secs_f64();
+    c.shutdown();
+    samples.sort_unstable();
+    let median = samples[samples.len() / 2];
+    Ok(BenchResult {
+        rate: 1e6 / median.max(1) as f64,
+        p50_us: median,
+        p99_us: *samples.last().unwrap_or(&0),
         cpu_pct: cpu / wall * 100.0,
     })
 }
