@@ -23,6 +23,8 @@ pub struct LocalCluster {
     /// The configuration the nodes run with.
     pub config: Arc<ClusterConfig>,
     nodes: Vec<NodeHandle>,
+    opts: NodeOptions,
+    all: bool,
 }
 
 impl LocalCluster {
@@ -73,7 +75,12 @@ impl LocalCluster {
                 }
             }
         }
-        Ok(LocalCluster { config, nodes })
+        Ok(LocalCluster {
+            config,
+            nodes,
+            opts,
+            all: only.is_empty(),
+        })
     }
 
     /// Names of the running nodes.
@@ -84,6 +91,45 @@ impl LocalCluster {
     /// The running node called `name`.
     pub fn node(&self, name: &str) -> Option<&NodeHandle> {
         self.nodes.iter().find(|n| n.name() == name)
+    }
+
+    /// Follows a changed cluster file: starts the nodes it added and stops
+    /// the ones it removed (when this cluster runs all nodes of the file).
+    /// The running nodes re-read the file themselves. A file that does not
+    /// load changes nothing.
+    pub fn follow(&mut self) {
+        if !self.all {
+            return;
+        }
+        let config = match ClusterConfig::load(&self.config.file) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                tracing::error!("{e}; the previous cluster stays in force");
+                return;
+            }
+        };
+        let (keep, gone): (Vec<NodeHandle>, Vec<NodeHandle>) = std::mem::take(&mut self.nodes)
+            .into_iter()
+            .partition(|n| config.nodes.contains_key(n.name()));
+        self.nodes = keep;
+        for n in gone {
+            tracing::info!("{} left the cluster file: stopping it", n.name());
+            n.shutdown();
+        }
+        let running: Vec<String> = self.nodes.iter().map(|n| n.name().to_string()).collect();
+        for name in config.nodes.keys() {
+            if running.contains(name) {
+                continue;
+            }
+            match node::start_with(config.clone(), name, self.opts.clone()) {
+                Ok(h) => {
+                    tracing::info!("{name} joined the cluster file: started");
+                    self.nodes.push(h);
+                }
+                Err(e) => tracing::error!("cannot start {name}: {e}"),
+            }
+        }
+        self.config = config;
     }
 
     /// Stops every node and waits for them.

@@ -98,6 +98,17 @@ fn init_tracing() {
 
 /// Waits for Ctrl-C or SIGTERM; calls `on_hup` for every SIGHUP meanwhile.
 fn wait_for_signal(on_hup: &dyn Fn()) {
+    wait_for_signal_or(
+        on_hup,
+        None::<(tokio::sync::mpsc::UnboundedReceiver<()>, &mut dyn FnMut(()))>,
+    );
+}
+
+/// As [`wait_for_signal`], also calling `on_event` for every message of `events`.
+fn wait_for_signal_or<T>(
+    on_hup: &dyn Fn(),
+    events: Option<(tokio::sync::mpsc::UnboundedReceiver<T>, &mut dyn FnMut(T))>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -106,14 +117,57 @@ fn wait_for_signal(on_hup: &dyn Fn()) {
     rt.block_on(async {
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        let (mut rx, on_event) = match events {
+            Some((rx, f)) => (Some(rx), Some(f)),
+            None => (None, None),
+        };
+        let mut on_event = on_event;
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
                 _ = hup.recv() => on_hup(),
+                ev = async { match rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                    match ev {
+                        Some(ev) => {
+                            // let an editor's burst of events settle
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            if let Some(r) = rx.as_mut() {
+                                while r.try_recv().is_ok() {}
+                            }
+                            if let Some(f) = on_event.as_mut() {
+                                f(ev);
+                            }
+                        }
+                        None => rx = None,
+                    }
+                }
             }
         }
     });
+}
+
+/// Watches `file` (through its folder, so saves by rename are seen).
+fn watch_file(
+    file: &std::path::Path,
+    tx: tokio::sync::mpsc::UnboundedSender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let name = file.file_name()?.to_os_string();
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            if !ev.kind.is_access() && ev.paths.iter().any(|p| p.file_name() == Some(name.as_os_str())) {
+                let _ = tx.send(());
+            }
+        }
+    })
+    .ok()?;
+    w.watch(&dir, notify::RecursiveMode::NonRecursive).ok()?;
+    Some(w)
 }
 
 fn main() -> ExitCode {
@@ -135,7 +189,7 @@ fn main() -> ExitCode {
             let opts = luahost::NodeOptions {
                 watch_scripts: !no_watch,
             };
-            let c = match LocalCluster::start_opts(cfg, &nodes, opts) {
+            let mut c = match LocalCluster::start_opts(cfg, &nodes, opts) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -147,7 +201,9 @@ fn main() -> ExitCode {
                 c.config.file.display(),
                 c.names().join(", ")
             );
-            wait_for_signal(&|| {});
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let _watcher = watch_file(&c.config.file, tx);
+            wait_for_signal_or(&|| {}, Some((rx, &mut |_: ()| c.follow())));
             tracing::info!("stopping");
             c.shutdown();
             ExitCode::SUCCESS

@@ -34,4 +34,20 @@ function FriendMgr:db_setOnline(rid, hall)
     return out
 end
 
+-- Players on a Hall that went away are offline.
+if not FriendDB.watching then
+    FriendDB.watching = true
+    EventMng:subscribe(Event.Server.Offline, function(sid, tname, name)
+        if tname ~= "Hall" then return end
+        local n = 0
+        for rid, hall in pairs(FriendDB.online) do
+            if hall == sid then
+                FriendDB.online[rid] = nil
+                n = n + 1
+            end
+        end
+        if n > 0 then WARN("%s went offline: %d players on it are offline now", name, n) end
+    end)
+end
+
 return FriendMgr

@@ -15,9 +15,11 @@ local function tellFriends(self, rid, online)
         table.insert(byHall[f.hall], f.rid)
     end
     for sid, rids in pairs(byHall) do
+        if not router.isLive(sid) then goto continue end
         self:hall(sid).hall_notifyFriendOnlineStatus(rid, online, rpctype.Types.array.build("int48", rids))
         INFO("player %d %s: told %s about friends %s", rid, online and "online" or "offline",
-            router.nodeName and router.nodeName(sid) or tostring(sid), table.concat(rids, ","))
+            router.nodeName(sid), table.concat(rids, ","))
+        ::continue::
     end
     return #friends
 end
