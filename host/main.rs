@@ -104,11 +104,11 @@ fn wait_for_signal(on_hup: &dyn Fn()) {
     );
 }
 
+/// A channel of events and what to do with each.
+type Events<'a, T> = Option<(tokio::sync::mpsc::UnboundedReceiver<T>, &'a mut dyn FnMut(T))>;
+
 /// As [`wait_for_signal`], also calling `on_event` for every message of `events`.
-fn wait_for_signal_or<T>(
-    on_hup: &dyn Fn(),
-    events: Option<(tokio::sync::mpsc::UnboundedReceiver<T>, &mut dyn FnMut(T))>,
-) {
+fn wait_for_signal_or<T>(on_hup: &dyn Fn(), events: Events<'_, T>) {
     use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
