@@ -67,6 +67,19 @@ pub struct NodeSpec {
     pub main: PathBuf,
 }
 
+/// Where and how to reach ZooKeeper (the `zookeeper` table of the cluster file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZkSettings {
+    /// Ensemble, `host:port,host:port`.
+    pub hosts: String,
+    /// Root path of this cluster, e.g. `/luahost/friends`.
+    pub root: String,
+    /// Session timeout.
+    pub session_timeout: Duration,
+    /// Digest credentials `user:password`, if any (never logged).
+    pub auth: Option<String>,
+}
+
 /// A parsed cluster file.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -88,8 +101,11 @@ pub struct ClusterConfig {
     pub scripts: Vec<PathBuf>,
     /// The Lua library every node loads.
     pub lualib: PathBuf,
-    /// Every node by name.
+    /// Every node by name. With ZooKeeper this only tells each node its own
+    /// settings; peers are discovered.
     pub nodes: BTreeMap<String, NodeSpec>,
+    /// ZooKeeper discovery, when the file names an ensemble.
+    pub zookeeper: Option<ZkSettings>,
 }
 
 /// Where lualib is when neither the cluster file nor `LUAHOST_LUALIB` says.
@@ -195,6 +211,51 @@ impl ClusterConfig {
             },
         };
 
+        let zookeeper = match root
+            .get::<Option<Table>>("zookeeper")
+            .map_err(|e| invalid(e.to_string()))?
+        {
+            None => None,
+            Some(z) => {
+                let get = |k: &str| -> Result<Option<String>, ConfigError> {
+                    z.get::<Option<String>>(k)
+                        .map_err(|e| invalid(format!("zookeeper.{k}: {e}")))
+                };
+                let hosts = match std::env::var("LUAHOST_ZK") {
+                    Ok(h) if !h.is_empty() => h,
+                    _ => get("hosts")?.ok_or_else(|| invalid("zookeeper.hosts is missing".into()))?,
+                };
+                let root_path = get("root")?.unwrap_or_else(|| "/luahost".into());
+                if !root_path.starts_with('/') || root_path.len() < 2 || root_path.ends_with('/') {
+                    return Err(invalid(format!(
+                        "zookeeper.root '{root_path}' must be an absolute path like /luahost"
+                    )));
+                }
+                let session_timeout = match z
+                    .get::<Option<f64>>("session_timeout")
+                    .map_err(|e| invalid(e.to_string()))?
+                {
+                    None => Duration::from_secs(10),
+                    Some(s) if (4.0..=60.0).contains(&s) => Duration::from_secs_f64(s),
+                    Some(s) => return Err(invalid(format!("zookeeper.session_timeout {s} must be 4..60 seconds"))),
+                };
+                let auth = match std::env::var("LUAHOST_ZK_AUTH") {
+                    Ok(a) if !a.is_empty() => Some(a),
+                    _ => get("auth")?,
+                };
+                if let Some(a) = &auth {
+                    if !a.contains(':') {
+                        return Err(invalid("zookeeper.auth must be 'user:password'".into()));
+                    }
+                }
+                Some(ZkSettings {
+                    hosts,
+                    root: root_path,
+                    session_timeout,
+                    auth,
+                })
+            }
+        };
         let nodes_t: Table = root
             .get::<Option<Table>>("nodes")
             .map_err(|e| invalid(e.to_string()))?
@@ -268,7 +329,38 @@ impl ClusterConfig {
             scripts,
             lualib,
             nodes,
+            zookeeper,
         })
+    }
+
+    /// Adds (or replaces) a node given on the command line (`luahost run
+    /// --type --addr --id`), as ZooKeeper clusters need not list their nodes.
+    ///
+    /// # Errors
+    ///
+    /// When its main script cannot be found.
+    pub fn add_node(&mut self, name: &str, stype: &str, addr: SocketAddr, sid: Option<u32>) -> Result<(), ConfigError> {
+        let rel = format!("{}/main.lua", stype.to_lowercase());
+        let main = self
+            .scripts
+            .iter()
+            .map(|s| s.join(&rel))
+            .find(|p| p.exists())
+            .ok_or_else(|| ConfigError::Invalid {
+                path: self.file.clone(),
+                message: format!("node {name}: no {rel} under the script roots {:?}", self.scripts),
+            })?;
+        self.nodes.insert(
+            name.to_string(),
+            NodeSpec {
+                name: name.to_string(),
+                stype: stype.to_string(),
+                sid: sid.unwrap_or_else(|| crate::ring::fnv1a32(name.as_bytes()) & 0x7fff_ffff),
+                addr,
+                main,
+            },
+        );
+        Ok(())
     }
 
     /// The node with this server id.

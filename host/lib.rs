@@ -16,6 +16,7 @@
 //! - [`node`]: the runtime: threads, peers, timers, cluster reload, dispatch into Lua.
 //! - `transport`: connections: verify handshake, connect states, liveness.
 //! - `link`: a connection's output queue and writer.
+//! - [`zk`]: ZooKeeper discovery (register, watch, expiry, auth).
 //! - `lua_api`: the `luahost.core` module that lualib builds on.
 //! - [`cluster`]: starting a whole cluster in one process (`luahost up`).
 //! - [`bench`]: the `luahost bench` workloads.
@@ -36,6 +37,7 @@ pub mod ring;
 pub mod schema;
 mod transport;
 pub mod wire;
+pub mod zk;
 
 pub use config::{ClusterConfig, NodeSpec};
 pub use node::{start, start_with, NodeError, NodeHandle, NodeOptions};

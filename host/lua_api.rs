@@ -270,7 +270,11 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
     conf.set("CallTimeout", cluster.call_timeout.as_secs_f64())?;
     conf.set("ClusterFile", cluster.file.display().to_string())?;
     conf.set("MainScript", core.me.main.display().to_string())?;
-    conf.set("Cluster", false)?;
+    conf.set("Cluster", cluster.zookeeper.is_some())?;
+    if let Some(zk) = &cluster.zookeeper {
+        conf.set("ZKAddr", zk.hosts.clone())?;
+        conf.set("ZKRoot", zk.root.clone())?;
+    }
     lua.globals().set("conf", conf)?;
     lua.load("require 'luahost'").set_name("=luahost boot").exec()
 }

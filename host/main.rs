@@ -46,6 +46,16 @@ enum Cmd {
         /// Hot-reload scripts when they change (SIGHUP always reloads).
         #[arg(long)]
         watch: bool,
+        /// The node's server type, when the cluster file does not list it
+        /// (ZooKeeper clusters need not).
+        #[arg(long = "type", requires = "addr")]
+        stype: Option<String>,
+        /// The node's listen address, with --type.
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+        /// The node's server id, with --type (default: derived from the name).
+        #[arg(long)]
+        id: Option<u32>,
     },
     /// Measure throughput and latency on the real protocol.
     ///
@@ -96,19 +106,13 @@ fn init_tracing() {
         .init();
 }
 
-/// Waits for Ctrl-C or SIGTERM; calls `on_hup` for every SIGHUP meanwhile.
-fn wait_for_signal(on_hup: &dyn Fn()) {
-    wait_for_signal_or(
-        on_hup,
-        None::<(tokio::sync::mpsc::UnboundedReceiver<()>, &mut dyn FnMut(()))>,
-    );
-}
-
 /// A channel of events and what to do with each.
 type Events<'a, T> = Option<(tokio::sync::mpsc::UnboundedReceiver<T>, &'a mut dyn FnMut(T))>;
 
-/// As [`wait_for_signal`], also calling `on_event` for every message of `events`.
-fn wait_for_signal_or<T>(on_hup: &dyn Fn(), events: Events<'_, T>) {
+/// Waits for Ctrl-C or SIGTERM; calls `on_hup` for every SIGHUP and
+/// `on_event` for every message of `events` meanwhile.
+/// Also returns when `done()` becomes true (checked every 200 ms).
+fn wait_for_signal_or<T>(on_hup: &dyn Fn(), events: Events<'_, T>, done: &dyn Fn() -> bool) {
     use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -122,8 +126,10 @@ fn wait_for_signal_or<T>(on_hup: &dyn Fn(), events: Events<'_, T>) {
             None => (None, None),
         };
         let mut on_event = on_event;
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
         loop {
             tokio::select! {
+                _ = tick.tick() => if done() { break },
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
                 _ = hup.recv() => on_hup(),
@@ -203,7 +209,8 @@ fn main() -> ExitCode {
             );
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let _watcher = watch_file(&c.config.file, tx);
-            wait_for_signal_or(&|| {}, Some((rx, &mut |_: ()| c.follow())));
+            let failed = std::cell::Cell::new(false);
+            wait_for_signal_or(&|| {}, Some((rx, &mut |_: ()| c.follow())), &|| failed.get());
             tracing::info!("stopping");
             c.shutdown();
             ExitCode::SUCCESS
@@ -236,14 +243,28 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Run { cluster, node, watch } => {
-            let cfg = match ClusterConfig::load(&cluster) {
-                Ok(c) => Arc::new(c),
+        Cmd::Run {
+            cluster,
+            node,
+            watch,
+            stype,
+            addr,
+            id,
+        } => {
+            let mut cfg = match ClusterConfig::load(&cluster) {
+                Ok(c) => c,
                 Err(e) => {
                     tracing::error!("{e}");
                     return ExitCode::FAILURE;
                 }
             };
+            if let (Some(stype), Some(addr)) = (stype, addr) {
+                if let Err(e) = cfg.add_node(&node, &stype, addr, id) {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            let cfg = Arc::new(cfg);
             let opts = luahost::NodeOptions { watch_scripts: watch };
             let h = match luahost::start_with(cfg, &node, opts) {
                 Ok(h) => h,
@@ -252,11 +273,20 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            wait_for_signal(&|| {
-                tracing::info!("SIGHUP: reloading scripts and cluster file");
-                h.reload_scripts();
-                h.reload_cluster();
-            });
+            wait_for_signal_or::<()>(
+                &|| {
+                    tracing::info!("SIGHUP: reloading scripts and cluster file");
+                    h.reload_scripts();
+                    h.reload_cluster();
+                },
+                None,
+                &|| h.failure().is_some(),
+            );
+            if let Some(why) = h.failure() {
+                tracing::error!("node {node} stopped: {why}");
+                h.shutdown();
+                return ExitCode::FAILURE;
+            }
             tracing::info!("stopping");
             h.shutdown();
             ExitCode::SUCCESS

@@ -122,6 +122,7 @@ pub struct NodeHandle {
     name: String,
     ctrl: mpsc::Sender<Control>,
     stop: Arc<Notify>,
+    failure: Arc<std::sync::Mutex<Option<String>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -129,6 +130,12 @@ impl NodeHandle {
     /// The node's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Why the node stopped on its own (e.g. ZooKeeper refused its
+    /// credentials), if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
     }
 
     /// Asks the node to stop (returns at once).
@@ -223,6 +230,8 @@ pub fn start_with(cluster: Arc<ClusterConfig>, name: &str, opts: NodeOptions) ->
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CONTROL_MAILBOX);
     let stop = Arc::new(Notify::new());
     let stop_rx = stop.clone();
+    let failure = Arc::new(std::sync::Mutex::new(None));
+    let failure_in = failure.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let thread_name = spec.name.clone();
     let thread = std::thread::Builder::new()
@@ -240,7 +249,7 @@ pub fn start_with(cluster: Arc<ClusterConfig>, name: &str, opts: NodeOptions) ->
             };
             let local = tokio::task::LocalSet::new();
             local.block_on(&rt, async move {
-                match Core::boot(cluster, spec).await {
+                match Core::boot(cluster, spec, stop_rx.clone(), failure_in).await {
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                     }
@@ -260,6 +269,7 @@ pub fn start_with(cluster: Arc<ClusterConfig>, name: &str, opts: NodeOptions) ->
             name: thread_name,
             ctrl: ctrl_tx,
             stop,
+            failure,
             thread: Some(thread),
         }),
         Ok(Err(e)) => {
@@ -307,6 +317,8 @@ pub(crate) struct Peer {
     online: Cell<bool>,
     is_self: bool,
     task: RefCell<Option<tokio::task::JoinHandle<()>>>,
+    /// Since when discovery no longer lists this peer while it is still connected.
+    missing_since: Cell<Option<Instant>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -340,6 +352,8 @@ pub(crate) struct Core {
     evals: RefCell<HashMap<u64, std::sync::mpsc::Sender<Result<String, String>>>>,
     watcher: RefCell<Option<notify::RecommendedWatcher>>,
     script_watcher: RefCell<Option<notify::RecommendedWatcher>>,
+    stop: Arc<Notify>,
+    failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Connection id Lua uses for calls from this node to itself.
@@ -357,7 +371,12 @@ pub(crate) fn clamp_delay(secs: f64) -> Duration {
 }
 
 impl Core {
-    async fn boot(cluster: Arc<ClusterConfig>, me: NodeSpec) -> Result<Rc<Core>, NodeError> {
+    async fn boot(
+        cluster: Arc<ClusterConfig>,
+        me: NodeSpec,
+        stop: Arc<Notify>,
+        failure: Arc<std::sync::Mutex<Option<String>>>,
+    ) -> Result<Rc<Core>, NodeError> {
         let listener = TcpListener::bind(me.addr).await.map_err(|source| NodeError::Bind {
             node: me.name.clone(),
             addr: me.addr,
@@ -396,9 +415,14 @@ impl Core {
             evals: RefCell::new(HashMap::new()),
             watcher: RefCell::new(None),
             script_watcher: RefCell::new(None),
+            stop,
+            failure,
         });
+        // With ZooKeeper the peers are discovered; the file only describes this node.
         for spec in cluster.nodes.values() {
-            core.add_peer(spec.clone());
+            if cluster.zookeeper.is_none() || spec.sid == me.sid {
+                core.add_peer(spec.clone());
+            }
         }
         let script_err = |e: mlua::Error| NodeError::Script {
             node: me.name.clone(),
@@ -494,6 +518,7 @@ impl Core {
             online: Cell::new(false),
             is_self,
             task: RefCell::new(None),
+            missing_since: Cell::new(None),
         });
         self.peers.borrow_mut().insert(peer.spec.sid, peer.clone());
         peer
@@ -602,7 +627,17 @@ impl Core {
         for p in peers {
             self.start_peer(&p);
         }
-        self.push_timer(Instant::now(), TimerKind::SelfOnline);
+        if let Some(me) = self.peer(self.me.sid) {
+            tokio::task::spawn_local(self_task(self.clone(), me));
+        }
+        let zk = self.cluster.borrow().zookeeper.clone();
+        match zk {
+            // online once registered in ZooKeeper
+            Some(cfg) => {
+                tokio::task::spawn_local(crate::zk::zk_task(self.clone(), cfg));
+            }
+            None => self.push_timer(Instant::now(), TimerKind::SelfOnline),
+        }
         Ok(())
     }
 
@@ -963,13 +998,50 @@ impl Core {
                 mv.push_back(Value::Integer(id as i64));
                 self.call_lua(mv);
             }
-            TimerKind::SelfOnline => {
-                if let Some(me) = self.peer(self.me.sid) {
-                    tokio::task::spawn_local(self_task(self.clone(), me.clone()));
-                    self.set_online(&me, true);
-                }
-            }
+            TimerKind::SelfOnline => self.set_self_online(true),
         }
+    }
+
+    /// This node joins or leaves its own ring (and Lua hears of it).
+    pub(crate) fn set_self_online(&self, online: bool) {
+        if let Some(me) = self.peer(self.me.sid) {
+            self.set_online(&me, online);
+        }
+    }
+
+    /// The server type names of the schema.
+    pub(crate) fn type_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.type_ids.borrow().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// What this node publishes about itself in ZooKeeper.
+    pub(crate) fn registration(&self) -> crate::zk::Registration {
+        crate::zk::Registration {
+            name: self.me.name.clone(),
+            sid: self.me.sid,
+            stype: self.me.stype.clone(),
+            addr: self.me.addr.to_string(),
+            pid: std::process::id(),
+            digest: self.digest(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            load: 0,
+        }
+    }
+
+    /// True when peers come from ZooKeeper.
+    pub(crate) fn zk_mode(&self) -> bool {
+        self.cluster.borrow().zookeeper.is_some()
+    }
+
+    /// Stops the node because it cannot go on (the reason reaches
+    /// [`NodeHandle::failure`]).
+    pub(crate) fn fail(&self, reason: String) {
+        if let Ok(mut f) = self.failure.lock() {
+            *f = Some(reason);
+        }
+        self.stop.notify_one();
     }
 
     /// Fails the calls whose deadline has passed.
@@ -1116,40 +1188,88 @@ impl Core {
 
     fn apply_cluster(self: &Rc<Self>, new: ClusterConfig) -> String {
         match new.nodes.get(&self.me.name) {
-            None => warn!("this node is no longer in the cluster file; it keeps running until stopped"),
+            None if !self.zk_mode() => {
+                warn!("this node is no longer in the cluster file; it keeps running until stopped")
+            }
             Some(s) if *s != self.me => {
                 warn!("this node's own entry changed in the cluster file; that takes effect on restart")
             }
             _ => {}
         }
+        let zk = self.zk_mode();
+        let specs: Vec<NodeSpec> = new.nodes.values().cloned().collect();
+        *self.cluster.borrow_mut() = Arc::new(new);
+        if zk {
+            let msg = "cluster file reloaded (peers come from ZooKeeper)".to_string();
+            info!("{msg}");
+            return msg;
+        }
+        self.apply_membership(specs, "cluster file", None)
+    }
+
+    /// True when a connected peer is missing from discovery but still in
+    /// its grace period.
+    pub(crate) fn has_missing(&self) -> bool {
+        self.peers.borrow().values().any(|p| p.missing_since.get().is_some())
+    }
+
+    /// Makes the peer set what `specs` says (this node aside): new nodes are
+    /// added and connected, missing ones removed (their calls fail, Offline
+    /// fires), changed ones reconnected. With a `grace`, a missing peer whose
+    /// connection is still up is kept that long first (nodes re-registering
+    /// after a ZooKeeper outage are not dropped meanwhile).
+    pub(crate) fn apply_membership(
+        self: &Rc<Self>,
+        specs: Vec<NodeSpec>,
+        source: &str,
+        grace: Option<Duration>,
+    ) -> String {
+        let wanted: HashMap<&str, &NodeSpec> = specs.iter().map(|s| (s.name.as_str(), s)).collect();
         let old: Vec<NodeSpec> = self.all_specs();
         let mut added = Vec::new();
         let mut removed = Vec::new();
         let mut changed = Vec::new();
+        let same = |a: &NodeSpec, b: &NodeSpec| a.sid == b.sid && a.addr == b.addr && a.stype == b.stype;
         for o in &old {
             if o.sid == self.me.sid {
                 continue;
             }
-            match new.nodes.get(&o.name) {
+            match wanted.get(o.name.as_str()) {
                 None => {
+                    if let (Some(grace), Some(p)) = (grace, self.peer(o.sid)) {
+                        if p.state.get() == PeerState::Connected {
+                            let since = p.missing_since.get().unwrap_or_else(|| {
+                                let now = Instant::now();
+                                p.missing_since.set(Some(now));
+                                now
+                            });
+                            if since.elapsed() < grace {
+                                continue;
+                            }
+                        }
+                    }
                     removed.push(o.name.clone());
-                    self.remove_peer(o.sid, "removed from the cluster file");
+                    self.remove_peer(o.sid, &format!("removed from the {source}"));
                 }
-                Some(n) if n != o => {
+                Some(n) if !same(n, o) => {
                     changed.push(o.name.clone());
-                    self.remove_peer(o.sid, "its entry in the cluster file changed");
+                    self.remove_peer(o.sid, &format!("its entry in the {source} changed"));
                 }
-                Some(_) => {}
+                Some(_) => {
+                    if let Some(p) = self.peer(o.sid) {
+                        p.missing_since.set(None);
+                    }
+                }
             }
         }
         let registered = self.registered.get();
-        for n in new.nodes.values() {
-            if n.name == self.me.name || self.peer(n.sid).is_some() {
+        for n in &specs {
+            if n.name == self.me.name || n.sid == self.me.sid || self.peer(n.sid).is_some() {
                 continue;
             }
             if registered && self.type_id(&n.stype).is_none() {
                 error!(
-                    "node {} in the cluster file has type '{}', which ServerType of the schema does not define; ignored",
+                    "node {} ({source}) has type '{}', which ServerType of the schema does not define; ignored",
                     n.name, n.stype
                 );
                 continue;
@@ -1162,14 +1282,15 @@ impl Core {
                 self.start_peer(&peer);
             }
         }
-        *self.cluster.borrow_mut() = Arc::new(new);
         let summary = format!(
-            "cluster file reloaded: added [{}], removed [{}], changed [{}]",
+            "{source}: added [{}], removed [{}], changed [{}]",
             added.join(", "),
             removed.join(", "),
             changed.join(", ")
         );
-        info!("{summary}");
+        if !(added.is_empty() && removed.is_empty() && changed.is_empty()) || source == "cluster file" {
+            info!("{summary}");
+        }
         summary
     }
 }

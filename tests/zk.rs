@@ -1,0 +1,256 @@
+//! ZooKeeper discovery against a real ZooKeeper server (Debian's package,
+//! started per test by tests/common/zk.rs): registration, watches, the
+//! routing ring, kill -9, late joiners, outages, freezes, digest auth.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::zk::ZkServer;
+use common::*;
+use luahost::{ClusterConfig, NodeHandle};
+
+fn zk_extra(zk: &ZkServer, session: u32, auth: Option<&str>) -> String {
+    let auth = auth.map(|a| format!(", auth = {a:?}")).unwrap_or_default();
+    format!(
+        "zookeeper = {{ hosts = {:?}, root = \"/luahost/test\", session_timeout = {session}{auth} }},",
+        zk.addr()
+    )
+}
+
+fn start(cluster: &std::path::Path, name: &str) -> NodeHandle {
+    let cfg = Arc::new(ClusterConfig::load(cluster).unwrap());
+    luahost::start(cfg, name).unwrap_or_else(|e| panic!("start {name}: {e}"))
+}
+
+fn eval(n: &NodeHandle, code: &str) -> String {
+    n.eval(code, EVAL)
+        .unwrap_or_else(|e| panic!("eval on {} failed: {e}\ncode: {code}", n.name()))
+}
+
+fn live_list(n: &NodeHandle) -> String {
+    eval(n, "local t = {} for _, s in ipairs(router.list(ServerType.B)) do t[#t+1] = router.nodeName(s) end return table.concat(t, ',')")
+}
+
+/// Children of <root>/servers/<ty> as seen by a plain ZooKeeper client.
+fn registered(zk: &ZkServer, ty: &str, auth: Option<&str>) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = zookeeper_client::Client::connector().with_session_timeout(Duration::from_secs(4));
+        if let Some(a) = auth {
+            c = c.with_auth("digest", a.as_bytes());
+        }
+        let c = c.connect(&zk.addr()).await.unwrap();
+        let mut v = c
+            .list_children(&format!("/luahost/test/servers/{ty}"))
+            .await
+            .unwrap_or_default();
+        v.sort();
+        v
+    })
+}
+
+const ROUTES: &str =
+    "local t = {} for k = 1, 2000 do t[#t+1] = router.route(ServerType.B, k) end return table.concat(t, ',')";
+
+#[test]
+fn nodes_register_see_each_other_and_follow_kills_and_joins() {
+    let zk = ZkServer::start();
+    let dir = TempDir::new("zk-ring");
+    let cluster = write_cluster(
+        &dir.0,
+        &[("a_1", "A", 1), ("b_1", "B", 21), ("b_2", "B", 22), ("b_3", "B", 23)],
+        &zk_extra(&zk, 4, None),
+    );
+    let _b1 = Proc::run_node(&cluster, "b_1");
+    let b2 = Proc::run_node(&cluster, "b_2");
+    let a = start(&cluster, "a_1");
+    assert!(
+        wait_until(Duration::from_secs(20), || live_list(&a) == "b_1,b_2"),
+        "a_1 sees {}",
+        live_list(&a)
+    );
+    assert_eq!(registered(&zk, "B", None), vec!["b_1", "b_2"]);
+    assert_eq!(registered(&zk, "A", None), vec!["a_1"]);
+    assert_eq!(eval(&a, "return to(sidOf('b_2')).echo('zk', 2)"), "zk\t2");
+    // the others see each other too (b_1 calls b_2 and a_1)
+    let before: Vec<String> = eval(&a, ROUTES).split(',').map(String::from).collect();
+    assert!(before.iter().any(|s| s == "22") && before.iter().any(|s| s == "21"));
+
+    // kill -9 of b_2: offline within the session timeout, its keys go to b_1
+    eval(&a, "offline = {} EventMng:subscribe(Event.Server.Offline, function(s, t, n) offline[#offline+1] = n end) return true");
+    b2.signal(libc::SIGKILL);
+    let t = Instant::now();
+    assert!(wait_until(Duration::from_secs(10), || live_list(&a) == "b_1"));
+    assert!(t.elapsed() < Duration::from_secs(5), "offline after {:?}", t.elapsed());
+    assert_eq!(eval(&a, "return table.concat(offline, ',')"), "b_2");
+    let after: Vec<String> = eval(&a, ROUTES).split(',').map(String::from).collect();
+    for (x, y) in before.iter().zip(&after) {
+        if x == "21" {
+            assert_eq!(y, "21", "a key of b_1 moved");
+        } else {
+            assert_eq!(y, "21", "b_2's keys go to b_1");
+        }
+    }
+    // its znode goes when its session times out, and so does the peer
+    assert!(
+        wait_until(Duration::from_secs(15), || registered(&zk, "B", None) == vec!["b_1"]),
+        "{:?}",
+        registered(&zk, "B", None)
+    );
+    assert!(wait_until(Duration::from_secs(5), || !eval(
+        &a,
+        "local t = {} for _, n in ipairs(router.nodes()) do t[#t+1] = n.name end return table.concat(t, ',')"
+    )
+    .contains("b_2")));
+
+    // a node started later is routed to
+    let _b3 = Proc::run_node(&cluster, "b_3");
+    assert!(
+        wait_until(Duration::from_secs(20), || live_list(&a) == "b_1,b_3"),
+        "{}",
+        live_list(&a)
+    );
+    let later: Vec<String> = eval(&a, ROUTES).split(',').map(String::from).collect();
+    assert!(later.iter().any(|s| s == "23"), "no key routed to b_3");
+    assert_eq!(eval(&a, "return to(sidOf('b_3')).echo('late', 3)"), "late\t3");
+    a.shutdown();
+}
+
+#[test]
+fn zookeeper_outage_longer_than_the_session_timeout_reregisters_exactly_once() {
+    let mut zk = ZkServer::start();
+    let dir = TempDir::new("zk-outage");
+    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 21)], &zk_extra(&zk, 4, None));
+    let b1 = Proc::run_node(&cluster, "b_1");
+    let a = start(&cluster, "a_1");
+    assert!(wait_until(Duration::from_secs(20), || live_list(&a) == "b_1"));
+    eval(&a, "offline = {} EventMng:subscribe(Event.Server.Offline, function(s, t, n) offline[#offline+1] = n end) return true");
+    zk.stop();
+    // traffic between known nodes goes on while ZooKeeper is away
+    for i in 0..3 {
+        assert_eq!(
+            eval(&a, &format!("return to(sidOf('b_1')).echo('down', {i})")),
+            format!("down\t{i}")
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    zk.restart();
+    assert!(
+        b1.wait_log("registered in ZooKeeper", Duration::from_secs(1))
+            && wait_until(Duration::from_secs(30), || {
+                registered(&zk, "B", None) == vec!["b_1"] && registered(&zk, "A", None) == vec!["a_1"]
+            }),
+        "B: {:?} A: {:?}\nb_1 log:\n{}",
+        registered(&zk, "B", None),
+        registered(&zk, "A", None),
+        b1.log()
+    );
+    // registered again: more than one registration line in b_1's log, and
+    // (after the old sessions' ephemerals are gone) exactly one znode each
+    assert!(wait_until(Duration::from_secs(20), || b1
+        .log()
+        .matches("registered in ZooKeeper")
+        .count()
+        >= 2));
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(registered(&zk, "B", None), vec!["b_1"]);
+    assert_eq!(registered(&zk, "A", None), vec!["a_1"]);
+    assert_eq!(live_list(&a), "b_1");
+    assert_eq!(eval(&a, "return to(sidOf('b_1')).echo('up', 1)"), "up\t1");
+    a.shutdown();
+}
+
+#[test]
+fn a_short_zookeeper_freeze_causes_no_offline_events() {
+    let mut zk = ZkServer::start();
+    let dir = TempDir::new("zk-freeze");
+    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 21)], &zk_extra(&zk, 8, None));
+    let _b1 = Proc::run_node(&cluster, "b_1");
+    let a = start(&cluster, "a_1");
+    assert!(wait_until(Duration::from_secs(20), || live_list(&a) == "b_1"));
+    eval(&a, "offline = {} EventMng:subscribe(Event.Server.Offline, function(s, t, n) offline[#offline+1] = n end) return true");
+    zk.freeze();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(eval(&a, "return to(sidOf('b_1')).echo('frozen', 1)"), "frozen\t1");
+    zk.thaw();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(eval(&a, "return table.concat(offline, ',')"), "", "no Offline events");
+    assert_eq!(live_list(&a), "b_1");
+    assert_eq!(registered(&zk, "B", None), vec!["b_1"]);
+    a.shutdown();
+}
+
+#[test]
+fn digest_auth_protects_registrations_and_refuses_wrong_credentials() {
+    let zk = ZkServer::start();
+    let dir = TempDir::new("zk-auth");
+    let cluster = write_cluster(
+        &dir.0,
+        &[("a_1", "A", 1), ("b_1", "B", 21), ("b_2", "B", 22)],
+        &zk_extra(&zk, 4, Some("luahost:right")),
+    );
+    let a = start(&cluster, "a_1");
+    let _b1 = Proc::run_node(&cluster, "b_1");
+    assert!(wait_until(Duration::from_secs(20), || live_list(&a) == "b_1"));
+    assert_eq!(registered(&zk, "B", Some("luahost:right")), vec!["b_1"]);
+    // without the credentials nothing can be listed (creator-only ACLs)
+    assert!(registered(&zk, "B", None).is_empty());
+    // a node with wrong credentials is refused and says so
+    let mut b2 = Proc::run_node_env(&cluster, "b_2", &[("LUAHOST_ZK_AUTH", "luahost:wrong")]);
+    let status = b2
+        .wait_exit(Duration::from_secs(20))
+        .expect("b_2 should stop on its own");
+    assert!(!status.success());
+    let log = b2.log();
+    assert!(
+        log.contains("ZooKeeper refused") && log.contains("credentials"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("luahost:wrong") && !log.contains("luahost:right"),
+        "credentials were logged"
+    );
+    assert_eq!(live_list(&a), "b_1");
+    a.shutdown();
+}
+
+#[test]
+fn friends_demo_runs_on_zookeeper() {
+    let zk = ZkServer::start();
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/friends-zk");
+    let p = Proc::spawn_env(&["up", demo.to_str().unwrap()], &[("LUAHOST_ZK", &zk.addr())]);
+    assert!(
+        p.wait_log("hear that", Duration::from_secs(40)),
+        "no notification on the ZooKeeper demo:\n{}",
+        p.log()
+    );
+    assert!(p
+        .log()
+        .contains("registered in ZooKeeper as /luahost/friends/servers/Hall/hall_1"));
+    assert_eq!(
+        registered_at(&zk, "/luahost/friends/servers/Hall"),
+        vec!["hall_1", "hall_2"]
+    );
+}
+
+fn registered_at(zk: &ZkServer, path: &str) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = zookeeper_client::Client::connector()
+            .with_session_timeout(Duration::from_secs(4))
+            .connect(&zk.addr())
+            .await
+            .unwrap();
+        let mut v = c.list_children(path).await.unwrap_or_default();
+        v.sort();
+        v
+    })
+}
