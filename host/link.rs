@@ -104,6 +104,18 @@ impl Link {
         }
     }
 
+    /// Writes what the socket takes now, if connected (errors surface in the
+    /// writer loop).
+    pub(crate) fn flush_now(&self) {
+        if self.out.borrow().is_empty() && self.head.borrow().is_empty() {
+            return;
+        }
+        let wr = self.writer.borrow().clone();
+        if let Some(wr) = wr {
+            let _ = self.try_flush(&wr);
+        }
+    }
+
     /// Writes queued data until the connection fails; returns the cause.
     pub(crate) async fn write_loop(&self, wr: OwnedWriteHalf) -> String {
         let wr = Rc::new(wr);

@@ -84,9 +84,12 @@ pub(crate) async fn read_message(
 /// a long burst, so that the first replies are on the wire while the rest of
 /// the burst is still being handled: both ends then work at once instead of
 /// in turns.
-async fn pipeline(burst: &mut u32, unread: &BytesMut) {
+async fn pipeline(burst: &mut u32, unread: &BytesMut, link: &Link) {
     if unread.is_empty() {
+        // End of the burst: write what it produced now, before going back
+        // to the socket for more (saves a wake-up on the request/reply path).
         *burst = 0;
+        link.flush_now();
         return;
     }
     *burst += 1;
@@ -213,7 +216,7 @@ async fn inbound_task(core: Rc<Core>, conn: u64, stream: TcpStream, addr: Socket
                 Ok(m) => m,
                 Err(e) => return e,
             };
-            pipeline(&mut burst, &buf).await;
+            pipeline(&mut burst, &buf, &link).await;
             match proto::parse(&msg.data) {
                 Ok(env @ (Envelope::Call { .. } | Envelope::Send { .. })) => {
                     core.on_request(conn, &from, &msg, env, Some(&link))
@@ -347,7 +350,7 @@ pub(crate) async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
                             Ok(m) => m,
                             Err(e) => return e,
                         };
-                        pipeline(&mut burst, &buf).await;
+                        pipeline(&mut burst, &buf, &peer.link).await;
                         match proto::parse(&msg.data) {
                             Ok(Envelope::Reply { ok, nvals, vals }) => {
                                 core.on_reply(&peer, msg.session, ok, nvals, vals)
