@@ -169,9 +169,8 @@ pub fn run_once(spec: &BenchSpec) -> Result<BenchResult, String> {
     result
 }
 
-fn run_local(spec: &BenchSpec, cluster: &Path) -> Result<BenchResult, String> {
-    let cfg = Arc::new(ClusterConfig::load(cluster).map_err(|e| e.to_string())?);
-    let c = LocalCluster::start_with(cfg, &[]).map_err(|e| e.to_string())?;
+/// The caller node of an in-process bench cluster, once it sees the echo node.
+fn caller_ready(c: &LocalCluster) -> Result<&crate::node::NodeHandle, String> {
     let caller = c.node("caller_1").ok_or("no caller node")?;
     let ready = (0..500).any(|_| {
         std::thread::sleep(Duration::from_millis(10));
@@ -180,9 +179,17 @@ fn run_local(spec: &BenchSpec, cluster: &Path) -> Result<BenchResult, String> {
             .as_deref()
             == Ok("1")
     });
-    if !ready {
-        return Err("the echo node never came online".into());
+    if ready {
+        Ok(caller)
+    } else {
+        Err("the echo node never came online".into())
     }
+}
+
+fn run_local(spec: &BenchSpec, cluster: &Path) -> Result<BenchResult, String> {
+    let cfg = Arc::new(ClusterConfig::load(cluster).map_err(|e| e.to_string())?);
+    let c = LocalCluster::start_with(cfg, &[]).map_err(|e| e.to_string())?;
+    let caller = caller_ready(&c)?;
     let me = std::process::id();
     let cpu0 = cpu_secs(me);
     let t0 = Instant::now();
@@ -229,17 +236,7 @@ fn run_reload(dir: &Path) -> Result<BenchResult, String> {
     let cfg = Arc::new(ClusterConfig::load(&cluster).map_err(|e| e.to_string())?);
     let c = LocalCluster::start_opts(cfg, &[], crate::node::NodeOptions { watch_scripts: true })
         .map_err(|e| e.to_string())?;
-    let caller = c.node("caller_1").ok_or("no caller node")?;
-    let ready = (0..500).any(|_| {
-        std::thread::sleep(Duration::from_millis(10));
-        caller
-            .eval("return #router.list(ServerType.Echo)", Duration::from_secs(5))
-            .as_deref()
-            == Ok("1")
-    });
-    if !ready {
-        return Err("the echo node never came online".into());
-    }
+    let caller = caller_ready(&c)?;
     let file = scripts.join("echo/bench_echo.lua");
     let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
     let probe =

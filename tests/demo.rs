@@ -51,15 +51,25 @@ fn friends_demo_notifies_friends_on_their_halls_and_stops_cleanly() {
 
 #[test]
 fn bench_command_prints_result_lines_and_checks_every_send() {
-    for args in [&["bench", "send", "--secs", "0.5"][..], &["bench", "call", "--conc", "4", "--secs", "0.5"][..]] {
+    for args in [
+        &["bench", "send", "--secs", "0.5"][..],
+        &["bench", "call", "--conc", "4", "--secs", "0.5"][..],
+    ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_luahost"))
             .args(args)
             .env("LUAHOST_LOG", "warn")
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        let line = stdout.lines().find(|l| l.starts_with("RESULT ")).expect("a RESULT line");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("RESULT "))
+            .expect("a RESULT line");
         let rate: f64 = line
             .split_whitespace()
             .find_map(|kv| kv.strip_prefix("rate="))

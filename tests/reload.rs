@@ -14,11 +14,6 @@ fn start_watching(cluster: &Path, name: &str) -> NodeHandle {
     luahost::start_with(cfg, name, NodeOptions { watch_scripts: true }).unwrap_or_else(|e| panic!("start {name}: {e}"))
 }
 
-fn eval(n: &NodeHandle, code: &str) -> String {
-    n.eval(code, EVAL)
-        .unwrap_or_else(|e| panic!("eval on {} failed: {e}\ncode: {code}", n.name()))
-}
-
 /// Writes a file the way many editors save: to a temp file, then rename.
 fn save(path: &Path, text: &str) {
     let tmp = path.with_extension("lua.swp");

@@ -3,21 +3,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use luahost::{ClusterConfig, NodeHandle};
-
-fn start(cluster: &std::path::Path, name: &str) -> NodeHandle {
-    let cfg = Arc::new(ClusterConfig::load(cluster).unwrap());
-    luahost::start(cfg, name).unwrap_or_else(|e| panic!("start {name}: {e}"))
-}
-
-fn eval(n: &NodeHandle, code: &str) -> String {
-    n.eval(code, EVAL)
-        .unwrap_or_else(|e| panic!("eval on {} failed: {e}\ncode: {code}", n.name()))
-}
+use luahost::NodeHandle;
 
 fn eval_err(n: &NodeHandle, code: &str) -> String {
     match n.eval(code, EVAL) {

@@ -5,22 +5,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::*;
 use luahost::{proto, wire, ClusterConfig, NodeHandle};
-
-fn start(cluster: &std::path::Path, name: &str) -> NodeHandle {
-    let cfg = Arc::new(ClusterConfig::load(cluster).unwrap());
-    luahost::start(cfg, name).unwrap_or_else(|e| panic!("start {name}: {e}"))
-}
-
-fn eval(n: &NodeHandle, code: &str) -> String {
-    n.eval(code, EVAL)
-        .unwrap_or_else(|e| panic!("eval on {} failed: {e}\ncode: {code}", n.name()))
-}
 
 fn live(n: &NodeHandle, name: &str) -> bool {
     n.eval(&format!("return router.isLive(sidOf('{name}'))"), EVAL)

@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::zk::ZkServer;
 use common::*;
-use luahost::{ClusterConfig, NodeHandle};
+use luahost::NodeHandle;
 
 fn zk_extra(zk: &ZkServer, session: u32, auth: Option<&str>) -> String {
     let auth = auth.map(|a| format!(", auth = {a:?}")).unwrap_or_default();
@@ -17,16 +16,6 @@ fn zk_extra(zk: &ZkServer, session: u32, auth: Option<&str>) -> String {
         "zookeeper = {{ hosts = {:?}, root = \"/luahost/test\", session_timeout = {session}{auth} }},",
         zk.addr()
     )
-}
-
-fn start(cluster: &std::path::Path, name: &str) -> NodeHandle {
-    let cfg = Arc::new(ClusterConfig::load(cluster).unwrap());
-    luahost::start(cfg, name).unwrap_or_else(|e| panic!("start {name}: {e}"))
-}
-
-fn eval(n: &NodeHandle, code: &str) -> String {
-    n.eval(code, EVAL)
-        .unwrap_or_else(|e| panic!("eval on {} failed: {e}\ncode: {code}", n.name()))
 }
 
 fn live_list(n: &NodeHandle) -> String {

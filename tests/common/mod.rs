@@ -80,6 +80,18 @@ pub fn write_cluster_with(dir: &Path, scripts: &Path, nodes: &[(&str, &str, u32)
     path
 }
 
+/// Starts node `name` of the cluster file in this process.
+pub fn start(cluster: &Path, name: &str) -> luahost::NodeHandle {
+    let cfg = std::sync::Arc::new(luahost::ClusterConfig::load(cluster).unwrap());
+    luahost::start(cfg, name).unwrap_or_else(|e| panic!("start {name}: {e}"))
+}
+
+/// Runs Lua in a node; panics with the code and the error if it fails.
+pub fn eval(n: &luahost::NodeHandle, code: &str) -> String {
+    n.eval(code, EVAL)
+        .unwrap_or_else(|e| panic!("eval on {} failed: {e}\ncode: {code}", n.name()))
+}
+
 /// Polls `f` until it returns true or `limit` passes.
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
