@@ -51,6 +51,9 @@ pub struct BenchSpec {
     pub payload: usize,
     /// Measured seconds (after 0.5 s of warm-up).
     pub secs: f64,
+    /// Pin both nodes to this CPU (a deployment choice that avoids
+    /// cross-core wake-ups; reported in the RESULT line).
+    pub pin: Option<usize>,
 }
 
 /// The figures of one run.
@@ -70,8 +73,9 @@ impl BenchResult {
     /// The RESULT line of the benchmark issue.
     pub fn line(&self, spec: &BenchSpec) -> String {
         format!(
-            "RESULT workload={} conc={} payload={} rate={:.0} p50_us={} p99_us={} cpu_pct={:.0}",
+            "RESULT workload={}{} conc={} payload={} rate={:.0} p50_us={} p99_us={} cpu_pct={:.0}",
             spec.workload.name(),
+            spec.pin.map(|c| format!(" pin={c}")).unwrap_or_default(),
             spec.conc,
             spec.payload,
             self.rate,
@@ -105,6 +109,19 @@ fn write_cluster_from(dir: &Path, scripts: &Path) -> Result<PathBuf, String> {
     let path = dir.join("cluster.lua");
     std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(path)
+}
+
+/// Pins this process (and the node processes it starts, which inherit it) to one CPU.
+fn pin_to(cpu: usize) -> Result<(), String> {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(format!("cannot pin to CPU {cpu}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }
 
 /// CPU seconds used so far by process `pid` (user + system).
@@ -352,6 +369,9 @@ fn run_processes(spec: &BenchSpec, cluster: &Path) -> Result<BenchResult, String
 ///
 /// The first failed run's message.
 pub fn run(spec: &BenchSpec, runs: u32) -> Result<Vec<BenchResult>, String> {
+    if let Some(cpu) = spec.pin {
+        pin_to(cpu)?;
+    }
     let mut results = Vec::new();
     for _ in 0..runs.max(1) {
         let r = run_once(spec)?;

@@ -88,6 +88,9 @@ enum Cmd {
         /// Runs; with more than one a MEDIAN line follows.
         #[arg(long, default_value_t = 1)]
         runs: u32,
+        /// Pin both nodes to this CPU (avoids cross-core wake-ups).
+        #[arg(long)]
+        pin: Option<usize>,
     },
 }
 
@@ -221,6 +224,7 @@ fn main() -> ExitCode {
             payload,
             secs,
             runs,
+            pin,
         } => {
             use luahost::bench::{BenchSpec, Workload};
             let workload = match workload.as_str() {
@@ -234,6 +238,7 @@ fn main() -> ExitCode {
                 conc: conc.max(1),
                 payload,
                 secs,
+                pin,
             };
             match luahost::bench::run(&spec, runs) {
                 Ok(_) => ExitCode::SUCCESS,
