@@ -31,6 +31,7 @@ const ARGS: &[&str] = &[
 ];
 
 /// One value per entry of TYPE_NAMES, in order.
+#[rustfmt::skip]
 const VALUES: &[&str] = &[
     "return -128", "return -32768", "return 2147483647", "return -(2^47 // 1)", "return math.maxinteger",
     "return 255", "return 65535", "return 4294967295", "return math.maxinteger",
@@ -139,6 +140,10 @@ fn main() {
     write(&fdir, "all_whole", &[&[0u8][..], &frames[..]].concat());
     write(&fdir, "all_bytewise", &[&[1u8, 0][..], &frames[..]].concat());
     write(&fdir, "all_mixed", &[&[3u8, 0, 6, 2][..], &frames[..]].concat());
+    // Small limits (bits 4-7 of byte 0): 64 then 5, 1024 then 64, 5 then 1 MiB.
+    write(&fdir, "limits_64_5", &[&[0xe0u8][..], &frames[..]].concat());
+    write(&fdir, "limits_1024_64", &[&[0x91u8, 9][..], &frames[..]].concat());
+    write(&fdir, "limits_5_1m", &[&[0x30u8][..], &frames[..]].concat());
     // Each message alone.
     let mut one = BytesMut::new();
     for (n, data) in msgs.iter().enumerate() {

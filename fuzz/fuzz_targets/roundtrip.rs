@@ -274,7 +274,10 @@ fn one(ctx: &Ctx, u: &mut Unstructured) -> Result<()> {
         Ok(Envelope::Send { eid, mid, nargs, args }) => (eid, mid, nargs, args, false),
         other => panic!("request: {other:?}"),
     };
-    assert_eq!((g_eid, g_mid, g_nargs, g_call), (eid, mid, 1 + pad.is_some() as usize, call));
+    assert_eq!(
+        (g_eid, g_mid, g_nargs, g_call),
+        (eid, mid, 1 + pad.is_some() as usize, call)
+    );
     let got = schema::decode(&ctx.lua, ty, &mut args).unwrap_or_else(|e| panic!("own {ty} value refused: {e}"));
     if let Some(n) = pad {
         let p = args.read_bytes().expect("padding");

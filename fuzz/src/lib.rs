@@ -47,6 +47,7 @@ return methods, structs
 "#;
 
 /// Type expressions, one of every kind and the interesting combinations.
+#[rustfmt::skip]
 pub const TYPE_NAMES: &[&str] = &[
     "int8", "int16", "int32", "int48", "int64",
     "uint8", "uint16", "uint32", "uint64",
