@@ -304,6 +304,7 @@ fn run_processes(spec: &BenchSpec, cluster: &Path) -> Result<BenchResult, String
         }
         cmd.spawn().map_err(|e| format!("cannot start {}: {e}", exe.display()))
     };
+    // killed when this function returns, whatever the outcome
     let echo = Kill(spawn("echo_1", None)?);
     let workload = if spec.workload == Workload::Send {
         "send"
@@ -347,7 +348,6 @@ fn run_processes(spec: &BenchSpec, cluster: &Path) -> Result<BenchResult, String
                 return Err("measurement markers missing".into());
             };
             let wall = e.0.duration_since(s.0).as_secs_f64().max(1e-3);
-            let _ = &echo;
             return Ok(BenchResult {
                 rate,
                 p50_us,

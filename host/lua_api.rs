@@ -71,9 +71,8 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)));
     func!("hash32", |_c, _l, s: mlua::LuaString| Ok(ring::fnv1a32(&s.as_bytes())));
-    func!("log", |c, _l, (level, msg): (i64, mlua::LuaString)| {
+    func!("log", |_c, _l, (level, msg): (i64, mlua::LuaString)| {
         let msg = msg.to_string_lossy();
-        let _ = &c;
         match level {
             i64::MIN..=1 => debug!("{msg}"),
             2 => info!("{msg}"),
