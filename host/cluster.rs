@@ -83,6 +83,13 @@ impl LocalCluster {
         })
     }
 
+    /// The first node that stopped on its own, and why.
+    pub fn failure(&self) -> Option<(String, String)> {
+        self.nodes
+            .iter()
+            .find_map(|n| n.failure().map(|f| (n.name().to_string(), f)))
+    }
+
     /// Names of the running nodes.
     pub fn names(&self) -> Vec<&str> {
         self.nodes.iter().map(|n| n.name()).collect()
@@ -108,12 +115,19 @@ impl LocalCluster {
                 return;
             }
         };
-        let (keep, gone): (Vec<NodeHandle>, Vec<NodeHandle>) = std::mem::take(&mut self.nodes)
-            .into_iter()
-            .partition(|n| config.nodes.contains_key(n.name()));
+        let old = self.config.clone();
+        let (keep, gone): (Vec<NodeHandle>, Vec<NodeHandle>) =
+            std::mem::take(&mut self.nodes).into_iter().partition(|n| {
+                let name = n.name();
+                config.nodes.contains_key(name) && config.nodes.get(name) == old.nodes.get(name)
+            });
         self.nodes = keep;
         for n in gone {
-            tracing::info!("{} left the cluster file: stopping it", n.name());
+            if config.nodes.contains_key(n.name()) {
+                tracing::info!("{}'s entry changed in the cluster file: restarting it", n.name());
+            } else {
+                tracing::info!("{} left the cluster file: stopping it", n.name());
+            }
             n.shutdown();
         }
         let running: Vec<String> = self.nodes.iter().map(|n| n.name().to_string()).collect();

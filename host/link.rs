@@ -35,6 +35,9 @@ pub(crate) struct Link {
     writer: RefCell<Option<Rc<OwnedWriteHalf>>>,
     /// When bytes last arrived on this connection.
     pub(crate) last_recv: Cell<Instant>,
+    /// Set when the node's schema changed after this connection verified:
+    /// nothing more is written on it (queued messages wait for the next one).
+    pub(crate) stale: Cell<bool>,
 }
 
 impl Default for Link {
@@ -45,6 +48,7 @@ impl Default for Link {
             wake: Notify::new(),
             writer: RefCell::new(None),
             last_recv: Cell::new(Instant::now()),
+            stale: Cell::new(false),
         }
     }
 }
@@ -73,6 +77,9 @@ impl Link {
     /// Writes as much as the socket takes now, without waiting.
     /// Returns true when everything queued was written.
     fn try_flush(&self, wr: &OwnedWriteHalf) -> std::io::Result<bool> {
+        if self.stale.get() {
+            return Ok(true);
+        }
         let mut head = self.head.borrow_mut();
         loop {
             if head.is_empty() {
@@ -118,6 +125,7 @@ impl Link {
 
     /// Writes queued data until the connection fails; returns the cause.
     pub(crate) async fn write_loop(&self, wr: OwnedWriteHalf) -> String {
+        self.stale.set(false);
         let wr = Rc::new(wr);
         *self.writer.borrow_mut() = Some(wr.clone());
         let _detach = Detach(self);

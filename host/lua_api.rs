@@ -180,7 +180,7 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
         c.cancel_timer(id);
         Ok(())
     });
-    func!("reload_cluster", |c, _l, (): ()| match c.reload_cluster() {
+    func!("reload_cluster", |c, _l, (): ()| match c.reload_cluster_later() {
         Ok(summary) => Ok((Some(summary), None)),
         Err(e) => Ok((None, Some(e))),
     });

@@ -130,10 +130,11 @@ fn wait_for_signal_or<T>(on_hup: &dyn Fn(), events: Events<'_, T>, done: &dyn Fn
         };
         let mut on_event = on_event;
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
         loop {
             tokio::select! {
                 _ = tick.tick() => if done() { break },
-                _ = tokio::signal::ctrl_c() => break,
+                _ = int.recv() => break,
                 _ = term.recv() => break,
                 _ = hup.recv() => on_hup(),
                 ev = async { match rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
@@ -198,7 +199,7 @@ fn main() -> ExitCode {
             let opts = luahost::NodeOptions {
                 watch_scripts: !no_watch,
             };
-            let mut c = match LocalCluster::start_opts(cfg, &nodes, opts) {
+            let c = match LocalCluster::start_opts(cfg, &nodes, opts) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -212,11 +213,21 @@ fn main() -> ExitCode {
             );
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let _watcher = watch_file(&c.config.file, tx);
-            let failed = std::cell::Cell::new(false);
-            wait_for_signal_or(&|| {}, Some((rx, &mut |_: ()| c.follow())), &|| failed.get());
+            let c = std::cell::RefCell::new(c);
+            wait_for_signal_or(&|| {}, Some((rx, &mut |_: ()| c.borrow_mut().follow())), &|| {
+                c.borrow().failure().is_some()
+            });
+            let c = c.into_inner();
+            let failure = c.failure();
             tracing::info!("stopping");
             c.shutdown();
-            ExitCode::SUCCESS
+            match failure {
+                Some((node, why)) => {
+                    tracing::error!("node {node} stopped: {why}");
+                    ExitCode::FAILURE
+                }
+                None => ExitCode::SUCCESS,
+            }
         }
         Cmd::Bench {
             workload,

@@ -319,6 +319,8 @@ pub(crate) struct Peer {
     task: RefCell<Option<tokio::task::JoinHandle<()>>>,
     /// Since when discovery no longer lists this peer while it is still connected.
     missing_since: Cell<Option<Instant>>,
+    /// Why the last connection attempt failed, while backing off.
+    pub(crate) down_cause: RefCell<Option<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -354,6 +356,11 @@ pub(crate) struct Core {
     script_watcher: RefCell<Option<notify::RecommendedWatcher>>,
     stop: Arc<Notify>,
     failure: Arc<std::sync::Mutex<Option<String>>>,
+    /// Bumped when the RPC digest changes after registration: connections
+    /// verified under an older schema close and verify again.
+    pub(crate) schema_gen: Cell<u64>,
+    /// Lua timers scheduled and not yet fired.
+    lua_timers: RefCell<HashSet<u64>>,
 }
 
 /// Connection id Lua uses for calls from this node to itself.
@@ -417,6 +424,8 @@ impl Core {
             script_watcher: RefCell::new(None),
             stop,
             failure,
+            schema_gen: Cell::new(0),
+            lua_timers: RefCell::new(HashSet::new()),
         });
         // With ZooKeeper the peers are discovered; the file only describes this node.
         for spec in cluster.nodes.values() {
@@ -519,6 +528,7 @@ impl Core {
             is_self,
             task: RefCell::new(None),
             missing_since: Cell::new(None),
+            down_cause: RefCell::new(None),
         });
         self.peers.borrow_mut().insert(peer.spec.sid, peer.clone());
         peer
@@ -581,8 +591,19 @@ impl Core {
         *self.schema.borrow_mut() = Some(Rc::new(schema));
         if self.registered.get() && old != new {
             warn!(
-                "RPC digest changed from {old:08x} to {new:08x}: peers still on the old schema will refuse new connections"
+                "RPC digest changed from {old:08x} to {new:08x}: every connection verifies again; peers still on the old schema are refused"
             );
+            self.schema_gen.set(self.schema_gen.get() + 1);
+            for p in self.peers.borrow().values() {
+                if !p.is_self {
+                    // nothing more goes out under the old ids
+                    p.link.stale.set(true);
+                }
+                p.link.wake.notify_one();
+            }
+            for l in self.inbound.borrow().values() {
+                l.wake.notify_one();
+            }
         }
     }
 
@@ -667,13 +688,14 @@ impl Core {
     /// Starts a Lua timer; its id comes back through the dispatcher.
     pub(crate) fn add_timer(&self, after: Duration) -> u64 {
         let id = self.next_timer_id();
+        self.lua_timers.borrow_mut().insert(id);
         self.push_timer(Instant::now() + after.min(MAX_DELAY), TimerKind::Lua(id));
         id
     }
 
     /// Stops a Lua timer before it fires.
     pub(crate) fn cancel_timer(&self, id: u64) {
-        if id >= FIRST_TIMER_ID && id < self.next_timer.get() {
+        if self.lua_timers.borrow_mut().remove(&id) {
             self.cancelled.borrow_mut().insert(id);
         }
     }
@@ -702,6 +724,13 @@ impl Core {
         let Some(peer) = self.peer(sid) else {
             return Err(format!("no such node: {sid} ({})", method.name));
         };
+        if call && peer.state.get() == PeerState::Disconnected {
+            // backing off after a failed attempt: fail at once with its cause
+            // (sends wait in the queue and are reported if the next attempt fails)
+            if let Some(cause) = peer.down_cause.borrow().as_ref() {
+                return Err(format!("node down: {}: {cause} ({})", peer.spec.name, method.name));
+            }
+        }
         let (max_message, max_queue) = {
             let c = self.cluster.borrow();
             (c.max_message, c.max_queue)
@@ -945,6 +974,11 @@ impl Core {
                 lost.partial_bytes, peer.spec.name
             );
         }
+        self.fail_pending(peer, cause);
+    }
+
+    /// Fails every call waiting on `peer` with "node down".
+    pub(crate) fn fail_pending(&self, peer: &Peer, cause: &str) {
         let pending: Vec<(u32, Pending)> = peer.pending.borrow_mut().drain().collect();
         for (id, p) in pending {
             self.fail_call(
@@ -990,6 +1024,7 @@ impl Core {
     fn fire_timer(self: &Rc<Self>, kind: TimerKind) {
         match kind {
             TimerKind::Lua(id) => {
+                self.lua_timers.borrow_mut().remove(&id);
                 if self.cancelled.borrow_mut().remove(&id) {
                     return;
                 }
@@ -1172,6 +1207,27 @@ impl Core {
         self.call_lua(mv);
     }
 
+    /// Re-reads the cluster file now and applies it from a task (so a Lua
+    /// caller is not re-entered by the Online/Offline events it causes).
+    /// A file that fails to parse leaves the cluster as it was.
+    pub(crate) fn reload_cluster_later(self: &Rc<Self>) -> Result<String, String> {
+        let file = self.cluster.borrow().file.clone();
+        match ClusterConfig::load(&file) {
+            Ok(new) => {
+                let core = self.clone();
+                tokio::task::spawn_local(async move {
+                    core.apply_cluster(new);
+                });
+                Ok(format!("{} loaded; applying it", file.display()))
+            }
+            Err(e) => {
+                let msg = format!("{e}; the previous cluster stays in force");
+                error!("{msg}");
+                Err(msg)
+            }
+        }
+    }
+
     /// Re-reads the cluster file and applies it. A file that fails to parse
     /// leaves the cluster as it was.
     pub(crate) fn reload_cluster(self: &Rc<Self>) -> Result<String, String> {
@@ -1186,7 +1242,12 @@ impl Core {
         }
     }
 
-    fn apply_cluster(self: &Rc<Self>, new: ClusterConfig) -> String {
+    fn apply_cluster(self: &Rc<Self>, mut new: ClusterConfig) -> String {
+        let old_zk = self.cluster.borrow().zookeeper.clone();
+        if new.zookeeper.is_some() != old_zk.is_some() {
+            warn!("the cluster file switches discovery (static / ZooKeeper): that takes effect on restart");
+            new.zookeeper = old_zk;
+        }
         match new.nodes.get(&self.me.name) {
             None if !self.zk_mode() => {
                 warn!("this node is no longer in the cluster file; it keeps running until stopped")

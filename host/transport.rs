@@ -45,6 +45,8 @@ pub enum Cause {
     Silent(Duration),
     /// Refused or failed during connect/verify.
     Refused(String),
+    /// This node's schema changed: the connection must verify again.
+    Reverify,
 }
 
 impl fmt::Display for Cause {
@@ -55,6 +57,7 @@ impl fmt::Display for Cause {
             Cause::Protocol(e) => write!(f, "protocol error: {e}"),
             Cause::Silent(d) => write!(f, "no traffic for {:.1} s (liveness bound)", d.as_secs_f64()),
             Cause::Refused(e) => f.write_str(e),
+            Cause::Reverify => f.write_str("this node's RPC schema changed; verifying again"),
         }
     }
 }
@@ -98,6 +101,36 @@ async fn pipeline(burst: &mut u32, unread: &BytesMut, link: &Link) {
         tokio::task::yield_now().await;
     }
 }
+
+/// Ends the connection once this node's schema changed after it verified
+/// (checked whenever the connection is woken, and at least every 50 ms).
+async fn schema_changed(core: &Core, gen: u64, link: &Link, accepted: bool) -> Cause {
+    loop {
+        if core.schema_gen.get() != gen {
+            return reverify(link, accepted).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Closes a connection so that it verifies again under the new schema. On
+/// the accepting side the peer is told first (a verify-failed with reason
+/// "reverify"), so it reconnects at once instead of reporting this node down.
+async fn reverify(link: &Link, accepted: bool) -> Cause {
+    if accepted {
+        link.stale.set(false);
+        link.out.borrow_mut().clear();
+        link.push(|o| proto::put_verify_failed(o, REVERIFY));
+        let t = Instant::now();
+        while link.queued() > 0 && t.elapsed() < Duration::from_millis(200) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    Cause::Reverify
+}
+
+/// Reason of the verify-failed that asks a connected peer to verify again.
+const REVERIFY: &str = "reverify: the RPC schema changed";
 
 /// Ends with [`Cause::Silent`] once nothing has arrived for `bound`; when
 /// `ping` is set, sends a ping whenever the connection has been quiet for a
@@ -205,6 +238,7 @@ async fn inbound_task(core: Rc<Core>, conn: u64, stream: TcpStream, addr: Socket
         }
     };
     drop(verifying);
+    let gen = core.schema_gen.get();
     dec.set_max_message(cfg.max_message);
     link.push(|o| proto::put_verify_ok(o, &core.me.name, core.me.sid));
     core.inbound.borrow_mut().insert(conn, link.clone());
@@ -217,6 +251,10 @@ async fn inbound_task(core: Rc<Core>, conn: u64, stream: TcpStream, addr: Socket
                 Err(e) => return e,
             };
             pipeline(&mut burst, &buf, &link).await;
+            if core.schema_gen.get() != gen {
+                warn!("closing the connection from {from}: this node's RPC schema changed (it must verify again); a message from it was not handled");
+                return reverify(&link, true).await;
+            }
             match proto::parse(&msg.data) {
                 Ok(env @ (Envelope::Call { .. } | Envelope::Send { .. })) => {
                     core.on_request(conn, &from, &msg, env, Some(&link))
@@ -232,6 +270,7 @@ async fn inbound_task(core: Rc<Core>, conn: u64, stream: TcpStream, addr: Socket
         c = reader => c,
         c = link.write_loop(wr) => Cause::Io(c),
         c = liveness(&link, cfg.liveness, false) => c,
+        c = schema_changed(&core, gen, &link, true) => c,
     };
     core.inbound.borrow_mut().remove(&conn);
     match &cause {
@@ -333,6 +372,7 @@ pub(crate) async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
         peer.state.set(PeerState::Connecting);
         match connect(&core, &peer).await {
             Ok((mut rd, wr, mut dec, mut buf)) => {
+                peer.down_cause.borrow_mut().take();
                 peer.state.set(PeerState::Connected);
                 backoff = BACKOFF_MIN;
                 if !last_error.is_empty() {
@@ -341,6 +381,7 @@ pub(crate) async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
                 }
                 peer.link.last_recv.set(Instant::now());
                 peer.link.wake.notify_one();
+                let gen = core.schema_gen.get();
                 core.set_online(&peer, true);
                 let liveness_bound = core.cluster.borrow().liveness;
                 let reader = async {
@@ -357,6 +398,9 @@ pub(crate) async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
                             }
                             Ok(Envelope::Ping) => peer.link.push(|o| proto::put_ping(o, true)),
                             Ok(Envelope::Pong) => {}
+                            Ok(Envelope::VerifyFailed { reason }) if reason.starts_with(b"reverify") => {
+                                return Cause::Reverify
+                            }
                             Ok(_) => {
                                 return Cause::Protocol("unexpected message kind on an outgoing connection".into())
                             }
@@ -368,8 +412,17 @@ pub(crate) async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
                     c = reader => c,
                     c = peer.link.write_loop(wr) => Cause::Io(c),
                     c = liveness(&peer.link, liveness_bound, true) => c,
+                    c = schema_changed(&core, gen, &peer.link, false) => c,
                 };
                 peer.state.set(PeerState::Disconnected);
+                if cause == Cause::Reverify {
+                    // not down: calls made meanwhile wait in the queue for the new connection
+                    info!("reconnecting to {}: {cause}", peer.spec.name);
+                    core.set_online(&peer, false);
+                    core.fail_pending(&peer, &cause.to_string());
+                    continue;
+                }
+                *peer.down_cause.borrow_mut() = Some(cause.to_string());
                 warn!("lost connection to {}: {cause}", peer.spec.name);
                 core.set_online(&peer, false);
                 core.fail_peer(&peer, &cause.to_string());
@@ -377,6 +430,7 @@ pub(crate) async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
             Err(cause) => {
                 peer.state.set(PeerState::Disconnected);
                 let text = cause.to_string();
+                *peer.down_cause.borrow_mut() = Some(text.clone());
                 if text != last_error {
                     if text.starts_with("refused:") {
                         warn!("{} at {} {text}", peer.spec.name, peer.spec.addr);
@@ -390,9 +444,15 @@ pub(crate) async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
         }
         let jitter = Duration::from_millis(crate::ring::mix64(core.next_conn.get() ^ peer.spec.sid as u64) % 50);
         core.next_conn.set(core.next_conn.get() + 1);
-        tokio::select! {
-            _ = tokio::time::sleep(backoff + jitter) => {}
-            _ = peer.kick.notified() => {}
+        if backoff <= BACKOFF_MIN {
+            // first retry: a message to this peer starts it at once
+            tokio::select! {
+                _ = tokio::time::sleep(backoff + jitter) => {}
+                _ = peer.kick.notified() => {}
+            }
+        } else {
+            // later retries keep their pace, however much is sent meanwhile
+            tokio::time::sleep(backoff + jitter).await;
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }

@@ -32,7 +32,11 @@ local function createGlobalEntity(classname, eid)
     for tname in pairs(rpcdef.ServerType) do
         local sname = string.lower(tname)
         local ghosts = string.format("__%sghost", sname)
-        local iface = rpcdef["rpc" .. tname][classname] or {}
+        -- the interface table lives in rpcdef (refilled in place by a schema
+        -- reload), so methods added later reach existing ghosts
+        local group = rpcdef["rpc" .. tname]
+        group[classname] = group[classname] or {}
+        local iface = group[classname]
         e[ghosts] = {}
         if cls[sname] ~= nil then
             WARN("%s defines '%s', so %s:%s(sid) is not a ghost mailbox; use base.ghost(e, %q, sid)",
@@ -72,7 +76,9 @@ function M.ghost(e, tname, sid)
         for k, v in pairs(rpcdef.GlobalEntity) do
             if v == e.eid then classname = k end
         end
-        m = rpcstub.mailbox(rpcdef["rpc" .. tname][classname] or {}, sid, e.eid)
+        local group = rpcdef["rpc" .. tname]
+        group[classname] = group[classname] or {}
+        m = rpcstub.mailbox(group[classname], sid, e.eid)
         cache[sid] = m
     end
     return m

@@ -88,6 +88,32 @@ local function translate(v, ctx)
     return v
 end
 
+-- Replaces shadows by their live tables inside a table the chunk created
+-- (keys, values, nested tables, metatables).
+local function fix_new_table(t, ctx, seen)
+    if seen[t] then return end
+    seen[t] = true
+    local fixed = {}
+    for k, v in next, t do
+        local tk, tv = translate(k, ctx), translate(v, ctx)
+        if type(tv) == "table" and not ctx.orig[v] and not ctx.newmods[v] then
+            fix_new_table(tv, ctx, seen)
+        end
+        fixed[tk] = tv
+    end
+    for k in next, fixed do rawset(t, k, nil) end
+    for k in next, t do rawset(t, k, nil) end
+    for k, v in next, fixed do rawset(t, k, v) end
+    local mt = getmetatable(t)
+    if type(mt) == "table" then
+        if ctx.orig[mt] then
+            setmetatable(t, ctx.orig[mt])
+        else
+            fix_new_table(mt, ctx, seen)
+        end
+    end
+end
+
 local function merge(src, dst, ctx, seen)
     if seen[src] then return end
     seen[src] = true
@@ -110,11 +136,8 @@ local function merge(src, dst, ctx, seen)
             if type(old) == "table" then
                 merge(v, old, ctx, seen)
             elseif old == nil then
-                -- a new table: fix references to shadows inside it
-                local fixed = {}
-                for kk, vv in next, v do fixed[translate(kk, ctx)] = translate(vv, ctx) end
-                for kk in next, fixed do v[kk] = nil end
-                for kk, vv in next, fixed do rawset(v, kk, vv) end
+                -- a new table: fix references to shadows anywhere inside it
+                fix_new_table(v, ctx, {})
                 rawset(dst, tk, v)
             end
         elseif old == nil then
@@ -123,11 +146,18 @@ local function merge(src, dst, ctx, seen)
     end
 end
 
+-- True for Lua functions defined in one of the files being reloaded: only
+-- those are walked (never library code, other modules or C closures).
+local function ours(f, ctx)
+    local info = debug.getinfo(f, "S")
+    return info.what == "Lua" and ctx.sources[info.source] == true
+end
+
 -- name -> {f, index} of data upvalues of the old code
 local function collect_old_upvalues(ctx)
     local map, seen = {}, {}
     local function walk(f)
-        if seen[f] then return end
+        if seen[f] or not ours(f, ctx) then return end
         seen[f] = true
         local i = 1
         while true do
@@ -149,7 +179,7 @@ local function fix_new_functions(ctx, roots, sandbox)
     local olds = collect_old_upvalues(ctx)
     local seen = {}
     local function walk(f)
-        if seen[f] then return end
+        if seen[f] or not ours(f, ctx) then return end
         seen[f] = true
         local i = 1
         while true do
@@ -171,6 +201,7 @@ local function fix_new_functions(ctx, roots, sandbox)
     local function walk_table(t)
         if tseen[t] then return end
         tseen[t] = true
+        if ctx.shadows[t] then return end -- a live table: not the chunk's
         for _, v in next, t do
             if type(v) == "function" then
                 walk(v)
@@ -188,6 +219,17 @@ end
 
 local function log_error(msg)
     ERROR("hot reload refused, old code stays: %s", msg)
+end
+
+-- After a reload (applied or refused), every shadow becomes a pass-through
+-- to its live table, so anything that kept one (a closure registered while
+-- a chunk ran, a table it built) reads and writes the live state.
+local function retire(ctx)
+    for s, orig in pairs(ctx.orig) do
+        for k in next, s do rawset(s, k, nil) end
+        setmetatable(s, { __index = orig, __newindex = orig })
+        shadow_orig[s] = nil
+    end
 end
 
 --- Reloads the modules whose files are in paths (a list of file paths), or
@@ -221,6 +263,8 @@ function M.reload(paths)
 
     -- 1. compile everything
     local ctx = new_ctx()
+    ctx.sources = {}
+    for _, m in ipairs(todo) do ctx.sources["@" .. m.path] = true end
     local sandbox = shadow(_G, ctx)
     for _, m in ipairs(todo) do
         local f, text = io.open(m.real, "rb")
@@ -233,6 +277,7 @@ function M.reload(paths)
         local chunk, err = load(text, "@" .. m.path, "t", sandbox)
         if not chunk then
             log_error(err)
+            retire(ctx)
             return nil, err
         end
         m.chunk = chunk
@@ -243,6 +288,7 @@ function M.reload(paths)
         local ok, res = xpcall(m.chunk, debug.traceback, m.name, m.path)
         if not ok then
             log_error(res)
+            retire(ctx)
             return nil, res
         end
         if res == nil then res = rawget(package.loaded, m.name) end
@@ -274,9 +320,27 @@ function M.reload(paths)
         end
         schema_def = copy(schema_def, {})
         local rpcdef = require "rpcdef"
+        local old_types = {}
+        for k, v in pairs(rpcdef.ServerType) do old_types[k] = v end
+        for k, v in pairs(schema_def.ServerType or {}) do
+            if old_types[k] ~= v then
+                local err = "entitydef: ServerType changed (" .. k .. "); that needs a restart"
+                log_error(err)
+                retire(ctx)
+                return nil, err
+            end
+            old_types[k] = nil
+        end
+        if next(old_types) then
+            local err = "entitydef: ServerType changed (" .. next(old_types) .. " removed); that needs a restart"
+            log_error(err)
+            retire(ctx)
+            return nil, err
+        end
         local ok, err = pcall(rpcdef.init, schema_def)
         if not ok then
             log_error(err)
+            retire(ctx)
             return nil, err
         end
     end
@@ -315,7 +379,7 @@ function M.reload(paths)
             if not ok then ERROR("%s.__reload failed: %s", m.name, err) end
         end
     end
-    for s in pairs(ctx.orig) do shadow_orig[s] = nil end
+    retire(ctx)
     local summary = string.format("hot reload: %s; %d functions replaced; %.1f ms",
         table.concat(names, ", "), ctx.replaced, (core.now() - t0) * 1000)
     INFO("%s", summary)

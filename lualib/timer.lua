@@ -12,7 +12,10 @@ function M.after(secs, fn, ...)
     local args = table.pack(...)
     local h = {}
     h.id = core.timer(secs)
-    rpcco.on_timer(h.id, function() fn(table.unpack(args, 1, args.n)) end)
+    rpcco.on_timer(h.id, function()
+        h.id = nil
+        fn(table.unpack(args, 1, args.n))
+    end)
     return h
 end
 

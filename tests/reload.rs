@@ -168,6 +168,11 @@ fn schema_edit_keeps_two_nodes_talking() {
         "digests did not change"
     );
     assert_eq!(eval(&a, digest), eval(&b, digest));
+    // connections verified under the old schema were closed and verify again
+    assert!(wait_until(Duration::from_secs(10), || eval(
+        &a,
+        "return router.isLive(sidOf('b_1'))"
+    ) == "true"));
     assert_eq!(eval(&a, "return to(sidOf('b_1')).twice(21)"), "42");
     assert_eq!(eval(&a, "return to(sidOf('b_1')).echo('still', 5)"), "still\t5");
     b.shutdown();
