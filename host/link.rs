@@ -126,6 +126,12 @@ impl Link {
     /// Writes queued data until the connection fails; returns the cause.
     pub(crate) async fn write_loop(&self, wr: OwnedWriteHalf) -> String {
         self.stale.set(false);
+        // A new connection starts at a frame boundary: bytes left half
+        // written on the previous one cannot go out here.
+        let leftover = std::mem::take(&mut *self.head.borrow_mut()).len();
+        if leftover > 0 {
+            tracing::warn!("{leftover} bytes half written on the previous connection were dropped");
+        }
         let wr = Rc::new(wr);
         *self.writer.borrow_mut() = Some(wr.clone());
         let _detach = Detach(self);
@@ -140,6 +146,19 @@ impl Link {
                 Err(e) => return e.to_string(),
             }
         }
+    }
+
+    /// Ids of the calls whose messages are still queued whole (never written).
+    pub(crate) fn queued_calls(&self) -> std::collections::HashSet<u32> {
+        let mut out = self.out.borrow().clone();
+        let mut ids = std::collections::HashSet::new();
+        let mut dec = FrameDecoder::new(usize::MAX);
+        while let Ok(Some(msg)) = dec.decode(&mut out) {
+            if let Ok(Envelope::Call { .. }) = proto::parse(&msg.data) {
+                ids.insert(msg.session);
+            }
+        }
+        ids
     }
 
     /// Empties the queue after the connection is gone and says what was lost.

@@ -977,6 +977,26 @@ impl Core {
         self.fail_pending(peer, cause);
     }
 
+    /// Fails the calls waiting on `peer` that were already written to its
+    /// (now closed) connection; calls still queued whole keep waiting for the
+    /// next connection.
+    pub(crate) fn fail_written_calls(&self, peer: &Peer, cause: &str) {
+        let queued = peer.link.queued_calls();
+        let written: Vec<(u32, Pending)> = {
+            let mut pending = peer.pending.borrow_mut();
+            let ids: Vec<u32> = pending.keys().filter(|id| !queued.contains(id)).copied().collect();
+            ids.into_iter()
+                .filter_map(|id| pending.remove(&id).map(|p| (id, p)))
+                .collect()
+        };
+        for (id, p) in written {
+            self.fail_call(
+                id,
+                format!("node down: {}: {cause} ({})", peer.spec.name, self.method_name(p.mid)),
+            );
+        }
+    }
+
     /// Fails every call waiting on `peer` with "node down".
     pub(crate) fn fail_pending(&self, peer: &Peer, cause: &str) {
         let pending: Vec<(u32, Pending)> = peer.pending.borrow_mut().drain().collect();

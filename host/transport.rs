@@ -419,7 +419,7 @@ pub(crate) async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
                     // not down: calls made meanwhile wait in the queue for the new connection
                     info!("reconnecting to {}: {cause}", peer.spec.name);
                     core.set_online(&peer, false);
-                    core.fail_pending(&peer, &cause.to_string());
+                    core.fail_written_calls(&peer, &cause.to_string());
                     continue;
                 }
                 *peer.down_cause.borrow_mut() = Some(cause.to_string());

@@ -28,6 +28,10 @@ fn handlers_with(_scripts: &Path, body: &str) -> String {
 }
 
 const V1: &str = r#"
+local sleep = rpcco.sleep
+local waiting = {}
+local now = require("luahost.core").now
+function Echo:queued() waiting[#waiting + 1] = now() sleep(0.01) return #waiting end
 local hits = 0
 function Echo:echo(s, n) hits = hits + 1 return s .. ":v1", hits end
 Player = Player or declareObject({})
