@@ -100,11 +100,21 @@ fn write_cluster(dir: &Path) -> Result<PathBuf, String> {
 
 fn write_cluster_from(dir: &Path, scripts: &Path) -> Result<PathBuf, String> {
     let scripts = scripts.to_path_buf();
+    // both held until chosen, so the two nodes never get the same port
+    let held = [
+        TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?,
+        TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?,
+    ];
+    let ports = [
+        held[0].local_addr().map_err(|e| e.to_string())?.port(),
+        held[1].local_addr().map_err(|e| e.to_string())?.port(),
+    ];
+    drop(held);
     let text = format!(
         "return {{\n  secret = \"bench\",\n  call_timeout = 30,\n  scripts = {{ {:?} }},\n  nodes = {{\n    echo_1 = {{ type = \"Echo\", id = 1, addr = \"127.0.0.1:{}\" }},\n    caller_1 = {{ type = \"Caller\", id = 2, addr = \"127.0.0.1:{}\" }},\n  }},\n}}\n",
         scripts.display().to_string(),
-        free_port().map_err(|e| e.to_string())?,
-        free_port().map_err(|e| e.to_string())?,
+        ports[0],
+        ports[1],
     );
     let path = dir.join("cluster.lua");
     std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;

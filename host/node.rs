@@ -319,8 +319,8 @@ pub(crate) struct Peer {
     task: RefCell<Option<tokio::task::JoinHandle<()>>>,
     /// Since when discovery no longer lists this peer while it is still connected.
     missing_since: Cell<Option<Instant>>,
-    /// Why the last connection attempt failed, while backing off.
-    pub(crate) down_cause: RefCell<Option<String>>,
+    /// Why the last connection attempt failed, and when, while backing off.
+    pub(crate) down_cause: RefCell<Option<(String, Instant)>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -725,10 +725,13 @@ impl Core {
             return Err(format!("no such node: {sid} ({})", method.name));
         };
         if call && peer.state.get() == PeerState::Disconnected {
-            // backing off after a failed attempt: fail at once with its cause
-            // (sends wait in the queue and are reported if the next attempt fails)
-            if let Some(cause) = peer.down_cause.borrow().as_ref() {
-                return Err(format!("node down: {}: {cause} ({})", peer.spec.name, method.name));
+            // an attempt failed a moment ago: fail at once with its cause
+            // rather than start another one (sends wait in the queue and are
+            // reported if the next attempt fails)
+            if let Some((cause, at)) = peer.down_cause.borrow().as_ref() {
+                if at.elapsed() < crate::transport::MIN_RETRY_GAP {
+                    return Err(format!("node down: {}: {cause} ({})", peer.spec.name, method.name));
+                }
             }
         }
         let (max_message, max_queue) = {

@@ -28,6 +28,9 @@ const MAX_VERIFY_MESSAGE: usize = 64 * 1024;
 /// Connections that may be waiting to verify at once; more are closed.
 const MAX_UNVERIFIED: usize = 256;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Connection attempts to one peer are at least this far apart, however
+/// much is sent to it.
+pub(crate) const MIN_RETRY_GAP: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Messages handled from one read burst before the writers get a turn.
 const PIPELINE_BURST: u32 = 16;
@@ -422,7 +425,7 @@ pub(crate) async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
                     core.fail_written_calls(&peer, &cause.to_string());
                     continue;
                 }
-                *peer.down_cause.borrow_mut() = Some(cause.to_string());
+                *peer.down_cause.borrow_mut() = Some((cause.to_string(), Instant::now()));
                 warn!("lost connection to {}: {cause}", peer.spec.name);
                 core.set_online(&peer, false);
                 core.fail_peer(&peer, &cause.to_string());
@@ -430,7 +433,7 @@ pub(crate) async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
             Err(cause) => {
                 peer.state.set(PeerState::Disconnected);
                 let text = cause.to_string();
-                *peer.down_cause.borrow_mut() = Some(text.clone());
+                *peer.down_cause.borrow_mut() = Some((text.clone(), Instant::now()));
                 if text != last_error {
                     if text.starts_with("refused:") {
                         warn!("{} at {} {text}", peer.spec.name, peer.spec.addr);
@@ -444,15 +447,16 @@ pub(crate) async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
         }
         let jitter = Duration::from_millis(crate::ring::mix64(core.next_conn.get() ^ peer.spec.sid as u64) % 50);
         core.next_conn.set(core.next_conn.get() + 1);
-        if backoff <= BACKOFF_MIN {
-            // first retry: a message to this peer starts it at once
-            tokio::select! {
-                _ = tokio::time::sleep(backoff + jitter) => {}
-                _ = peer.kick.notified() => {}
+        let failed_at = Instant::now();
+        tokio::select! {
+            _ = tokio::time::sleep(backoff + jitter) => {}
+            _ = peer.kick.notified() => {
+                // a message is waiting: try now, but never more often than MIN_RETRY_GAP
+                let since = failed_at.elapsed();
+                if since < MIN_RETRY_GAP {
+                    tokio::time::sleep(MIN_RETRY_GAP - since).await;
+                }
             }
-        } else {
-            // later retries keep their pace, however much is sent meanwhile
-            tokio::time::sleep(backoff + jitter).await;
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }

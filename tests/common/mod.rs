@@ -67,13 +67,19 @@ pub fn write_cluster_with(dir: &Path, scripts: &Path, nodes: &[(&str, &str, u32)
         "return {{\n  secret = \"test-secret\",\n  scripts = {{ {:?} }},\n{extra}\n  nodes = {{\n",
         scripts.display().to_string()
     );
-    for (name, ty, id) in nodes {
+    // hold every port until all are chosen, so no two nodes get the same one
+    let held: Vec<TcpListener> = nodes
+        .iter()
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for ((name, ty, id), l) in nodes.iter().zip(&held) {
         text.push_str(&format!(
             "    {name} = {{ type = {ty:?}, id = {id}, addr = \"127.0.0.1:{}\", main = {:?} }},\n",
-            free_port(),
+            l.local_addr().unwrap().port(),
             scripts.join("main.lua").display().to_string()
         ));
     }
+    drop(held);
     text.push_str("  },\n}\n");
     let path = dir.join("cluster.lua");
     std::fs::write(&path, text).unwrap();
