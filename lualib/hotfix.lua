@@ -153,23 +153,31 @@ local function ours(f, ctx)
     return info.what == "Lua" and ctx.sources[info.source] == true
 end
 
+-- Calls visit(f, i, name, value) for every upvalue of f and, depth first,
+-- of the functions in them, for functions of the reloaded files only.
+local function walk_upvalues(f, ctx, seen, visit)
+    if seen[f] or not ours(f, ctx) then return end
+    seen[f] = true
+    local i = 1
+    while true do
+        local name, value = debug.getupvalue(f, i)
+        if not name then break end
+        if type(value) == "function" then
+            walk_upvalues(value, ctx, seen, visit)
+        else
+            visit(f, i, name, value)
+        end
+        i = i + 1
+    end
+end
+
 -- name -> {f, index} of data upvalues of the old code
 local function collect_old_upvalues(ctx)
     local map, seen = {}, {}
     local function walk(f)
-        if seen[f] or not ours(f, ctx) then return end
-        seen[f] = true
-        local i = 1
-        while true do
-            local name, value = debug.getupvalue(f, i)
-            if not name then break end
-            if type(value) == "function" then
-                walk(value)
-            elseif name ~= "_ENV" and map[name] == nil then
-                map[name] = { f, i }
-            end
-            i = i + 1
-        end
+        walk_upvalues(f, ctx, seen, function(g, i, name)
+            if name ~= "_ENV" and map[name] == nil then map[name] = { g, i } end
+        end)
     end
     for _, p in ipairs(ctx.pairs) do walk(p[1]) end
     return map
@@ -179,23 +187,15 @@ local function fix_new_functions(ctx, roots, sandbox)
     local olds = collect_old_upvalues(ctx)
     local seen = {}
     local function walk(f)
-        if seen[f] or not ours(f, ctx) then return end
-        seen[f] = true
-        local i = 1
-        while true do
-            local name, value = debug.getupvalue(f, i)
-            if not name then break end
+        walk_upvalues(f, ctx, seen, function(g, i, name, value)
             if name == "_ENV" and value == sandbox then
-                debug.setupvalue(f, i, _G)
+                debug.setupvalue(g, i, _G)
             elseif type(value) == "table" and (ctx.orig[value] or ctx.newmods[value]) then
-                debug.setupvalue(f, i, translate(value, ctx))
-            elseif type(value) == "function" then
-                walk(value)
+                debug.setupvalue(g, i, translate(value, ctx))
             elseif olds[name] then
-                debug.upvaluejoin(f, i, olds[name][1], olds[name][2])
+                debug.upvaluejoin(g, i, olds[name][1], olds[name][2])
             end
-            i = i + 1
-        end
+        end)
     end
     local tseen = {}
     local function walk_table(t)

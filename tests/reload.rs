@@ -52,10 +52,7 @@ fn edits_change_behaviour_and_keep_state_identities_and_calls_in_flight() {
     );
     let a = start_watching(&cluster, "a_1");
     let b = start_watching(&cluster, "b_1");
-    assert!(wait_until(Duration::from_secs(15), || eval(
-        &a,
-        "return router.isLive(sidOf('b_1'))"
-    ) == "true"));
+    wait_live(&a, &["b_1"]);
     let call = "return to(sidOf('b_1')).echo('x', 0)";
     assert_eq!(eval(&a, call), "x:v1\t1");
     assert_eq!(eval(&a, call), "x:v1\t2");
@@ -147,10 +144,7 @@ fn schema_edit_keeps_two_nodes_talking() {
     let cluster = write_cluster_with(&dir.0, &scripts, &[("a_1", "A", 1), ("b_1", "B", 2)], "");
     let a = start_watching(&cluster, "a_1");
     let b = start_watching(&cluster, "b_1");
-    assert!(wait_until(Duration::from_secs(15), || eval(
-        &a,
-        "return router.isLive(sidOf('b_1'))"
-    ) == "true"));
+    wait_live(&a, &["b_1"]);
     let digest = "return string.format('%08x', rpcdef.Digi)";
     let d0 = eval(&a, digest);
     // one save changes the schema and the handlers together

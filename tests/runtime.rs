@@ -15,17 +15,6 @@ fn eval_err(n: &NodeHandle, code: &str) -> String {
     }
 }
 
-fn wait_live(n: &NodeHandle, names: &[&str]) {
-    for name in names {
-        let ok = wait_until(Duration::from_secs(15), || {
-            n.eval(&format!("return router.isLive(sidOf('{name}'))"), EVAL)
-                .as_deref()
-                == Ok("true")
-        });
-        assert!(ok, "{} never saw {name} online", n.name());
-    }
-}
-
 #[test]
 fn in_process_cluster_delivers_ghost_sends_and_calls() {
     let dir = TempDir::new("inproc");

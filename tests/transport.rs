@@ -11,20 +11,6 @@ use bytes::BytesMut;
 use common::*;
 use luahost::{proto, wire, ClusterConfig, NodeHandle};
 
-fn live(n: &NodeHandle, name: &str) -> bool {
-    n.eval(&format!("return router.isLive(sidOf('{name}'))"), EVAL)
-        .as_deref()
-        == Ok("true")
-}
-
-fn wait_live(n: &NodeHandle, name: &str) {
-    assert!(
-        wait_until(Duration::from_secs(20), || live(n, name)),
-        "{} never saw {name} online",
-        n.name()
-    );
-}
-
 fn addr_of(cluster: &std::path::Path, name: &str) -> std::net::SocketAddr {
     ClusterConfig::load(cluster).unwrap().nodes[name].addr
 }
@@ -153,7 +139,7 @@ fn kill_9_with_100_calls_in_flight_fails_them_all_fast_and_restart_recovers() {
     );
     let mut b = Proc::run_node(&cluster, "b_1");
     let a = start(&cluster, "a_1");
-    wait_live(&a, "b_1");
+    wait_live(&a, &["b_1"]);
     start_100_calls(&a, "b_1", 30.0);
     std::thread::sleep(Duration::from_millis(300));
     assert!(outcomes(&a).is_empty(), "calls finished early: {:?}", outcomes(&a));
@@ -175,7 +161,7 @@ fn kill_9_with_100_calls_in_flight_fails_them_all_fast_and_restart_recovers() {
     let _ = b.wait_exit(Duration::from_secs(5));
     // Restart the callee: calls succeed again without restarting the caller.
     let _b2 = Proc::run_node(&cluster, "b_1");
-    wait_live(&a, "b_1");
+    wait_live(&a, &["b_1"]);
     assert_eq!(eval(&a, "return to(sidOf('b_1')).echo('back', 7)"), "back\t7");
     a.shutdown();
 }
@@ -190,7 +176,7 @@ fn sigstop_of_a_callee_is_detected_by_liveness() {
     );
     let b = Proc::run_node(&cluster, "b_1");
     let a = start(&cluster, "a_1");
-    wait_live(&a, "b_1");
+    wait_live(&a, &["b_1"]);
     eval(
         &a,
         "offline = {} EventMng:subscribe(Event.Server.Offline, function(sid, t, name) offline[#offline+1] = name end) return true",
@@ -216,7 +202,7 @@ fn sigstop_of_a_callee_is_detected_by_liveness() {
     );
     assert_eq!(eval(&a, "return table.concat(offline, ',')"), "b_1");
     // Resumed, it is reconnected and serves again.
-    wait_live(&a, "b_1");
+    wait_live(&a, &["b_1"]);
     assert_eq!(eval(&a, "return to(sidOf('b_1')).echo('again', 8)"), "again\t8");
     a.shutdown();
 }
@@ -227,7 +213,7 @@ fn oversize_messages_are_refused_at_the_call_site() {
     let cluster = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "max_message = 65536,");
     let a = start(&cluster, "a_1");
     let b = start(&cluster, "b_1");
-    wait_live(&a, "b_1");
+    wait_live(&a, &["b_1"]);
     assert_eq!(
         eval(&a, "local n = to(sidOf('b_1')).blob(string.rep('x', 60000)) return n"),
         "60000"
@@ -258,7 +244,7 @@ fn cluster_file_edits_add_and_remove_nodes_while_running() {
     let original = std::fs::read_to_string(&cluster).unwrap();
     let a = start(&cluster, "a_1");
     let b = start(&cluster, "b_1");
-    wait_live(&a, "b_1");
+    wait_live(&a, &["b_1"]);
     eval(
         &a,
         "seen = {} EventMng:subscribe(Event.Server.Online, function(s, t, n) seen[#seen+1] = 'on:'..n end)
@@ -327,7 +313,7 @@ fn hostile_sockets_do_not_disturb_a_call_stream() {
     let cluster = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2), ("c_1", "C", 3)], "");
     let b = Proc::run_node(&cluster, "b_1");
     let a = start(&cluster, "a_1");
-    wait_live(&a, "b_1");
+    wait_live(&a, &["b_1"]);
     let addr = addr_of(&cluster, "b_1");
     eval(
         &a,

@@ -98,6 +98,24 @@ pub fn eval(n: &luahost::NodeHandle, code: &str) -> String {
         .unwrap_or_else(|e| panic!("eval on {} failed: {e}\ncode: {code}", n.name()))
 }
 
+/// True when node `n` sees the node called `name` online.
+pub fn live(n: &luahost::NodeHandle, name: &str) -> bool {
+    n.eval(&format!("return router.isLive(sidOf('{name}'))"), EVAL)
+        .as_deref()
+        == Ok("true")
+}
+
+/// Waits (up to 20 s) until node `n` sees each of `names` online.
+pub fn wait_live(n: &luahost::NodeHandle, names: &[&str]) {
+    for name in names {
+        assert!(
+            wait_until(Duration::from_secs(20), || live(n, name)),
+            "{} never saw {name} online",
+            n.name()
+        );
+    }
+}
+
 /// Polls `f` until it returns true or `limit` passes.
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
