@@ -230,7 +230,19 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
         t.set("type", spec.stype)?;
         t.set("id", spec.sid)?;
         t.set("addr", spec.addr.to_string())?;
+        let load = if sid == c.me.sid {
+            c.load.get()
+        } else {
+            c.loads.borrow().get(&sid).copied().unwrap_or(0)
+        };
+        t.set("load", load)?;
         Ok(Value::Table(t))
+    });
+    func!("set_load", |c, _l, load: i64| {
+        if c.load.replace(load) != load {
+            c.load_changed.notify_one();
+        }
+        Ok(())
     });
     func!("nodes", |c, l, (): ()| {
         let out = l.create_table()?;

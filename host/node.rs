@@ -361,6 +361,12 @@ pub(crate) struct Core {
     pub(crate) schema_gen: Cell<u64>,
     /// Lua timers scheduled and not yet fired.
     lua_timers: RefCell<HashSet<u64>>,
+    /// The load this node reports (`router.setLoad`), and a wake-up for the
+    /// ZooKeeper task to publish it.
+    pub(crate) load: Cell<i64>,
+    pub(crate) load_changed: Notify,
+    /// Loads other nodes report through ZooKeeper, by sid.
+    pub(crate) loads: RefCell<HashMap<u32, i64>>,
 }
 
 /// Connection id Lua uses for calls from this node to itself.
@@ -426,6 +432,9 @@ impl Core {
             failure,
             schema_gen: Cell::new(0),
             lua_timers: RefCell::new(HashSet::new()),
+            load: Cell::new(0),
+            load_changed: Notify::new(),
+            loads: RefCell::new(HashMap::new()),
         });
         // With ZooKeeper the peers are discovered; the file only describes this node.
         for spec in cluster.nodes.values() {
@@ -1084,7 +1093,7 @@ impl Core {
             pid: std::process::id(),
             digest: self.digest(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            load: 0,
+            load: self.load.get(),
         }
     }
 

@@ -128,7 +128,7 @@ async fn register(client: &Client, cfg: &ZkSettings, reg: &Registration) -> Resu
 }
 
 /// Reads every registered node.
-async fn list(client: &Client, cfg: &ZkSettings, types: &[String]) -> Result<Vec<NodeSpec>, End> {
+async fn list(client: &Client, cfg: &ZkSettings, types: &[String]) -> Result<Vec<(NodeSpec, i64)>, End> {
     let mut specs = Vec::new();
     for t in types {
         let dir = format!("{}/{t}", servers(cfg));
@@ -155,16 +155,25 @@ async fn list(client: &Client, cfg: &ZkSettings, types: &[String]) -> Result<Vec
                 warn!("ignoring {path}: bad address {}", reg.addr);
                 continue;
             };
-            specs.push(NodeSpec {
-                name: reg.name,
-                stype: reg.stype,
-                sid: reg.sid,
-                addr,
-                main: Default::default(),
-            });
+            specs.push((
+                NodeSpec {
+                    name: reg.name,
+                    stype: reg.stype,
+                    sid: reg.sid,
+                    addr,
+                    main: Default::default(),
+                },
+                reg.load,
+            ));
         }
     }
     Ok(specs)
+}
+
+fn apply(core: &Rc<Core>, listed: Vec<(NodeSpec, i64)>, cfg: &ZkSettings) {
+    *core.loads.borrow_mut() = listed.iter().map(|(s, l)| (s.sid, *l)).collect();
+    let specs = listed.into_iter().map(|(s, _)| s).collect();
+    core.apply_membership(specs, "ZooKeeper", Some(cfg.session_timeout));
 }
 
 async fn session(core: &Rc<Core>, client: &Client, cfg: &ZkSettings) -> End {
@@ -191,19 +200,31 @@ async fn session(core: &Rc<Core>, client: &Client, cfg: &ZkSettings) -> End {
     };
     match list(client, cfg, &types).await {
         Ok(specs) => {
-            core.apply_membership(specs, "ZooKeeper", Some(cfg.session_timeout));
+            apply(core, specs, cfg);
         }
         Err(e) => return e,
     }
     let mut recheck = tokio::time::interval(Duration::from_secs(1));
+    let my_path = format!("{}/{}/{}", servers(cfg), reg.stype, reg.name);
     loop {
         tokio::select! {
+            _ = core.load_changed.notified() => {
+                // at most one update per 100 ms, with the latest load
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let data = match rmp_serde::to_vec_named(&core.registration()) {
+                    Ok(d) => d,
+                    Err(e) => return End::Failed(e.to_string()),
+                };
+                if let Err(e) = client.set_data(&my_path, &data, None).await {
+                    return refused(&e, &format!("update {my_path}"));
+                }
+            }
             _ = recheck.tick() => {
                 // peers in their grace period: look again
                 if core.has_missing() {
                     match list(client, cfg, &types).await {
                         Ok(specs) => {
-                            core.apply_membership(specs, "ZooKeeper", Some(cfg.session_timeout));
+                            apply(core, specs, cfg);
                         }
                         Err(e) => return e,
                     }
@@ -214,7 +235,7 @@ async fn session(core: &Rc<Core>, client: &Client, cfg: &ZkSettings) -> End {
                     info!("ZooKeeper connection back: re-listing servers");
                     match list(client, cfg, &types).await {
                         Ok(specs) => {
-                        core.apply_membership(specs, "ZooKeeper", Some(cfg.session_timeout));
+                        apply(core, specs, cfg);
                     }
                         Err(e) => return e,
                     }
@@ -242,7 +263,7 @@ async fn session(core: &Rc<Core>, client: &Client, cfg: &ZkSettings) -> End {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 match list(client, cfg, &types).await {
                     Ok(specs) => {
-                        core.apply_membership(specs, "ZooKeeper", Some(cfg.session_timeout));
+                        apply(core, specs, cfg);
                     }
                     Err(e) => return e,
                 }

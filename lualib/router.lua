@@ -23,7 +23,11 @@ function M.nodeName(sid)
     return n and n.name or tostring(sid)
 end
 
---- What the cluster file says of server sid: {name=, type=, id=, addr=}, or nil.
+--- Sets the load figure this node publishes (with ZooKeeper, in its znode;
+--- other nodes read it as router.node(sid).load).
+M.setLoad = core.set_load
+
+--- What is known of server sid: {name=, type=, id=, addr=, load=}, or nil.
 M.node = core.node
 --- Every node of the cluster file, live or not (list of M.node tables).
 M.nodes = core.nodes

@@ -117,17 +117,28 @@ function M.sleep(secs)
     yield()
 end
 
---- Suspends the current coroutine until rpcco.wakeup(co) is called.
+local early = setmetatable({}, { __mode = "k" }) -- coroutine -> woken before it waited
+
+--- Suspends the current coroutine until rpcco.wakeup(co) is called (returns
+--- at once if that already happened since its last wait).
 function M.wait()
     local co = need_co("rpcco.wait")
+    if early[co] then
+        early[co] = nil
+        return
+    end
     sleepers[co] = true
     yield()
 end
 
---- Resumes a coroutine suspended in rpcco.wait (later, not inside this call).
---- Returns false if it was not waiting.
+--- Resumes a coroutine suspended in rpcco.wait (later, not inside this
+--- call). A coroutine not waiting yet returns from its next wait at once.
+--- Returns true if it was waiting.
 function M.wakeup(co)
-    if not sleepers[co] then return false end
+    if not sleepers[co] then
+        early[co] = true
+        return false
+    end
     sleepers[co] = nil
     waiting[core_timer(0)] = co
     return true

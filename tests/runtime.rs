@@ -356,6 +356,18 @@ fn timers_sleep_and_wait_wakeup() {
         ),
         "wait,forked,wake,woken"
     );
+    // a wakeup that comes before the wait is not lost
+    assert_eq!(
+        eval(
+            &a,
+            "local done = false
+             local co = rpcco.fork(function() rpcco.sleep(0.05) rpcco.wait() done = true end)
+             rpcco.wakeup(co)
+             rpcco.sleep(0.2)
+             return tostring(done)",
+        ),
+        "true"
+    );
     // a timer callback that raises is logged and does not stop the node
     eval(&a, "timer.after(0, function() error('timer boom') end) return true");
     std::thread::sleep(Duration::from_millis(50));

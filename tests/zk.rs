@@ -66,6 +66,26 @@ fn nodes_register_see_each_other_and_follow_kills_and_joins() {
     assert_eq!(registered(&zk, "B", None), vec!["b_1", "b_2"]);
     assert_eq!(registered(&zk, "A", None), vec!["a_1"]);
     assert_eq!(eval(&a, "return to(sidOf('b_2')).echo('zk', 2)"), "zk\t2");
+    // the registration carries address, pid, digest and the load the node publishes
+    eval(&a, "router.setLoad(42) return true");
+    let reg = || registration(&zk, "/luahost/test/servers/A/a_1");
+    assert!(wait_until(Duration::from_secs(10), || reg().load == 42), "{:?}", reg());
+    let r = reg();
+    assert_eq!(
+        (r.name.as_str(), r.sid, r.stype.as_str(), r.pid),
+        ("a_1", 1, "A", std::process::id())
+    );
+    assert_eq!(
+        format!("{:08x}", r.digest),
+        eval(&a, "return string.format('%08x', rpcdef.Digi)")
+    );
+    assert_eq!(
+        eval(
+            &a,
+            "return router.node(sidOf('b_1')).load .. ' ' .. router.node(sidOf('a_1')).load"
+        ),
+        "0 42"
+    );
     // the others see each other too (b_1 calls b_2 and a_1)
     let before: Vec<String> = eval(&a, ROUTES).split(',').map(String::from).collect();
     assert!(before.iter().any(|s| s == "22") && before.iter().any(|s| s == "21"));
@@ -225,6 +245,22 @@ fn friends_demo_runs_on_zookeeper() {
         registered_at(&zk, "/luahost/friends/servers/Hall"),
         vec!["hall_1", "hall_2"]
     );
+}
+
+fn registration(zk: &ZkServer, path: &str) -> luahost::zk::Registration {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = zookeeper_client::Client::connector()
+            .with_session_timeout(Duration::from_secs(4))
+            .connect(&zk.addr())
+            .await
+            .unwrap();
+        let (data, _) = c.get_data(path).await.unwrap();
+        rmp_serde::from_slice(&data).unwrap()
+    })
 }
 
 fn registered_at(zk: &ZkServer, path: &str) -> Vec<String> {
