@@ -261,8 +261,15 @@ fn run_reload(dir: &Path) -> Result<BenchResult, String> {
     copy_dir(&bench_scripts(), &scripts).map_err(|e| e.to_string())?;
     let cluster = write_cluster_from(dir, &scripts)?;
     let cfg = Arc::new(ClusterConfig::load(&cluster).map_err(|e| e.to_string())?);
-    let c = LocalCluster::start_opts(cfg, &[], crate::node::NodeOptions { watch_scripts: true })
-        .map_err(|e| e.to_string())?;
+    let c = LocalCluster::start_opts(
+        cfg,
+        &[],
+        crate::node::NodeOptions {
+            watch_scripts: true,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let caller = caller_ready(&c)?;
     let file = scripts.join("echo/bench_echo.lua");
     let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;

@@ -58,6 +58,9 @@ impl LocalCluster {
         only: &[String],
         opts: NodeOptions,
     ) -> Result<LocalCluster, ClusterError> {
+        let mut opts = opts;
+        // nodes started together talk in memory, not over loopback TCP
+        opts.local.get_or_insert_with(crate::stream::LocalNet::new);
         let names: Vec<String> = if only.is_empty() {
             config.nodes.keys().cloned().collect()
         } else {

@@ -16,6 +16,7 @@
 //! - [`node`]: the runtime: threads, peers, timers, cluster reload, dispatch into Lua.
 //! - `transport`: connections: verify handshake, connect states, liveness.
 //! - `link`: a connection's output queue and writer.
+//! - [`stream`]: connection halves: TCP, or in-memory pipes between nodes of one process.
 //! - [`zk`]: ZooKeeper discovery (register, watch, expiry, auth).
 //! - `lua_api`: the `luahost.core` module that lualib builds on.
 //! - [`cluster`]: starting a whole cluster in one process (`luahost up`).
@@ -35,6 +36,7 @@ pub mod node;
 pub mod proto;
 pub mod ring;
 pub mod schema;
+pub mod stream;
 mod transport;
 pub mod wire;
 pub mod zk;

@@ -11,11 +11,11 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use bytes::{Buf, BytesMut};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::proto::{self, Envelope};
+use crate::stream::WriteHalf;
 use crate::wire::FrameDecoder;
 
 /// Queued bytes past which a sender writes to the socket at once instead of
@@ -32,7 +32,7 @@ pub(crate) struct Link {
     /// Wakes the writer task.
     pub(crate) wake: Notify,
     /// The socket while connected.
-    writer: RefCell<Option<Rc<OwnedWriteHalf>>>,
+    writer: RefCell<Option<Rc<WriteHalf>>>,
     /// When bytes last arrived on this connection.
     pub(crate) last_recv: Cell<Instant>,
     /// Set when the node's schema changed after this connection verified:
@@ -76,7 +76,7 @@ impl Link {
 
     /// Writes as much as the socket takes now, without waiting.
     /// Returns true when everything queued was written.
-    fn try_flush(&self, wr: &OwnedWriteHalf) -> std::io::Result<bool> {
+    fn try_flush(&self, wr: &WriteHalf) -> std::io::Result<bool> {
         if self.stale.get() {
             return Ok(true);
         }
@@ -124,7 +124,7 @@ impl Link {
     }
 
     /// Writes queued data until the connection fails; returns the cause.
-    pub(crate) async fn write_loop(&self, wr: OwnedWriteHalf) -> String {
+    pub(crate) async fn write_loop(&self, wr: WriteHalf) -> String {
         self.stale.set(false);
         // A new connection starts at a frame boundary: bytes left half
         // written on the previous one cannot go out here.

@@ -198,6 +198,7 @@ fn main() -> ExitCode {
             };
             let opts = luahost::NodeOptions {
                 watch_scripts: !no_watch,
+                ..Default::default()
             };
             let c = match LocalCluster::start_opts(cfg, &nodes, opts) {
                 Ok(c) => c,
@@ -281,7 +282,10 @@ fn main() -> ExitCode {
                 }
             }
             let cfg = Arc::new(cfg);
-            let opts = luahost::NodeOptions { watch_scripts: watch };
+            let opts = luahost::NodeOptions {
+                watch_scripts: watch,
+                ..Default::default()
+            };
             let h = match luahost::start_with(cfg, &node, opts) {
                 Ok(h) => h,
                 Err(e) => {

@@ -214,6 +214,9 @@ pub fn start(cluster: Arc<ClusterConfig>, name: &str) -> Result<NodeHandle, Node
 pub struct NodeOptions {
     /// Watch the script folders and hot-reload changed modules.
     pub watch_scripts: bool,
+    /// Nodes of this process that talk in memory instead of over loopback
+    /// TCP (shared by the nodes a [`LocalCluster`](crate::cluster::LocalCluster) starts).
+    pub local: Option<Arc<crate::stream::LocalNet>>,
 }
 
 /// [`start`] with options.
@@ -249,7 +252,7 @@ pub fn start_with(cluster: Arc<ClusterConfig>, name: &str, opts: NodeOptions) ->
             };
             let local = tokio::task::LocalSet::new();
             local.block_on(&rt, async move {
-                match Core::boot(cluster, spec, stop_rx.clone(), failure_in).await {
+                match Core::boot(cluster, spec, stop_rx.clone(), failure_in, opts.local.clone()).await {
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                     }
@@ -319,8 +322,6 @@ pub(crate) struct Peer {
     task: RefCell<Option<tokio::task::JoinHandle<()>>>,
     /// Since when discovery no longer lists this peer while it is still connected.
     missing_since: Cell<Option<Instant>>,
-    /// Why the last connection attempt failed, and when, while backing off.
-    pub(crate) down_cause: RefCell<Option<(String, Instant)>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -356,6 +357,9 @@ pub(crate) struct Core {
     script_watcher: RefCell<Option<notify::RecommendedWatcher>>,
     stop: Arc<Notify>,
     failure: Arc<std::sync::Mutex<Option<String>>>,
+    /// In-memory connections to nodes of this process, if enabled.
+    pub(crate) local: Option<Arc<crate::stream::LocalNet>>,
+    local_rx: RefCell<Option<mpsc::UnboundedReceiver<crate::stream::MemConn>>>,
     /// Bumped when the RPC digest changes after registration: connections
     /// verified under an older schema close and verify again.
     pub(crate) schema_gen: Cell<u64>,
@@ -389,6 +393,7 @@ impl Core {
         me: NodeSpec,
         stop: Arc<Notify>,
         failure: Arc<std::sync::Mutex<Option<String>>>,
+        local: Option<Arc<crate::stream::LocalNet>>,
     ) -> Result<Rc<Core>, NodeError> {
         let listener = TcpListener::bind(me.addr).await.map_err(|source| NodeError::Bind {
             node: me.name.clone(),
@@ -430,6 +435,8 @@ impl Core {
             script_watcher: RefCell::new(None),
             stop,
             failure,
+            local_rx: RefCell::new(local.as_ref().map(|net| net.listen(me.addr))),
+            local,
             schema_gen: Cell::new(0),
             lua_timers: RefCell::new(HashSet::new()),
             load: Cell::new(0),
@@ -465,7 +472,8 @@ impl Core {
     async fn run(self: Rc<Self>, mut ctrl: mpsc::Receiver<Control>, stop: Arc<Notify>, opts: NodeOptions) {
         let listener = self.listener.borrow_mut().take();
         if let Some(listener) = listener {
-            tokio::task::spawn_local(transport::accept_task(self.clone(), listener));
+            let local = self.local_rx.borrow_mut().take();
+            tokio::task::spawn_local(transport::accept_task(self.clone(), listener, local));
         }
         let (file_tx, file_rx) = mpsc::unbounded_channel();
         self.watch_cluster_file(file_tx);
@@ -510,6 +518,9 @@ impl Core {
             }
         }
         info!("node {} stopping", self.me.name);
+        if let Some(net) = &self.local {
+            net.unlisten(self.me.addr);
+        }
         self.watcher.borrow_mut().take();
         self.script_watcher.borrow_mut().take();
         for p in self.peers.borrow().values() {
@@ -537,7 +548,6 @@ impl Core {
             is_self,
             task: RefCell::new(None),
             missing_since: Cell::new(None),
-            down_cause: RefCell::new(None),
         });
         self.peers.borrow_mut().insert(peer.spec.sid, peer.clone());
         peer
@@ -733,16 +743,6 @@ impl Core {
         let Some(peer) = self.peer(sid) else {
             return Err(format!("no such node: {sid} ({})", method.name));
         };
-        if call && peer.state.get() == PeerState::Disconnected {
-            // an attempt failed a moment ago: fail at once with its cause
-            // rather than start another one (sends wait in the queue and are
-            // reported if the next attempt fails)
-            if let Some((cause, at)) = peer.down_cause.borrow().as_ref() {
-                if at.elapsed() < crate::transport::MIN_RETRY_GAP {
-                    return Err(format!("node down: {}: {cause} ({})", peer.spec.name, method.name));
-                }
-            }
-        }
         let (max_message, max_queue) = {
             let c = self.cluster.borrow();
             (c.max_message, c.max_queue)

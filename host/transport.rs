@@ -7,20 +7,19 @@
 //! whichever ends first ends the connection and names the cause.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::link::Link;
 use crate::node::{Core, Peer, PeerState};
 use crate::proto::{self, Envelope};
+use crate::stream::{self, MemConn, ReadHalf, WriteHalf};
 use crate::wire::{FrameDecoder, Message};
 
 /// Largest verify request accepted from a connection that has not verified.
@@ -30,7 +29,7 @@ const MAX_UNVERIFIED: usize = 256;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Connection attempts to one peer are at least this far apart, however
 /// much is sent to it.
-pub(crate) const MIN_RETRY_GAP: Duration = Duration::from_millis(100);
+const MIN_RETRY_GAP: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Messages handled from one read burst before the writers get a turn.
 const PIPELINE_BURST: u32 = 16;
@@ -67,7 +66,7 @@ impl fmt::Display for Cause {
 
 /// Reads the next whole message, noting on `link` when bytes arrived.
 pub(crate) async fn read_message(
-    rd: &mut OwnedReadHalf,
+    rd: &mut ReadHalf,
     dec: &mut FrameDecoder,
     buf: &mut BytesMut,
     link: &Link,
@@ -152,24 +151,39 @@ async fn liveness(link: &Link, bound: Duration, ping: bool) -> Cause {
     }
 }
 
-pub(crate) async fn accept_task(core: Rc<Core>, listener: TcpListener) {
+pub(crate) async fn accept_task(
+    core: Rc<Core>,
+    listener: TcpListener,
+    mut local: Option<mpsc::UnboundedReceiver<MemConn>>,
+) {
     loop {
-        match listener.accept().await {
-            Ok((stream, addr)) => {
-                if core.unverified.get() >= MAX_UNVERIFIED {
-                    warn!("connection from {addr} closed: {MAX_UNVERIFIED} connections are already verifying");
+        let (rd, wr, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, addr)) => {
+                    let (rd, wr) = stream::tcp(stream);
+                    (rd, wr, addr.to_string())
+                }
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
-                let _ = stream.set_nodelay(true);
-                let conn = core.next_conn.get();
-                core.next_conn.set(conn + 1);
-                tokio::task::spawn_local(inbound_task(core.clone(), conn, stream, addr));
-            }
-            Err(e) => {
-                warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            },
+            m = async { match local.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => match m {
+                Some(MemConn { rd, wr }) => (rd, wr, "this process".to_string()),
+                None => {
+                    local = None;
+                    continue;
+                }
+            },
+        };
+        if core.unverified.get() >= MAX_UNVERIFIED {
+            warn!("connection from {addr} closed: {MAX_UNVERIFIED} connections are already verifying");
+            continue;
         }
+        let conn = core.next_conn.get();
+        core.next_conn.set(conn + 1);
+        tokio::task::spawn_local(inbound_task(core.clone(), conn, rd, wr, addr));
     }
 }
 
@@ -189,15 +203,13 @@ impl Drop for Verifying<'_> {
     }
 }
 
-async fn refuse(mut wr: OwnedWriteHalf, reason: &str) {
+async fn refuse(wr: WriteHalf, reason: &str) {
     let mut out = BytesMut::new();
     proto::put_verify_failed(&mut out, reason);
-    let _ = wr.write_all(&out).await;
-    let _ = wr.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&out)).await;
 }
 
-async fn inbound_task(core: Rc<Core>, conn: u64, stream: TcpStream, addr: SocketAddr) {
-    let (mut rd, wr) = stream.into_split();
+async fn inbound_task(core: Rc<Core>, conn: u64, mut rd: ReadHalf, wr: WriteHalf, addr: String) {
     let cfg = core.cluster.borrow().clone();
     let mut dec = FrameDecoder::new(MAX_VERIFY_MESSAGE);
     let mut buf = BytesMut::with_capacity(16 * 1024);
@@ -324,14 +336,19 @@ fn verify(
     Ok(name)
 }
 
-async fn connect(core: &Core, peer: &Peer) -> Result<(OwnedReadHalf, OwnedWriteHalf, FrameDecoder, BytesMut), Cause> {
+async fn connect(core: &Core, peer: &Peer) -> Result<(ReadHalf, WriteHalf, FrameDecoder, BytesMut), Cause> {
     let cfg = core.cluster.borrow().clone();
-    let stream = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(peer.spec.addr))
-        .await
-        .map_err(|_| Cause::Refused("connect timed out".into()))?
-        .map_err(|e| Cause::Refused(e.to_string()))?;
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let local = core.local.as_ref().and_then(|net| net.dial(peer.spec.addr));
+    let (mut rd, wr) = match local {
+        Some(halves) => halves,
+        None => {
+            let stream = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(peer.spec.addr))
+                .await
+                .map_err(|_| Cause::Refused("connect timed out".into()))?
+                .map_err(|e| Cause::Refused(e.to_string()))?;
+            stream::tcp(stream)
+        }
+    };
     let mut hello = BytesMut::new();
     proto::put_verify(
         &mut hello,
@@ -375,7 +392,6 @@ pub(crate) async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
         peer.state.set(PeerState::Connecting);
         match connect(&core, &peer).await {
             Ok((mut rd, wr, mut dec, mut buf)) => {
-                peer.down_cause.borrow_mut().take();
                 peer.state.set(PeerState::Connected);
                 backoff = BACKOFF_MIN;
                 if !last_error.is_empty() {
@@ -425,7 +441,6 @@ pub(crate) async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
                     core.fail_written_calls(&peer, &cause.to_string());
                     continue;
                 }
-                *peer.down_cause.borrow_mut() = Some((cause.to_string(), Instant::now()));
                 warn!("lost connection to {}: {cause}", peer.spec.name);
                 core.set_online(&peer, false);
                 core.fail_peer(&peer, &cause.to_string());
@@ -433,7 +448,6 @@ pub(crate) async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
             Err(cause) => {
                 peer.state.set(PeerState::Disconnected);
                 let text = cause.to_string();
-                *peer.down_cause.borrow_mut() = Some((text.clone(), Instant::now()));
                 if text != last_error {
                     if text.starts_with("refused:") {
                         warn!("{} at {} {text}", peer.spec.name, peer.spec.addr);

@@ -11,7 +11,15 @@ use luahost::{ClusterConfig, NodeHandle, NodeOptions};
 
 fn start_watching(cluster: &Path, name: &str) -> NodeHandle {
     let cfg = Arc::new(ClusterConfig::load(cluster).unwrap());
-    luahost::start_with(cfg, name, NodeOptions { watch_scripts: true }).unwrap_or_else(|e| panic!("start {name}: {e}"))
+    luahost::start_with(
+        cfg,
+        name,
+        NodeOptions {
+            watch_scripts: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("start {name}: {e}"))
 }
 
 /// Writes a file the way many editors save: to a temp file, then rename.
