@@ -43,6 +43,22 @@ fn registered(zk: &ZkServer, ty: &str, auth: Option<&str>) -> Vec<String> {
     })
 }
 
+/// a_1 in this process and b_1 as a process, registered with session timeout
+/// `session`; a_1 sees b_1 and records Offline events.
+fn a_and_b1(zk: &ZkServer, tag: &str, session: u32) -> (TempDir, Proc, NodeHandle) {
+    let dir = TempDir::new(tag);
+    let cluster = write_cluster(
+        &dir.0,
+        &[("a_1", "A", 1), ("b_1", "B", 21)],
+        &zk_extra(zk, session, None),
+    );
+    let b1 = Proc::run_node(&cluster, "b_1");
+    let a = start(&cluster, "a_1");
+    assert!(wait_until(Duration::from_secs(20), || live_list(&a) == "b_1"));
+    record_offline(&a);
+    (dir, b1, a)
+}
+
 const ROUTES: &str =
     "local t = {} for k = 1, 2000 do t[#t+1] = router.route(ServerType.B, k) end return table.concat(t, ',')";
 
@@ -91,12 +107,12 @@ fn nodes_register_see_each_other_and_follow_kills_and_joins() {
     assert!(before.iter().any(|s| s == "22") && before.iter().any(|s| s == "21"));
 
     // kill -9 of b_2: offline within the session timeout, its keys go to b_1
-    eval(&a, "offline = {} EventMng:subscribe(Event.Server.Offline, function(s, t, n) offline[#offline+1] = n end) return true");
+    record_offline(&a);
     b2.signal(libc::SIGKILL);
     let t = Instant::now();
     assert!(wait_until(Duration::from_secs(10), || live_list(&a) == "b_1"));
     assert!(t.elapsed() < Duration::from_secs(5), "offline after {:?}", t.elapsed());
-    assert_eq!(eval(&a, "return table.concat(offline, ',')"), "b_2");
+    assert_eq!(offline_seen(&a), "b_2");
     let after: Vec<String> = eval(&a, ROUTES).split(',').map(String::from).collect();
     for (x, y) in before.iter().zip(&after) {
         if x == "21" {
@@ -133,12 +149,7 @@ fn nodes_register_see_each_other_and_follow_kills_and_joins() {
 #[test]
 fn zookeeper_outage_longer_than_the_session_timeout_reregisters_exactly_once() {
     let mut zk = ZkServer::start();
-    let dir = TempDir::new("zk-outage");
-    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 21)], &zk_extra(&zk, 4, None));
-    let b1 = Proc::run_node(&cluster, "b_1");
-    let a = start(&cluster, "a_1");
-    assert!(wait_until(Duration::from_secs(20), || live_list(&a) == "b_1"));
-    eval(&a, "offline = {} EventMng:subscribe(Event.Server.Offline, function(s, t, n) offline[#offline+1] = n end) return true");
+    let (_dir, b1, a) = a_and_b1(&zk, "zk-outage", 4);
     zk.stop();
     // traffic between known nodes goes on while ZooKeeper is away
     for i in 0..3 {
@@ -177,18 +188,13 @@ fn zookeeper_outage_longer_than_the_session_timeout_reregisters_exactly_once() {
 #[test]
 fn a_short_zookeeper_freeze_causes_no_offline_events() {
     let mut zk = ZkServer::start();
-    let dir = TempDir::new("zk-freeze");
-    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 21)], &zk_extra(&zk, 8, None));
-    let _b1 = Proc::run_node(&cluster, "b_1");
-    let a = start(&cluster, "a_1");
-    assert!(wait_until(Duration::from_secs(20), || live_list(&a) == "b_1"));
-    eval(&a, "offline = {} EventMng:subscribe(Event.Server.Offline, function(s, t, n) offline[#offline+1] = n end) return true");
+    let (_dir, _b1, a) = a_and_b1(&zk, "zk-freeze", 8);
     zk.freeze();
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(eval(&a, "return to(sidOf('b_1')).echo('frozen', 1)"), "frozen\t1");
     zk.thaw();
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(eval(&a, "return table.concat(offline, ',')"), "", "no Offline events");
+    assert_eq!(offline_seen(&a), "", "no Offline events");
     assert_eq!(live_list(&a), "b_1");
     assert_eq!(registered(&zk, "B", None), vec!["b_1"]);
     a.shutdown();

@@ -116,6 +116,20 @@ pub fn wait_live(n: &luahost::NodeHandle, names: &[&str]) {
     }
 }
 
+/// Makes node `n` record, in order, the names of the nodes it hears go
+/// offline; [`offline_seen`] reads them.
+pub fn record_offline(n: &luahost::NodeHandle) {
+    eval(
+        n,
+        "offline = {} EventMng:subscribe(Event.Server.Offline, function(sid, t, name) offline[#offline+1] = name end) return true",
+    );
+}
+
+/// The names recorded since [`record_offline`], comma-separated.
+pub fn offline_seen(n: &luahost::NodeHandle) -> String {
+    eval(n, "return table.concat(offline, ',')")
+}
+
 /// Polls `f` until it returns true or `limit` passes.
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();

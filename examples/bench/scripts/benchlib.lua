@@ -15,14 +15,25 @@ local function percentile(hist, total, p)
     return keys[#keys] or 0
 end
 
+-- Runs conc copies of worker(done) in their own coroutines; worker calls
+-- done() when it ends. Returns a function that waits for all of them.
+local function spawn(conc, worker)
+    local me, finished = coroutine.running(), 0
+    local function done()
+        finished = finished + 1
+        if finished == conc then rpcco.wakeup(me) end
+    end
+    for _ = 1, conc do rpcco.fork(worker, done) end
+    return rpcco.wait
+end
+
 local function run_calls(mb, conc, payload, warm, secs)
     local now = core.now
     local arg = payload > 0 and string.rep("x", payload) or nil
     local start = now()
     local t_start, t_end = start + warm, start + warm + secs
-    local hist, count, done = {}, 0, 0
-    local me = coroutine.running()
-    local function worker()
+    local hist, count = {}, 0
+    local function worker(done)
         while true do
             local t0 = now()
             if arg then
@@ -40,13 +51,12 @@ local function run_calls(mb, conc, payload, warm, secs)
                 count = count + 1
             end
         end
-        done = done + 1
-        if done == conc then rpcco.wakeup(me) end
+        done()
     end
-    for _ = 1, conc do rpcco.fork(worker) end
+    local wait_all = spawn(conc, worker)
     rpcco.sleep(warm)
     INFO("BENCH measure start")
-    rpcco.wait()
+    wait_all()
     INFO("BENCH measure end")
     return string.format("rate=%.0f p50_us=%d p99_us=%d count=%d",
         count / secs, percentile(hist, count, 0.5), percentile(hist, count, 0.99), count)
@@ -59,9 +69,8 @@ local function run_sends(mb, conc, warm, secs)
     mb.reset()
     local start = now()
     local t_start, t_end = start + warm, start + warm + secs
-    local sent, sent_at_start, done = 0, nil, 0
-    local me = coroutine.running()
-    local function worker()
+    local sent, sent_at_start = 0, nil
+    local function worker(done)
         while now() < t_end do
             for _ = 1, BATCH do mb.note(1) end
             sent = sent + BATCH
@@ -74,11 +83,9 @@ local function run_sends(mb, conc, warm, secs)
                 INFO("BENCH measure start")
             end
         end
-        done = done + 1
-        if done == conc then rpcco.wakeup(me) end
+        done()
     end
-    for _ = 1, conc do rpcco.fork(worker) end
-    rpcco.wait()
+    spawn(conc, worker)()
     local elapsed = now() - t_start
     INFO("BENCH measure end")
     local got = mb.count()
