@@ -539,6 +539,8 @@ async fn inbound_task(core: Rc<Core>, conn: u64, mut rd: ReadHalf, wr: WriteHalf
     debug!("accepted {from} from {addr}");
     let reader = async {
         let mut burst = 0u32;
+        // the last send handled and not yet acknowledged, and how many
+        let mut to_ack: Option<u32> = None;
         let mut unacked = 0u32;
         loop {
             let msg = match read_message(&mut rd, &mut dec, &mut buf, &link).await {
@@ -558,17 +560,22 @@ async fn inbound_task(core: Rc<Core>, conn: u64, mut rd: ReadHalf, wr: WriteHalf
                         seqs.handled(seq);
                         core.on_request(conn, &from, &msg, env, Some(&link));
                     }
+                    to_ack = Some(seq);
                     unacked += 1;
-                    if buf.is_empty() || unacked >= ACK_EVERY {
-                        unacked = 0;
-                        link.push(|o| proto::put_ack(o, seq));
-                    }
                 }
                 Ok(Envelope::Ping) => link.push(|o| proto::put_ping(o, true)),
                 Ok(Envelope::Pong) => {}
                 Ok(Envelope::Load { load }) => core.set_peer_load(theirs.sid, load),
                 Ok(_) => return Cause::Protocol("unexpected message kind on an accepted connection".into()),
                 Err(e) => return Cause::Protocol(e.to_string()),
+            }
+            // acknowledge at the end of each read burst (with its replies),
+            // or every ACK_EVERY sends of a long one
+            if buf.is_empty() || unacked >= ACK_EVERY {
+                if let Some(seq) = to_ack.take() {
+                    unacked = 0;
+                    link.push(|o| proto::put_ack(o, seq));
+                }
             }
         }
     };
