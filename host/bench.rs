@@ -111,7 +111,8 @@ fn write_cluster_from(dir: &Path, scripts: &Path) -> Result<PathBuf, String> {
     ];
     drop(held);
     let text = format!(
-        "return {{\n  secret = \"bench\",\n  call_timeout = 30,\n  scripts = {{ {:?} }},\n  nodes = {{\n    echo_1 = {{ type = \"Echo\", id = 1, addr = \"127.0.0.1:{}\" }},\n    caller_1 = {{ type = \"Caller\", id = 2, addr = \"127.0.0.1:{}\" }},\n  }},\n}}\n",
+        "return {{\n  secret = \"{}\",\n  call_timeout = 30,\n  scripts = {{ {:?} }},\n  nodes = {{\n    echo_1 = {{ type = \"Echo\", id = 1, addr = \"127.0.0.1:{}\" }},\n    caller_1 = {{ type = \"Caller\", id = 2, addr = \"127.0.0.1:{}\" }},\n  }},\n}}\n",
+        crate::auth::nonce().iter().map(|b| format!("{b:02x}")).collect::<String>(),
         scripts.display().to_string(),
         ports[0],
         ports[1],

@@ -3,7 +3,7 @@
 //!
 //! ```lua
 //! return {
-//!   secret = "change-me",          -- or LUAHOST_SECRET in the environment
+//!   secret = "...",                -- required (or LUAHOST_SECRET): a long random string
 //!   call_timeout = 5,              -- seconds, default for every remote call
 //!   liveness = 10,                 -- seconds of silence before a peer is declared down
 //!   verify_timeout = 5,            -- seconds an accepted connection has to verify
@@ -108,6 +108,9 @@ pub struct ClusterConfig {
     pub zookeeper: Option<ZkSettings>,
 }
 
+/// Secrets shorter than this get a warning at start.
+pub const MIN_SECRET: usize = 16;
+
 /// Where lualib is when neither the cluster file nor `LUAHOST_LUALIB` says.
 pub fn default_lualib() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/lualib"))
@@ -163,6 +166,17 @@ impl ClusterConfig {
                 .map_err(|e| invalid(e.to_string()))?
                 .unwrap_or_default(),
         };
+        // No default password: a cluster must choose its own secret.
+        if secret.is_empty() {
+            return Err(invalid(
+                "no secret: set `secret` in the cluster file or LUAHOST_SECRET (nodes prove membership of the cluster with it; use a long random string)".into(),
+            ));
+        }
+        if secret == "change-me" {
+            return Err(invalid(
+                "secret is \"change-me\", the placeholder from the documentation: choose a long random string of your own".into(),
+            ));
+        }
         let secs = |key: &str, default: f64| -> Result<Duration, ConfigError> {
             match root.get::<Value>(key).map_err(|e| invalid(e.to_string()))? {
                 Value::Nil => Ok(Duration::from_secs_f64(default)),
@@ -363,6 +377,17 @@ impl ClusterConfig {
         Ok(())
     }
 
+    /// A warning when the secret is short: a party that records one
+    /// handshake can try to guess a short secret offline.
+    pub fn secret_warning(&self) -> Option<String> {
+        (self.secret.len() < MIN_SECRET).then(|| {
+            format!(
+                "the cluster secret has only {} characters: anyone who records a handshake can try to guess a short one offline; use {MIN_SECRET} or more random characters",
+                self.secret.len()
+            )
+        })
+    }
+
     /// The node with this server id.
     pub fn by_sid(&self, sid: u32) -> Option<&NodeSpec> {
         self.nodes.values().find(|n| n.sid == sid)
@@ -399,7 +424,7 @@ mod tests {
         assert_eq!(cfg.call_timeout, Duration::from_secs(5));
         let again = ClusterConfig::parse(
             &file,
-            r#"return { nodes = { hall_2 = { type = "Hall", addr = "127.0.0.1:7002" } } }"#,
+            r#"return { secret = "s", nodes = { hall_2 = { type = "Hall", addr = "127.0.0.1:7002" } } }"#,
         )
         .unwrap();
         assert_eq!(
@@ -411,13 +436,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cluster.lua:1:"), "{e}");
-        let e = ClusterConfig::parse(&file, r#"return { nodes = { a = { type = "Hall", addr = "nope" } } }"#)
-            .unwrap_err()
-            .to_string();
+        for (text, says) in [
+            (r#"return { nodes = {} }"#, "no secret"),
+            (r#"return { secret = "change-me", nodes = {} }"#, "placeholder"),
+        ] {
+            let e = ClusterConfig::parse(&file, text).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
+        assert!(cfg.secret_warning().is_some_and(|w| w.contains("only 1 characters")));
+        let e = ClusterConfig::parse(
+            &file,
+            r#"return { secret = "s", nodes = { a = { type = "Hall", addr = "nope" } } }"#,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("addr 'nope'"), "{e}");
         let e = ClusterConfig::parse(
             &file,
-            r#"return { nodes = { a = { type = "Hall", addr = "127.0.0.1:1", id = 3 }, b = { type = "Hall", addr = "127.0.0.1:2", id = 3 } } }"#,
+            r#"return { secret = "s", nodes = { a = { type = "Hall", addr = "127.0.0.1:1", id = 3 }, b = { type = "Hall", addr = "127.0.0.1:2", id = 3 } } }"#,
         )
         .unwrap_err()
         .to_string();

@@ -503,6 +503,9 @@ impl Core {
             "node {} (sid {}, type {}) listening on {}",
             me.name, me.sid, me.stype, me.addr
         );
+        if let Some(w) = cluster.secret_warning() {
+            warn!("node {}: {w}", me.name);
+        }
         Ok(core)
     }
 

@@ -42,7 +42,9 @@ impl Proxy {
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { break };
-                let Ok(server) = TcpStream::connect(target) else { continue };
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
                 {
                     let mut o = open2.lock().unwrap();
                     o.push(client.try_clone().unwrap());
@@ -162,7 +164,10 @@ fn sends_to_a_frozen_peer_are_reported_by_method_and_a_full_queue_is_busy() {
     wait_live(&a, &["b_1"]);
     record_lost(&a);
     // 1,001 per note: n = 1 plus 1,000 rids (about 9 KB each)
-    eval(&a, "rids = {} for i = 1, 1000 do rids[i] = 1000000000 + i end return true");
+    eval(
+        &a,
+        "rids = {} for i = 1, 1000 do rids[i] = 1000000000 + i end return true",
+    );
     eval(&a, "for i = 1, 10 do to(sidOf('b_1')).note(1, rids) end return true");
     assert!(wait_until(Duration::from_secs(10), || eval(
         &a,
@@ -188,7 +193,8 @@ fn sends_to_a_frozen_peer_are_reported_by_method_and_a_full_queue_is_busy() {
     // Liveness drops the connection, the next attempt cannot verify: every
     // accepted send is reported, by method.
     assert!(
-        wait_until(Duration::from_secs(15), || eval(&a, "return lost_total") == accepted.to_string()),
+        wait_until(Duration::from_secs(15), || eval(&a, "return lost_total")
+            == accepted.to_string()),
         "reported {} of {accepted}: {}",
         eval(&a, "return lost_total"),
         eval(&a, "return table.concat(lost_events, '; ')")

@@ -205,7 +205,11 @@ fn a_flood_of_refused_connections_is_logged_a_few_times_then_summarised() {
             before.rsplit(' ').next()?.replace(',', "").parse::<u64>().ok()
         })
         .sum();
-    assert_eq!(summed as usize + lines, made, "every refusal is logged or counted:\n{log}");
+    assert_eq!(
+        summed as usize + lines,
+        made,
+        "every refusal is logged or counted:\n{log}"
+    );
 }
 
 #[test]
