@@ -1016,7 +1016,9 @@ impl Core {
             match schema::decode(&self.lua, ty, &mut vals) {
                 Ok(v) => mv.push_back(v),
                 Err(e) => {
-                    error!("bad result from {} for {mname}: {e}", peer.spec.name);
+                    if self.limited("bad results from peers") {
+                        error!("bad result from {} for {mname}: {e}", peer.spec.name);
+                    }
                     return self.fail_call(
                         session,
                         format!(

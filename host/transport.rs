@@ -171,6 +171,9 @@ struct Liveness {
     interval: Duration,
     ping: bool,
     last_ping: Option<Instant>,
+    /// The last wake-up was a stall: the next late one is judged normally
+    /// (a node late on every wake-up still detects dead peers).
+    stalled: bool,
 }
 
 impl Liveness {
@@ -180,6 +183,7 @@ impl Liveness {
             interval: (bound / 4).max(Duration::from_millis(50)),
             ping,
             last_ping: None,
+            stalled: false,
         }
     }
 
@@ -200,7 +204,10 @@ impl Liveness {
 
     /// Decides at `now`, woken for `planned`, with the last frame at `last_recv`.
     fn decide(&mut self, now: Instant, planned: Instant, last_recv: Instant) -> Beat {
-        if now.saturating_duration_since(planned) > self.stall() {
+        let late = now.saturating_duration_since(planned) > self.stall();
+        if std::mem::replace(&mut self.stalled, late) {
+            // judged below however late
+        } else if late {
             return Beat::Stalled;
         }
         let idle = now.saturating_duration_since(last_recv);
@@ -913,6 +920,17 @@ mod tests {
         assert_eq!(l.decide(now + 2 * S, now + 2 * S, fresh), Beat::Dead(4 * S));
         // ... and a frame in that time keeps the connection
         assert_eq!(l.decide(now + 2 * S, now + 2 * S, now + S), Beat::Quiet);
+    }
+
+    #[test]
+    fn a_node_late_on_every_wake_up_still_judges_every_other_time() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(4 * S, false);
+        let wake = l.next_wake(t0);
+        assert_eq!(l.decide(wake + 3 * S, wake, t0), Beat::Stalled);
+        let fresh = l.after_stall(wake + 3 * S, t0);
+        let wake = l.next_wake(fresh);
+        assert_eq!(l.decide(wake + 3 * S, wake, fresh), Beat::Dead(7 * S));
     }
 
     #[test]
