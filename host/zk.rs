@@ -274,6 +274,13 @@ async fn session(core: &Rc<Core>, client: &Client, cfg: &ZkSettings) -> End {
 
 /// Runs discovery for the node until it stops.
 pub(crate) async fn zk_task(core: Rc<Core>, cfg: ZkSettings) {
+    if cfg.auth.is_none() {
+        warn!(
+            "ZooKeeper without auth: anyone who can reach {} may register fake nodes or delete real ones under {}; \
+             set zookeeper.auth = \"user:password\" (or LUAHOST_ZK_AUTH)",
+            cfg.hosts, cfg.root
+        );
+    }
     let mut backoff = Duration::from_millis(200);
     loop {
         let end = match connect(&cfg).await {
