@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
-use zookeeper_client::{Acls, AddWatchMode, Client, CreateMode, Error as ZkError, EventType, SessionState};
+use zookeeper_client::{
+    Acl, Acls, AddWatchMode, Client, CreateMode, Error as ZkError, EventType, Permission, SessionState,
+};
 
 use crate::config::{NodeSpec, ZkSettings};
 use crate::node::Core;
@@ -92,15 +94,66 @@ async fn connect(cfg: &ZkSettings) -> Result<Client, End> {
     }
 }
 
-/// Creates `<root>/servers/<Type>` for every server type (checkTypeNode).
+/// The ACL id ZooKeeper's digest scheme gives credentials `user:password`:
+/// `user:base64(sha1("user:password"))`.
+pub(crate) fn digest_id(auth: &str) -> String {
+    use base64::Engine;
+    use sha1::Digest;
+    let user = auth.split_once(':').map_or(auth, |(u, _)| u);
+    let hash = sha1::Sha1::digest(auth.as_bytes());
+    format!("{user}:{}", base64::engine::general_purpose::STANDARD.encode(hash))
+}
+
+/// Makes sure only the identity `me` (this cluster's `auth`) has access to
+/// `path`. A path we own (our identity may administer it) that also grants
+/// others is made creator-only again; one we do not own (created by someone
+/// else, or by a node running without `auth`) refuses the start.
+async fn check_acl(client: &Client, path: &str, me: &str) -> Result<(), End> {
+    let (acl, stat) = client
+        .get_acl(path)
+        .await
+        .map_err(|e| refused(&e, &format!("read the ACL of {path}")))?;
+    let ours = |a: &Acl| a.scheme() == "digest" && a.id() == me;
+    let others: Vec<String> = acl
+        .iter()
+        .filter(|a| !ours(a))
+        .map(|a| format!("{}:{} {}", a.scheme(), a.id(), a.permission()))
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    let others = others.join(", ");
+    if !acl.iter().any(|a| ours(a) && a.permission().has(Permission::ADMIN)) {
+        return Err(End::Refused(format!(
+            "{path} is not protected by zookeeper.auth: its ACL grants {others} (created by someone else, \
+             or by a node without auth); anyone it grants could register fake nodes there. \
+             Delete it or make it creator-only for these credentials"
+        )));
+    }
+    warn!("{path} also grants {others}: making it creator-only again");
+    match client.set_acl(path, &Acls::creator_all(), Some(stat.aversion)).await {
+        Ok(_) => Ok(()),
+        Err(ZkError::BadVersion) => Err(End::Failed(format!("the ACL of {path} changed while it was fixed"))),
+        Err(e) => Err(refused(&e, &format!("make {path} creator-only"))),
+    }
+}
+
+/// Creates the root, `<root>/servers` and `<root>/servers/<Type>` for every
+/// server type (checkTypeNode), top down; with `auth`, checks each one's ACL
+/// before anything is created under it.
 async fn ensure_paths(client: &Client, cfg: &ZkSettings, types: &[String]) -> Result<(), End> {
     let opts = CreateMode::Persistent.with_acls(acls(cfg));
-    for t in types {
-        let path = format!("{}/{t}", servers(cfg));
+    let me = cfg.auth.as_deref().map(digest_id);
+    let mut paths = vec![cfg.root.clone(), servers(cfg)];
+    paths.extend(types.iter().map(|t| format!("{}/{t}", servers(cfg))));
+    for path in paths {
         client
             .mkdir(&path, &opts)
             .await
             .map_err(|e| refused(&e, &format!("create {path}")))?;
+        if let Some(me) = &me {
+            check_acl(client, &path, me).await?;
+        }
     }
     Ok(())
 }
@@ -306,5 +359,16 @@ pub(crate) async fn zk_task(core: Rc<Core>, cfg: ZkSettings) {
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_id_is_zookeepers() {
+        // as ZooKeeper's DigestAuthenticationProvider.generateDigest("luahost:secret")
+        assert_eq!(digest_id("luahost:secret"), "luahost:FioIHdRl8LtlPsq4u/cCZbwLrdc=");
     }
 }
