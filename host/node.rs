@@ -1094,6 +1094,7 @@ impl Core {
             digest: self.digest(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             load: self.load.get(),
+            incarnation: crate::zk::incarnation(),
         }
     }
 

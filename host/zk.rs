@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
 use zookeeper_client::{
-    Acl, Acls, AddWatchMode, Client, CreateMode, Error as ZkError, EventType, Permission, SessionState,
+    Acl, Acls, AddWatchMode, Client, CreateMode, Error as ZkError, EventType, Permission, SessionState, Stat,
 };
 
 use crate::config::{NodeSpec, ZkSettings};
@@ -44,13 +44,19 @@ pub struct Registration {
     pub version: String,
     /// Load figure the node reports (0 when unset).
     pub load: i64,
+    /// Random number drawn when the process started (0 in data written by
+    /// older versions): tells this process's registrations from those of
+    /// another process of the same node name.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// Why a session ended.
 enum End {
     /// The session expired: start a new one.
     Expired,
-    /// Credentials were refused: stop the node.
+    /// Credentials or paths were refused, or another process holds this
+    /// node's registration: stop the node.
     Refused(String),
     /// Anything else: retry after a pause.
     Failed(String),
@@ -158,18 +164,72 @@ async fn ensure_paths(client: &Client, cfg: &ZkSettings, types: &[String]) -> Re
     Ok(())
 }
 
+/// This process's incarnation: random, fixed while it runs, so that its
+/// registrations can be told from those of another process of the same
+/// node name.
+// TODO(merge): use `core.incarnation` once node::Core has it.
+pub(crate) fn incarnation() -> u64 {
+    static INCARNATION: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *INCARNATION.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        h.finish()
+    })
+}
+
+/// This node's own znode, as this session last created or wrote it.
+struct Mine {
+    /// `<root>/servers/<Type>/<node>`.
+    path: String,
+    /// Its data version: writes expect it, so they never overwrite a znode
+    /// someone else put there.
+    version: i32,
+}
+
+/// What a listing found at this node's own path.
+enum Own {
+    /// Nothing: the znode was deleted.
+    Gone,
+    /// A znode: its registration (`None` when the data is not one) and stat.
+    Found(Option<Registration>, Stat),
+}
+
+/// What [`list`] read.
+struct Listing {
+    /// Every registered node (this one included) with its load.
+    nodes: Vec<(NodeSpec, i64)>,
+    /// This node's own path.
+    own: Own,
+}
+
+/// This node's current registration, encoded.
+fn encode(core: &Core) -> Result<Vec<u8>, End> {
+    rmp_serde::to_vec_named(&core.registration()).map_err(|e| End::Failed(e.to_string()))
+}
+
+/// Creates this node's ephemeral znode with its current registration.
+async fn create_own(client: &Client, cfg: &ZkSettings, core: &Core, path: &str) -> Result<Result<Stat, ZkError>, End> {
+    let data = encode(core)?;
+    let opts = CreateMode::Ephemeral.with_acls(acls(cfg));
+    Ok(client.create(path, &data, &opts).await.map(|(stat, _)| stat))
+}
+
 /// Creates this node's ephemeral znode; one left by an earlier session of
 /// the same node is replaced, so a node is registered exactly once.
-async fn register(client: &Client, cfg: &ZkSettings, reg: &Registration) -> Result<(), End> {
-    let path = format!("{}/{}/{}", servers(cfg), reg.stype, reg.name);
-    let data = rmp_serde::to_vec_named(reg).map_err(|e| End::Failed(e.to_string()))?;
-    let opts = CreateMode::Ephemeral.with_acls(acls(cfg));
+async fn register(client: &Client, cfg: &ZkSettings, core: &Core, path: &str) -> Result<Stat, End> {
     for _ in 0..3 {
-        match client.create(&path, &data, &opts).await {
-            Ok(_) => return Ok(()),
+        match create_own(client, cfg, core, path).await? {
+            Ok(stat) => return Ok(stat),
             Err(ZkError::NodeExists) => {
                 warn!("{path} is still registered by an earlier session: replacing it");
-                match client.delete(&path, None).await {
+                match client.delete(path, None).await {
                     Ok(()) | Err(ZkError::NoNode) => {}
                     Err(e) => return Err(refused(&e, &format!("replace {path}"))),
                 }
@@ -180,9 +240,10 @@ async fn register(client: &Client, cfg: &ZkSettings, reg: &Registration) -> Resu
     Err(End::Failed(format!("could not register {path}")))
 }
 
-/// Reads every registered node.
-async fn list(client: &Client, cfg: &ZkSettings, types: &[String]) -> Result<Vec<(NodeSpec, i64)>, End> {
-    let mut specs = Vec::new();
+/// Reads every registered node, and what is at `own_path`.
+async fn list(client: &Client, cfg: &ZkSettings, types: &[String], own_path: &str) -> Result<Listing, End> {
+    let mut nodes = Vec::new();
+    let mut own = Own::Gone;
     for t in types {
         let dir = format!("{}/{t}", servers(cfg));
         let children = match client.list_children(&dir).await {
@@ -192,12 +253,16 @@ async fn list(client: &Client, cfg: &ZkSettings, types: &[String]) -> Result<Vec
         };
         for child in children {
             let path = format!("{dir}/{child}");
-            let data = match client.get_data(&path).await {
-                Ok((d, _)) => d,
+            let (data, stat) = match client.get_data(&path).await {
+                Ok(d) => d,
                 Err(ZkError::NoNode) => continue,
                 Err(e) => return Err(refused(&e, &format!("read {path}"))),
             };
-            let reg: Registration = match rmp_serde::from_slice(&data) {
+            let parsed = rmp_serde::from_slice::<Registration>(&data);
+            if path == own_path {
+                own = Own::Found(parsed.as_ref().ok().cloned(), stat);
+            }
+            let reg = match parsed {
                 Ok(r) => r,
                 Err(e) => {
                     warn!("ignoring {path}: not a luahost registration ({e})");
@@ -208,7 +273,7 @@ async fn list(client: &Client, cfg: &ZkSettings, types: &[String]) -> Result<Vec
                 warn!("ignoring {path}: bad address {}", reg.addr);
                 continue;
             };
-            specs.push((
+            nodes.push((
                 NodeSpec {
                     name: reg.name,
                     stype: reg.stype,
@@ -220,7 +285,7 @@ async fn list(client: &Client, cfg: &ZkSettings, types: &[String]) -> Result<Vec
             ));
         }
     }
-    Ok(specs)
+    Ok(Listing { nodes, own })
 }
 
 fn apply(core: &Rc<Core>, listed: Vec<(NodeSpec, i64)>, cfg: &ZkSettings) {
@@ -229,20 +294,74 @@ fn apply(core: &Rc<Core>, listed: Vec<(NodeSpec, i64)>, cfg: &ZkSettings) {
     core.apply_membership(specs, "ZooKeeper", Some(cfg.session_timeout));
 }
 
+/// Lists the servers and applies what it finds, and keeps this node's own
+/// registration: deleted, it is created again; left by an earlier session of
+/// this process (or not a registration), it is replaced; held by another
+/// process, this node does not fight over it and stops.
+async fn relist(
+    core: &Rc<Core>,
+    client: &Client,
+    cfg: &ZkSettings,
+    types: &[String],
+    mine: &mut Mine,
+) -> Result<(), End> {
+    for _ in 0..3 {
+        let listing = list(client, cfg, types, &mine.path).await?;
+        apply(core, listing.nodes, cfg);
+        match listing.own {
+            Own::Found(_, stat) if stat.ephemeral_owner == client.session_id().0 => {
+                mine.version = stat.version;
+                return Ok(());
+            }
+            Own::Found(Some(reg), _) if reg.incarnation != incarnation() => {
+                return Err(End::Refused(format!(
+                    "{} was taken over by another process of this node (addr {}, pid {}); \
+                     not fighting over it",
+                    mine.path, reg.addr, reg.pid
+                )));
+            }
+            Own::Found(_, stat) => {
+                warn!(
+                    "{} is held by an earlier session of this process or is not a registration: replacing it",
+                    mine.path
+                );
+                match client.delete(&mine.path, Some(stat.version)).await {
+                    // BadVersion: it changed meanwhile; the create below fails and the next round looks again
+                    Ok(()) | Err(ZkError::NoNode) | Err(ZkError::BadVersion) => {}
+                    Err(e) => return Err(refused(&e, &format!("replace {}", mine.path))),
+                }
+            }
+            Own::Gone => warn!("{} was deleted while this node runs: registering it again", mine.path),
+        }
+        match create_own(client, cfg, core, &mine.path).await? {
+            Ok(stat) => {
+                mine.version = stat.version;
+                info!("restored {} (session {:x})", mine.path, client.session_id().0);
+                return Ok(());
+            }
+            Err(ZkError::NodeExists) => {}
+            Err(e) => return Err(refused(&e, &format!("register {}", mine.path))),
+        }
+    }
+    Err(End::Failed(format!("could not keep {} registered", mine.path)))
+}
+
 async fn session(core: &Rc<Core>, client: &Client, cfg: &ZkSettings) -> End {
     let types = core.type_names();
     if let Err(e) = ensure_paths(client, cfg, &types).await {
         return e;
     }
-    let reg = core.registration();
-    if let Err(e) = register(client, cfg, &reg).await {
-        return e;
-    }
+    let path = format!("{}/{}/{}", servers(cfg), core.me.stype, core.me.name);
+    let mut mine = match register(client, cfg, core, &path).await {
+        Ok(stat) => Mine {
+            path,
+            version: stat.version,
+        },
+        Err(e) => return e,
+    };
     info!(
-        "registered in ZooKeeper as {}/{}/{} (session {:x})",
-        servers(cfg),
-        reg.stype,
-        reg.name,
+        "registered in ZooKeeper as {} (session {:x})",
+        mine.path,
         client.session_id().0
     );
     core.set_self_online(true);
@@ -251,46 +370,43 @@ async fn session(core: &Rc<Core>, client: &Client, cfg: &ZkSettings) -> End {
         Ok(w) => w,
         Err(e) => return refused(&e, "watch the servers"),
     };
-    match list(client, cfg, &types).await {
-        Ok(specs) => {
-            apply(core, specs, cfg);
-        }
-        Err(e) => return e,
+    if let Err(e) = relist(core, client, cfg, &types, &mut mine).await {
+        return e;
     }
     let mut recheck = tokio::time::interval(Duration::from_secs(1));
-    let my_path = format!("{}/{}/{}", servers(cfg), reg.stype, reg.name);
     loop {
         tokio::select! {
             _ = core.load_changed.notified() => {
                 // at most one update per 100 ms, with the latest load
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                let data = match rmp_serde::to_vec_named(&core.registration()) {
+                let data = match encode(core) {
                     Ok(d) => d,
-                    Err(e) => return End::Failed(e.to_string()),
+                    Err(e) => return e,
                 };
-                if let Err(e) = client.set_data(&my_path, &data, None).await {
-                    return refused(&e, &format!("update {my_path}"));
+                match client.set_data(&mine.path, &data, Some(mine.version)).await {
+                    Ok(stat) => mine.version = stat.version,
+                    // deleted or replaced meanwhile: see what is there
+                    Err(ZkError::NoNode | ZkError::BadVersion) => {
+                        if let Err(e) = relist(core, client, cfg, &types, &mut mine).await {
+                            return e;
+                        }
+                    }
+                    Err(e) => return refused(&e, &format!("update {}", mine.path)),
                 }
             }
             _ = recheck.tick() => {
                 // peers in their grace period: look again
                 if core.has_missing() {
-                    match list(client, cfg, &types).await {
-                        Ok(specs) => {
-                            apply(core, specs, cfg);
-                        }
-                        Err(e) => return e,
+                    if let Err(e) = relist(core, client, cfg, &types, &mut mine).await {
+                        return e;
                     }
                 }
             }
             s = states.changed() => match s {
                 SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
                     info!("ZooKeeper connection back: re-listing servers");
-                    match list(client, cfg, &types).await {
-                        Ok(specs) => {
-                        apply(core, specs, cfg);
-                    }
-                        Err(e) => return e,
+                    if let Err(e) = relist(core, client, cfg, &types, &mut mine).await {
+                        return e;
                     }
                 }
                 SessionState::Disconnected => {
@@ -312,13 +428,11 @@ async fn session(core: &Rc<Core>, client: &Client, cfg: &ZkSettings) -> End {
                     continue;
                 }
                 debug!("ZooKeeper: {:?} {}", ev.event_type, ev.path);
-                // let a burst of changes settle, then list once
+                // let a burst of changes settle, then list once (this
+                // node's own deletion is among the events seen here)
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                match list(client, cfg, &types).await {
-                    Ok(specs) => {
-                        apply(core, specs, cfg);
-                    }
-                    Err(e) => return e,
+                if let Err(e) = relist(core, client, cfg, &types, &mut mine).await {
+                    return e;
                 }
             }
         }
