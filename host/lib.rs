@@ -6,6 +6,7 @@
 //!
 //! The parts, in the order a message meets them:
 //!
+//! - [`auth`]: mutual proof of the cluster secret over fresh nonces; no I/O.
 //! - [`wire`]: frames (length, flag, session, data) and fragmentation; no I/O.
 //! - [`proto`]: the envelopes inside frames (verify, call, send, reply, ping).
 //! - [`mpack`]: the MessagePack reader/writer used on the hot path.
@@ -17,6 +18,7 @@
 //! - `transport`: connections: verify handshake, connect states, liveness.
 //! - `link`: a connection's output queue and writer.
 //! - [`stream`]: connection halves: TCP, or in-memory pipes between nodes of one process.
+//! - `ratelog`: rate limits for log lines remote parties can cause.
 //! - [`zk`]: ZooKeeper discovery (register, watch, expiry, auth).
 //! - `lua_api`: the `luahost.core` module that lualib builds on.
 //! - [`cluster`]: starting a whole cluster in one process (`luahost up`).
@@ -26,6 +28,7 @@
 //! you want; each returns a [`NodeHandle`].
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod bench;
 pub mod cluster;
 pub mod config;
@@ -34,6 +37,7 @@ mod lua_api;
 pub mod mpack;
 pub mod node;
 pub mod proto;
+mod ratelog;
 pub mod ring;
 pub mod schema;
 pub mod stream;

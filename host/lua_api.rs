@@ -241,6 +241,7 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
     func!("set_load", |c, _l, load: i64| {
         if c.load.replace(load) != load {
             c.load_changed.notify_one();
+            c.publish_load();
         }
         Ok(())
     });
@@ -252,6 +253,12 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
             t.set("type", spec.stype)?;
             t.set("id", spec.sid)?;
             t.set("addr", spec.addr.to_string())?;
+            let load = if spec.sid == c.me.sid {
+                c.load.get()
+            } else {
+                c.loads.borrow().get(&spec.sid).copied().unwrap_or(0)
+            };
+            t.set("load", load)?;
             out.push(t)?;
         }
         Ok(out)

@@ -422,6 +422,18 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Reads an unsigned integer (any u64).
+    pub fn read_u64(&mut self) -> Result<u64, ReadError> {
+        match self.read_num()? {
+            Num::Int(v) if v >= 0 => Ok(v as u64),
+            Num::BigUint(v) => Ok(v),
+            _ => Err(ReadError::Unexpected {
+                expected: "u64",
+                found: "other number",
+            }),
+        }
+    }
+
     /// Reads an integer that must fit in i64.
     pub fn read_i64(&mut self) -> Result<i64, ReadError> {
         match self.read_num()? {

@@ -63,6 +63,9 @@ pub mod kind {
     pub const EVAL: i64 = 7;
     /// `(RELOAD, paths | nil)`
     pub const RELOAD: i64 = 8;
+    /// `(LOST, sid, type, name, {[method] = count}, cause)`: sends to that
+    /// node that will not be delivered (or may not have been handled).
+    pub const LOST: i64 = 9;
 }
 
 /// Why a node could not start.
@@ -312,6 +315,10 @@ pub(crate) struct Pending {
 pub(crate) struct Peer {
     pub(crate) spec: NodeSpec,
     pub(crate) state: Cell<PeerState>,
+    /// Sequence number of the next send to this peer.
+    next_seq: Cell<u32>,
+    /// Incarnation of the peer at the last verified connection (0: none yet).
+    incarnation: Cell<u64>,
     /// Messages to write; while not connected, the bounded wait queue.
     pub(crate) link: Link,
     /// Calls waiting for a reply over this peer, by call id.
@@ -369,8 +376,34 @@ pub(crate) struct Core {
     /// ZooKeeper task to publish it.
     pub(crate) load: Cell<i64>,
     pub(crate) load_changed: Notify,
-    /// Loads other nodes report through ZooKeeper, by sid.
+    /// Loads other nodes report (through ZooKeeper or their links), by sid.
     pub(crate) loads: RefCell<HashMap<u32, i64>>,
+    /// Random number of this process start (tells a restarted node apart).
+    pub(crate) incarnation: u64,
+    /// Rate limits of log lines remote parties can cause.
+    log_limit: RefCell<crate::ratelog::LogLimit>,
+    /// The last send handled from each sender, by name (duplicates resent
+    /// after a reconnect are dropped).
+    send_seqs: RefCell<HashMap<String, Rc<SendSeqs>>>,
+}
+
+/// The sends handled from one incarnation of a sender.
+#[derive(Debug)]
+pub(crate) struct SendSeqs {
+    incarnation: u64,
+    last: Cell<Option<u32>>,
+}
+
+impl SendSeqs {
+    /// True when send `seq` was not handled yet.
+    pub(crate) fn fresh(&self, seq: u32) -> bool {
+        self.last.get().is_none_or(|last| !crate::link::seq_le(seq, last))
+    }
+
+    /// Notes that send `seq` was handed to Lua.
+    pub(crate) fn handled(&self, seq: u32) {
+        self.last.set(Some(seq));
+    }
 }
 
 /// Connection id Lua uses for calls from this node to itself.
@@ -442,6 +475,9 @@ impl Core {
             load: Cell::new(0),
             load_changed: Notify::new(),
             loads: RefCell::new(HashMap::new()),
+            incarnation: crate::auth::incarnation(),
+            log_limit: RefCell::new(crate::ratelog::LogLimit::default()),
+            send_seqs: RefCell::new(HashMap::new()),
         });
         // With ZooKeeper the peers are discovered; the file only describes this node.
         for spec in cluster.nodes.values() {
@@ -456,6 +492,7 @@ impl Core {
         crate::lua_api::install(&core, &cluster).map_err(script_err)?;
         tokio::task::spawn_local(timer_task(core.clone()));
         tokio::task::spawn_local(deadline_task(core.clone()));
+        tokio::task::spawn_local(log_summary_task(core.clone()));
         let main = std::fs::read_to_string(&me.main).map_err(|e| NodeError::Script {
             node: me.name.clone(),
             message: format!("cannot read {}: {e}", me.main.display()),
@@ -523,11 +560,29 @@ impl Core {
         }
         self.watcher.borrow_mut().take();
         self.script_watcher.borrow_mut().take();
-        for p in self.peers.borrow().values() {
+        let peers: Vec<Rc<Peer>> = self.peers.borrow().values().cloned().collect();
+        for p in peers {
             if let Some(t) = p.task.borrow_mut().take() {
                 t.abort();
             }
+            if !p.is_self {
+                let lost = p.link.drain_unsent();
+                if !lost.sends.is_empty() {
+                    let list: Vec<String> = lost
+                        .sends
+                        .iter()
+                        .map(|(mid, n)| format!("{n} x {}", self.method_name(*mid)))
+                        .collect();
+                    error!(
+                        "{} sends to {} not delivered or not acknowledged when this node stopped: {}",
+                        lost.total(),
+                        p.spec.name,
+                        list.join(", ")
+                    );
+                }
+            }
         }
+        self.log_summaries();
         // Break the Lua -> Rust cycle so the state can be freed.
         self.dispatch.borrow_mut().take();
     }
@@ -541,7 +596,9 @@ impl Core {
                 PeerState::Disconnected
             }),
             spec,
-            link: Link::default(),
+            next_seq: Cell::new(1),
+            incarnation: Cell::new(0),
+            link: Link::new(!is_self),
             pending: RefCell::new(HashMap::new()),
             kick: Notify::new(),
             online: Cell::new(false),
@@ -566,6 +623,7 @@ impl Core {
         let Some(peer) = self.peers.borrow_mut().remove(&sid) else {
             return;
         };
+        self.loads.borrow_mut().remove(&sid);
         if let Some(t) = peer.task.borrow_mut().take() {
             t.abort();
         }
@@ -747,33 +805,43 @@ impl Core {
             let c = self.cluster.borrow();
             (c.max_message, c.max_queue)
         };
-        let queued = peer.link.queued();
-        if queued > max_queue {
+        let held = peer.link.held();
+        if held > max_queue {
             return Err(format!(
-                "node down: {}: {queued} bytes already wait in its queue (max_queue {max_queue}) ({})",
+                "busy: {}: {held} bytes already wait in its queue or for acknowledgement (max_queue {max_queue}) ({})",
                 peer.spec.name, method.name
             ));
         }
-        let id = if call { self.next_call_id() } else { 0 };
-        {
-            let mut out = peer.link.out.borrow_mut();
-            let start = proto::begin_request(&mut out, call, eid, mid, method.args.len());
-            if let Err(e) = schema::encode_list(&mut out, method, &method.args, "argument", args.iter()) {
-                wire::abort_message(&mut out, start);
+        let (id, req) = if call {
+            let id = self.next_call_id();
+            (id, crate::link::Req::Call(id))
+        } else {
+            let seq = peer.next_seq.get();
+            (seq, crate::link::Req::Send { seq, mid })
+        };
+        peer.link.push_request(req, |out| {
+            let start = proto::begin_request(out, call, eid, mid, method.args.len());
+            if let Err(e) = schema::encode_list(out, method, &method.args, "argument", args.iter()) {
+                wire::abort_message(out, start);
                 return Err(e);
             }
             let size = out.len() - start - wire::HEADER;
             if size > max_message {
-                wire::abort_message(&mut out, start);
+                wire::abort_message(out, start);
                 return Err(format!(
                     "message too large: {} to {} is {size} bytes, max_message is {max_message}",
                     method.name, peer.spec.name
                 ));
             }
-            wire::finish_message(&mut out, start, id);
+            wire::finish_message(out, start, id);
+            Ok(())
+        })?;
+        if !call {
+            peer.next_seq.set(id.wrapping_add(1));
         }
         peer.link.wake.notify_one();
         peer.link.flush_if_large();
+        let id = if call { id } else { 0 };
         if call {
             let t = timeout
                 .unwrap_or_else(|| self.cluster.borrow().call_timeout)
@@ -847,7 +915,9 @@ impl Core {
             _ => return,
         };
         let refuse = |text: String| {
-            error!("refused {} from {from}: {text}", if is_call { "call" } else { "send" });
+            if self.limited("requests refused (unknown method, wrong node type or bad arguments)") {
+                error!("refused {} from {from}: {text}", if is_call { "call" } else { "send" });
+            }
             if is_call {
                 let text = format!("{}: {text}", self.me.name);
                 match link {
@@ -965,28 +1035,152 @@ impl Core {
     }
 
     /// Fails every call waiting on `peer` with "node down" and reports, by
-    /// method, the sends that were queued for it and will not be delivered.
+    /// method, the sends that were queued or unacknowledged for it and will
+    /// not be delivered.
     pub(crate) fn fail_peer(&self, peer: &Peer, cause: &str) {
         let lost = peer.link.drain_unsent();
-        if !lost.sends.is_empty() {
-            let list: Vec<String> = lost
-                .sends
-                .iter()
-                .map(|(mid, n)| format!("{n} x {}", self.method_name(*mid)))
-                .collect();
-            error!(
-                "sends to {} not delivered (node down: {cause}): {}",
-                peer.spec.name,
-                list.join(", ")
-            );
-        }
-        if lost.partial_bytes > 0 {
-            warn!(
-                "{} bytes were being written to {} when it went down; their messages may be lost",
-                lost.partial_bytes, peer.spec.name
-            );
-        }
+        self.report_lost(peer, &lost, cause);
         self.fail_pending(peer, cause);
+    }
+
+    /// Tells the log and Lua (`Event.Server.SendsLost`) about sends to `peer`
+    /// that will not be delivered, or were written and never acknowledged.
+    fn report_lost(&self, peer: &Peer, lost: &crate::link::Lost, cause: &str) {
+        if lost.sends.is_empty() {
+            return;
+        }
+        let names: Vec<(String, usize)> = lost.sends.iter().map(|(mid, n)| (self.method_name(*mid), *n)).collect();
+        let list: Vec<String> = names.iter().map(|(m, n)| format!("{n} x {m}")).collect();
+        let unacked = if lost.unacknowledged > 0 {
+            format!(
+                "; {} of them were written but never acknowledged, so they may or may not have been handled",
+                lost.unacknowledged
+            )
+        } else {
+            String::new()
+        };
+        error!(
+            "{} sends to {} not delivered ({cause}): {}{unacked}",
+            lost.total(),
+            peer.spec.name,
+            list.join(", ")
+        );
+        let report = || -> mlua::Result<MultiValue> {
+            let counts = self.lua.create_table()?;
+            for (m, n) in &names {
+                counts.set(m.as_str(), *n)?;
+            }
+            let mut mv = MultiValue::with_capacity(6);
+            mv.push_back(Value::Integer(kind::LOST));
+            mv.push_back(Value::Integer(peer.spec.sid as i64));
+            mv.push_back(Value::String(self.lua.create_string(&peer.spec.stype)?));
+            mv.push_back(Value::String(self.lua.create_string(&peer.spec.name)?));
+            mv.push_back(Value::Table(counts));
+            mv.push_back(Value::String(self.lua.create_string(cause)?));
+            Ok(mv)
+        };
+        match report() {
+            Ok(mv) => self.call_lua(mv),
+            Err(e) => error!("cannot tell Lua about lost sends: {e}"),
+        }
+    }
+
+    /// A connection to `peer` verified; the peer is at `incarnation`. Sends
+    /// that were in flight on the previous connection are resent if the peer
+    /// is the same process, else reported lost.
+    pub(crate) fn peer_connected(&self, peer: &Rc<Peer>, incarnation: u64) {
+        let before = peer.incarnation.replace(incarnation);
+        let lost = peer.link.reconnected(before == incarnation);
+        if before != 0 && before != incarnation {
+            info!("{} restarted (new incarnation)", peer.spec.name);
+        }
+        self.report_lost(
+            peer,
+            &lost,
+            &format!("{} restarted before acknowledging them", peer.spec.name),
+        );
+        let load = self.load.get();
+        if load != 0 {
+            peer.link.push(|o| proto::put_load(o, load));
+        }
+        self.set_online(peer, true);
+    }
+
+    /// The connection to `peer` was lost. Calls waiting on it fail (only
+    /// those already written, when `reverify`); sends wait for the next
+    /// connection, which resends or reports them.
+    pub(crate) fn peer_lost(&self, peer: &Peer, cause: &str, reverify: bool) {
+        self.set_online(peer, false);
+        peer.link.connection_lost(reverify);
+        if reverify {
+            self.fail_written_calls(peer, cause);
+        } else {
+            self.fail_pending(peer, cause);
+        }
+    }
+
+    /// The verified identity this node shows in a handshake, with a fresh nonce.
+    pub(crate) fn identity(&self) -> crate::auth::Identity {
+        crate::auth::Identity {
+            name: self.me.name.clone(),
+            sid: self.me.sid,
+            stype: self.me.stype.clone(),
+            digest: self.digest(),
+            incarnation: self.incarnation,
+            nonce: crate::auth::nonce(),
+        }
+    }
+
+    /// The cluster secret.
+    pub(crate) fn secret(&self) -> String {
+        self.cluster.borrow().secret.clone()
+    }
+
+    /// Whether a log line of `cause` (one a remote party can trigger) may be
+    /// written now; see [`crate::ratelog`].
+    pub(crate) fn limited(&self, cause: &'static str) -> bool {
+        self.log_limit.borrow_mut().allow(cause, Instant::now())
+    }
+
+    /// Logs the summaries of rate-limited log lines whose window is over.
+    fn log_summaries(&self) {
+        let summaries = self.log_limit.borrow_mut().end_windows(Instant::now());
+        for s in summaries {
+            warn!("{s}");
+        }
+    }
+
+    /// The record of sends handled from `sender` at `incarnation` (a new one
+    /// when the sender restarted).
+    pub(crate) fn send_seqs(&self, sender: &str, incarnation: u64) -> Rc<SendSeqs> {
+        let mut map = self.send_seqs.borrow_mut();
+        match map.get(sender) {
+            Some(s) if s.incarnation == incarnation => s.clone(),
+            _ => {
+                let s = Rc::new(SendSeqs {
+                    incarnation,
+                    last: Cell::new(None),
+                });
+                map.insert(sender.to_string(), s.clone());
+                s
+            }
+        }
+    }
+
+    /// Node `sid` reported its load over its link.
+    pub(crate) fn set_peer_load(&self, sid: u32, load: i64) {
+        self.loads.borrow_mut().insert(sid, load);
+    }
+
+    /// Tells every connected peer this node's new load (static discovery;
+    /// with ZooKeeper the znode carries it too).
+    pub(crate) fn publish_load(&self) {
+        let load = self.load.get();
+        for p in self.peers.borrow().values() {
+            if !p.is_self && p.state.get() == PeerState::Connected {
+                p.link.push(|o| proto::put_load(o, load));
+            }
+        }
     }
 
     /// Fails the calls waiting on `peer` that were already written to its
@@ -1094,7 +1288,7 @@ impl Core {
             digest: self.digest(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             load: self.load.get(),
-            incarnation: crate::zk::incarnation(),
+            incarnation: self.incarnation,
         }
     }
 
@@ -1462,6 +1656,16 @@ async fn deadline_task(core: Rc<Core>) {
     loop {
         tick.tick().await;
         core.expire_calls(Instant::now());
+    }
+}
+
+/// Logs, once per window, how many rate-limited lines were not written.
+async fn log_summary_task(core: Rc<Core>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        core.log_summaries();
     }
 }
 

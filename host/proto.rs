@@ -5,13 +5,23 @@
 //!
 //! | kind | form | frame session |
 //! | --- | --- | --- |
-//! | 0 verify | `[0, name, sid, type, digest, token]` | 0 |
+//! | 0 verify (hello) | `[0, name, sid, type, digest, incarnation, nonce]` | 0 |
 //! | 1 verify-ok | `[1, name, sid]` | 0 |
 //! | 2 verify-failed | `[2, reason]` | 0 |
 //! | 3 call | `[3, eid, method id, args...]` | call id |
-//! | 4 send | `[4, eid, method id, args...]` | 0 |
+//! | 4 send | `[4, eid, method id, args...]` | send sequence number |
 //! | 5 reply | `[5, 0, results...]` or `[5, 1, error text]` | call id |
 //! | 6 ping / 7 pong | `[6]` / `[7]` | 0 |
+//! | 8 challenge | `[8, name, sid, type, digest, incarnation, nonce, proof]` | 0 |
+//! | 9 proof | `[9, proof]` | 0 |
+//! | 10 ack | `[10, last send sequence handed to Lua]` | 0 |
+//! | 11 load | `[11, load]` | 0 |
+//!
+//! The handshake (hello, challenge, proof, verify-ok) is described in
+//! [`crate::auth`]: no secret travels, both sides prove they know it. Sends
+//! carry a sequence number per sender and receiver; the receiver acknowledges
+//! the last one it handed to Lua, so the sender knows exactly which sends a
+//! lost connection took with it.
 //!
 //! Arguments and results are typed by the schema (see `schema`): the
 //! envelope only frames them.
@@ -37,23 +47,43 @@ pub const KIND_REPLY: u8 = 5;
 pub const KIND_PING: u8 = 6;
 /// Kind tag of a pong.
 pub const KIND_PONG: u8 = 7;
+/// Kind tag of the accepting side's challenge.
+pub const KIND_CHALLENGE: u8 = 8;
+/// Kind tag of the connecting side's proof.
+pub const KIND_PROOF: u8 = 9;
+/// Kind tag of a send acknowledgement.
+pub const KIND_ACK: u8 = 10;
+/// Kind tag of a load report.
+pub const KIND_LOAD: u8 = 11;
 
 /// A decoded payload. Arguments stay undecoded in `args` until the schema
 /// says what they are.
 #[derive(Debug, Clone)]
 pub enum Envelope<'a> {
-    /// The first message on a connection: who is speaking.
-    Verify {
-        /// Node name.
-        name: &'a [u8],
-        /// Server id.
-        sid: u32,
-        /// Server type name.
-        stype: &'a [u8],
-        /// `rpcdef.Digi` of the sender.
-        digest: u32,
-        /// Proof of membership (the cluster secret).
-        token: &'a [u8],
+    /// The first message on a connection: who is speaking, and its nonce.
+    Verify(Hello<'a>),
+    /// The accepting side's answer to a hello: who it is, its nonce, and its
+    /// proof of the cluster secret.
+    Challenge {
+        /// The accepting node.
+        hello: Hello<'a>,
+        /// HMAC proof (see [`crate::auth`]).
+        proof: &'a [u8],
+    },
+    /// The connecting side's proof of the cluster secret.
+    Proof {
+        /// HMAC proof (see [`crate::auth`]).
+        proof: &'a [u8],
+    },
+    /// The receiver has handed every send up to `seq` to Lua.
+    Ack {
+        /// Sequence number of the last send handled.
+        seq: u32,
+    },
+    /// The sender's load figure (`router.setLoad`).
+    Load {
+        /// The load.
+        load: i64,
     },
     /// The handshake was accepted.
     VerifyOk {
@@ -104,6 +134,58 @@ pub enum Envelope<'a> {
     Pong,
 }
 
+/// Who is speaking in a handshake message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello<'a> {
+    /// Node name.
+    pub name: &'a [u8],
+    /// Server id.
+    pub sid: u32,
+    /// Server type name.
+    pub stype: &'a [u8],
+    /// `rpcdef.Digi` of the speaker.
+    pub digest: u32,
+    /// The speaker's incarnation (random per process start).
+    pub incarnation: u64,
+    /// Fresh random bytes.
+    pub nonce: &'a [u8],
+}
+
+impl Hello<'_> {
+    /// The identity for [`crate::auth`], or `None` when the nonce has the
+    /// wrong length.
+    pub fn identity(&self) -> Option<crate::auth::Identity> {
+        Some(crate::auth::Identity {
+            name: String::from_utf8_lossy(self.name).into_owned(),
+            sid: self.sid,
+            stype: String::from_utf8_lossy(self.stype).into_owned(),
+            digest: self.digest,
+            incarnation: self.incarnation,
+            nonce: self.nonce.try_into().ok()?,
+        })
+    }
+}
+
+fn read_hello<'a>(r: &mut Reader<'a>) -> Result<Hello<'a>, ReadError> {
+    Ok(Hello {
+        name: r.read_bytes()?,
+        sid: r.read_u32()?,
+        stype: r.read_bytes()?,
+        digest: r.read_u32()?,
+        incarnation: r.read_u64()?,
+        nonce: r.read_bytes()?,
+    })
+}
+
+fn put_hello(out: &mut BytesMut, id: &crate::auth::Identity) {
+    mpack::put_str(out, id.name.as_bytes());
+    mpack::put_uint(out, id.sid as u64);
+    mpack::put_str(out, id.stype.as_bytes());
+    mpack::put_uint(out, id.digest as u64);
+    mpack::put_uint(out, id.incarnation);
+    mpack::put_bin(out, &id.nonce);
+}
+
 /// Why a payload is not a valid envelope.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtoError {
@@ -150,19 +232,28 @@ pub fn parse(data: &[u8]) -> Result<Envelope<'_>, ProtoError> {
     };
     let env = match kind {
         KIND_VERIFY => {
-            need(6)?;
-            let name = r.read_bytes()?;
-            let sid = r.read_u32()?;
-            let stype = r.read_bytes()?;
-            let digest = r.read_u32()?;
-            let token = r.read_bytes()?;
-            Envelope::Verify {
-                name,
-                sid,
-                stype,
-                digest,
-                token,
+            need(7)?;
+            Envelope::Verify(read_hello(&mut r)?)
+        }
+        KIND_CHALLENGE => {
+            need(8)?;
+            let hello = read_hello(&mut r)?;
+            Envelope::Challenge {
+                hello,
+                proof: r.read_bytes()?,
             }
+        }
+        KIND_PROOF => {
+            need(2)?;
+            Envelope::Proof { proof: r.read_bytes()? }
+        }
+        KIND_ACK => {
+            need(2)?;
+            Envelope::Ack { seq: r.read_u32()? }
+        }
+        KIND_LOAD => {
+            need(2)?;
+            Envelope::Load { load: r.read_i64()? }
         }
         KIND_VERIFY_OK => {
             need(3)?;
@@ -213,16 +304,49 @@ pub fn parse(data: &[u8]) -> Result<Envelope<'_>, ProtoError> {
     Ok(env)
 }
 
-/// Appends a verify request.
-pub fn put_verify(out: &mut BytesMut, name: &str, sid: u32, stype: &str, digest: u32, token: &str) {
+/// Appends a hello (the verify request of the connecting side).
+pub fn put_verify(out: &mut BytesMut, me: &crate::auth::Identity) {
     let start = wire::begin_message(out);
-    mpack::put_array_len(out, 6);
+    mpack::put_array_len(out, 7);
     mpack::put_uint(out, KIND_VERIFY as u64);
-    mpack::put_str(out, name.as_bytes());
-    mpack::put_uint(out, sid as u64);
-    mpack::put_str(out, stype.as_bytes());
-    mpack::put_uint(out, digest as u64);
-    mpack::put_str(out, token.as_bytes());
+    put_hello(out, me);
+    wire::finish_message(out, start, 0);
+}
+
+/// Appends the accepting side's challenge.
+pub fn put_challenge(out: &mut BytesMut, me: &crate::auth::Identity, proof: &[u8]) {
+    let start = wire::begin_message(out);
+    mpack::put_array_len(out, 8);
+    mpack::put_uint(out, KIND_CHALLENGE as u64);
+    put_hello(out, me);
+    mpack::put_bin(out, proof);
+    wire::finish_message(out, start, 0);
+}
+
+/// Appends the connecting side's proof.
+pub fn put_proof(out: &mut BytesMut, proof: &[u8]) {
+    let start = wire::begin_message(out);
+    mpack::put_array_len(out, 2);
+    mpack::put_uint(out, KIND_PROOF as u64);
+    mpack::put_bin(out, proof);
+    wire::finish_message(out, start, 0);
+}
+
+/// Appends an acknowledgement of every send up to `seq`.
+pub fn put_ack(out: &mut BytesMut, seq: u32) {
+    let start = wire::begin_message(out);
+    mpack::put_array_len(out, 2);
+    mpack::put_uint(out, KIND_ACK as u64);
+    mpack::put_uint(out, seq as u64);
+    wire::finish_message(out, start, 0);
+}
+
+/// Appends a load report.
+pub fn put_load(out: &mut BytesMut, load: i64) {
+    let start = wire::begin_message(out);
+    mpack::put_array_len(out, 2);
+    mpack::put_uint(out, KIND_LOAD as u64);
+    mpack::put_int(out, load);
     wire::finish_message(out, start, 0);
 }
 
@@ -254,7 +378,8 @@ pub fn put_ping(out: &mut BytesMut, pong: bool) {
 }
 
 /// Starts a call or send: frame header and envelope head. The caller appends
-/// exactly `nargs` values and then calls [`wire::finish_message`].
+/// exactly `nargs` values and then calls [`wire::finish_message`] with the
+/// call id or the send's sequence number.
 pub fn begin_request(out: &mut BytesMut, call: bool, eid: i64, mid: u32, nargs: usize) -> usize {
     let start = wire::begin_message(out);
     mpack::put_array_len(out, 3 + nargs);
@@ -291,7 +416,19 @@ mod tests {
     #[test]
     fn envelopes_round_trip() {
         let mut out = BytesMut::new();
-        put_verify(&mut out, "hall_1", 11, "Hall", 0xdead_beef, "tok");
+        let me = crate::auth::Identity {
+            name: "hall_1".into(),
+            sid: 11,
+            stype: "Hall".into(),
+            digest: 0xdead_beef,
+            incarnation: u64::MAX - 3,
+            nonce: [7; 32],
+        };
+        put_verify(&mut out, &me);
+        put_challenge(&mut out, &me, &[9; 32]);
+        put_proof(&mut out, &[8; 32]);
+        put_ack(&mut out, u32::MAX);
+        put_load(&mut out, -5);
         let start = begin_request(&mut out, true, 5, 42, 1);
         mpack::put_int(&mut out, -7);
         wire::finish_message(&mut out, start, 99);
@@ -299,20 +436,23 @@ mod tests {
         let mut dec = FrameDecoder::default();
         let m = dec.decode(&mut out).unwrap().unwrap();
         match parse(&m.data).unwrap() {
-            Envelope::Verify {
-                name,
-                sid,
-                stype,
-                digest,
-                token,
-            } => {
-                assert_eq!(
-                    (name, sid, stype, digest, token),
-                    (&b"hall_1"[..], 11, &b"Hall"[..], 0xdead_beef, &b"tok"[..])
-                );
+            Envelope::Verify(hello) => assert_eq!(hello.identity().unwrap(), me),
+            other => panic!("{other:?}"),
+        }
+        let m = dec.decode(&mut out).unwrap().unwrap();
+        match parse(&m.data).unwrap() {
+            Envelope::Challenge { hello, proof } => {
+                assert_eq!(hello.identity().unwrap(), me);
+                assert_eq!(proof, &[9; 32]);
             }
             other => panic!("{other:?}"),
         }
+        let m = dec.decode(&mut out).unwrap().unwrap();
+        assert!(matches!(parse(&m.data).unwrap(), Envelope::Proof { proof } if proof == [8; 32]));
+        let m = dec.decode(&mut out).unwrap().unwrap();
+        assert!(matches!(parse(&m.data).unwrap(), Envelope::Ack { seq: u32::MAX }));
+        let m = dec.decode(&mut out).unwrap().unwrap();
+        assert!(matches!(parse(&m.data).unwrap(), Envelope::Load { load: -5 }));
         let m = dec.decode(&mut out).unwrap().unwrap();
         assert_eq!(m.session, 99);
         match parse(&m.data).unwrap() {

@@ -127,6 +127,12 @@ fn write_header(h: &mut [u8], flag: u8, session: u32, data_len: usize) {
     h[3..7].copy_from_slice(&session.to_be_bytes());
 }
 
+/// True when `buf` starts with a whole frame (its length field and all the
+/// bytes it counts have arrived).
+pub fn has_frame(buf: &[u8]) -> bool {
+    buf.len() >= 2 && buf.len() >= 2 + u16::from_be_bytes([buf[0], buf[1]]) as usize
+}
+
 /// Reassembles messages from a byte stream.
 #[derive(Debug)]
 pub struct FrameDecoder {

@@ -164,26 +164,6 @@ async fn ensure_paths(client: &Client, cfg: &ZkSettings, types: &[String]) -> Re
     Ok(())
 }
 
-/// This process's incarnation: random, fixed while it runs, so that its
-/// registrations can be told from those of another process of the same
-/// node name.
-// TODO(merge): use `core.incarnation` once node::Core has it.
-pub(crate) fn incarnation() -> u64 {
-    static INCARNATION: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *INCARNATION.get_or_init(|| {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-        );
-        h.finish()
-    })
-}
-
 /// This node's own znode, as this session last created or wrote it.
 struct Mine {
     /// `<root>/servers/<Type>/<node>`.
@@ -313,7 +293,7 @@ async fn relist(
                 mine.version = stat.version;
                 return Ok(());
             }
-            Own::Found(Some(reg), _) if reg.incarnation != incarnation() => {
+            Own::Found(Some(reg), _) if reg.incarnation != core.incarnation => {
                 return Err(End::Refused(format!(
                     "{} was taken over by another process of this node (addr {}, pid {}); \
                      not fighting over it",

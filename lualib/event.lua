@@ -1,9 +1,12 @@
 -- Events inside one node: EventMng:subscribe/publish, and the names the host
--- publishes (Event.Server.Online/Offline with sid, type name, node name).
+-- publishes: Event.Server.Online/Offline with (sid, type name, node name), and
+-- Event.Server.SendsLost with (sid, type name, node name, {[method] = count},
+-- cause) for one-way sends to that node that will not be delivered, or were
+-- written and never acknowledged (so may or may not have been handled).
 local M = {}
 
 M.Event = {
-    Server = { Online = "Server.Online", Offline = "Server.Offline" },
+    Server = { Online = "Server.Online", Offline = "Server.Offline", SendsLost = "Server.SendsLost" },
 }
 
 local EventMng = { handlers = {} }

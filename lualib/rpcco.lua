@@ -7,7 +7,7 @@ local core = require "luahost.core"
 
 local M = {}
 
-local CALL, SEND, REPLY, TIMER, ONLINE, OFFLINE, EVAL, RELOAD = 1, 2, 3, 4, 5, 6, 7, 8
+local CALL, SEND, REPLY, TIMER, ONLINE, OFFLINE, EVAL, RELOAD, LOST = 1, 2, 3, 4, 5, 6, 7, 8, 9
 
 local create, resume_raw, yield, running, status =
     coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
@@ -209,8 +209,8 @@ local function run_send(eid, mid, ...)
     if not ok then ERROR("%s failed: %s", m.full, err) end
 end
 
-local function publish(ev, sid, tname, name)
-    event.EventMng:publish(ev, sid, tname, name)
+local function publish(ev, ...)
+    event.EventMng:publish(ev, ...)
 end
 
 local function run_eval(token, code)
@@ -257,6 +257,9 @@ function M.dispatch(kind, a, b, ...)
         resume(take(), publish, event.Event.Server.Online, a, b, ...)
     elseif kind == OFFLINE then
         resume(take(), publish, event.Event.Server.Offline, a, b, ...)
+    elseif kind == LOST then
+        -- (sid, type, name, {[method] = count}, cause)
+        resume(take(), publish, event.Event.Server.SendsLost, a, b, ...)
     elseif kind == EVAL then
         resume(take(), run_eval, a, b)
     elseif kind == RELOAD then

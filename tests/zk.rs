@@ -48,9 +48,10 @@ fn zk_client(zk: &ZkServer, auth: Option<&str>) -> (tokio::runtime::Runtime, zoo
 }
 
 /// A listener that claims to be whatever node it is asked to be, without
-/// knowing the cluster secret: it answers the first message of every
-/// connection with a verify-ok as `name`/`sid`, then reads until the other
-/// side hangs up.
+/// knowing the cluster secret: it answers the first message of each
+/// connection, alternately, with a verify-ok as `name`/`sid` and with a
+/// challenge as that node carrying a made-up proof, then reads until the
+/// other side hangs up.
 struct FakeNode {
     addr: std::net::SocketAddr,
     /// Connections the other side closed.
@@ -58,24 +59,34 @@ struct FakeNode {
 }
 
 impl FakeNode {
-    fn start(name: &'static str, sid: u32) -> FakeNode {
+    fn start(name: &'static str, sid: u32, stype: &'static str, digest: u32) -> FakeNode {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let closed = Arc::new(AtomicUsize::new(0));
         let count = closed.clone();
         std::thread::spawn(move || {
-            for s in l.incoming() {
+            for (n, s) in l.incoming().enumerate() {
                 let Ok(mut s) = s else { continue };
                 let count = count.clone();
                 std::thread::spawn(move || {
-                    let mut len = [0u8; 2];
-                    if s.read_exact(&mut len).is_ok() {
-                        let mut frame = vec![0u8; u16::from_be_bytes(len) as usize];
-                        if s.read_exact(&mut frame).is_ok() {
-                            let mut out = bytes::BytesMut::new();
+                    let mut dec = luahost::wire::FrameDecoder::default();
+                    let mut inbuf = bytes::BytesMut::new();
+                    if read_frame(&mut s, &mut dec, &mut inbuf).is_some() {
+                        let mut out = bytes::BytesMut::new();
+                        if n % 2 == 0 {
                             luahost::proto::put_verify_ok(&mut out, name, sid);
-                            let _ = s.write_all(&out);
+                        } else {
+                            let me = luahost::auth::Identity {
+                                name: name.into(),
+                                sid,
+                                stype: stype.into(),
+                                digest,
+                                incarnation: 7,
+                                nonce: luahost::auth::nonce(),
+                            };
+                            luahost::proto::put_challenge(&mut out, &me, &[0x5a; luahost::auth::PROOF_LEN]);
                         }
+                        let _ = s.write_all(&out);
                     }
                     let mut sink = [0u8; 4096];
                     while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
@@ -346,20 +357,20 @@ fn auth_refuses_a_root_others_may_write_and_fixes_one_the_cluster_owns() {
 }
 
 #[test]
-#[ignore = "needs the mutual-authentication handshake (another branch): the current one lets a fake answer verify-ok"]
 fn an_anonymous_fake_znode_never_joins_the_ring() {
     let zk = ZkServer::start();
     let (_dir, _b1, a) = a_and_b1(&zk, "zk-fake", 4, None);
     // a stranger without credentials registers a B pointing at its listener,
     // copying everything a real node publishes (the digest included)
-    let fake = FakeNode::start("b_fake", 29);
+    let digest = u32::from_str_radix(&eval(&a, "return string.format('%08x', rpcdef.Digi)"), 16).unwrap();
+    let fake = FakeNode::start("b_fake", 29, "B", digest);
     let reg = luahost::zk::Registration {
         name: "b_fake".into(),
         sid: 29,
         stype: "B".into(),
         addr: fake.addr.to_string(),
         pid: 1,
-        digest: u32::from_str_radix(&eval(&a, "return string.format('%08x', rpcdef.Digi)"), 16).unwrap(),
+        digest,
         version: env!("CARGO_PKG_VERSION").into(),
         load: 0,
         incarnation: 7,

@@ -217,3 +217,67 @@ impl Drop for Proc {
         let _ = self.child.wait();
     }
 }
+
+/// Speaks the connecting side of the node handshake on `s` as node
+/// (`name`, `sid`, `stype`) with `digest`, proving `secret`. Returns the
+/// accepting side's answer to the proof (verify-ok or verify-failed) and
+/// the challenge it sent, or the first answer when it was not a challenge.
+#[allow(dead_code)]
+pub fn node_handshake(
+    s: &mut std::net::TcpStream,
+    name: &str,
+    sid: u32,
+    stype: &str,
+    digest: u32,
+    secret: &str,
+) -> Result<(luahost::wire::Message, luahost::wire::Message), luahost::wire::Message> {
+    use luahost::auth::{self, Identity, Side};
+    use luahost::proto::{self, Envelope};
+    use std::io::Write;
+    let me = Identity {
+        name: name.into(),
+        sid,
+        stype: stype.into(),
+        digest,
+        incarnation: 42,
+        nonce: auth::nonce(),
+    };
+    let mut out = bytes::BytesMut::new();
+    proto::put_verify(&mut out, &me);
+    s.write_all(&out).unwrap();
+    let mut dec = luahost::wire::FrameDecoder::default();
+    let mut inbuf = bytes::BytesMut::new();
+    let challenge = read_frame(s, &mut dec, &mut inbuf).expect("an answer to the hello");
+    let theirs = match proto::parse(&challenge.data) {
+        Ok(Envelope::Challenge { hello, .. }) => hello.identity().unwrap(),
+        _ => return Err(challenge),
+    };
+    let mut out = bytes::BytesMut::new();
+    proto::put_proof(
+        &mut out,
+        &auth::prove(secret.as_bytes(), Side::Connecting, &me, &theirs),
+    );
+    s.write_all(&out).unwrap();
+    let answer = read_frame(s, &mut dec, &mut inbuf).expect("an answer to the proof");
+    Ok((challenge, answer))
+}
+
+/// Reads one whole message from a blocking socket (None when it closes).
+#[allow(dead_code)]
+pub fn read_frame(
+    s: &mut std::net::TcpStream,
+    dec: &mut luahost::wire::FrameDecoder,
+    inbuf: &mut bytes::BytesMut,
+) -> Option<luahost::wire::Message> {
+    use std::io::Read;
+    loop {
+        if let Ok(Some(m)) = dec.decode(inbuf) {
+            return Some(m);
+        }
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => inbuf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
