@@ -12,6 +12,15 @@
 //! One session holds one persistent recursive watch and no one-shot watch
 //! (ZOOKEEPER-4466); the children are re-listed after every reconnect and
 //! every event (ZOOKEEPER-4698), so a lost event costs nothing.
+//!
+//! One identity, one live process: a znode already at this node's path is
+//! replaced only when it is a leftover (an earlier session of this process,
+//! or a process that no longer answers the handshake as that node with that
+//! incarnation); a live holder makes this process refuse to start. Each
+//! listing also checks this node's own znode: deleted, it is created again;
+//! taken by another process, this node stops rather than fight over it.
+//! With `auth`, every path used is creator-only (checked, see
+//! `ensure_paths`); without it the node warns once.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -24,6 +33,7 @@ use zookeeper_client::{
 
 use crate::config::{NodeSpec, ZkSettings};
 use crate::node::Core;
+use crate::transport::{probe, Probe};
 
 /// What a node's znode holds (MessagePack).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -201,20 +211,61 @@ async fn create_own(client: &Client, cfg: &ZkSettings, core: &Core, path: &str) 
     Ok(client.create(path, &data, &opts).await.map(|(stat, _)| stat))
 }
 
-/// Creates this node's ephemeral znode; one left by an earlier session of
-/// the same node is replaced, so a node is registered exactly once.
+/// Creates this node's ephemeral znode. One already there is looked at
+/// first: left by an earlier session of this process, or by a process that
+/// is gone (nothing at its address proves to be that node with that
+/// incarnation), it is replaced, so a node is registered exactly once and a
+/// restart after a crash is quick; held by a live process, this node refuses
+/// to start (one identity, one live process).
 async fn register(client: &Client, cfg: &ZkSettings, core: &Core, path: &str) -> Result<Stat, End> {
     for _ in 0..3 {
         match create_own(client, cfg, core, path).await? {
             Ok(stat) => return Ok(stat),
-            Err(ZkError::NodeExists) => {
-                warn!("{path} is still registered by an earlier session: replacing it");
-                match client.delete(path, None).await {
-                    Ok(()) | Err(ZkError::NoNode) => {}
-                    Err(e) => return Err(refused(&e, &format!("replace {path}"))),
-                }
-            }
+            Err(ZkError::NodeExists) => {}
             Err(e) => return Err(refused(&e, &format!("register {path}"))),
+        }
+        let (data, stat) = match client.get_data(path).await {
+            Ok(d) => d,
+            Err(ZkError::NoNode) => continue,
+            Err(e) => return Err(refused(&e, &format!("read {path}"))),
+        };
+        if stat.ephemeral_owner == client.session_id().0 {
+            return Ok(stat); // ours: an earlier create whose answer was lost
+        }
+        match rmp_serde::from_slice::<Registration>(&data) {
+            Ok(reg) if reg.incarnation == core.incarnation => {
+                warn!("{path} is still registered by an earlier session of this process: replacing it")
+            }
+            Ok(reg) => {
+                let found = match reg.addr.parse() {
+                    Err(_) => format!("its address {} is not one", reg.addr),
+                    Ok(addr) => match probe(core, addr, &core.me.name, core.me.sid).await {
+                        Probe::Alive { incarnation } if incarnation == reg.incarnation => {
+                            return Err(End::Refused(format!(
+                                "node {} already runs: {path} is registered by a live process at {} (pid {}); \
+                                 not starting a second one",
+                                core.me.name, reg.addr, reg.pid
+                            )))
+                        }
+                        Probe::Alive { incarnation } if incarnation == core.incarnation => {
+                            "this process listens there now".to_string()
+                        }
+                        Probe::Alive { .. } => format!("another process of {} answers there", core.me.name),
+                        Probe::NotThatNode(why) => format!("not that node answers there: {why}"),
+                        Probe::Unreachable(why) => format!("nothing answers there: {why}"),
+                    },
+                };
+                warn!(
+                    "{path} is still registered by a process that is gone (addr {}, pid {}; {found}): replacing it",
+                    reg.addr, reg.pid
+                );
+            }
+            Err(e) => warn!("{path} holds no luahost registration ({e}): replacing it"),
+        }
+        // exactly the znode looked at: if it changed meanwhile, look again
+        match client.delete(path, Some(stat.version)).await {
+            Ok(()) | Err(ZkError::NoNode) | Err(ZkError::BadVersion) => {}
+            Err(e) => return Err(refused(&e, &format!("replace {path}"))),
         }
     }
     Err(End::Failed(format!("could not register {path}")))

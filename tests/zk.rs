@@ -490,6 +490,90 @@ fn a_node_whose_registration_another_process_took_stops() {
 }
 
 #[test]
+fn a_second_process_of_a_running_node_refuses_to_start() {
+    const AUTH: &str = "luahost:right";
+    let zk = ZkServer::start();
+    let (dir, b1, a) = a_and_b1(&zk, "zk-twice", 4, Some(AUTH));
+    let path = "/luahost/test/servers/B/b_1";
+    let (first, before) = znode(&zk, path, Some(AUTH)).unwrap();
+    // the same node name started again, listening elsewhere
+    let cluster2 = with_addr(&dir.0.join("cluster.lua"), "b_1", &format!("127.0.0.1:{}", free_port()));
+    let mut again = Proc::run_node(&cluster2, "b_1");
+    let status = again
+        .wait_exit(Duration::from_secs(20))
+        .expect("the second b_1 should stop on its own");
+    assert!(!status.success());
+    let log = again.log();
+    assert!(
+        log.contains(&format!(
+            "node b_1 already runs: {path} is registered by a live process at {} (pid {})",
+            first.addr,
+            b1.child.id()
+        )),
+        "{log}"
+    );
+    // the first keeps its registration and keeps serving
+    let (now, after) = znode(&zk, path, Some(AUTH)).unwrap();
+    assert_eq!((now.pid, after.czxid), (b1.child.id(), before.czxid));
+    assert_eq!(eval(&a, "return to(sidOf('b_1')).echo('first', 1)"), "first\t1");
+    assert_eq!(live_list(&a), "b_1");
+    assert_eq!(offline_seen(&a), "");
+    a.shutdown();
+}
+
+#[test]
+fn a_quick_restart_after_kill_9_replaces_the_leftover_registration() {
+    const AUTH: &str = "luahost:right";
+    let zk = ZkServer::start();
+    // a long session timeout: the killed process's znode outlives the restart
+    let (dir, mut b1, a) = a_and_b1(&zk, "zk-restart", 20, Some(AUTH));
+    let path = "/luahost/test/servers/B/b_1";
+    let (old, _) = znode(&zk, path, Some(AUTH)).unwrap();
+    b1.signal(libc::SIGKILL);
+    // restarted as soon as it is gone (its port is free again)
+    b1.wait_exit(Duration::from_secs(10)).expect("b_1 killed");
+    let b1 = Proc::run_node(&dir.0.join("cluster.lua"), "b_1");
+    assert!(
+        wait_until(Duration::from_secs(15), || znode(&zk, path, Some(AUTH))
+            .is_some_and(|(r, _)| r.pid == b1.child.id())),
+        "{}",
+        b1.log()
+    );
+    let log = b1.log();
+    assert!(
+        log.contains(&format!(
+            "{path} is still registered by a process that is gone (addr {}, pid {}",
+            old.addr, old.pid
+        )),
+        "{log}"
+    );
+    assert_eq!(registered(&zk, "B", Some(AUTH)), vec!["b_1"]);
+    assert_eq!(eval(&a, "return to(sidOf('b_1')).echo('again', 2)"), "again\t2");
+    assert_eq!(b1.log().matches("registered in ZooKeeper").count(), 1, "{}", b1.log());
+    a.shutdown();
+}
+
+/// A copy of cluster file `file` (next to it) in which node `name` listens on `addr`.
+fn with_addr(file: &std::path::Path, name: &str, addr: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(file).unwrap();
+    let out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with(&format!("{name} = ")) {
+                let i = l.find("addr = \"").unwrap() + "addr = \"".len();
+                let j = i + l[i..].find('"').unwrap();
+                format!("{}{addr}{}", &l[..i], &l[j..])
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    let path = file.with_file_name("cluster2.lua");
+    std::fs::write(&path, out.join("\n")).unwrap();
+    path
+}
+
+#[test]
 fn friends_demo_runs_on_zookeeper() {
     let zk = ZkServer::start();
     let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/friends-zk");
