@@ -1293,6 +1293,7 @@ impl Core {
             digest: self.digest(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             load: self.load.get(),
+            incarnation: self.incarnation,
         }
     }
 
