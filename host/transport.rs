@@ -425,15 +425,6 @@ async fn accept_handshake(
             ))
         }
     }
-    if theirs.name == core.me.name
-        && theirs.incarnation != core.incarnation
-        && core.limited("probes by processes starting with this node's name")
-    {
-        warn!(
-            "a process starting as {} (this node's name) connected from its address: it will find this one alive and should refuse to start",
-            core.me.name
-        );
-    }
     let secret = core.secret();
     let mine = core.identity();
     let my_proof = auth::prove(secret.as_bytes(), Side::Accepting, &theirs, &mine);
@@ -449,13 +440,32 @@ async fn accept_handshake(
             )
         });
     }
-    let second = read_until(deadline, rd, dec, buf, link).await.map_err(|e| Refusal {
-        tell: matches!(e, Cause::Refused(_)),
-        ..Refusal::new(
-            "connections closed before verifying",
-            who.clone(),
-            format!("no proof of the cluster secret: {e}"),
-        )
+    let probe = theirs.name == core.me.name && theirs.incarnation != core.incarnation;
+    let second = read_until(deadline, rd, dec, buf, link).await.map_err(|e| {
+        if probe {
+            // `probe` from a process starting with this node's name: it has
+            // its answer (this node is alive) and hangs up.
+            Refusal {
+                tell: false,
+                ..Refusal::new(
+                    "probes by processes starting with this node's name",
+                    who.clone(),
+                    format!(
+                        "a process starting as {} asked whether this node is alive (it is, so that process should refuse to start)",
+                        core.me.name
+                    ),
+                )
+            }
+        } else {
+            Refusal {
+                tell: matches!(e, Cause::Refused(_)),
+                ..Refusal::new(
+                    "connections closed before verifying",
+                    who.clone(),
+                    format!("no proof of the cluster secret: {e}"),
+                )
+            }
+        }
     })?;
     match proto::parse(&second.data) {
         Ok(Envelope::Proof { proof }) => {
