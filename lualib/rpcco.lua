@@ -80,9 +80,31 @@ local function need_co(what)
     return co
 end
 
+--- The kinds of error a remote call or send raises; the text of each
+--- starts with "<kind>:" ("busy": the peer's send queue is full).
+M.KINDS = { "timeout", "node down", "no such node", "remote error", "busy" }
+local KINDS = M.KINDS
+
+local function kind_of(s)
+    for i = 1, #KINDS do
+        local k = KINDS[i]
+        if s:sub(1, #k + 1) == k .. ":" then return k end
+    end
+    return nil
+end
+
+--- Raises err from the function that called raise: an error of a kind as
+--- it is (its text starts with the kind), any other error (a wrong
+--- argument, say) at the line level levels above that function.
+function M.raise(err, level)
+    if type(err) == "string" and kind_of(err) then error(err, 0) end
+    error(err, level + 1)
+end
+local raise = M.raise
+
 local function check(ok, ...)
     if ok then return ... end
-    error((...), 2)
+    error((...), 0) -- timeout / node down / remote error, as the host wrote it
 end
 
 --- Sends a call and suspends the current coroutine until the reply, a
@@ -93,7 +115,7 @@ function M.call(sid, eid, mid, ...)
         error("a remote call must run inside a coroutine: handlers already do; elsewhere use rpcco.fork", 2)
     end
     local id, err = core_call(sid, eid, mid, timeouts[co], ...)
-    if not id then error(err, 2) end
+    if not id then raise(err, 2) end
     waiting[id] = co
     return check(yield())
 end
@@ -155,15 +177,22 @@ function M.cancel_timer(id)
     core.cancel_timer(id)
 end
 
---- The kind of an error raised by a remote call: "timeout", "node down",
---- "no such node", "remote error", or nil for any other error.
+--- The kind of an error raised by a remote call or send: "timeout", "node
+--- down", "no such node", "remote error", "busy", or nil for any other
+--- error. err is the text as raised, or as re-raised with error(e) (which
+--- puts the re-raiser's "file:line: " before it, once per re-raise).
 function M.errkind(err)
+    if err == nil then return nil end
     local s = tostring(err)
-    s = s:match("^[^\n]-:%d+: (.*)$") or s -- drop the "file:line: " of error()
-    for _, k in ipairs({ "timeout", "node down", "no such node", "remote error" }) do
-        if s:sub(1, #k + 1) == k .. ":" then return k end
+    while true do
+        local k = kind_of(s)
+        if k then return k end
+        -- drop one leading "chunk:line: " (only a position: a kind further
+        -- on, inside a message, is not this error's kind)
+        local rest = s:match('^%[string ".-"%]:%d+: (.*)$') or s:match("^[^%s:][^\n:]*:%d+: (.*)$")
+        if rest == nil then return nil end
+        s = rest
     end
-    return nil
 end
 
 local function target_of(m, eid)

@@ -1,0 +1,103 @@
+//! What a script sees of the Lua API: error texts and kinds, argument
+//! checks, per-node settings, the clock, lualib without a build folder, and
+//! graceful stop. Real nodes, real processes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn call_errors_start_with_their_kind_and_errkind_reads_every_form() {
+    let dir = TempDir::new("errkind");
+    let cluster = write_cluster(
+        &dir.0,
+        &[("a_1", "A", 1), ("b_1", "B", 2), ("c_1", "C", 3)],
+        "call_timeout = 3,",
+    );
+    let a = start(&cluster, "a_1");
+    let b = start(&cluster, "b_1");
+    wait_live(&a, &["b_1"]);
+    // The text a script catches after `local r = mb.method(...)` starts with
+    // its kind, for each kind (c_1 is in the file but not running; 999 is
+    // not in the cluster).
+    let caught = |call: &str| {
+        eval(
+            &a,
+            &format!("local ok, e = pcall(function() local r = {call} return r end) return e"),
+        )
+    };
+    let e = caught("to(sidOf('c_1')).echo('x', 1)");
+    assert!(e.starts_with("node down: c_1: "), "{e}");
+    let e = caught("rpcstub.mailbox(rpcdef.rpcB.Echo, 999, 1).echo('x', 1)");
+    assert!(e.starts_with("no such node: 999"), "{e}");
+    let e = caught("rpcco.timeout(0.2, function() return to(sidOf('b_1')).slow(1) end)");
+    assert!(e.starts_with("timeout: Echo.slow to b_1"), "{e}");
+    let e = caught("to(sidOf('b_1')).fail('boom 42')");
+    assert!(e.starts_with("remote error: b_1: Echo.fail: "), "{e}");
+    assert!(e.contains("boom 42"), "{e}");
+    // ... so scripts can match the documented form
+    assert_eq!(
+        eval(
+            &a,
+            "local ok, e = pcall(function() local r = to(sidOf('c_1')).echo('x', 1) return r end)
+             return tostring(e:find('^node down:') == 1)"
+        ),
+        "true"
+    );
+    // A one-way send to an unknown node raises the same way.
+    let e = eval(
+        &a,
+        "local ok, e = pcall(function() rpcstub.mailbox(rpcdef.rpcB.Echo, 999, 1).note(1, {}) end) return e",
+    );
+    assert!(e.starts_with("no such node: 999"), "{e}");
+
+    // errkind on every form a script can meet: the method passed to pcall
+    // directly (the remote handler's own file:line must not confuse it),
+    // called inside a function, and re-raised with error(e) (which adds the
+    // re-raiser's position), once or twice.
+    let kind = |call: &str| eval(&a, &format!("return tostring(rpcco.errkind(select(2, {call})))"));
+    let remote = "pcall(to(sidOf('b_1')).fail, 'boom')";
+    assert_eq!(kind(remote), "remote error");
+    assert_eq!(
+        kind("pcall(function() return to(sidOf('b_1')).fail('boom') end)"),
+        "remote error"
+    );
+    assert_eq!(
+        kind("pcall(function() local ok, e = pcall(to(sidOf('b_1')).fail, 'boom') error(e) end)"),
+        "remote error"
+    );
+    assert_eq!(kind("pcall(to(sidOf('c_1')).echo, 'x', 1)"), "node down");
+    assert_eq!(
+        kind("pcall(function() local ok, e = pcall(to(sidOf('c_1')).echo, 'x', 1) error(e) end)"),
+        "node down"
+    );
+    assert_eq!(
+        kind("pcall(function() local ok, e = pcall(function() local ok, e = pcall(to(sidOf('c_1')).echo, 'x', 1) error(e) end) error(e) end)"),
+        "node down"
+    );
+    assert_eq!(kind("pcall(rpcco.timeout, 0.2, to(sidOf('b_1')).slow, 1)"), "timeout");
+    assert_eq!(
+        kind("pcall(rpcstub.mailbox(rpcdef.rpcB.Echo, 999, 1).echo, 'x', 1)"),
+        "no such node"
+    );
+    // texts as the host writes them, including the fifth kind
+    let errkind = |text: &str| eval(&a, &format!("return tostring(rpcco.errkind({text:?}))"));
+    assert_eq!(errkind("busy: b_1: 70000 bytes wait in its queue (Echo.echo)"), "busy");
+    assert_eq!(errkind("main.lua:7: busy: b_1: queue full (Echo.echo)"), "busy");
+    assert_eq!(
+        errkind("[string \"x: y\"]:1: timeout: Echo.slow to b_1: no reply within 1 ms"),
+        "timeout"
+    );
+    assert_eq!(
+        errkind("remote error: b_1: Echo.nest: handlers.lua:5: timeout: Echo.slow to c_1"),
+        "remote error"
+    );
+    // other errors have no kind, even when their text mentions one later
+    assert_eq!(errkind("handlers.lua:17: boom"), "nil");
+    assert_eq!(errkind("main.lua:3: cannot load: handlers.lua:5: timeout: x"), "nil");
+    assert_eq!(eval(&a, "return tostring(rpcco.errkind(nil))"), "nil");
+    b.shutdown();
+    a.shutdown();
+}
