@@ -849,7 +849,7 @@ impl Core {
         let refuse = |text: String| {
             error!("refused {} from {from}: {text}", if is_call { "call" } else { "send" });
             if is_call {
-                let text = format!("{}: {text}", self.me.name);
+                // the caller prefixes "remote error: <this node>: "
                 match link {
                     Some(l) => l.push(|o| proto::put_error_reply(o, msg.session, &text)),
                     None => {

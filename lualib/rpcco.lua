@@ -218,7 +218,7 @@ local function run_call(conn, session, eid, mid, ...)
     local target = target_of(m, eid)
     local fn = target and target[m.name]
     if type(fn) ~= "function" then
-        local err = string.format("%s: no handler for %s on entity %d", core.name(), m.full, eid)
+        local err = string.format("%s: no handler on entity %d", m.full, eid)
         ERROR("%s", err)
         core_reply(conn, session, mid, false, err)
         return

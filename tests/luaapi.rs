@@ -101,3 +101,26 @@ fn call_errors_start_with_their_kind_and_errkind_reads_every_form() {
     b.shutdown();
     a.shutdown();
 }
+
+#[test]
+fn refused_calls_name_the_refusing_node_once() {
+    let dir = TempDir::new("refused");
+    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "");
+    let a = start(&cluster, "a_1");
+    let b = start(&cluster, "b_1");
+    wait_live(&a, &["b_1"]);
+    // refused by the host: A's Echo.echo sent to a B node
+    let e = eval(
+        &a,
+        "local ok, e = pcall(rpcstub.mailbox(rpcdef.rpcA.Echo, sidOf('b_1'), 1).echo, 'x', 1) return e",
+    );
+    assert_eq!(e, "remote error: b_1: Echo.echo is not served by B nodes");
+    // refused by lualib: no entity 77 on b_1
+    let e = eval(
+        &a,
+        "local ok, e = pcall(rpcstub.mailbox(rpcdef.rpcB.Echo, sidOf('b_1'), 77).echo, 'x', 1) return e",
+    );
+    assert_eq!(e, "remote error: b_1: Echo.echo: no handler on entity 77");
+    b.shutdown();
+    a.shutdown();
+}
