@@ -124,3 +124,65 @@ fn refused_calls_name_the_refusing_node_once() {
     b.shutdown();
     a.shutdown();
 }
+
+#[test]
+fn tables_that_are_not_arrays_and_unknown_struct_fields_are_refused_at_the_call_site() {
+    let dir = TempDir::new("shapes");
+    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "");
+    let a = start(&cluster, "a_1");
+    let b = start(&cluster, "b_1");
+    wait_live(&a, &["b_1"]);
+    let err = |call: &str| eval(&a, &format!("local ok, e = pcall({call}) return tostring(e)"));
+    // array<int48> argument 'rids' of Echo.note
+    let e = err("to(sidOf('b_1')).note, 1, {x = 1, y = 2}");
+    assert!(
+        e.starts_with("bad argument #2 'rids' to Echo.note: expected array<int48>, got a table with key '"),
+        "{e}"
+    );
+    let e = err("to(sidOf('b_1')).note, 1, {1, 2, x = 3}");
+    assert!(
+        e.contains("bad argument #2 'rids' to Echo.note: expected array<int48>, got a table with key 'x'"),
+        "{e}"
+    );
+    let e = err("to(sidOf('b_1')).note, 1, {1, 2, [9] = 3}");
+    assert!(e.contains("'rids' to Echo.note") && e.contains("key 9"), "{e}");
+    // a struct field that the struct does not have, inside an array
+    let e = err("to(sidOf('b_1')).sum, {{k = 'a', v = 1}, {k = 'b', v = 2, vv = 3}}, {}");
+    assert!(
+        e.contains("bad argument #1 'ps' to Echo.sum: at [2]: Pair has no field 'vv'"),
+        "{e}"
+    );
+    // a misspelt optional field no longer arrives as nil
+    assert_eq!(
+        eval(&a, "return select(2, rpctype.check('Item', {id = 1, tga = 'x'}))"),
+        "expected Item: Item has no field 'tga'"
+    );
+    assert_eq!(
+        eval(&a, "return select(2, rpctype.check('array<int48>', {x = 1}))"),
+        "expected array<int48>: expected array<int48>, got a table with key 'x'"
+    );
+    // nothing of the refused calls arrived; valid shapes still go through:
+    // an empty table is an empty array, holes are fine for optional elements
+    assert_eq!(eval(&b, "return base.global('Echo'):count()"), "0");
+    eval(
+        &a,
+        "to(sidOf('b_1')).note(1, {}) to(sidOf('b_1')).note(1, {5, 6}) return true",
+    );
+    assert!(wait_until(Duration::from_secs(5), || eval(
+        &b,
+        "return base.global('Echo'):count()"
+    ) == "4"));
+    assert_eq!(
+        eval(&a, "return to(sidOf('b_1')).sum({{k = 'a', v = 1}}, {x = 2})"),
+        "3"
+    );
+    assert_eq!(
+        eval(
+            &a,
+            "return rpctype.check('array<int48?>', {1, nil, 3}), rpctype.check('Item', {id = 1}), #rpctype.Types.array.build('int48', {})"
+        ),
+        "true\ttrue\t0"
+    );
+    b.shutdown();
+    a.shutdown();
+}
