@@ -122,7 +122,9 @@ impl LocalCluster {
         let (keep, gone): (Vec<NodeHandle>, Vec<NodeHandle>) =
             std::mem::take(&mut self.nodes).into_iter().partition(|n| {
                 let name = n.name();
-                config.nodes.contains_key(name) && config.nodes.get(name) == old.nodes.get(name)
+                config.nodes.contains_key(name)
+                    && config.nodes.get(name) == old.nodes.get(name)
+                    && config.settings_for(name) == old.settings_for(name)
             });
         self.nodes = keep;
         for n in gone {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use mlua::{Function, Lua, Table, Value, Variadic};
 use tracing::{debug, error, info, warn};
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, Setting, SettingKey};
 use crate::node::Core;
 use crate::ring::{self, Key};
 use crate::schema::Schema;
@@ -38,6 +38,27 @@ fn key_of(v: &Value) -> mlua::Result<Key<'static>> {
 
 fn seconds(v: Option<f64>) -> Option<Duration> {
     v.map(crate::node::clamp_delay)
+}
+
+/// A setting of the cluster file as a Lua value.
+fn setting_value(lua: &Lua, s: &Setting) -> mlua::Result<Value> {
+    Ok(match s {
+        Setting::Bool(b) => Value::Boolean(*b),
+        Setting::Int(i) => Value::Integer(*i),
+        Setting::Num(n) => Value::Number(*n),
+        Setting::Str(s) => Value::String(lua.create_string(s)?),
+        Setting::Table(entries) => {
+            let t = lua.create_table_with_capacity(0, entries.len())?;
+            for (k, v) in entries {
+                let v = setting_value(lua, v)?;
+                match k {
+                    SettingKey::Int(i) => t.raw_set(*i, v)?,
+                    SettingKey::Str(s) => t.raw_set(s.as_str(), v)?,
+                }
+            }
+            Value::Table(t)
+        }
+    })
 }
 
 /// Builds the `luahost.core` table, sets `package.path` and the `conf`
@@ -285,6 +306,9 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
     if let Some(zk) = &cluster.zookeeper {
         conf.set("ZKAddr", zk.hosts.clone())?;
         conf.set("ZKRoot", zk.root.clone())?;
+    }
+    for (name, value) in cluster.settings_for(&core.me.name) {
+        conf.set(name, setting_value(lua, &value)?)?;
     }
     lua.globals().set("conf", conf)?;
     lua.load("require 'luahost'").set_name("=luahost boot").exec()

@@ -1289,6 +1289,9 @@ impl Core {
             }
             _ => {}
         }
+        if new.settings_for(&self.me.name) != self.cluster.borrow().settings_for(&self.me.name) {
+            warn!("this node's settings changed in the cluster file; conf shows them after a restart");
+        }
         let zk = self.zk_mode();
         let specs: Vec<NodeSpec> = new.nodes.values().cloned().collect();
         *self.cluster.borrow_mut() = Arc::new(new);

@@ -186,3 +186,55 @@ fn tables_that_are_not_arrays_and_unknown_struct_fields_are_refused_at_the_call_
     b.shutdown();
     a.shutdown();
 }
+
+#[test]
+fn cluster_and_node_settings_reach_conf() {
+    let dir = TempDir::new("settings");
+    let cluster = write_cluster(
+        &dir.0,
+        &[("a_1", "A", 1), ("b_1", "B", 2)],
+        r#"settings = { DemoTick = 0.5, Mode = "cluster", Retries = 3, Db = { host = "db.local", port = 5432, tags = { "x", "y" } } },"#,
+    );
+    let text = std::fs::read_to_string(&cluster).unwrap().replace(
+        "a_1 = { type",
+        r#"a_1 = { settings = { Mode = "node", Extra = true, Db = { host = "other" } }, type"#,
+    );
+    std::fs::write(&cluster, text).unwrap();
+    let a = start(&cluster, "a_1");
+    let b = start(&cluster, "b_1");
+    let probe = "return conf.DemoTick, conf.Mode, conf.Retries, tostring(conf.Extra), conf.Db.host, tostring(conf.Db.port), conf.Db.tags and conf.Db.tags[2], math.type(conf.Retries)";
+    // the node's own settings replace the cluster's, key by key at the top
+    assert_eq!(eval(&a, probe), "0.5\tnode\t3\ttrue\tother\tnil\tnil\tinteger");
+    assert_eq!(eval(&b, probe), "0.5\tcluster\t3\tnil\tdb.local\t5432\ty\tinteger");
+    // built-in fields of conf are still there
+    assert_eq!(eval(&a, "return conf.NodeName, conf.ServerID"), "a_1\t1");
+    b.shutdown();
+    a.shutdown();
+
+    // `up` (a LocalCluster following its file) restarts a node whose
+    // settings changed, so its conf shows them
+    let mut up = luahost::cluster::LocalCluster::start(&cluster, &[]).unwrap();
+    assert_eq!(eval(up.node("b_1").unwrap(), "return conf.Mode"), "cluster");
+    let text = std::fs::read_to_string(&cluster)
+        .unwrap()
+        .replace(r#"Mode = "cluster""#, r#"Mode = "edited""#);
+    std::fs::write(&cluster, text).unwrap();
+    up.follow();
+    assert_eq!(eval(up.node("b_1").unwrap(), "return conf.Mode"), "edited");
+    assert_eq!(eval(up.node("a_1").unwrap(), "return conf.Mode"), "node");
+    up.shutdown();
+
+    // settings that cannot become conf fields are refused when the file loads
+    let refused = |settings: &str| {
+        let f = write_cluster(&dir.0, &[("a_1", "A", 1)], settings);
+        luahost::ClusterConfig::load(&f).unwrap_err().to_string()
+    };
+    let e = refused("settings = { NodeName = 'x' },");
+    assert!(e.contains("settings.NodeName") && e.contains("reserved"), "{e}");
+    let e = refused("settings = { Hook = { on = function() end } },");
+    assert!(e.contains("settings.Hook.on") && e.contains("function"), "{e}");
+    let e = refused("settings = { [1] = 'x' },");
+    assert!(e.contains("settings") && e.contains("names"), "{e}");
+    let e = refused("settings = 5,");
+    assert!(e.contains("settings must be a table"), "{e}");
+}

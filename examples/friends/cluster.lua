@@ -7,7 +7,9 @@ return {
     scripts = { "../../scripts" },
     nodes = {
         db_1   = { type = "DB",   id = 1,  addr = "127.0.0.1:7101" },
-        gate_1 = { type = "Gate", id = 21, addr = "127.0.0.1:7102" },
+        -- settings: fields of conf on this node (a top-level settings
+        -- table gives every node some; the node's own win)
+        gate_1 = { type = "Gate", id = 21, addr = "127.0.0.1:7102", settings = { DemoTick = 0.3 } },
         hall_1 = { type = "Hall", id = 11, addr = "127.0.0.1:7103" },
         hall_2 = { type = "Hall", id = 12, addr = "127.0.0.1:7104" },
     },
