@@ -226,8 +226,10 @@ pub struct ClusterConfig {
     pub max_queue: usize,
     /// Roots searched by `require` (after lualib).
     pub scripts: Vec<PathBuf>,
-    /// The Lua library every node loads.
-    pub lualib: PathBuf,
+    /// The folder of the Lua library every node loads, when the cluster file
+    /// (`lualib`, relative to it) or `LUAHOST_LUALIB` names one; `None`:
+    /// the copy built into the binary.
+    pub lualib: Option<PathBuf>,
     /// Every node by name. With ZooKeeper this only tells each node its own
     /// settings; peers are discovered.
     pub nodes: BTreeMap<String, NodeSpec>,
@@ -237,11 +239,6 @@ pub struct ClusterConfig {
     pub settings: Settings,
     /// Each node's own `settings` table, by node name.
     pub node_settings: BTreeMap<String, Settings>,
-}
-
-/// Where lualib is when neither the cluster file nor `LUAHOST_LUALIB` says.
-pub fn default_lualib() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/lualib"))
 }
 
 impl ClusterConfig {
@@ -332,15 +329,20 @@ impl ClusterConfig {
             scripts.push(dir.join("scripts"));
         }
         let lualib = match std::env::var("LUAHOST_LUALIB") {
-            Ok(s) if !s.is_empty() => PathBuf::from(s),
-            _ => match root
+            Ok(s) if !s.is_empty() => Some(PathBuf::from(s)),
+            _ => root
                 .get::<Option<String>>("lualib")
                 .map_err(|e| invalid(e.to_string()))?
-            {
-                Some(s) => dir.join(s),
-                None => default_lualib(),
-            },
+                .map(|s| dir.join(s)),
         };
+        if let Some(l) = &lualib {
+            if !l.join("luahost.lua").is_file() {
+                return Err(invalid(format!(
+                    "lualib folder {} has no luahost.lua (leave lualib out to use the one built into luahost)",
+                    l.display()
+                )));
+            }
+        }
 
         let zookeeper = match root
             .get::<Option<Table>>("zookeeper")
@@ -580,6 +582,28 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("share id 3"), "{e}");
+        assert_eq!(cfg.lualib, None, "no lualib key: the built-in one");
+        let e = ClusterConfig::parse(
+            &file,
+            r#"return { lualib = "nowhere", nodes = { hall_2 = { type = "Hall", addr = "127.0.0.1:7002" } } }"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("has no luahost.lua"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_demo_cluster_uses_this_checkouts_lualib() {
+        if std::env::var_os("LUAHOST_LUALIB").is_some() {
+            return;
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cfg = ClusterConfig::load(&root.join("examples/friends")).unwrap();
+        let l = cfg.lualib.expect("examples/friends names its lualib");
+        assert_eq!(
+            std::fs::canonicalize(l).unwrap(),
+            std::fs::canonicalize(root.join("lualib")).unwrap()
+        );
     }
 }

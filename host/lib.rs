@@ -19,6 +19,7 @@
 //! - [`stream`]: connection halves: TCP, or in-memory pipes between nodes of one process.
 //! - [`zk`]: ZooKeeper discovery (register, watch, expiry, auth).
 //! - `lua_api`: the `luahost.core` module that lualib builds on.
+//! - `lualib`: the Lua library, built in (an explicit lualib folder wins).
 //! - [`cluster`]: starting a whole cluster in one process (`luahost up`).
 //! - [`bench`]: the `luahost bench` workloads.
 //!
@@ -31,6 +32,7 @@ pub mod cluster;
 pub mod config;
 mod link;
 mod lua_api;
+mod lualib;
 pub mod mpack;
 pub mod node;
 pub mod proto;

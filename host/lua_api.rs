@@ -40,6 +40,28 @@ fn seconds(v: Option<f64>) -> Option<Duration> {
     v.map(crate::node::clamp_delay)
 }
 
+/// Puts a searcher for the lualib built into the binary right after
+/// `package.preload`, so lualib modules come before script roots (as the
+/// lualib folder comes first in `package.path` when there is one). Chunks
+/// are named `lualib/<name>.lua` in errors and tracebacks.
+fn install_builtin_lualib(lua: &Lua, package: &Table) -> mlua::Result<()> {
+    let searcher = lua.create_function(|lua, name: String| {
+        let Some(src) = crate::lualib::source(&name) else {
+            let msg = format!("\n\tno module '{name}' in the lualib built into luahost");
+            return Ok((Value::String(lua.create_string(msg)?), Value::Nil));
+        };
+        let file = format!("lualib/{name}.lua");
+        let f = lua.load(src).set_name(format!("={file}")).into_function()?;
+        Ok((Value::Function(f), Value::String(lua.create_string(file)?)))
+    })?;
+    let searchers: Table = package.get("searchers")?;
+    let n = searchers.raw_len();
+    for i in (2..=n).rev() {
+        searchers.raw_set(i + 1, searchers.raw_get::<Value>(i)?)?;
+    }
+    searchers.raw_set(2, searcher)
+}
+
 /// A setting of the cluster file as a Lua value.
 fn setting_value(lua: &Lua, s: &Setting) -> mlua::Result<Value> {
     Ok(match s {
@@ -197,6 +219,10 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
     func!("realpath", |_c, _l, path: String| {
         Ok(std::fs::canonicalize(&path).ok().map(|p| p.display().to_string()))
     });
+    let builtin = cluster.lualib.is_none();
+    func!("builtin_lualib", |_c, _l, name: String| Ok(
+        builtin && crate::lualib::source(&name).is_some()
+    ));
     func!("cancel_timer", |c, _l, id: u64| {
         c.cancel_timer(id);
         Ok(())
@@ -278,10 +304,10 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
         Ok(out)
     });
 
-    // package.path: lualib, then every script root and its per-type folder,
-    // then the folder of the node's own main script.
+    // package.path: lualib (when it is a folder), then every script root and
+    // its per-type folder, then the folder of the node's own main script.
     let stype_dir = core.me.stype.to_lowercase();
-    let mut path = vec![cluster.lualib.join("?.lua")];
+    let mut path: Vec<std::path::PathBuf> = cluster.lualib.iter().map(|l| l.join("?.lua")).collect();
     for root in &cluster.scripts {
         path.push(root.join("?.lua"));
         path.push(root.join(&stype_dir).join("?.lua"));
@@ -292,6 +318,9 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
     let path: Vec<String> = path.iter().map(|p| p.display().to_string()).collect();
     let package: Table = lua.globals().get("package")?;
     package.set("path", path.join(";"))?;
+    if cluster.lualib.is_none() {
+        install_builtin_lualib(lua, &package)?;
+    }
     let loaded: Table = package.get("loaded")?;
     loaded.set("luahost.core", m)?;
 

@@ -1177,7 +1177,7 @@ impl Core {
         let mut dirs: Vec<PathBuf> = Vec::new();
         {
             let c = self.cluster.borrow();
-            dirs.push(c.lualib.clone());
+            dirs.extend(c.lualib.clone());
             dirs.extend(c.scripts.iter().cloned());
         }
         if let Some(d) = self.me.main.parent() {

@@ -9,6 +9,12 @@ local event = require "event"
 
 local M = {}
 
+--- Monotonic seconds since the node started (never goes back): for
+--- durations and deadlines.
+M.now = core.now
+--- Wall-clock time: seconds since 1970-01-01 UTC, with a fraction.
+M.time = core.time
+
 --- Global entities of this node by class name (fm = base.global("FriendMgr")).
 M.globals = {}
 

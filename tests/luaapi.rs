@@ -4,9 +4,38 @@
 
 mod common;
 
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+
+/// Starts `program` with `args` in folder `cwd`, collecting its stderr.
+fn spawn_in(program: &Path, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Proc {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("LUAHOST_LUALIB")
+        .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+    let log = Arc::new(Mutex::new(String::new()));
+    let err = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    Proc { child, log }
+}
 
 #[test]
 fn call_errors_start_with_their_kind_and_errkind_reads_every_form() {
@@ -237,4 +266,112 @@ fn cluster_and_node_settings_reach_conf() {
     assert!(e.contains("settings") && e.contains("names"), "{e}");
     let e = refused("settings = 5,");
     assert!(e.contains("settings must be a table"), "{e}");
+}
+
+#[test]
+fn an_installed_binary_without_lualib_beside_it_runs_a_node() {
+    let dir = TempDir::new("installed");
+    // "Install" the binary: a copy in a folder of its own, with the build
+    // folder's lualib made unreachable to it (as on a machine that never
+    // had this checkout: any path to it compiled in now names a folder that
+    // does not exist).
+    let bin = dir.0.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let mut image = std::fs::read(env!("CARGO_BIN_EXE_luahost")).unwrap();
+    let build_lualib = concat!(env!("CARGO_MANIFEST_DIR"), "/lualib").as_bytes();
+    let mut gone = build_lualib.to_vec();
+    *gone.last_mut().unwrap() = b'#';
+    assert!(!Path::new(std::str::from_utf8(&gone).unwrap()).exists());
+    let mut i = 0;
+    while let Some(at) = image[i..].windows(build_lualib.len()).position(|w| w == build_lualib) {
+        image[i + at..i + at + gone.len()].copy_from_slice(&gone);
+        i += at + gone.len();
+    }
+    let exe = bin.join("luahost");
+    std::fs::write(&exe, &image).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "");
+    let pb = spawn_in(
+        &exe,
+        &["run", "--cluster", cluster.to_str().unwrap(), "--node", "b_1"],
+        &bin,
+        &[],
+    );
+    let a = start(&cluster, "a_1");
+    assert!(
+        wait_until(Duration::from_secs(20), || live(&a, "b_1")),
+        "the installed node never came up:\n{}",
+        pb.log()
+    );
+    // its lualib works: a call served through rpcco, an error kind from rpcco
+    assert_eq!(eval(&a, "return to(sidOf('b_1')).echo('installed', 7)"), "installed\t7");
+    assert_eq!(
+        eval(&a, "return rpcco.errkind(select(2, pcall(to(sidOf('b_1')).fail, 'x')))"),
+        "remote error"
+    );
+    drop(pb);
+    a.shutdown();
+}
+
+#[test]
+fn base_now_is_monotonic_seconds_and_base_time_the_wall_clock() {
+    let dir = TempDir::new("clock");
+    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1)], "");
+    let a = start(&cluster, "a_1");
+    let got = eval(
+        &a,
+        "local t0, w0 = base.now(), base.time() rpcco.sleep(0.2) return base.now() - t0, base.time() - w0, w0",
+    );
+    let v: Vec<f64> = got.split('\t').map(|x| x.parse().unwrap()).collect();
+    assert!(v[0] >= 0.19 && v[0] < 2.0, "now advanced {}", v[0]);
+    assert!(v[1] >= 0.1 && v[1] < 2.0, "time advanced {}", v[1]);
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((wall - v[2]).abs() < 5.0, "base.time() {} vs {wall}", v[2]);
+    a.shutdown();
+}
+
+#[test]
+fn an_explicit_lualib_folder_is_used_and_hot_reloaded_under_up() {
+    let dir = TempDir::new("lualibdir");
+    let lualib = dir.0.join("mylualib");
+    std::fs::create_dir_all(&lualib).unwrap();
+    for e in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("lualib")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), lualib.join(e.file_name())).unwrap();
+    }
+    let cluster = write_cluster(
+        &dir.0,
+        &[("a_1", "A", 1)],
+        &format!("lualib = {:?},", lualib.display().to_string()),
+    );
+    let cfg = Arc::new(luahost::ClusterConfig::load(&cluster).unwrap());
+    let opts = luahost::NodeOptions {
+        watch_scripts: true,
+        ..Default::default()
+    };
+    let up = luahost::cluster::LocalCluster::start_opts(cfg, &[], opts).unwrap();
+    let a = up.node("a_1").unwrap();
+    let src = eval(a, "return debug.getinfo(rpctype.check, 'S').source");
+    assert_eq!(src, format!("@{}", lualib.join("rpctype.lua").display()));
+    // edit a lualib module the way an editor saves
+    let file = lualib.join("rpctype.lua");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("\nreturn M\n", "\nfunction M.probe() return 'edited' end\n\nreturn M\n");
+    let tmp = lualib.join("rpctype.lua.swp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || eval(
+            a,
+            "return rpctype.probe and rpctype.probe() or 'old'"
+        ) == "edited"),
+        "the lualib edit was not hot-reloaded"
+    );
+    up.shutdown();
 }

@@ -5,6 +5,9 @@ return {
     secret = "friends-demo-secret",
     call_timeout = 5,
     scripts = { "../../scripts" },
+    -- this checkout's lualib, so that editing it hot-reloads under `up`
+    -- (leave it out to use the lualib built into luahost)
+    lualib = "../../lualib",
     nodes = {
         db_1   = { type = "DB",   id = 1,  addr = "127.0.0.1:7101" },
         -- settings: fields of conf on this node (a top-level settings
