@@ -151,7 +151,20 @@ impl LocalCluster {
         self.config = config;
     }
 
-    /// Stops every node and waits for them.
+    /// Asks every node to stop (see [`NodeHandle::stop`]: the first request
+    /// is graceful, a second one ends the nodes at once); returns at once.
+    pub fn stop(&self) {
+        for n in &self.nodes {
+            n.stop();
+        }
+    }
+
+    /// True once every node's thread has ended.
+    pub fn stopped(&self) -> bool {
+        self.nodes.iter().all(|n| n.is_finished())
+    }
+
+    /// Stops every node gracefully and waits for them.
     pub fn shutdown(self) {
         for n in &self.nodes {
             n.stop();

@@ -9,6 +9,7 @@
 //!   verify_timeout = 5,            -- seconds an accepted connection has to verify
 //!   max_message = 16777216,        -- bytes; larger messages are refused
 //!   max_queue = 67108864,          -- bytes that may wait for one peer
+//!   stop_grace = 5,                -- seconds handlers, then onStop, get in a graceful stop
 //!   scripts = { "../../scripts" }, -- game script roots, relative to this file
 //!   settings = { DemoTick = 0.3 },  -- fields of `conf` on every node
 //!   nodes = {
@@ -224,6 +225,9 @@ pub struct ClusterConfig {
     pub max_message: usize,
     /// Most bytes queued towards one peer (`max_queue`, default 64 MiB).
     pub max_queue: usize,
+    /// In a graceful stop, how long handlers running may take to finish,
+    /// and then the onStop handlers (`stop_grace`, default 5 s).
+    pub stop_grace: Duration,
     /// Roots searched by `require` (after lualib).
     pub scripts: Vec<PathBuf>,
     /// The folder of the Lua library every node loads, when the cluster file
@@ -315,6 +319,7 @@ impl ClusterConfig {
         let call_timeout = secs("call_timeout", 5.0)?;
         let liveness = secs("liveness", 10.0)?;
         let verify_timeout = secs("verify_timeout", 5.0)?;
+        let stop_grace = secs("stop_grace", 5.0)?;
         let max_message = bytes("max_message", crate::wire::DEFAULT_MAX_MESSAGE)?;
         let max_queue = bytes("max_queue", 64 * 1024 * 1024)?;
         let mut scripts = Vec::new();
@@ -474,6 +479,7 @@ impl ClusterConfig {
             verify_timeout,
             max_message,
             max_queue,
+            stop_grace,
             scripts,
             lualib,
             nodes,

@@ -223,6 +223,11 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
     func!("builtin_lualib", |_c, _l, name: String| Ok(
         builtin && crate::lualib::source(&name).is_some()
     ));
+    func!("stop_phase", |c, _l, phase: u8| {
+        c.stop_phase.set(phase);
+        c.stop_wake.notify_one();
+        Ok(())
+    });
     func!("cancel_timer", |c, _l, id: u64| {
         c.cancel_timer(id);
         Ok(())

@@ -52,6 +52,8 @@ enum End {
     Refused(String),
     /// Anything else: retry after a pause.
     Failed(String),
+    /// The node is stopping and has deleted its znode.
+    Left,
 }
 
 fn servers(cfg: &ZkSettings) -> String {
@@ -208,6 +210,15 @@ async fn session(core: &Rc<Core>, client: &Client, cfg: &ZkSettings) -> End {
     let my_path = format!("{}/{}/{}", servers(cfg), reg.stype, reg.name);
     loop {
         tokio::select! {
+            _ = core.leave.notified() => {
+                // a graceful stop: leave discovery before the connections close
+                match client.delete(&my_path, None).await {
+                    Ok(()) | Err(ZkError::NoNode) => info!("left ZooKeeper: {my_path} deleted"),
+                    Err(e) => warn!("cannot delete {my_path}: {e}; it goes when the session ends"),
+                }
+                core.left.notify_one();
+                return End::Left;
+            }
             _ = core.load_changed.notified() => {
                 // at most one update per 100 ms, with the latest load
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -288,6 +299,7 @@ pub(crate) async fn zk_task(core: Rc<Core>, cfg: ZkSettings) {
                 warn!("ZooKeeper session expired: this node reports itself offline and registers again");
                 core.set_self_online(false);
             }
+            End::Left => return,
             End::Refused(msg) => {
                 error!("{msg}; stopping this node");
                 core.fail(msg);

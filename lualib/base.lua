@@ -90,6 +90,15 @@ function M.ghost(e, tname, sid)
     return m
 end
 
+--- Registers fn to run when the node stops gracefully (SIGTERM or Ctrl-C
+--- for `luahost run` and `up`, NodeHandle::stop): after the calls being
+--- served have finished (or stop_grace passed), in a coroutine, so it may
+--- make calls (to nodes that are not stopping themselves). Handlers run in
+--- the order registered. A second stop skips them.
+function M.onStop(fn)
+    rpcco.on_stop(fn)
+end
+
 --- The global entity of class classname on this node.
 function M.global(classname)
     return M.globals[classname] or error("no global entity " .. tostring(classname), 2)

@@ -7,7 +7,7 @@ local core = require "luahost.core"
 
 local M = {}
 
-local CALL, SEND, REPLY, TIMER, ONLINE, OFFLINE, EVAL, RELOAD = 1, 2, 3, 4, 5, 6, 7, 8
+local CALL, SEND, REPLY, TIMER, ONLINE, OFFLINE, EVAL, RELOAD, STOP = 1, 2, 3, 4, 5, 6, 7, 8, 9
 
 local create, resume_raw, yield, running, status =
     coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
@@ -21,6 +21,9 @@ local on_timer = {}                                 -- id -> function (timer.aft
 
 local event = require "event"
 local rpcdef, methods, entity_get -- set in M.init (they require rpcco themselves)
+
+local active = 0          -- handlers of incoming calls and sends still running
+local stop_handlers = {}  -- base.onStop
 
 -- Coroutine pool: a finished handler's coroutine waits here for the next
 -- job instead of being collected (creating one per message costs more than
@@ -203,6 +206,7 @@ local function target_of(m, eid)
 end
 
 local function finish_call(conn, session, mid, m, ok, ...)
+    active = active - 1
     if ok then
         local sent, err = core_reply(conn, session, mid, true, ...)
         if not sent then ERROR("reply of %s failed: %s", m.full, err) end
@@ -223,6 +227,7 @@ local function run_call(conn, session, eid, mid, ...)
         core_reply(conn, session, mid, false, err)
         return
     end
+    active = active + 1
     return finish_call(conn, session, mid, m, xpcall(fn, traceback, target, ...))
 end
 
@@ -234,8 +239,33 @@ local function run_send(eid, mid, ...)
         ERROR("send %s to entity %d dropped: no handler", m.full, eid)
         return
     end
+    active = active + 1
     local ok, err = xpcall(fn, traceback, target, ...)
+    active = active - 1
     if not ok then ERROR("%s failed: %s", m.full, err) end
+end
+
+--- Registers fn to run when the node stops gracefully (base.onStop).
+function M.on_stop(fn)
+    assert(type(fn) == "function", "onStop needs a function")
+    stop_handlers[#stop_handlers + 1] = fn
+end
+
+-- A graceful stop: the host refuses new calls and sends from now on; wait
+-- (up to grace seconds) for the handlers still running, then run the onStop
+-- handlers in order, in this coroutine.
+local function run_stop(grace)
+    local t0 = core.now()
+    while active > 0 and core.now() - t0 < grace do M.sleep(0.01) end
+    if active > 0 then
+        WARN("%d handlers still running after stop_grace (%.1f s); onStop runs now", active, grace)
+    end
+    core.stop_phase(1)
+    for _, fn in ipairs(stop_handlers) do
+        local ok, err = xpcall(fn, traceback)
+        if not ok then ERROR("onStop handler failed: %s", err) end
+    end
+    core.stop_phase(2)
 end
 
 local function publish(ev, sid, tname, name)
@@ -288,6 +318,8 @@ function M.dispatch(kind, a, b, ...)
         resume(take(), publish, event.Event.Server.Offline, a, b, ...)
     elseif kind == EVAL then
         resume(take(), run_eval, a, b)
+    elseif kind == STOP then
+        resume(take(), run_stop, a)
     elseif kind == RELOAD then
         -- between messages, on this node's thread; a is a list of changed
         -- files, or nil to reload every module whose file changed

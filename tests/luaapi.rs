@@ -375,3 +375,153 @@ fn an_explicit_lualib_folder_is_used_and_hot_reloaded_under_up() {
     );
     up.shutdown();
 }
+
+/// A cluster of a_1 and b_1 where b_1's onStop handler writes to the file
+/// returned second.
+fn stop_cluster(dir: &Path, extra: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let saved = dir.join("saved.txt");
+    let cluster = write_cluster(dir, &[("a_1", "A", 1), ("b_1", "B", 2)], extra);
+    let text = std::fs::read_to_string(&cluster).unwrap().replace(
+        "b_1 = { type",
+        &format!(
+            "b_1 = {{ settings = {{ StopFile = {:?} }}, type",
+            saved.display().to_string()
+        ),
+    );
+    std::fs::write(&cluster, text).unwrap();
+    (cluster, saved)
+}
+
+#[test]
+fn sigterm_lets_calls_in_flight_finish_runs_on_stop_and_exits_0() {
+    let dir = TempDir::new("stop");
+    let (cluster, saved) = stop_cluster(&dir.0, "stop_grace = 3,");
+    let mut pb = Proc::run_node(&cluster, "b_1");
+    let a = start(&cluster, "a_1");
+    wait_live(&a, &["b_1"]);
+    // a call in flight that sleeps 0.5 s in b_1's handler
+    eval(
+        &a,
+        "slow = 'waiting' rpcco.fork(function() local ok, r = pcall(to(sidOf('b_1')).slow, 0.5) slow = tostring(ok) .. ' ' .. tostring(r) end) return true",
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    pb.signal(libc::SIGTERM);
+    // meanwhile b_1 takes no new calls
+    let mut refused = String::new();
+    assert!(
+        wait_until(Duration::from_secs(2), || {
+            refused = eval(
+                &a,
+                "local ok, e = pcall(to(sidOf('b_1')).echo, 'x', 1) return tostring(e)",
+            );
+            refused.starts_with("node down:")
+        }),
+        "last answer: {refused}\n{}",
+        pb.log()
+    );
+    assert_eq!(refused, "node down: b_1: stopping (Echo.echo)");
+    assert_eq!(
+        eval(
+            &a,
+            "return rpcco.errkind(select(2, pcall(to(sidOf('b_1')).echo, 'x', 1)))"
+        ),
+        "node down"
+    );
+    // the call in flight got its reply
+    assert!(
+        wait_until(Duration::from_secs(5), || eval(&a, "return slow") == "true true"),
+        "slow call: {}",
+        eval(&a, "return slow")
+    );
+    let status = pb.wait_exit(Duration::from_secs(10)).expect("b_1 did not exit");
+    assert!(status.success(), "{status:?}\n{}", pb.log());
+    // onStop ran after the handlers, and its call to a_1 was answered
+    assert_eq!(
+        std::fs::read_to_string(&saved).unwrap(),
+        "saved by b_1; a_1 answered: bye"
+    );
+    a.shutdown();
+}
+
+#[test]
+fn a_second_sigterm_stops_at_once() {
+    let dir = TempDir::new("stop2");
+    let (cluster, saved) = stop_cluster(&dir.0, "stop_grace = 30,");
+    let mut pb = Proc::run_node(&cluster, "b_1");
+    let a = start(&cluster, "a_1");
+    wait_live(&a, &["b_1"]);
+    eval(
+        &a,
+        "slow = 'waiting' rpcco.fork(function() local ok, r = pcall(to(sidOf('b_1')).slow, 20) slow = tostring(r) end) return true",
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    pb.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(pb.child.try_wait().unwrap().is_none(), "b_1 must wait for its handler");
+    pb.signal(libc::SIGTERM);
+    let status = pb.wait_exit(Duration::from_secs(5)).expect("b_1 did not stop at once");
+    assert!(status.success(), "{status:?}\n{}", pb.log());
+    assert!(
+        wait_until(Duration::from_secs(5), || eval(&a, "return slow")
+            .starts_with("node down: b_1")),
+        "{}",
+        eval(&a, "return slow")
+    );
+    assert!(!saved.exists(), "onStop does not run after a second stop");
+    a.shutdown();
+}
+
+#[test]
+fn ctrl_c_stops_up_gracefully() {
+    let dir = TempDir::new("stopup");
+    let (cluster, saved) = stop_cluster(&dir.0, "");
+    let mut up = Proc::spawn(&["up", "--no-watch", cluster.to_str().unwrap()]);
+    assert!(up.wait_log(" up: ", Duration::from_secs(20)), "{}", up.log());
+    up.signal(libc::SIGINT);
+    let status = up.wait_exit(Duration::from_secs(10)).expect("up did not exit");
+    assert!(status.success(), "{status:?}\n{}", up.log());
+    // a_1 was stopping too, so b_1's call in onStop was refused
+    assert_eq!(
+        std::fs::read_to_string(&saved).unwrap(),
+        "saved by b_1; a_1 answered: node down"
+    );
+}
+
+#[test]
+fn a_graceful_stop_leaves_zookeeper_at_once() {
+    let zk = common::zk::ZkServer::start();
+    let dir = TempDir::new("stopzk");
+    let cluster = write_cluster(
+        &dir.0,
+        &[("a_1", "A", 1), ("b_1", "B", 2)],
+        &format!(
+            "zookeeper = {{ hosts = {:?}, root = \"/luahost/stoptest\", session_timeout = 20 }},",
+            zk.addr()
+        ),
+    );
+    // children of <root>/servers/B as a plain ZooKeeper client sees them
+    let registered = || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let c = zookeeper_client::Client::connector()
+                .with_session_timeout(Duration::from_secs(4))
+                .connect(&zk.addr())
+                .await
+                .unwrap();
+            c.list_children("/luahost/stoptest/servers/B").await.unwrap_or_default()
+        })
+    };
+    let mut pb = Proc::run_node(&cluster, "b_1");
+    let a = start(&cluster, "a_1");
+    wait_live(&a, &["b_1"]);
+    assert_eq!(registered(), vec!["b_1".to_string()]);
+    pb.signal(libc::SIGTERM);
+    let status = pb.wait_exit(Duration::from_secs(10)).expect("b_1 did not exit");
+    assert!(status.success(), "{status:?}\n{}", pb.log());
+    // gone now, not when its 20 s session expires
+    assert!(registered().is_empty(), "{:?}\n{}", registered(), pb.log());
+    a.shutdown();
+}
