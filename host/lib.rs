@@ -1,8 +1,9 @@
 //! luahost runs Lua game-server logic as a cluster of typed nodes.
 //!
 //! A node is one Lua state on one OS thread with its own current-thread tokio
-//! runtime; nodes talk over TCP with the frame format of seed 003 and
-//! MessagePack payloads typed by one schema (`scripts/entitydef.lua`).
+//! runtime; nodes talk over TCP (nodes of one process through in-memory
+//! pipes) with the frame format of seed 003 and MessagePack payloads typed by
+//! one schema (`scripts/entitydef.lua`).
 //!
 //! The parts, in the order a message meets them:
 //!
