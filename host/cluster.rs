@@ -122,7 +122,9 @@ impl LocalCluster {
         let (keep, gone): (Vec<NodeHandle>, Vec<NodeHandle>) =
             std::mem::take(&mut self.nodes).into_iter().partition(|n| {
                 let name = n.name();
-                config.nodes.contains_key(name) && config.nodes.get(name) == old.nodes.get(name)
+                config.nodes.contains_key(name)
+                    && config.nodes.get(name) == old.nodes.get(name)
+                    && config.settings_for(name) == old.settings_for(name)
             });
         self.nodes = keep;
         for n in gone {
@@ -149,7 +151,20 @@ impl LocalCluster {
         self.config = config;
     }
 
-    /// Stops every node and waits for them.
+    /// Asks every node to stop (see [`NodeHandle::stop`]: the first request
+    /// is graceful, a second one ends the nodes at once); returns at once.
+    pub fn stop(&self) {
+        for n in &self.nodes {
+            n.stop();
+        }
+    }
+
+    /// True once every node's thread has ended.
+    pub fn stopped(&self) -> bool {
+        self.nodes.iter().all(|n| n.is_finished())
+    }
+
+    /// Stops every node gracefully and waits for them.
     pub fn shutdown(self) {
         for n in &self.nodes {
             n.stop();

@@ -9,10 +9,13 @@
 //!   verify_timeout = 5,            -- seconds an accepted connection has to verify
 //!   max_message = 16777216,        -- bytes; larger messages are refused
 //!   max_queue = 67108864,          -- bytes that may wait for one peer
+//!   stop_grace = 5,                -- seconds handlers, then onStop, get in a graceful stop
 //!   scripts = { "../../scripts" }, -- game script roots, relative to this file
+//!   settings = { DemoTick = 0.3 },  -- fields of `conf` on every node
 //!   nodes = {
 //!     db_1   = { type = "DB",   addr = "127.0.0.1:7101", id = 1 },
-//!     hall_1 = { type = "Hall", addr = "127.0.0.1:7103", id = 11 },
+//!     hall_1 = { type = "Hall", addr = "127.0.0.1:7103", id = 11,
+//!                settings = { DemoTick = 1 } },   -- this node's, over the cluster's
 //!   },
 //! }
 //! ```
@@ -80,6 +83,131 @@ pub struct ZkSettings {
     pub auth: Option<String>,
 }
 
+/// A value of a `settings` table of the cluster file; Lua reads it as a
+/// field of `conf`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Setting {
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Num(f64),
+    /// A string.
+    Str(String),
+    /// A nested table, entries in key order.
+    Table(Vec<(SettingKey, Setting)>),
+}
+
+/// A key of a nested settings table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SettingKey {
+    /// An integer key (`{ "x", "y" }` has keys 1 and 2).
+    Int(i64),
+    /// A string key.
+    Str(String),
+}
+
+/// Fields of `conf` the host sets itself; `settings` may not use them.
+pub const RESERVED_CONF: &[&str] = &[
+    "NodeName",
+    "ServerID",
+    "NodeType",
+    "CallTimeout",
+    "ClusterFile",
+    "MainScript",
+    "Cluster",
+    "ZKAddr",
+    "ZKRoot",
+    "ServerTypeName",
+    "ServerType",
+];
+
+/// Settings by name (the top level of a `settings` table).
+pub type Settings = BTreeMap<String, Setting>;
+
+/// Reads a `settings` table (`what` names it in errors): string names at
+/// the top, then booleans, numbers, strings and nested tables.
+fn read_settings(v: Value, what: &str) -> Result<Settings, String> {
+    let t = match v {
+        Value::Nil => return Ok(Settings::new()),
+        Value::Table(t) => t,
+        other => return Err(format!("{what} must be a table, got {}", other.type_name())),
+    };
+    let mut out = Settings::new();
+    for pair in t.pairs::<Value, Value>() {
+        let (k, v) = pair.map_err(|e| format!("{what}: {e}"))?;
+        let name = match &k {
+            Value::String(s) => s
+                .to_str()
+                .map_err(|_| format!("{what}: a name is not UTF-8"))?
+                .to_string(),
+            other => {
+                return Err(format!(
+                    "{what}: keys must be names (they become fields of conf), got {}",
+                    other.to_string().unwrap_or_else(|_| other.type_name().to_string())
+                ))
+            }
+        };
+        if RESERVED_CONF.contains(&name.as_str()) {
+            return Err(format!("{what}.{name}: reserved, the host sets conf.{name} itself"));
+        }
+        let value = read_setting(v, &format!("{what}.{name}"), 0)?;
+        out.insert(name, value);
+    }
+    Ok(out)
+}
+
+fn read_setting(v: Value, path: &str, depth: usize) -> Result<Setting, String> {
+    Ok(match v {
+        Value::Boolean(b) => Setting::Bool(b),
+        Value::Integer(i) => Setting::Int(i),
+        Value::Number(n) => Setting::Num(n),
+        Value::String(s) => Setting::Str(
+            s.to_str()
+                .map_err(|_| format!("{path}: strings must be UTF-8"))?
+                .to_string(),
+        ),
+        Value::Table(t) => {
+            if depth >= 16 {
+                return Err(format!(
+                    "{path}: nested more than 16 deep (a table that contains itself?)"
+                ));
+            }
+            let mut entries = Vec::new();
+            for pair in t.pairs::<Value, Value>() {
+                let (k, v) = pair.map_err(|e| format!("{path}: {e}"))?;
+                let (key, label) = match k {
+                    Value::Integer(i) => (SettingKey::Int(i), format!("{path}[{i}]")),
+                    Value::String(s) => {
+                        let s = s
+                            .to_str()
+                            .map_err(|_| format!("{path}: keys must be UTF-8"))?
+                            .to_string();
+                        let label = format!("{path}.{s}");
+                        (SettingKey::Str(s), label)
+                    }
+                    other => {
+                        return Err(format!(
+                            "{path}: keys must be strings or integers, got {}",
+                            other.type_name()
+                        ))
+                    }
+                };
+                entries.push((key, read_setting(v, &label, depth + 1)?));
+            }
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Setting::Table(entries)
+        }
+        other => {
+            return Err(format!(
+                "{path}: a {} cannot be a setting (booleans, numbers, strings and tables can)",
+                other.type_name()
+            ))
+        }
+    })
+}
+
 /// A parsed cluster file.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -97,15 +225,24 @@ pub struct ClusterConfig {
     pub max_message: usize,
     /// Most bytes queued towards one peer (`max_queue`, default 64 MiB).
     pub max_queue: usize,
+    /// In a graceful stop, how long handlers running may take to finish,
+    /// and then the onStop handlers (`stop_grace`, default 5 s).
+    pub stop_grace: Duration,
     /// Roots searched by `require` (after lualib).
     pub scripts: Vec<PathBuf>,
-    /// The Lua library every node loads.
-    pub lualib: PathBuf,
+    /// The folder of the Lua library every node loads, when the cluster file
+    /// (`lualib`, relative to it) or `LUAHOST_LUALIB` names one; `None`:
+    /// the copy built into the binary.
+    pub lualib: Option<PathBuf>,
     /// Every node by name. With ZooKeeper this only tells each node its own
     /// settings; peers are discovered.
     pub nodes: BTreeMap<String, NodeSpec>,
     /// ZooKeeper discovery, when the file names an ensemble.
     pub zookeeper: Option<ZkSettings>,
+    /// The top-level `settings` table: fields of `conf` on every node.
+    pub settings: Settings,
+    /// Each node's own `settings` table, by node name.
+    pub node_settings: BTreeMap<String, Settings>,
 }
 
 /// Secrets shorter than this get a warning at start.
@@ -201,6 +338,7 @@ impl ClusterConfig {
         let call_timeout = secs("call_timeout", 5.0)?;
         let liveness = secs("liveness", 10.0)?;
         let verify_timeout = secs("verify_timeout", 5.0)?;
+        let stop_grace = secs("stop_grace", 5.0)?;
         let max_message = bytes("max_message", crate::wire::DEFAULT_MAX_MESSAGE)?;
         let max_queue = bytes("max_queue", 64 * 1024 * 1024)?;
         let mut scripts = Vec::new();
@@ -215,15 +353,20 @@ impl ClusterConfig {
             scripts.push(dir.join("scripts"));
         }
         let lualib = match std::env::var("LUAHOST_LUALIB") {
-            Ok(s) if !s.is_empty() => PathBuf::from(s),
-            _ => match root
+            Ok(s) if !s.is_empty() => Some(PathBuf::from(s)),
+            _ => root
                 .get::<Option<String>>("lualib")
                 .map_err(|e| invalid(e.to_string()))?
-            {
-                Some(s) => dir.join(s),
-                None => default_lualib(),
-            },
+                .map(|s| dir.join(s)),
         };
+        if let Some(l) = &lualib {
+            if !l.join("luahost.lua").is_file() {
+                return Err(invalid(format!(
+                    "lualib folder {} has no luahost.lua (leave lualib out to use the one built into luahost)",
+                    l.display()
+                )));
+            }
+        }
 
         let zookeeper = match root
             .get::<Option<Table>>("zookeeper")
@@ -270,6 +413,12 @@ impl ClusterConfig {
                 })
             }
         };
+        let settings = read_settings(
+            root.get::<Value>("settings").map_err(|e| invalid(e.to_string()))?,
+            "settings",
+        )
+        .map_err(invalid)?;
+        let mut node_settings = BTreeMap::new();
         let nodes_t: Table = root
             .get::<Option<Table>>("nodes")
             .map_err(|e| invalid(e.to_string()))?
@@ -294,6 +443,15 @@ impl ClusterConfig {
                 Some(i) => return Err(invalid(format!("node {name}: id {i} must be in 1..4294967295"))),
                 None => crate::ring::fnv1a32(name.as_bytes()) & 0x7fff_ffff,
             };
+            let own = read_settings(
+                t.get::<Value>("settings")
+                    .map_err(|e| invalid(format!("node {name}: {e}")))?,
+                &format!("node {name}: settings"),
+            )
+            .map_err(invalid)?;
+            if !own.is_empty() {
+                node_settings.insert(name.clone(), own);
+            }
             let main = match field("main")? {
                 Some(m) => dir.join(m),
                 None => {
@@ -340,11 +498,24 @@ impl ClusterConfig {
             verify_timeout,
             max_message,
             max_queue,
+            stop_grace,
             scripts,
             lualib,
             nodes,
             zookeeper,
+            settings,
+            node_settings,
         })
+    }
+
+    /// The settings node `name` sees in `conf`: the cluster's, with the
+    /// node's own replacing those of the same name.
+    pub fn settings_for(&self, name: &str) -> Settings {
+        let mut s = self.settings.clone();
+        if let Some(own) = self.node_settings.get(name) {
+            s.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        s
     }
 
     /// Adds (or replaces) a node given on the command line (`luahost run
@@ -458,6 +629,28 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("share id 3"), "{e}");
+        assert_eq!(cfg.lualib, None, "no lualib key: the built-in one");
+        let e = ClusterConfig::parse(
+            &file,
+            r#"return { lualib = "nowhere", nodes = { hall_2 = { type = "Hall", addr = "127.0.0.1:7002" } } }"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("has no luahost.lua"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_demo_cluster_uses_this_checkouts_lualib() {
+        if std::env::var_os("LUAHOST_LUALIB").is_some() {
+            return;
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cfg = ClusterConfig::load(&root.join("examples/friends")).unwrap();
+        let l = cfg.lualib.expect("examples/friends names its lualib");
+        assert_eq!(
+            std::fs::canonicalize(l).unwrap(),
+            std::fs::canonicalize(root.join("lualib")).unwrap()
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! luahost runs Lua game-server logic as a cluster of typed nodes.
 //!
 //! A node is one Lua state on one OS thread with its own current-thread tokio
-//! runtime; nodes talk over TCP with the frame format of seed 003 and
-//! MessagePack payloads typed by one schema (`scripts/entitydef.lua`).
+//! runtime; nodes talk over TCP (nodes of one process through in-memory
+//! pipes) with the frame format of seed 003 and MessagePack payloads typed by
+//! one schema (`scripts/entitydef.lua`).
 //!
 //! The parts, in the order a message meets them:
 //!
@@ -21,6 +22,7 @@
 //! - `ratelog`: rate limits for log lines remote parties can cause.
 //! - [`zk`]: ZooKeeper discovery (register, watch, expiry, auth).
 //! - `lua_api`: the `luahost.core` module that lualib builds on.
+//! - `lualib`: the Lua library, built in (an explicit lualib folder wins).
 //! - [`cluster`]: starting a whole cluster in one process (`luahost up`).
 //! - [`bench`]: the `luahost bench` workloads.
 //!
@@ -34,6 +36,7 @@ pub mod cluster;
 pub mod config;
 mod link;
 mod lua_api;
+mod lualib;
 pub mod mpack;
 pub mod node;
 pub mod proto;

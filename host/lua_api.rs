@@ -14,7 +14,7 @@ use std::time::Duration;
 use mlua::{Function, Lua, Table, Value, Variadic};
 use tracing::{debug, error, info, warn};
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, Setting, SettingKey};
 use crate::node::Core;
 use crate::ring::{self, Key};
 use crate::schema::Schema;
@@ -38,6 +38,49 @@ fn key_of(v: &Value) -> mlua::Result<Key<'static>> {
 
 fn seconds(v: Option<f64>) -> Option<Duration> {
     v.map(crate::node::clamp_delay)
+}
+
+/// Puts a searcher for the lualib built into the binary right after
+/// `package.preload`, so lualib modules come before script roots (as the
+/// lualib folder comes first in `package.path` when there is one). Chunks
+/// are named `lualib/<name>.lua` in errors and tracebacks.
+fn install_builtin_lualib(lua: &Lua, package: &Table) -> mlua::Result<()> {
+    let searcher = lua.create_function(|lua, name: String| {
+        let Some(src) = crate::lualib::source(&name) else {
+            let msg = format!("\n\tno module '{name}' in the lualib built into luahost");
+            return Ok((Value::String(lua.create_string(msg)?), Value::Nil));
+        };
+        let file = format!("lualib/{name}.lua");
+        let f = lua.load(src).set_name(format!("={file}")).into_function()?;
+        Ok((Value::Function(f), Value::String(lua.create_string(file)?)))
+    })?;
+    let searchers: Table = package.get("searchers")?;
+    let n = searchers.raw_len();
+    for i in (2..=n).rev() {
+        searchers.raw_set(i + 1, searchers.raw_get::<Value>(i)?)?;
+    }
+    searchers.raw_set(2, searcher)
+}
+
+/// A setting of the cluster file as a Lua value.
+fn setting_value(lua: &Lua, s: &Setting) -> mlua::Result<Value> {
+    Ok(match s {
+        Setting::Bool(b) => Value::Boolean(*b),
+        Setting::Int(i) => Value::Integer(*i),
+        Setting::Num(n) => Value::Number(*n),
+        Setting::Str(s) => Value::String(lua.create_string(s)?),
+        Setting::Table(entries) => {
+            let t = lua.create_table_with_capacity(0, entries.len())?;
+            for (k, v) in entries {
+                let v = setting_value(lua, v)?;
+                match k {
+                    SettingKey::Int(i) => t.raw_set(*i, v)?,
+                    SettingKey::Str(s) => t.raw_set(s.as_str(), v)?,
+                }
+            }
+            Value::Table(t)
+        }
+    })
 }
 
 /// Builds the `luahost.core` table, sets `package.path` and the `conf`
@@ -176,6 +219,15 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
     func!("realpath", |_c, _l, path: String| {
         Ok(std::fs::canonicalize(&path).ok().map(|p| p.display().to_string()))
     });
+    let builtin = cluster.lualib.is_none();
+    func!("builtin_lualib", |_c, _l, name: String| Ok(
+        builtin && crate::lualib::source(&name).is_some()
+    ));
+    func!("stop_phase", |c, _l, phase: u8| {
+        c.stop_phase.set(phase);
+        c.stop_wake.notify_one();
+        Ok(())
+    });
     func!("cancel_timer", |c, _l, id: u64| {
         c.cancel_timer(id);
         Ok(())
@@ -264,10 +316,10 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
         Ok(out)
     });
 
-    // package.path: lualib, then every script root and its per-type folder,
-    // then the folder of the node's own main script.
+    // package.path: lualib (when it is a folder), then every script root and
+    // its per-type folder, then the folder of the node's own main script.
     let stype_dir = core.me.stype.to_lowercase();
-    let mut path = vec![cluster.lualib.join("?.lua")];
+    let mut path: Vec<std::path::PathBuf> = cluster.lualib.iter().map(|l| l.join("?.lua")).collect();
     for root in &cluster.scripts {
         path.push(root.join("?.lua"));
         path.push(root.join(&stype_dir).join("?.lua"));
@@ -278,6 +330,9 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
     let path: Vec<String> = path.iter().map(|p| p.display().to_string()).collect();
     let package: Table = lua.globals().get("package")?;
     package.set("path", path.join(";"))?;
+    if cluster.lualib.is_none() {
+        install_builtin_lualib(lua, &package)?;
+    }
     let loaded: Table = package.get("loaded")?;
     loaded.set("luahost.core", m)?;
 
@@ -292,6 +347,9 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
     if let Some(zk) = &cluster.zookeeper {
         conf.set("ZKAddr", zk.hosts.clone())?;
         conf.set("ZKRoot", zk.root.clone())?;
+    }
+    for (name, value) in cluster.settings_for(&core.me.name) {
+        conf.set(name, setting_value(lua, &value)?)?;
     }
     lua.globals().set("conf", conf)?;
     lua.load("require 'luahost'").set_name("=luahost boot").exec()

@@ -23,8 +23,10 @@ struct Cli {
 enum Cmd {
     /// Run every node of a cluster in this one process (development).
     ///
-    /// Each node gets its own Lua state and thread; they talk over real TCP on
-    /// the addresses of the cluster file. Ctrl-C stops them all.
+    /// Each node gets its own Lua state and thread; they talk through
+    /// in-memory pipes (the same protocol as TCP), and listen on the cluster
+    /// file's addresses for nodes running elsewhere. Ctrl-C or SIGTERM stops
+    /// them gracefully (base.onStop handlers run); a second one at once.
     Up {
         /// A cluster file, or a folder holding cluster.lua (e.g. examples/friends).
         cluster: PathBuf,
@@ -36,6 +38,9 @@ enum Cmd {
         no_watch: bool,
     },
     /// Run one node of a cluster as this process (production).
+    ///
+    /// Ctrl-C or SIGTERM stops it gracefully (calls in flight finish,
+    /// base.onStop handlers run); a second one at once.
     Run {
         /// The cluster file (or folder holding cluster.lua).
         #[arg(long)]
@@ -112,10 +117,18 @@ fn init_tracing() {
 /// A channel of events and what to do with each.
 type Events<'a, T> = Option<(tokio::sync::mpsc::UnboundedReceiver<T>, &'a mut dyn FnMut(T))>;
 
-/// Waits for Ctrl-C or SIGTERM; calls `on_hup` for every SIGHUP and
-/// `on_event` for every message of `events` meanwhile.
-/// Also returns when `done()` becomes true (checked every 200 ms).
-fn wait_for_signal_or<T>(on_hup: &dyn Fn(), events: Events<'_, T>, done: &dyn Fn() -> bool) {
+/// Serves signals until the nodes have stopped. Calls `on_hup` for every
+/// SIGHUP and `on_event` for every message of `events`; the first Ctrl-C or
+/// SIGTERM, or `failed()` becoming true (checked every 200 ms), calls
+/// `stop()` (a graceful stop); another Ctrl-C or SIGTERM calls it again (at
+/// once). Returns when `stopped()` is true.
+fn serve_signals<T>(
+    on_hup: &dyn Fn(),
+    events: Events<'_, T>,
+    failed: &dyn Fn() -> bool,
+    stop: &dyn Fn(),
+    stopped: &dyn Fn() -> bool,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -124,16 +137,16 @@ fn wait_for_signal_or<T>(on_hup: &dyn Fn(), events: Events<'_, T>, done: &dyn Fn
     rt.block_on(async {
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
         let (mut rx, on_event) = match events {
             Some((rx, f)) => (Some(rx), Some(f)),
             None => (None, None),
         };
         let mut on_event = on_event;
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
         loop {
             tokio::select! {
-                _ = tick.tick() => if done() { break },
+                _ = tick.tick() => if failed() { break },
                 _ = int.recv() => break,
                 _ = term.recv() => break,
                 _ = hup.recv() => on_hup(),
@@ -152,6 +165,22 @@ fn wait_for_signal_or<T>(on_hup: &dyn Fn(), events: Events<'_, T>, done: &dyn Fn
                         None => rx = None,
                     }
                 }
+            }
+        }
+        tracing::info!("stopping (Ctrl-C or SIGTERM again stops at once)");
+        stop();
+        let mut poll = tokio::time::interval(std::time::Duration::from_millis(20));
+        let mut again = false;
+        while !stopped() {
+            tokio::select! {
+                _ = poll.tick() => {}
+                _ = int.recv(), if !again => again = true,
+                _ = term.recv(), if !again => again = true,
+            }
+            if again {
+                tracing::warn!("stopping at once");
+                stop();
+                again = false;
             }
         }
     });
@@ -215,12 +244,15 @@ fn main() -> ExitCode {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let _watcher = watch_file(&c.config.file, tx);
             let c = std::cell::RefCell::new(c);
-            wait_for_signal_or(&|| {}, Some((rx, &mut |_: ()| c.borrow_mut().follow())), &|| {
-                c.borrow().failure().is_some()
-            });
+            serve_signals(
+                &|| {},
+                Some((rx, &mut |_: ()| c.borrow_mut().follow())),
+                &|| c.borrow().failure().is_some(),
+                &|| c.borrow().stop(),
+                &|| c.borrow().stopped(),
+            );
             let c = c.into_inner();
             let failure = c.failure();
-            tracing::info!("stopping");
             c.shutdown();
             match failure {
                 Some((node, why)) => {
@@ -293,7 +325,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            wait_for_signal_or::<()>(
+            serve_signals::<()>(
                 &|| {
                     tracing::info!("SIGHUP: reloading scripts and cluster file");
                     h.reload_scripts();
@@ -301,14 +333,15 @@ fn main() -> ExitCode {
                 },
                 None,
                 &|| h.failure().is_some(),
+                &|| h.stop(),
+                &|| h.is_finished(),
             );
-            if let Some(why) = h.failure() {
+            let failure = h.failure();
+            h.join();
+            if let Some(why) = failure {
                 tracing::error!("node {node} stopped: {why}");
-                h.shutdown();
                 return ExitCode::FAILURE;
             }
-            tracing::info!("stopping");
-            h.shutdown();
             ExitCode::SUCCESS
         }
     }

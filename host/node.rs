@@ -17,6 +17,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +67,34 @@ pub mod kind {
     /// `(LOST, sid, type, name, {[method] = count}, cause)`: sends to that
     /// node that will not be delivered (or may not have been handled).
     pub const LOST: i64 = 9;
+    /// `(STOP, grace_secs)`: a graceful stop began
+    pub const STOP: i64 = 10;
+}
+
+/// Stop requests to a node: the first starts a graceful stop, a second
+/// ends the node at once.
+#[derive(Debug, Default)]
+pub(crate) struct StopSignal {
+    requests: AtomicU32,
+    wake: Notify,
+}
+
+impl StopSignal {
+    fn request(&self) {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    fn count(&self) -> u32 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Returns once at least `n` stops were requested.
+    async fn at_least(&self, n: u32) {
+        while self.count() < n {
+            self.wake.notified().await;
+        }
+    }
 }
 
 /// Why a node could not start.
@@ -124,7 +153,7 @@ pub enum Control {
 pub struct NodeHandle {
     name: String,
     ctrl: mpsc::Sender<Control>,
-    stop: Arc<Notify>,
+    stop: Arc<StopSignal>,
     failure: Arc<std::sync::Mutex<Option<String>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -141,9 +170,25 @@ impl NodeHandle {
         self.failure.lock().ok().and_then(|f| f.clone())
     }
 
-    /// Asks the node to stop (returns at once).
+    /// Asks the node to stop (returns at once). The first request starts a
+    /// graceful stop: new calls are refused (`node down: <node>: stopping`),
+    /// handlers already running get up to `stop_grace` to finish and reply,
+    /// then the `base.onStop` handlers run (in a coroutine; they may make
+    /// calls; up to `stop_grace` again), then the node closes its
+    /// connections and its thread ends. A second request ends it at once.
     pub fn stop(&self) {
-        self.stop.notify_one();
+        self.stop.request();
+    }
+
+    /// Stops the node at once, without the graceful steps of [`NodeHandle::stop`].
+    pub fn stop_now(&self) {
+        self.stop.request();
+        self.stop.request();
+    }
+
+    /// True once the node's thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
     /// Asks the node to hot-reload its changed scripts.
@@ -177,7 +222,8 @@ impl NodeHandle {
             .map_err(|_| format!("eval on {} did not finish within {timeout:?}", self.name))?
     }
 
-    /// Stops the node and waits for its thread to end.
+    /// Stops the node gracefully ([`NodeHandle::stop`]) and waits for its
+    /// thread to end.
     pub fn shutdown(mut self) {
         self.stop();
         if let Some(t) = self.thread.take() {
@@ -193,9 +239,13 @@ impl NodeHandle {
     }
 }
 
+/// Dropping a handle stops its node at once (use [`NodeHandle::shutdown`]
+/// for a graceful stop).
 impl Drop for NodeHandle {
     fn drop(&mut self) {
-        self.stop.notify_one();
+        if self.thread.is_some() {
+            self.stop_now();
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -234,7 +284,7 @@ pub fn start_with(cluster: Arc<ClusterConfig>, name: &str, opts: NodeOptions) ->
         .cloned()
         .ok_or_else(|| NodeError::UnknownNode(name.to_string()))?;
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CONTROL_MAILBOX);
-    let stop = Arc::new(Notify::new());
+    let stop = Arc::new(StopSignal::default());
     let stop_rx = stop.clone();
     let failure = Arc::new(std::sync::Mutex::new(None));
     let failure_in = failure.clone();
@@ -362,8 +412,18 @@ pub(crate) struct Core {
     evals: RefCell<HashMap<u64, std::sync::mpsc::Sender<Result<String, String>>>>,
     watcher: RefCell<Option<notify::RecommendedWatcher>>,
     script_watcher: RefCell<Option<notify::RecommendedWatcher>>,
-    stop: Arc<Notify>,
+    stop: Arc<StopSignal>,
     failure: Arc<std::sync::Mutex<Option<String>>>,
+    /// Set when a graceful stop begins: incoming calls and sends are refused.
+    stopping: Cell<bool>,
+    /// How far Lua is in a graceful stop (`core.stop_phase`: 1 onStop
+    /// handlers running, 2 done), and the wake-up when it moves on.
+    pub(crate) stop_phase: Cell<u8>,
+    pub(crate) stop_wake: Notify,
+    /// Asks the ZooKeeper task to delete this node's znode (a graceful
+    /// stop), and its answer.
+    pub(crate) leave: Notify,
+    pub(crate) left: Notify,
     /// In-memory connections to nodes of this process, if enabled.
     pub(crate) local: Option<Arc<crate::stream::LocalNet>>,
     local_rx: RefCell<Option<mpsc::UnboundedReceiver<crate::stream::MemConn>>>,
@@ -404,6 +464,11 @@ impl SendSeqs {
     pub(crate) fn handled(&self, seq: u32) {
         self.last.set(Some(seq));
     }
+
+    /// The last send handled.
+    pub(crate) fn last(&self) -> Option<u32> {
+        self.last.get()
+    }
 }
 
 /// Connection id Lua uses for calls from this node to itself.
@@ -424,7 +489,7 @@ impl Core {
     async fn boot(
         cluster: Arc<ClusterConfig>,
         me: NodeSpec,
-        stop: Arc<Notify>,
+        stop: Arc<StopSignal>,
         failure: Arc<std::sync::Mutex<Option<String>>>,
         local: Option<Arc<crate::stream::LocalNet>>,
     ) -> Result<Rc<Core>, NodeError> {
@@ -468,6 +533,11 @@ impl Core {
             script_watcher: RefCell::new(None),
             stop,
             failure,
+            stopping: Cell::new(false),
+            stop_phase: Cell::new(0),
+            stop_wake: Notify::new(),
+            leave: Notify::new(),
+            left: Notify::new(),
             local_rx: RefCell::new(local.as_ref().map(|net| net.listen(me.addr))),
             local,
             schema_gen: Cell::new(0),
@@ -509,7 +579,7 @@ impl Core {
         Ok(core)
     }
 
-    async fn run(self: Rc<Self>, mut ctrl: mpsc::Receiver<Control>, stop: Arc<Notify>, opts: NodeOptions) {
+    async fn run(self: Rc<Self>, mut ctrl: mpsc::Receiver<Control>, stop: Arc<StopSignal>, opts: NodeOptions) {
         let listener = self.listener.borrow_mut().take();
         if let Some(listener) = listener {
             let local = self.local_rx.borrow_mut().take();
@@ -525,7 +595,7 @@ impl Core {
         }
         loop {
             let msg = tokio::select! {
-                _ = stop.notified() => break,
+                _ = stop.at_least(1) => break,
                 m = ctrl.recv() => match m {
                     Some(m) => m,
                     None => break,
@@ -557,7 +627,19 @@ impl Core {
                 }
             }
         }
+        self.graceful_stop(&stop).await;
         info!("node {} stopping", self.me.name);
+        let failed = self.failure.lock().map(|f| f.is_some()).unwrap_or(true);
+        if self.zk_mode() && self.registered.get() && stop.count() < 2 && !failed {
+            self.leave.notify_one();
+            tokio::select! {
+                _ = self.left.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                    warn!("could not leave ZooKeeper within 2 s; the znode goes when the session ends")
+                }
+                _ = stop.at_least(2) => {}
+            }
+        }
         if let Some(net) = &self.local {
             net.unlisten(self.me.addr);
         }
@@ -588,6 +670,49 @@ impl Core {
         self.log_summaries();
         // Break the Lua -> Rust cycle so the state can be freed.
         self.dispatch.borrow_mut().take();
+    }
+
+    /// The graceful part of a stop (see [`NodeHandle::stop`]): refuse new
+    /// work, let Lua wait for its handlers and run the onStop handlers, each
+    /// step bounded by `stop_grace`; a second stop request cuts it short.
+    async fn graceful_stop(&self, stop: &StopSignal) {
+        if stop.count() >= 2 || self.dispatch.borrow().is_none() {
+            return;
+        }
+        self.stopping.set(true);
+        let grace = self.cluster.borrow().stop_grace;
+        info!(
+            "stopping: handlers running get up to {:.1} s to finish, then onStop runs (stop again to end at once)",
+            grace.as_secs_f64()
+        );
+        let mut mv = MultiValue::with_capacity(2);
+        mv.push_back(Value::Integer(kind::STOP));
+        mv.push_back(Value::Number(grace.as_secs_f64()));
+        self.call_lua(mv);
+        // Lua bounds the wait for handlers itself; the margin covers its
+        // polling, the deadline moves when the onStop handlers start.
+        let mut deadline = Instant::now() + grace + Duration::from_millis(200);
+        let mut phase = 0;
+        while self.stop_phase.get() < 2 {
+            if self.stop_phase.get() != phase {
+                phase = self.stop_phase.get();
+                deadline = Instant::now() + grace;
+            }
+            tokio::select! {
+                _ = self.stop_wake.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!(
+                        "{} did not finish within stop_grace; stopping anyway",
+                        if phase == 0 { "handlers" } else { "onStop handlers" }
+                    );
+                    return;
+                }
+                _ = stop.at_least(2) => {
+                    warn!("stopped again: stopping at once");
+                    return;
+                }
+            }
+        }
     }
 
     fn add_peer(self: &Rc<Self>, spec: NodeSpec) -> Rc<Peer> {
@@ -911,18 +1036,27 @@ impl Core {
     }
 
     /// Handles a request (call or send) that arrived on `conn` from `from`.
-    pub(crate) fn on_request(&self, conn: u64, from: &str, msg: &Message, env: Envelope<'_>, link: Option<&Link>) {
+    /// Returns false when it was not handled because this node is stopping
+    /// (a send then stays unacknowledged, so its sender reports it).
+    pub(crate) fn on_request(
+        &self,
+        conn: u64,
+        from: &str,
+        msg: &Message,
+        env: Envelope<'_>,
+        link: Option<&Link>,
+    ) -> bool {
         let (is_call, eid, mid, nargs, mut args) = match env {
             Envelope::Call { eid, mid, nargs, args } => (true, eid, mid, nargs, args),
             Envelope::Send { eid, mid, nargs, args } => (false, eid, mid, nargs, args),
-            _ => return,
+            _ => return true,
         };
         let refuse = |text: String| {
             if self.limited("requests refused (unknown method, wrong node type or bad arguments)") {
                 error!("refused {} from {from}: {text}", if is_call { "call" } else { "send" });
             }
             if is_call {
-                let text = format!("{}: {text}", self.me.name);
+                // the caller prefixes "remote error: <this node>: "
                 match link {
                     Some(l) => l.push(|o| proto::put_error_reply(o, msg.session, &text)),
                     None => {
@@ -932,6 +1066,8 @@ impl Core {
                     }
                 }
             }
+            // refused for good: the request counts as handled
+            true
         };
         let Some(schema) = self.schema() else {
             return refuse("this node has no schema yet".into());
@@ -939,6 +1075,21 @@ impl Core {
         let Some(method) = schema.method(mid) else {
             return refuse(format!("unknown method id {mid}"));
         };
+        if self.stopping.get() {
+            if is_call {
+                // the caller passes this on as it is (see on_reply)
+                let text = format!("node down: {}: stopping ({})", self.me.name, method.name);
+                match link {
+                    Some(l) => l.push(|o| proto::put_error_reply(o, msg.session, &text)),
+                    None => {
+                        if let Some(me) = self.peer(self.me.sid) {
+                            me.link.push(|o| proto::put_error_reply(o, msg.session, &text));
+                        }
+                    }
+                }
+            }
+            return false;
+        }
         if method.server_type != 0 && method.server_type != self.my_type.get() {
             return refuse(format!("{} is not served by {} nodes", method.name, self.me.stype));
         }
@@ -973,6 +1124,7 @@ impl Core {
         }
         drop(schema);
         self.call_lua(mv);
+        true
     }
 
     /// Handles a reply from peer `peer`.
@@ -995,6 +1147,11 @@ impl Core {
                 .read_bytes()
                 .map(|b| String::from_utf8_lossy(b).into_owned())
                 .unwrap_or_else(|e| format!("unreadable error text: {e}"));
+            // a stopping node refuses calls with "node down: <itself>: ..."
+            // (nothing else it sends starts so: handler errors start with the method)
+            if text.starts_with(&format!("node down: {}: ", peer.spec.name)) {
+                return self.fail_call(session, text);
+            }
             return self.fail_call(session, format!("remote error: {}: {text}", peer.spec.name));
         }
         let decl = method.as_ref().and_then(|m| m.results.clone()).unwrap_or_default();
@@ -1308,7 +1465,7 @@ impl Core {
         if let Ok(mut f) = self.failure.lock() {
             *f = Some(reason);
         }
-        self.stop.notify_one();
+        self.stop.request();
     }
 
     /// Fails the calls whose deadline has passed.
@@ -1377,7 +1534,7 @@ impl Core {
         let mut dirs: Vec<PathBuf> = Vec::new();
         {
             let c = self.cluster.borrow();
-            dirs.push(c.lualib.clone());
+            dirs.extend(c.lualib.clone());
             dirs.extend(c.scripts.iter().cloned());
         }
         if let Some(d) = self.me.main.parent() {
@@ -1488,6 +1645,9 @@ impl Core {
                 warn!("this node's own entry changed in the cluster file; that takes effect on restart")
             }
             _ => {}
+        }
+        if new.settings_for(&self.me.name) != self.cluster.borrow().settings_for(&self.me.name) {
+            warn!("this node's settings changed in the cluster file; conf shows them after a restart");
         }
         let zk = self.zk_mode();
         let specs: Vec<NodeSpec> = new.nodes.values().cloned().collect();
@@ -1720,7 +1880,9 @@ async fn self_task(core: Rc<Core>, me: Rc<Peer>) {
             match dec.decode(buf) {
                 Ok(Some(msg)) => match proto::parse(&msg.data) {
                     Ok(env @ (Envelope::Call { .. } | Envelope::Send { .. })) => {
-                        core.on_request(SELF_CONN, &core.me.name, &msg, env, None)
+                        if !core.on_request(SELF_CONN, &core.me.name, &msg, env, None) {
+                            debug!("a send to itself was not handled: this node is stopping");
+                        }
                     }
                     Ok(Envelope::Reply { ok, nvals, vals }) => core.on_reply(&me, msg.session, ok, nvals, vals),
                     Ok(_) => error!("unexpected message kind sent to self"),

@@ -423,11 +423,31 @@ pub fn encode(out: &mut BytesMut, ty: &Ty, v: &Value) -> Result<(), TypeError> {
             Ok(())
         }
         (Ty::Array(et), Value::Table(t)) => {
+            // One walk of the table both collects the elements and checks
+            // that it holds nothing but keys 1..n (a table with other keys
+            // is not an array; {} is an empty one).
             let n = t.raw_len();
+            let mut items = vec![Value::Nil; n];
+            let mut bad = None;
+            walk(t, |k, v| match k {
+                Value::Integer(i) if i >= 1 && i as usize <= n => {
+                    items[i as usize - 1] = v;
+                    true
+                }
+                other => {
+                    bad = Some(other);
+                    false
+                }
+            })?;
+            if let Some(k) = bad {
+                return Err(TypeError::new(format!(
+                    "expected {ty}, got a table with {}",
+                    describe_key(&k)
+                )));
+            }
             mpack::put_array_len(out, n);
-            for i in 1..=n {
-                let e: Value = t.raw_get(i).map_err(|e| TypeError::new(e.to_string()))?;
-                encode(out, et, &e).map_err(|e| e.at(format!("[{i}]")))?;
+            for (i, e) in items.iter().enumerate() {
+                encode(out, et, e).map_err(|e| e.at(format!("[{}]", i + 1)))?;
             }
             Ok(())
         }
@@ -444,17 +464,75 @@ pub fn encode(out: &mut BytesMut, ty: &Ty, v: &Value) -> Result<(), TypeError> {
             Ok(())
         }
         (Ty::Struct(def), Value::Table(t)) => {
+            // One walk collects the fields and refuses keys the struct does
+            // not have (a misspelt field would otherwise arrive as nil).
+            let mut fields = vec![Value::Nil; def.fields.len()];
+            let mut bad = None;
+            walk(t, |k, v| {
+                let slot = match &k {
+                    Value::String(s) => {
+                        let b = s.as_bytes();
+                        def.fields.iter().position(|(f, _)| f.as_bytes() == &b[..])
+                    }
+                    _ => None,
+                };
+                match slot {
+                    Some(i) => {
+                        fields[i] = v;
+                        true
+                    }
+                    None => {
+                        bad = Some(k);
+                        false
+                    }
+                }
+            })?;
+            if let Some(k) = bad {
+                return Err(TypeError::new(match &k {
+                    Value::String(s) => format!("{} has no field '{}'", def.name, s.to_string_lossy()),
+                    other => format!("{} has named fields only, got {}", def.name, describe_key(other)),
+                }));
+            }
             mpack::put_array_len(out, def.fields.len());
-            for (fname, fty) in &def.fields {
-                let e: Value = t.raw_get(fname.as_str()).map_err(|e| TypeError::new(e.to_string()))?;
+            for ((fname, fty), e) in def.fields.iter().zip(&fields) {
                 if e.is_nil() && !matches!(fty, Ty::Optional(_)) {
                     return Err(TypeError::new(format!("missing field '{fname}' of {}", def.name)));
                 }
-                encode(out, fty, &e).map_err(|e| e.at(format!(".{fname}")))?;
+                encode(out, fty, e).map_err(|e| e.at(format!(".{fname}")))?;
             }
             Ok(())
         }
         (ty, v) => Err(TypeError::new(format!("expected {ty}, got {}", describe(v)))),
+    }
+}
+
+/// Calls `f(key, value)` for every entry of `t` (raw, no metamethods) until
+/// it returns false.
+fn walk(t: &Table, mut f: impl FnMut(Value, Value) -> bool) -> Result<(), TypeError> {
+    let mut stopped = false;
+    let res = t.for_each(|k: Value, v: Value| {
+        if f(k, v) {
+            Ok(())
+        } else {
+            stopped = true;
+            // ends the walk; not an error of the caller
+            Err(mlua::Error::runtime("stop"))
+        }
+    });
+    match res {
+        Err(_) if stopped => Ok(()),
+        Err(e) => Err(TypeError::new(e.to_string())),
+        Ok(()) => Ok(()),
+    }
+}
+
+/// A table key as an error names it: `key 'x'`, `key 9`, `a boolean key`.
+fn describe_key(k: &Value) -> String {
+    match k {
+        Value::String(s) => format!("key '{}'", s.to_string_lossy()),
+        Value::Integer(i) => format!("key {i}"),
+        Value::Number(n) => format!("key {n}"),
+        other => format!("a {} key", other.type_name()),
     }
 }
 
@@ -646,5 +724,39 @@ mod tests {
         let bad: Value = lua.load("{{id=1}}").eval().unwrap();
         let e = encode(&mut BytesMut::new(), &ty, &bad).unwrap_err();
         assert_eq!(e.to_string(), "at [1]: missing field 'name' of P");
+        let bad: Value = lua.load("{{id=1, name='a', nmae='b'}}").eval().unwrap();
+        let e = encode(&mut BytesMut::new(), &ty, &bad).unwrap_err();
+        assert_eq!(e.to_string(), "at [1]: P has no field 'nmae'");
+        let bad: Value = lua.load("{{id=1, name='a', [1]=2}}").eval().unwrap();
+        let e = encode(&mut BytesMut::new(), &ty, &bad).unwrap_err();
+        assert_eq!(e.to_string(), "at [1]: P has named fields only, got key 1");
+    }
+
+    #[test]
+    fn arrays_are_tables_with_keys_1_to_n_only() {
+        let lua = Lua::new();
+        let ty = parse_type("array<int32?>", &no_structs()).unwrap();
+        let enc = |src: &str| {
+            let v: Value = lua.load(src).eval().unwrap();
+            let mut out = BytesMut::new();
+            encode(&mut out, &ty, &v).map(|()| out.len()).map_err(|e| e.to_string())
+        };
+        assert_eq!(enc("{}"), Ok(1));
+        assert_eq!(enc("{1, nil, 3}"), Ok(4));
+        let v: Value = lua
+            .load("local t = {} for i = 5, 1, -1 do t[i] = i end return t")
+            .eval()
+            .unwrap();
+        assert!(encode(&mut BytesMut::new(), &ty, &v).is_ok(), "keys 1..n in any order");
+        assert_eq!(
+            enc("{x = 1}"),
+            Err("expected array<int32?>, got a table with key 'x'".into())
+        );
+        let e = enc("{1, 2, y = 3}").unwrap_err();
+        assert!(e.ends_with("key 'y'"), "{e}");
+        let e = enc("{1, 2, [2.5] = 3}").unwrap_err();
+        assert!(e.ends_with("key 2.5"), "{e}");
+        let e = enc("{[true] = 1}").unwrap_err();
+        assert!(e.ends_with("a boolean key"), "{e}");
     }
 }

@@ -570,15 +570,22 @@ async fn inbound_task(core: Rc<Core>, conn: u64, mut rd: ReadHalf, wr: WriteHalf
                 return reverify(&link, true).await;
             }
             match proto::parse(&msg.data) {
-                Ok(env @ Envelope::Call { .. }) => core.on_request(conn, &from, &msg, env, Some(&link)),
+                Ok(env @ Envelope::Call { .. }) => {
+                    core.on_request(conn, &from, &msg, env, Some(&link));
+                }
                 Ok(env @ Envelope::Send { .. }) => {
                     let seq = msg.session;
-                    if seqs.fresh(seq) {
-                        seqs.handled(seq);
-                        core.on_request(conn, &from, &msg, env, Some(&link));
+                    // a duplicate (resent after a reconnect) is acknowledged
+                    // again; a send refused because this node is stopping is
+                    // not, so its sender reports it
+                    let fresh = seqs.fresh(seq);
+                    if !fresh || core.on_request(conn, &from, &msg, env, Some(&link)) {
+                        if fresh {
+                            seqs.handled(seq);
+                        }
+                        to_ack = seqs.last();
+                        unacked += 1;
                     }
-                    to_ack = Some(seq);
-                    unacked += 1;
                 }
                 Ok(Envelope::Ping) => link.push(|o| proto::put_ping(o, true)),
                 Ok(Envelope::Pong) => {}

@@ -70,6 +70,8 @@ enum End {
     Refused(String),
     /// Anything else: retry after a pause.
     Failed(String),
+    /// The node is stopping and has deleted its znode.
+    Left,
 }
 
 fn servers(cfg: &ZkSettings) -> String {
@@ -407,6 +409,16 @@ async fn session(core: &Rc<Core>, client: &Client, cfg: &ZkSettings) -> End {
     let mut recheck = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
+            _ = core.leave.notified() => {
+                // a graceful stop: leave discovery before the connections close
+                // (only our own znode: the version says nobody replaced it)
+                match client.delete(&mine.path, Some(mine.version)).await {
+                    Ok(()) | Err(ZkError::NoNode) => info!("left ZooKeeper: {} deleted", mine.path),
+                    Err(e) => warn!("cannot delete {}: {e}; it goes when the session ends", mine.path),
+                }
+                core.left.notify_one();
+                return End::Left;
+            }
             _ = core.load_changed.notified() => {
                 // at most one update per 100 ms, with the latest load
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -493,6 +505,7 @@ pub(crate) async fn zk_task(core: Rc<Core>, cfg: ZkSettings) {
                 warn!("ZooKeeper session expired: this node reports itself offline and registers again");
                 core.set_self_online(false);
             }
+            End::Left => return,
             End::Refused(msg) => {
                 error!("{msg}; stopping this node");
                 core.fail(msg);

@@ -9,6 +9,12 @@ local event = require "event"
 
 local M = {}
 
+--- Monotonic seconds since the node started (never goes back): for
+--- durations and deadlines.
+M.now = core.now
+--- Wall-clock time: seconds since 1970-01-01 UTC, with a fraction.
+M.time = core.time
+
 --- Global entities of this node by class name (fm = base.global("FriendMgr")).
 M.globals = {}
 
@@ -82,6 +88,15 @@ function M.ghost(e, tname, sid)
         cache[sid] = m
     end
     return m
+end
+
+--- Registers fn to run when the node stops gracefully (SIGTERM or Ctrl-C
+--- for `luahost run` and `up`, NodeHandle::stop): after the calls being
+--- served have finished (or stop_grace passed), in a coroutine, so it may
+--- make calls (to nodes that are not stopping themselves). Handlers run in
+--- the order registered. A second stop skips them.
+function M.onStop(fn)
+    rpcco.on_stop(fn)
 end
 
 --- The global entity of class classname on this node.

@@ -38,7 +38,9 @@ end
 local function loaded_modules()
     local mods = {}
     for name, mod in pairs(package.loaded) do
-        if type(name) == "string" and type(mod) == "table" and not name:find("^luahost") then
+        -- (modules of the lualib built into the binary have no file)
+        if type(name) == "string" and type(mod) == "table" and not name:find("^luahost")
+            and not core.builtin_lualib(name) then
             local p = package.searchpath(name, package.path)
             if p then
                 local real = core.realpath(p) or p

@@ -1,6 +1,7 @@
 -- Picking servers: by consistent hash, at random, as lists; and sending to
 -- several (seed 002's SendOne / SendByType / SendByID / SendAll).
 local core = require "luahost.core"
+local raise = require("rpcco").raise
 
 local M = {}
 
@@ -50,7 +51,7 @@ local function send_to(level, sid, iface, eid, method, ...)
     if m == nil then error("no method '" .. tostring(method) .. "' in the interface", level) end
     if m.call then error(m.full .. " is a call; router sends only one-way methods", level) end
     local ok, err = core.send(sid, eid, m.id, ...)
-    if not ok then error(err, level) end
+    if not ok then raise(err, level) end
 end
 
 --- Sends iface.method(...) to entity eid on server sid if it is live;

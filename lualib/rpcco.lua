@@ -7,7 +7,7 @@ local core = require "luahost.core"
 
 local M = {}
 
-local CALL, SEND, REPLY, TIMER, ONLINE, OFFLINE, EVAL, RELOAD, LOST = 1, 2, 3, 4, 5, 6, 7, 8, 9
+local CALL, SEND, REPLY, TIMER, ONLINE, OFFLINE, EVAL, RELOAD, LOST, STOP = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 
 local create, resume_raw, yield, running, status =
     coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
@@ -21,6 +21,9 @@ local on_timer = {}                                 -- id -> function (timer.aft
 
 local event = require "event"
 local rpcdef, methods, entity_get -- set in M.init (they require rpcco themselves)
+
+local active = 0          -- handlers of incoming calls and sends still running
+local stop_handlers = {}  -- base.onStop
 
 -- Coroutine pool: a finished handler's coroutine waits here for the next
 -- job instead of being collected (creating one per message costs more than
@@ -80,9 +83,31 @@ local function need_co(what)
     return co
 end
 
+--- The kinds of error a remote call or send raises; the text of each
+--- starts with "<kind>:" ("busy": the peer's send queue is full).
+M.KINDS = { "timeout", "node down", "no such node", "remote error", "busy" }
+local KINDS = M.KINDS
+
+local function kind_of(s)
+    for i = 1, #KINDS do
+        local k = KINDS[i]
+        if s:sub(1, #k + 1) == k .. ":" then return k end
+    end
+    return nil
+end
+
+--- Raises err from the function that called raise: an error of a kind as
+--- it is (its text starts with the kind), any other error (a wrong
+--- argument, say) at the line level levels above that function.
+function M.raise(err, level)
+    if type(err) == "string" and kind_of(err) then error(err, 0) end
+    error(err, level + 1)
+end
+local raise = M.raise
+
 local function check(ok, ...)
     if ok then return ... end
-    error((...), 2)
+    error((...), 0) -- timeout / node down / remote error, as the host wrote it
 end
 
 --- Sends a call and suspends the current coroutine until the reply, a
@@ -93,7 +118,7 @@ function M.call(sid, eid, mid, ...)
         error("a remote call must run inside a coroutine: handlers already do; elsewhere use rpcco.fork", 2)
     end
     local id, err = core_call(sid, eid, mid, timeouts[co], ...)
-    if not id then error(err, 2) end
+    if not id then raise(err, 2) end
     waiting[id] = co
     return check(yield())
 end
@@ -155,15 +180,22 @@ function M.cancel_timer(id)
     core.cancel_timer(id)
 end
 
---- The kind of an error raised by a remote call: "timeout", "node down",
---- "no such node", "remote error", or nil for any other error.
+--- The kind of an error raised by a remote call or send: "timeout", "node
+--- down", "no such node", "remote error", "busy", or nil for any other
+--- error. err is the text as raised, or as re-raised with error(e) (which
+--- puts the re-raiser's "file:line: " before it, once per re-raise).
 function M.errkind(err)
+    if err == nil then return nil end
     local s = tostring(err)
-    s = s:match("^[^\n]-:%d+: (.*)$") or s -- drop the "file:line: " of error()
-    for _, k in ipairs({ "timeout", "node down", "no such node", "remote error" }) do
-        if s:sub(1, #k + 1) == k .. ":" then return k end
+    while true do
+        local k = kind_of(s)
+        if k then return k end
+        -- drop one leading "chunk:line: " (only a position: a kind further
+        -- on, inside a message, is not this error's kind)
+        local rest = s:match('^%[string ".-"%]:%d+: (.*)$') or s:match("^[^%s:][^\n:]*:%d+: (.*)$")
+        if rest == nil then return nil end
+        s = rest
     end
-    return nil
 end
 
 local function target_of(m, eid)
@@ -174,6 +206,7 @@ local function target_of(m, eid)
 end
 
 local function finish_call(conn, session, mid, m, ok, ...)
+    active = active - 1
     if ok then
         local sent, err = core_reply(conn, session, mid, true, ...)
         if not sent then ERROR("reply of %s failed: %s", m.full, err) end
@@ -189,11 +222,12 @@ local function run_call(conn, session, eid, mid, ...)
     local target = target_of(m, eid)
     local fn = target and target[m.name]
     if type(fn) ~= "function" then
-        local err = string.format("%s: no handler for %s on entity %d", core.name(), m.full, eid)
+        local err = string.format("%s: no handler on entity %d", m.full, eid)
         ERROR("%s", err)
         core_reply(conn, session, mid, false, err)
         return
     end
+    active = active + 1
     return finish_call(conn, session, mid, m, xpcall(fn, traceback, target, ...))
 end
 
@@ -205,8 +239,33 @@ local function run_send(eid, mid, ...)
         ERROR("send %s to entity %d dropped: no handler", m.full, eid)
         return
     end
+    active = active + 1
     local ok, err = xpcall(fn, traceback, target, ...)
+    active = active - 1
     if not ok then ERROR("%s failed: %s", m.full, err) end
+end
+
+--- Registers fn to run when the node stops gracefully (base.onStop).
+function M.on_stop(fn)
+    assert(type(fn) == "function", "onStop needs a function")
+    stop_handlers[#stop_handlers + 1] = fn
+end
+
+-- A graceful stop: the host refuses new calls and sends from now on; wait
+-- (up to grace seconds) for the handlers still running, then run the onStop
+-- handlers in order, in this coroutine.
+local function run_stop(grace)
+    local t0 = core.now()
+    while active > 0 and core.now() - t0 < grace do M.sleep(0.01) end
+    if active > 0 then
+        WARN("%d handlers still running after stop_grace (%.1f s); onStop runs now", active, grace)
+    end
+    core.stop_phase(1)
+    for _, fn in ipairs(stop_handlers) do
+        local ok, err = xpcall(fn, traceback)
+        if not ok then ERROR("onStop handler failed: %s", err) end
+    end
+    core.stop_phase(2)
 end
 
 local function publish(ev, ...)
@@ -262,6 +321,8 @@ function M.dispatch(kind, a, b, ...)
         resume(take(), publish, event.Event.Server.SendsLost, a, b, ...)
     elseif kind == EVAL then
         resume(take(), run_eval, a, b)
+    elseif kind == STOP then
+        resume(take(), run_stop, a)
     elseif kind == RELOAD then
         -- between messages, on this node's thread; a is a list of changed
         -- files, or nil to reload every module whose file changed

@@ -1,6 +1,7 @@
 -- Mailboxes: stubs whose methods encode and send. A method declared with
 -- results is a call (returns them, or raises "timeout: ...", "node down:
--- ...", "no such node: ...", "remote error: ..."); the others are one-way.
+-- ...", "no such node: ...", "remote error: ...", "busy: ..."); the others
+-- are one-way.
 --   local mb = rpcstub.mailbox(rpcdef.rpcHall.FriendMgr, sid, eid)
 --   mb.hall_notifyFriendOnlineStatus(rid, true, rids)
 local core = require "luahost.core"
@@ -8,7 +9,7 @@ local rpcco = require "rpcco"
 
 local M = {}
 
-local send, call = core.send, rpcco.call
+local send, call, raise = core.send, rpcco.call, rpcco.raise
 
 local function removed(m)
     error(m.full .. " is no longer in the schema", 3)
@@ -28,7 +29,7 @@ local function method_fn(mb, m, name)
         if sid == nil then error("mailbox has no server id for " .. m.full, 2) end
         if m.removed then removed(m) end
         local ok, err = send(sid, mb.__eid, m.id, ...)
-        if not ok then error(err, 2) end
+        if not ok then raise(err, 2) end
     end
 end
 

@@ -5,9 +5,14 @@ return {
     secret = "friends-demo-secret",
     call_timeout = 5,
     scripts = { "../../scripts" },
+    -- this checkout's lualib, so that editing it hot-reloads under `up`
+    -- (leave it out to use the lualib built into luahost)
+    lualib = "../../lualib",
     nodes = {
         db_1   = { type = "DB",   id = 1,  addr = "127.0.0.1:7101" },
-        gate_1 = { type = "Gate", id = 21, addr = "127.0.0.1:7102" },
+        -- settings: fields of conf on this node (a top-level settings
+        -- table gives every node some; the node's own win)
+        gate_1 = { type = "Gate", id = 21, addr = "127.0.0.1:7102", settings = { DemoTick = 0.3 } },
         hall_1 = { type = "Hall", id = 11, addr = "127.0.0.1:7103" },
         hall_2 = { type = "Hall", id = 12, addr = "127.0.0.1:7104" },
     },

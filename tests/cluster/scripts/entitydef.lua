@@ -3,7 +3,10 @@
 local def = {
     ServerType = { A = 1, B = 2, C = 3 },
     GlobalEntity = { Echo = 1 },
-    Struct = { Pair = { { "k", "string" }, { "v", "int32" } } },
+    Struct = {
+        Pair = { { "k", "string" }, { "v", "int32" } },
+        Item = { { "id", "int32" }, { "tag", "string?" } },
+    },
     Static = {
         System = {
             Server = { ping = { args = { { "t", "int64" } }, results = { { "t", "int64" } } } },

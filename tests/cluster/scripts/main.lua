@@ -19,3 +19,16 @@ function sidOf(name)
     end
     error("no node " .. name)
 end
+
+-- With settings.StopFile, the node saves a line there when it stops
+-- gracefully, after a call to a_1 (onStop handlers may make calls).
+if conf.StopFile then
+    base.onStop(function()
+        local f = assert(io.open(conf.StopFile, "w"))
+        f:write("saved by ", conf.NodeName)
+        f:flush()
+        local ok, s = pcall(to(sidOf("a_1")).echo, "bye", 0)
+        f:write("; a_1 answered: ", ok and s or tostring(rpcco.errkind(s)))
+        f:close()
+    end)
+end

@@ -1,0 +1,527 @@
+//! What a script sees of the Lua API: error texts and kinds, argument
+//! checks, per-node settings, the clock, lualib without a build folder, and
+//! graceful stop. Real nodes, real processes.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+/// Starts `program` with `args` in folder `cwd`, collecting its stderr.
+fn spawn_in(program: &Path, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Proc {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("LUAHOST_LUALIB")
+        .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+    let log = Arc::new(Mutex::new(String::new()));
+    let err = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    Proc { child, log }
+}
+
+#[test]
+fn call_errors_start_with_their_kind_and_errkind_reads_every_form() {
+    let dir = TempDir::new("errkind");
+    let cluster = write_cluster(
+        &dir.0,
+        &[("a_1", "A", 1), ("b_1", "B", 2), ("c_1", "C", 3)],
+        "call_timeout = 3,",
+    );
+    let a = start(&cluster, "a_1");
+    let b = start(&cluster, "b_1");
+    wait_live(&a, &["b_1"]);
+    // The text a script catches after `local r = mb.method(...)` starts with
+    // its kind, for each kind (c_1 is in the file but not running; 999 is
+    // not in the cluster).
+    let caught = |call: &str| {
+        eval(
+            &a,
+            &format!("local ok, e = pcall(function() local r = {call} return r end) return e"),
+        )
+    };
+    let e = caught("to(sidOf('c_1')).echo('x', 1)");
+    assert!(e.starts_with("node down: c_1: "), "{e}");
+    let e = caught("rpcstub.mailbox(rpcdef.rpcB.Echo, 999, 1).echo('x', 1)");
+    assert!(e.starts_with("no such node: 999"), "{e}");
+    let e = caught("rpcco.timeout(0.2, function() return to(sidOf('b_1')).slow(1) end)");
+    assert!(e.starts_with("timeout: Echo.slow to b_1"), "{e}");
+    let e = caught("to(sidOf('b_1')).fail('boom 42')");
+    assert!(e.starts_with("remote error: b_1: Echo.fail: "), "{e}");
+    assert!(e.contains("boom 42"), "{e}");
+    // ... so scripts can match the documented form
+    assert_eq!(
+        eval(
+            &a,
+            "local ok, e = pcall(function() local r = to(sidOf('c_1')).echo('x', 1) return r end)
+             return tostring(e:find('^node down:') == 1)"
+        ),
+        "true"
+    );
+    // A one-way send to an unknown node raises the same way.
+    let e = eval(
+        &a,
+        "local ok, e = pcall(function() rpcstub.mailbox(rpcdef.rpcB.Echo, 999, 1).note(1, {}) end) return e",
+    );
+    assert!(e.starts_with("no such node: 999"), "{e}");
+
+    // errkind on every form a script can meet: the method passed to pcall
+    // directly (the remote handler's own file:line must not confuse it),
+    // called inside a function, and re-raised with error(e) (which adds the
+    // re-raiser's position), once or twice.
+    let kind = |call: &str| eval(&a, &format!("return tostring(rpcco.errkind(select(2, {call})))"));
+    let remote = "pcall(to(sidOf('b_1')).fail, 'boom')";
+    assert_eq!(kind(remote), "remote error");
+    assert_eq!(
+        kind("pcall(function() return to(sidOf('b_1')).fail('boom') end)"),
+        "remote error"
+    );
+    assert_eq!(
+        kind("pcall(function() local ok, e = pcall(to(sidOf('b_1')).fail, 'boom') error(e) end)"),
+        "remote error"
+    );
+    assert_eq!(kind("pcall(to(sidOf('c_1')).echo, 'x', 1)"), "node down");
+    assert_eq!(
+        kind("pcall(function() local ok, e = pcall(to(sidOf('c_1')).echo, 'x', 1) error(e) end)"),
+        "node down"
+    );
+    assert_eq!(
+        kind("pcall(function() local ok, e = pcall(function() local ok, e = pcall(to(sidOf('c_1')).echo, 'x', 1) error(e) end) error(e) end)"),
+        "node down"
+    );
+    assert_eq!(kind("pcall(rpcco.timeout, 0.2, to(sidOf('b_1')).slow, 1)"), "timeout");
+    assert_eq!(
+        kind("pcall(rpcstub.mailbox(rpcdef.rpcB.Echo, 999, 1).echo, 'x', 1)"),
+        "no such node"
+    );
+    // texts as the host writes them, including the fifth kind
+    let errkind = |text: &str| eval(&a, &format!("return tostring(rpcco.errkind({text:?}))"));
+    assert_eq!(errkind("busy: b_1: 70000 bytes wait in its queue (Echo.echo)"), "busy");
+    assert_eq!(errkind("main.lua:7: busy: b_1: queue full (Echo.echo)"), "busy");
+    assert_eq!(
+        errkind("[string \"x: y\"]:1: timeout: Echo.slow to b_1: no reply within 1 ms"),
+        "timeout"
+    );
+    assert_eq!(
+        errkind("remote error: b_1: Echo.nest: handlers.lua:5: timeout: Echo.slow to c_1"),
+        "remote error"
+    );
+    // other errors have no kind, even when their text mentions one later
+    assert_eq!(errkind("handlers.lua:17: boom"), "nil");
+    assert_eq!(errkind("main.lua:3: cannot load: handlers.lua:5: timeout: x"), "nil");
+    assert_eq!(eval(&a, "return tostring(rpcco.errkind(nil))"), "nil");
+    b.shutdown();
+    a.shutdown();
+}
+
+#[test]
+fn refused_calls_name_the_refusing_node_once() {
+    let dir = TempDir::new("refused");
+    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "");
+    let a = start(&cluster, "a_1");
+    let b = start(&cluster, "b_1");
+    wait_live(&a, &["b_1"]);
+    // refused by the host: A's Echo.echo sent to a B node
+    let e = eval(
+        &a,
+        "local ok, e = pcall(rpcstub.mailbox(rpcdef.rpcA.Echo, sidOf('b_1'), 1).echo, 'x', 1) return e",
+    );
+    assert_eq!(e, "remote error: b_1: Echo.echo is not served by B nodes");
+    // refused by lualib: no entity 77 on b_1
+    let e = eval(
+        &a,
+        "local ok, e = pcall(rpcstub.mailbox(rpcdef.rpcB.Echo, sidOf('b_1'), 77).echo, 'x', 1) return e",
+    );
+    assert_eq!(e, "remote error: b_1: Echo.echo: no handler on entity 77");
+    b.shutdown();
+    a.shutdown();
+}
+
+#[test]
+fn tables_that_are_not_arrays_and_unknown_struct_fields_are_refused_at_the_call_site() {
+    let dir = TempDir::new("shapes");
+    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "");
+    let a = start(&cluster, "a_1");
+    let b = start(&cluster, "b_1");
+    wait_live(&a, &["b_1"]);
+    let err = |call: &str| eval(&a, &format!("local ok, e = pcall({call}) return tostring(e)"));
+    // array<int48> argument 'rids' of Echo.note
+    let e = err("to(sidOf('b_1')).note, 1, {x = 1, y = 2}");
+    assert!(
+        e.starts_with("bad argument #2 'rids' to Echo.note: expected array<int48>, got a table with key '"),
+        "{e}"
+    );
+    let e = err("to(sidOf('b_1')).note, 1, {1, 2, x = 3}");
+    assert!(
+        e.contains("bad argument #2 'rids' to Echo.note: expected array<int48>, got a table with key 'x'"),
+        "{e}"
+    );
+    let e = err("to(sidOf('b_1')).note, 1, {1, 2, [9] = 3}");
+    assert!(e.contains("'rids' to Echo.note") && e.contains("key 9"), "{e}");
+    // a struct field that the struct does not have, inside an array
+    let e = err("to(sidOf('b_1')).sum, {{k = 'a', v = 1}, {k = 'b', v = 2, vv = 3}}, {}");
+    assert!(
+        e.contains("bad argument #1 'ps' to Echo.sum: at [2]: Pair has no field 'vv'"),
+        "{e}"
+    );
+    // a misspelt optional field no longer arrives as nil
+    assert_eq!(
+        eval(&a, "return select(2, rpctype.check('Item', {id = 1, tga = 'x'}))"),
+        "expected Item: Item has no field 'tga'"
+    );
+    assert_eq!(
+        eval(&a, "return select(2, rpctype.check('array<int48>', {x = 1}))"),
+        "expected array<int48>: expected array<int48>, got a table with key 'x'"
+    );
+    // nothing of the refused calls arrived; valid shapes still go through:
+    // an empty table is an empty array, holes are fine for optional elements
+    assert_eq!(eval(&b, "return base.global('Echo'):count()"), "0");
+    eval(
+        &a,
+        "to(sidOf('b_1')).note(1, {}) to(sidOf('b_1')).note(1, {5, 6}) return true",
+    );
+    assert!(wait_until(Duration::from_secs(5), || eval(
+        &b,
+        "return base.global('Echo'):count()"
+    ) == "4"));
+    assert_eq!(
+        eval(&a, "return to(sidOf('b_1')).sum({{k = 'a', v = 1}}, {x = 2})"),
+        "3"
+    );
+    assert_eq!(
+        eval(
+            &a,
+            "return rpctype.check('array<int48?>', {1, nil, 3}), rpctype.check('Item', {id = 1}), #rpctype.Types.array.build('int48', {})"
+        ),
+        "true\ttrue\t0"
+    );
+    b.shutdown();
+    a.shutdown();
+}
+
+#[test]
+fn cluster_and_node_settings_reach_conf() {
+    let dir = TempDir::new("settings");
+    let cluster = write_cluster(
+        &dir.0,
+        &[("a_1", "A", 1), ("b_1", "B", 2)],
+        r#"settings = { DemoTick = 0.5, Mode = "cluster", Retries = 3, Db = { host = "db.local", port = 5432, tags = { "x", "y" } } },"#,
+    );
+    let text = std::fs::read_to_string(&cluster).unwrap().replace(
+        "a_1 = { type",
+        r#"a_1 = { settings = { Mode = "node", Extra = true, Db = { host = "other" } }, type"#,
+    );
+    std::fs::write(&cluster, text).unwrap();
+    let a = start(&cluster, "a_1");
+    let b = start(&cluster, "b_1");
+    let probe = "return conf.DemoTick, conf.Mode, conf.Retries, tostring(conf.Extra), conf.Db.host, tostring(conf.Db.port), conf.Db.tags and conf.Db.tags[2], math.type(conf.Retries)";
+    // the node's own settings replace the cluster's, key by key at the top
+    assert_eq!(eval(&a, probe), "0.5\tnode\t3\ttrue\tother\tnil\tnil\tinteger");
+    assert_eq!(eval(&b, probe), "0.5\tcluster\t3\tnil\tdb.local\t5432\ty\tinteger");
+    // built-in fields of conf are still there
+    assert_eq!(eval(&a, "return conf.NodeName, conf.ServerID"), "a_1\t1");
+    b.shutdown();
+    a.shutdown();
+
+    // `up` (a LocalCluster following its file) restarts a node whose
+    // settings changed, so its conf shows them
+    let mut up = luahost::cluster::LocalCluster::start(&cluster, &[]).unwrap();
+    assert_eq!(eval(up.node("b_1").unwrap(), "return conf.Mode"), "cluster");
+    let text = std::fs::read_to_string(&cluster)
+        .unwrap()
+        .replace(r#"Mode = "cluster""#, r#"Mode = "edited""#);
+    std::fs::write(&cluster, text).unwrap();
+    up.follow();
+    assert_eq!(eval(up.node("b_1").unwrap(), "return conf.Mode"), "edited");
+    assert_eq!(eval(up.node("a_1").unwrap(), "return conf.Mode"), "node");
+    up.shutdown();
+
+    // settings that cannot become conf fields are refused when the file loads
+    let refused = |settings: &str| {
+        let f = write_cluster(&dir.0, &[("a_1", "A", 1)], settings);
+        luahost::ClusterConfig::load(&f).unwrap_err().to_string()
+    };
+    let e = refused("settings = { NodeName = 'x' },");
+    assert!(e.contains("settings.NodeName") && e.contains("reserved"), "{e}");
+    let e = refused("settings = { Hook = { on = function() end } },");
+    assert!(e.contains("settings.Hook.on") && e.contains("function"), "{e}");
+    let e = refused("settings = { [1] = 'x' },");
+    assert!(e.contains("settings") && e.contains("names"), "{e}");
+    let e = refused("settings = 5,");
+    assert!(e.contains("settings must be a table"), "{e}");
+}
+
+#[test]
+fn an_installed_binary_without_lualib_beside_it_runs_a_node() {
+    let dir = TempDir::new("installed");
+    // "Install" the binary: a copy in a folder of its own, with the build
+    // folder's lualib made unreachable to it (as on a machine that never
+    // had this checkout: any path to it compiled in now names a folder that
+    // does not exist).
+    let bin = dir.0.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let mut image = std::fs::read(env!("CARGO_BIN_EXE_luahost")).unwrap();
+    let build_lualib = concat!(env!("CARGO_MANIFEST_DIR"), "/lualib").as_bytes();
+    let mut gone = build_lualib.to_vec();
+    *gone.last_mut().unwrap() = b'#';
+    assert!(!Path::new(std::str::from_utf8(&gone).unwrap()).exists());
+    let mut i = 0;
+    while let Some(at) = image[i..].windows(build_lualib.len()).position(|w| w == build_lualib) {
+        image[i + at..i + at + gone.len()].copy_from_slice(&gone);
+        i += at + gone.len();
+    }
+    let exe = bin.join("luahost");
+    std::fs::write(&exe, &image).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "");
+    let pb = spawn_in(
+        &exe,
+        &["run", "--cluster", cluster.to_str().unwrap(), "--node", "b_1"],
+        &bin,
+        &[],
+    );
+    let a = start(&cluster, "a_1");
+    assert!(
+        wait_until(Duration::from_secs(20), || live(&a, "b_1")),
+        "the installed node never came up:\n{}",
+        pb.log()
+    );
+    // its lualib works: a call served through rpcco, an error kind from rpcco
+    assert_eq!(eval(&a, "return to(sidOf('b_1')).echo('installed', 7)"), "installed\t7");
+    assert_eq!(
+        eval(&a, "return rpcco.errkind(select(2, pcall(to(sidOf('b_1')).fail, 'x')))"),
+        "remote error"
+    );
+    drop(pb);
+    a.shutdown();
+}
+
+#[test]
+fn base_now_is_monotonic_seconds_and_base_time_the_wall_clock() {
+    let dir = TempDir::new("clock");
+    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1)], "");
+    let a = start(&cluster, "a_1");
+    let got = eval(
+        &a,
+        "local t0, w0 = base.now(), base.time() rpcco.sleep(0.2) return base.now() - t0, base.time() - w0, w0",
+    );
+    let v: Vec<f64> = got.split('\t').map(|x| x.parse().unwrap()).collect();
+    assert!(v[0] >= 0.19 && v[0] < 2.0, "now advanced {}", v[0]);
+    assert!(v[1] >= 0.1 && v[1] < 2.0, "time advanced {}", v[1]);
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((wall - v[2]).abs() < 5.0, "base.time() {} vs {wall}", v[2]);
+    a.shutdown();
+}
+
+#[test]
+fn an_explicit_lualib_folder_is_used_and_hot_reloaded_under_up() {
+    let dir = TempDir::new("lualibdir");
+    let lualib = dir.0.join("mylualib");
+    std::fs::create_dir_all(&lualib).unwrap();
+    for e in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("lualib")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), lualib.join(e.file_name())).unwrap();
+    }
+    let cluster = write_cluster(
+        &dir.0,
+        &[("a_1", "A", 1)],
+        &format!("lualib = {:?},", lualib.display().to_string()),
+    );
+    let cfg = Arc::new(luahost::ClusterConfig::load(&cluster).unwrap());
+    let opts = luahost::NodeOptions {
+        watch_scripts: true,
+        ..Default::default()
+    };
+    let up = luahost::cluster::LocalCluster::start_opts(cfg, &[], opts).unwrap();
+    let a = up.node("a_1").unwrap();
+    let src = eval(a, "return debug.getinfo(rpctype.check, 'S').source");
+    assert_eq!(src, format!("@{}", lualib.join("rpctype.lua").display()));
+    // edit a lualib module the way an editor saves
+    let file = lualib.join("rpctype.lua");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("\nreturn M\n", "\nfunction M.probe() return 'edited' end\n\nreturn M\n");
+    let tmp = lualib.join("rpctype.lua.swp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || eval(
+            a,
+            "return rpctype.probe and rpctype.probe() or 'old'"
+        ) == "edited"),
+        "the lualib edit was not hot-reloaded"
+    );
+    up.shutdown();
+}
+
+/// A cluster of a_1 and b_1 where b_1's onStop handler writes to the file
+/// returned second.
+fn stop_cluster(dir: &Path, extra: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let saved = dir.join("saved.txt");
+    let cluster = write_cluster(dir, &[("a_1", "A", 1), ("b_1", "B", 2)], extra);
+    let text = std::fs::read_to_string(&cluster).unwrap().replace(
+        "b_1 = { type",
+        &format!(
+            "b_1 = {{ settings = {{ StopFile = {:?} }}, type",
+            saved.display().to_string()
+        ),
+    );
+    std::fs::write(&cluster, text).unwrap();
+    (cluster, saved)
+}
+
+#[test]
+fn sigterm_lets_calls_in_flight_finish_runs_on_stop_and_exits_0() {
+    let dir = TempDir::new("stop");
+    let (cluster, saved) = stop_cluster(&dir.0, "stop_grace = 3,");
+    let mut pb = Proc::run_node(&cluster, "b_1");
+    let a = start(&cluster, "a_1");
+    wait_live(&a, &["b_1"]);
+    // a call in flight that sleeps 0.5 s in b_1's handler
+    eval(
+        &a,
+        "slow = 'waiting' rpcco.fork(function() local ok, r = pcall(to(sidOf('b_1')).slow, 0.5) slow = tostring(ok) .. ' ' .. tostring(r) end) return true",
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    pb.signal(libc::SIGTERM);
+    // meanwhile b_1 takes no new calls
+    let mut refused = String::new();
+    assert!(
+        wait_until(Duration::from_secs(2), || {
+            refused = eval(
+                &a,
+                "local ok, e = pcall(to(sidOf('b_1')).echo, 'x', 1) return tostring(e)",
+            );
+            refused.starts_with("node down:")
+        }),
+        "last answer: {refused}\n{}",
+        pb.log()
+    );
+    assert_eq!(refused, "node down: b_1: stopping (Echo.echo)");
+    assert_eq!(
+        eval(
+            &a,
+            "return rpcco.errkind(select(2, pcall(to(sidOf('b_1')).echo, 'x', 1)))"
+        ),
+        "node down"
+    );
+    // the call in flight got its reply
+    assert!(
+        wait_until(Duration::from_secs(5), || eval(&a, "return slow") == "true true"),
+        "slow call: {}",
+        eval(&a, "return slow")
+    );
+    let status = pb.wait_exit(Duration::from_secs(10)).expect("b_1 did not exit");
+    assert!(status.success(), "{status:?}\n{}", pb.log());
+    // onStop ran after the handlers, and its call to a_1 was answered
+    assert_eq!(
+        std::fs::read_to_string(&saved).unwrap(),
+        "saved by b_1; a_1 answered: bye"
+    );
+    a.shutdown();
+}
+
+#[test]
+fn a_second_sigterm_stops_at_once() {
+    let dir = TempDir::new("stop2");
+    let (cluster, saved) = stop_cluster(&dir.0, "stop_grace = 30,");
+    let mut pb = Proc::run_node(&cluster, "b_1");
+    let a = start(&cluster, "a_1");
+    wait_live(&a, &["b_1"]);
+    eval(
+        &a,
+        "slow = 'waiting' rpcco.fork(function() local ok, r = pcall(to(sidOf('b_1')).slow, 20) slow = tostring(r) end) return true",
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    pb.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(pb.child.try_wait().unwrap().is_none(), "b_1 must wait for its handler");
+    pb.signal(libc::SIGTERM);
+    let status = pb.wait_exit(Duration::from_secs(5)).expect("b_1 did not stop at once");
+    assert!(status.success(), "{status:?}\n{}", pb.log());
+    assert!(
+        wait_until(Duration::from_secs(5), || eval(&a, "return slow")
+            .starts_with("node down: b_1")),
+        "{}",
+        eval(&a, "return slow")
+    );
+    assert!(!saved.exists(), "onStop does not run after a second stop");
+    a.shutdown();
+}
+
+#[test]
+fn ctrl_c_stops_up_gracefully() {
+    let dir = TempDir::new("stopup");
+    let (cluster, saved) = stop_cluster(&dir.0, "");
+    let mut up = Proc::spawn(&["up", "--no-watch", cluster.to_str().unwrap()]);
+    assert!(up.wait_log(" up: ", Duration::from_secs(20)), "{}", up.log());
+    up.signal(libc::SIGINT);
+    let status = up.wait_exit(Duration::from_secs(10)).expect("up did not exit");
+    assert!(status.success(), "{status:?}\n{}", up.log());
+    // a_1 was stopping too, so b_1's call in onStop was refused
+    assert_eq!(
+        std::fs::read_to_string(&saved).unwrap(),
+        "saved by b_1; a_1 answered: node down"
+    );
+}
+
+#[test]
+fn a_graceful_stop_leaves_zookeeper_at_once() {
+    let zk = common::zk::ZkServer::start();
+    let dir = TempDir::new("stopzk");
+    let cluster = write_cluster(
+        &dir.0,
+        &[("a_1", "A", 1), ("b_1", "B", 2)],
+        &format!(
+            "zookeeper = {{ hosts = {:?}, root = \"/luahost/stoptest\", session_timeout = 20 }},",
+            zk.addr()
+        ),
+    );
+    // children of <root>/servers/B as a plain ZooKeeper client sees them
+    let registered = || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let c = zookeeper_client::Client::connector()
+                .with_session_timeout(Duration::from_secs(4))
+                .connect(&zk.addr())
+                .await
+                .unwrap();
+            c.list_children("/luahost/stoptest/servers/B").await.unwrap_or_default()
+        })
+    };
+    let mut pb = Proc::run_node(&cluster, "b_1");
+    let a = start(&cluster, "a_1");
+    wait_live(&a, &["b_1"]);
+    assert_eq!(registered(), vec!["b_1".to_string()]);
+    pb.signal(libc::SIGTERM);
+    let status = pb.wait_exit(Duration::from_secs(10)).expect("b_1 did not exit");
+    assert!(status.success(), "{status:?}\n{}", pb.log());
+    // gone now, not when its 20 s session expires
+    assert!(registered().is_empty(), "{:?}\n{}", registered(), pb.log());
+    a.shutdown();
+}
