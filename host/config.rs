@@ -632,7 +632,7 @@ mod tests {
         assert_eq!(cfg.lualib, None, "no lualib key: the built-in one");
         let e = ClusterConfig::parse(
             &file,
-            r#"return { lualib = "nowhere", nodes = { hall_2 = { type = "Hall", addr = "127.0.0.1:7002" } } }"#,
+            r#"return { secret = "s", lualib = "nowhere", nodes = { hall_2 = { type = "Hall", addr = "127.0.0.1:7002" } } }"#,
         )
         .unwrap_err()
         .to_string();
