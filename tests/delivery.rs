@@ -270,3 +270,37 @@ fn loads_travel_over_node_links_without_zookeeper() {
     a.shutdown();
     b.shutdown();
 }
+
+#[test]
+fn sends_refused_by_a_stopping_node_are_reported_by_their_sender() {
+    let dir = TempDir::new("stopping");
+    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "stop_grace = 1,");
+    let mut b = Proc::run_node(&cluster, "b_1");
+    let a = start(&cluster, "a_1");
+    wait_live(&a, &["b_1"]);
+    record_lost(&a);
+    // a call in flight keeps b_1 in its graceful stop for a while
+    eval(
+        &a,
+        "rpcco.fork(function() pcall(to(sidOf('b_1')).slow, 0.8) end) return true",
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    b.signal(libc::SIGTERM);
+    assert!(
+        wait_until(Duration::from_secs(5), || eval(
+            &a,
+            "local ok, e = pcall(to(sidOf('b_1')).echo, 'x', 1) return tostring(e)"
+        )
+        .contains("stopping")),
+        "b_1 did not start stopping"
+    );
+    eval(&a, "for i = 1, 50 do to(sidOf('b_1')).note(1, {}) end return true");
+    assert!(b.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    assert!(
+        wait_until(Duration::from_secs(10), || eval(&a, "return lost_total") == "50"),
+        "reported {}: {}",
+        eval(&a, "return lost_total"),
+        eval(&a, "return table.concat(lost_events, '; ')")
+    );
+    a.shutdown();
+}
