@@ -11,6 +11,7 @@
 //! handshakes, protocol errors) go through the node's rate limit
 //! ([`crate::ratelog`]).
 
+use std::cell::Cell;
 use std::fmt;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -40,9 +41,53 @@ const MIN_RETRY_GAP: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Messages handled from one read burst before the writers get a turn.
 const PIPELINE_BURST: u32 = 16;
-/// Sends handled in one read burst before an acknowledgement goes out
-/// anyway (otherwise one goes at the end of each burst).
-const ACK_EVERY: u32 = 256;
+/// Sends handled before an acknowledgement goes out at once.
+const ACK_EVERY: u32 = 4096;
+/// Otherwise an acknowledgement goes out this long after the first send it
+/// covers (delayed acknowledgements, as in TCP: one small frame per 10 ms of
+/// a stream, not one per read burst, which cost 10% of the send rate).
+const ACK_DELAY: Duration = Duration::from_millis(10);
+
+/// Acknowledgements owed on an accepted connection.
+#[derive(Default)]
+struct Acks {
+    /// The last send handled and not yet acknowledged.
+    owed: Cell<Option<u32>>,
+    /// How many sends that covers.
+    count: Cell<u32>,
+    /// Wakes the timer when the first send of a new batch is owed.
+    armed: Notify,
+}
+
+impl Acks {
+    /// Send `last` (and all before it) was handled.
+    fn owe(&self, last: u32, link: &Link) {
+        let first = self.owed.replace(Some(last)).is_none();
+        let n = self.count.get() + 1;
+        self.count.set(n);
+        if n >= ACK_EVERY {
+            self.pay(link);
+        } else if first {
+            self.armed.notify_one();
+        }
+    }
+
+    fn pay(&self, link: &Link) {
+        if let Some(seq) = self.owed.take() {
+            self.count.set(0);
+            link.push(|o| proto::put_ack(o, seq));
+        }
+    }
+
+    /// Pays what is owed `ACK_DELAY` after it began to be owed.
+    async fn timer(&self, link: &Link) -> Cause {
+        loop {
+            self.armed.notified().await;
+            tokio::time::sleep(ACK_DELAY).await;
+            self.pay(link);
+        }
+    }
+}
 
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -554,11 +599,9 @@ async fn inbound_task(core: Rc<Core>, conn: u64, mut rd: ReadHalf, wr: WriteHalf
     core.inbound.borrow_mut().insert(conn, link.clone());
     let seqs = core.send_seqs(&from, theirs.incarnation);
     debug!("accepted {from} from {addr}");
+    let acks = Acks::default();
     let reader = async {
         let mut burst = 0u32;
-        // the last send handled and not yet acknowledged, and how many
-        let mut to_ack: Option<u32> = None;
-        let mut unacked = 0u32;
         loop {
             let msg = match read_message(&mut rd, &mut dec, &mut buf, &link).await {
                 Ok(m) => m,
@@ -583,8 +626,9 @@ async fn inbound_task(core: Rc<Core>, conn: u64, mut rd: ReadHalf, wr: WriteHalf
                         if fresh {
                             seqs.handled(seq);
                         }
-                        to_ack = seqs.last();
-                        unacked += 1;
+                        if let Some(last) = seqs.last() {
+                            acks.owe(last, &link);
+                        }
                     }
                 }
                 Ok(Envelope::Ping) => link.push(|o| proto::put_ping(o, true)),
@@ -593,18 +637,11 @@ async fn inbound_task(core: Rc<Core>, conn: u64, mut rd: ReadHalf, wr: WriteHalf
                 Ok(_) => return Cause::Protocol("unexpected message kind on an accepted connection".into()),
                 Err(e) => return Cause::Protocol(e.to_string()),
             }
-            // acknowledge at the end of each read burst (with its replies),
-            // or every ACK_EVERY sends of a long one
-            if buf.is_empty() || unacked >= ACK_EVERY {
-                if let Some(seq) = to_ack.take() {
-                    unacked = 0;
-                    link.push(|o| proto::put_ack(o, seq));
-                }
-            }
         }
     };
     let cause = tokio::select! {
         c = reader => c,
+        c = acks.timer(&link) => c,
         c = link.write_loop(wr) => Cause::Io(c),
         c = liveness(&link, cfg.liveness, false) => c,
         c = schema_changed(&core, gen, &link, true) => c,

@@ -173,6 +173,8 @@ fn sends_to_a_frozen_peer_are_reported_by_method_and_a_full_queue_is_busy() {
         &a,
         "return to(sidOf('b_1')).count()"
     ) == "10010"));
+    // the acknowledgement of those goes out 10 ms after they were handled
+    std::thread::sleep(Duration::from_millis(300));
     b.signal(libc::SIGSTOP);
     eval(
         &a,
