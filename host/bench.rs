@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cluster::LocalCluster;
-use crate::config::ClusterConfig;
+use luahost::cluster::LocalCluster;
+use luahost::ClusterConfig;
 
 /// What to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +112,7 @@ fn write_cluster_from(dir: &Path, scripts: &Path) -> Result<PathBuf, String> {
     drop(held);
     let text = format!(
         "return {{\n  secret = \"{}\",\n  call_timeout = 30,\n  scripts = {{ {:?} }},\n  nodes = {{\n    echo_1 = {{ type = \"Echo\", id = 1, addr = \"127.0.0.1:{}\" }},\n    caller_1 = {{ type = \"Caller\", id = 2, addr = \"127.0.0.1:{}\" }},\n  }},\n}}\n",
-        crate::auth::nonce().iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        luahost::codec::auth::nonce().iter().map(|b| format!("{b:02x}")).collect::<String>(),
         scripts.display().to_string(),
         ports[0],
         ports[1],
@@ -198,7 +198,7 @@ pub fn run_once(spec: &BenchSpec) -> Result<BenchResult, String> {
 }
 
 /// The caller node of an in-process bench cluster, once it sees the echo node.
-fn caller_ready(c: &LocalCluster) -> Result<&crate::node::NodeHandle, String> {
+fn caller_ready(c: &LocalCluster) -> Result<&luahost::runtime::node::NodeHandle, String> {
     let caller = c.node("caller_1").ok_or("no caller node")?;
     let ready = (0..500).any(|_| {
         std::thread::sleep(Duration::from_millis(10));
@@ -265,7 +265,7 @@ fn run_reload(dir: &Path) -> Result<BenchResult, String> {
     let c = LocalCluster::start_opts(
         cfg,
         &[],
-        crate::node::NodeOptions {
+        luahost::runtime::node::NodeOptions {
             watch_scripts: true,
             ..Default::default()
         },

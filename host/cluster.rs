@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::{ClusterConfig, ConfigError};
-use crate::node::{self, NodeError, NodeHandle, NodeOptions};
+use crate::discovery::config::{ClusterConfig, ConfigError};
+use crate::runtime::node::{self, NodeError, NodeHandle, NodeOptions};
 
 /// Why a local cluster could not start.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +60,7 @@ impl LocalCluster {
     ) -> Result<LocalCluster, ClusterError> {
         let mut opts = opts;
         // nodes started together talk in memory, not over loopback TCP
-        opts.local.get_or_insert_with(crate::stream::LocalNet::new);
+        opts.local.get_or_insert_with(crate::net::stream::LocalNet::new);
         let names: Vec<String> = if only.is_empty() {
             config.nodes.keys().cloned().collect()
         } else {

@@ -5,48 +5,36 @@
 //! pipes) with the frame format of seed 003 and MessagePack payloads typed by
 //! one schema (`scripts/entitydef.lua`).
 //!
-//! The parts, in the order a message meets them:
+//! The layers, each depending only on the ones above it in this list:
 //!
-//! - [`auth`]: mutual proof of the cluster secret over fresh nonces; no I/O.
-//! - [`wire`]: frames (length, flag, session, data) and fragmentation; no I/O.
-//! - [`proto`]: the envelopes inside frames (verify, call, send, reply, ping).
-//! - [`mpack`]: the MessagePack reader/writer used on the hot path.
+//! - [`codec`]: bytes on the wire: frames, envelopes, MessagePack, the
+//!   handshake's proofs. No I/O.
 //! - [`schema`]: the compiled schema; checks and converts Lua values to and
 //!   from MessagePack by declared type.
-//! - [`ring`]: consistent-hash rings behind `router.route`.
-//! - [`config`]: the cluster file.
-//! - [`node`]: the runtime: threads, peers, timers, cluster reload, dispatch into Lua.
-//! - `transport`: connections: verify handshake, connect states, liveness.
-//! - `link`: a connection's output queue and writer.
-//! - [`stream`]: connection halves: TCP, or in-memory pipes between nodes of one process.
-//! - `ratelog`: rate limits for log lines remote parties can cause.
-//! - [`zk`]: ZooKeeper discovery (register, watch, expiry, auth).
-//! - `lua_api`: the `luahost.core` module that lualib builds on.
-//! - `lualib`: the Lua library, built in (an explicit lualib folder wins).
-//! - [`cluster`]: starting a whole cluster in one process (`luahost up`).
-//! - [`bench`]: the `luahost bench` workloads.
+//! - `rpc`: the protocol logic of node-to-node RPC (rings, outbox accounting,
+//!   liveness, rate limits, ...), free of I/O: time and events are arguments.
+//! - `net`: connections (TCP or in-memory), the handshake, the reader loop,
+//!   writers, liveness drivers.
+//! - [`discovery`]: who is in the cluster: the cluster file and ZooKeeper.
+//! - [`runtime`]: the node: its thread, peers, calls, timers, reloads.
+//! - `lua`: the `luahost.core` module and the built-in lualib.
+//! - [`cluster`]: a whole cluster in one process (`luahost up`).
 //!
-//! Embedding: load a [`ClusterConfig`] and [`start`](node::start) the nodes
-//! you want; each returns a [`NodeHandle`].
+//! The `luahost` binary (`host/main.rs`, with the bench tool in
+//! `host/bench.rs`) is built on this library.
+//!
+//! Embedding: load a [`ClusterConfig`] and [`start`] the nodes you want; each
+//! returns a [`NodeHandle`].
 #![warn(missing_docs)]
 
-pub mod auth;
-pub mod bench;
 pub mod cluster;
-pub mod config;
-mod link;
-mod lua_api;
-mod lualib;
-pub mod mpack;
-pub mod node;
-pub mod proto;
-mod ratelog;
-pub mod ring;
+pub mod codec;
+pub mod discovery;
+mod lua;
+mod net;
+mod rpc;
+pub mod runtime;
 pub mod schema;
-pub mod stream;
-mod transport;
-pub mod wire;
-pub mod zk;
 
-pub use config::{ClusterConfig, NodeSpec};
-pub use node::{start, start_with, NodeError, NodeHandle, NodeOptions};
+pub use discovery::config::{ClusterConfig, NodeSpec};
+pub use runtime::node::{start, start_with, NodeError, NodeHandle, NodeOptions};

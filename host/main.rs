@@ -1,5 +1,7 @@
 //! The `luahost` command: thin argument parsing over the library.
 
+mod bench;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -270,7 +272,7 @@ fn main() -> ExitCode {
             runs,
             pin,
         } => {
-            use luahost::bench::{BenchSpec, Workload};
+            use bench::{BenchSpec, Workload};
             let workload = match workload.as_str() {
                 "call" => Workload::Call,
                 "send" => Workload::Send,
@@ -284,7 +286,7 @@ fn main() -> ExitCode {
                 secs,
                 pin,
             };
-            match luahost::bench::run(&spec, runs) {
+            match bench::run(&spec, runs) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("bench failed: {e}");

@@ -15,7 +15,7 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use mlua::{Lua, Table, Value};
 
-use crate::mpack::{self, Num, ReadError, Reader};
+use crate::codec::mpack::{self, Num, ReadError, Reader};
 
 /// A declared type of an argument or result.
 #[derive(Debug, Clone, PartialEq)]

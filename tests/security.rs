@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::*;
-use luahost::{proto, wire, ClusterConfig};
+use luahost::codec::{proto, wire};
+use luahost::ClusterConfig;
 
 fn addr_of(cluster: &std::path::Path, name: &str) -> std::net::SocketAddr {
     ClusterConfig::load(cluster).unwrap().nodes[name].addr
@@ -74,8 +75,8 @@ fn an_impostor_on_a_dead_nodes_port_gets_no_secret_and_no_call() {
                     proto::put_verify_ok(&mut out, "b_1", 2);
                     for id in 1..200u32 {
                         let st = proto::begin_reply(&mut out, 2);
-                        luahost::mpack::put_str(&mut out, b"forged");
-                        luahost::mpack::put_int(&mut out, 1);
+                        luahost::codec::mpack::put_str(&mut out, b"forged");
+                        luahost::codec::mpack::put_int(&mut out, 1);
                         wire::finish_message(&mut out, st, id);
                     }
                 }
@@ -83,15 +84,15 @@ fn an_impostor_on_a_dead_nodes_port_gets_no_secret_and_no_call() {
                 1 => out.extend_from_slice(&recorded),
                 // a challenge with a made-up proof
                 _ => {
-                    let me = luahost::auth::Identity {
+                    let me = luahost::codec::auth::Identity {
                         name: "b_1".into(),
                         sid: 2,
                         stype: "B".into(),
                         digest,
                         incarnation: 5,
-                        nonce: luahost::auth::nonce(),
+                        nonce: luahost::codec::auth::nonce(),
                     };
-                    proto::put_challenge(&mut out, &me, &luahost::auth::nonce());
+                    proto::put_challenge(&mut out, &me, &luahost::codec::auth::nonce());
                 }
             }
             let _ = c.write_all(&out);
@@ -170,13 +171,13 @@ fn a_flood_of_refused_connections_is_logged_a_few_times_then_summarised() {
             // a verify request from a node nobody knows
             _ => {
                 let mut out = BytesMut::new();
-                let me = luahost::auth::Identity {
+                let me = luahost::codec::auth::Identity {
                     name: "z_9".into(),
                     sid: 99,
                     stype: "Z".into(),
                     digest: 0,
                     incarnation: 1,
-                    nonce: luahost::auth::nonce(),
+                    nonce: luahost::codec::auth::nonce(),
                 };
                 proto::put_verify(&mut out, &me);
                 s.write_all(&out)

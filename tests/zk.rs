@@ -69,22 +69,26 @@ impl FakeNode {
                 let Ok(mut s) = s else { continue };
                 let count = count.clone();
                 std::thread::spawn(move || {
-                    let mut dec = luahost::wire::FrameDecoder::default();
+                    let mut dec = luahost::codec::wire::FrameDecoder::default();
                     let mut inbuf = bytes::BytesMut::new();
                     if read_frame(&mut s, &mut dec, &mut inbuf).is_some() {
                         let mut out = bytes::BytesMut::new();
                         if n % 2 == 0 {
-                            luahost::proto::put_verify_ok(&mut out, name, sid);
+                            luahost::codec::proto::put_verify_ok(&mut out, name, sid);
                         } else {
-                            let me = luahost::auth::Identity {
+                            let me = luahost::codec::auth::Identity {
                                 name: name.into(),
                                 sid,
                                 stype: stype.into(),
                                 digest,
                                 incarnation: 7,
-                                nonce: luahost::auth::nonce(),
+                                nonce: luahost::codec::auth::nonce(),
                             };
-                            luahost::proto::put_challenge(&mut out, &me, &[0x5a; luahost::auth::PROOF_LEN]);
+                            luahost::codec::proto::put_challenge(
+                                &mut out,
+                                &me,
+                                &[0x5a; luahost::codec::auth::PROOF_LEN],
+                            );
                         }
                         let _ = s.write_all(&out);
                     }
@@ -364,7 +368,7 @@ fn an_anonymous_fake_znode_never_joins_the_ring() {
     // copying everything a real node publishes (the digest included)
     let digest = u32::from_str_radix(&eval(&a, "return string.format('%08x', rpcdef.Digi)"), 16).unwrap();
     let fake = FakeNode::start("b_fake", 29, "B", digest);
-    let reg = luahost::zk::Registration {
+    let reg = luahost::discovery::zk::Registration {
         name: "b_fake".into(),
         sid: 29,
         stype: "B".into(),
@@ -454,7 +458,7 @@ fn a_node_whose_registration_another_process_took_stops() {
     let (_dir, mut b1, a) = a_and_b1(&zk, "zk-taken", 4, Some(AUTH));
     let path = "/luahost/test/servers/B/b_1";
     // another process of b_1 replaces its znode (in one step)
-    let other = luahost::zk::Registration {
+    let other = luahost::discovery::zk::Registration {
         name: "b_1".into(),
         sid: 21,
         stype: "B".into(),
@@ -595,7 +599,7 @@ fn friends_demo_runs_on_zookeeper() {
     assert!(registered_at(&zk, "/luahost/friends/servers/Hall", None).is_empty());
 }
 
-fn registration(zk: &ZkServer, path: &str) -> luahost::zk::Registration {
+fn registration(zk: &ZkServer, path: &str) -> luahost::discovery::zk::Registration {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -612,7 +616,11 @@ fn registration(zk: &ZkServer, path: &str) -> luahost::zk::Registration {
 }
 
 /// The registration at `path` and its stat, if there is one.
-fn znode(zk: &ZkServer, path: &str, auth: Option<&str>) -> Option<(luahost::zk::Registration, zookeeper_client::Stat)> {
+fn znode(
+    zk: &ZkServer,
+    path: &str,
+    auth: Option<&str>,
+) -> Option<(luahost::discovery::zk::Registration, zookeeper_client::Stat)> {
     let (rt, c) = zk_client(zk, auth);
     let (data, stat) = rt.block_on(c.get_data(path)).ok()?;
     Some((rmp_serde::from_slice(&data).unwrap(), stat))

@@ -9,10 +9,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use bytes::{BufMut, BytesMut};
-use luahost::mpack;
-use luahost::proto;
+use luahost::codec::mpack;
+use luahost::codec::proto;
 use luahost::schema;
-use luahost::wire::{self, FrameDecoder};
+use luahost::codec::wire::{self, FrameDecoder};
 use luahost_fuzz::{build, TYPE_NAMES};
 use mlua::{MultiValue, Value};
 

@@ -20,8 +20,8 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use luahost::mpack::Reader;
-use luahost::proto::{self, Envelope};
+use luahost::codec::mpack::Reader;
+use luahost::codec::proto::{self, Envelope};
 use luahost::schema::{self, Ty};
 use luahost_fuzz::{build, Ctx};
 use mlua::Value;

@@ -1,4 +1,4 @@
-//! `frame`: the frame decoder (luahost::wire) on arbitrary byte streams, fed
+//! `frame`: the frame decoder (luahost::codec::wire) on arbitrary byte streams, fed
 //! in chunks whose sizes come from the input, and proto::parse on every
 //! message it yields.
 //!
@@ -20,8 +20,8 @@
 
 use bytes::{BufMut, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use luahost::proto::{self, Envelope};
-use luahost::wire::{self, FrameDecoder, Message, WireError};
+use luahost::codec::proto::{self, Envelope};
+use luahost::codec::wire::{self, FrameDecoder, Message, WireError};
 
 const MAX_MESSAGE: usize = 1 << 20;
 const LIMITS: [usize; 4] = [MAX_MESSAGE, 1024, 64, 5];

@@ -15,10 +15,10 @@
 use arbitrary::{Result, Unstructured};
 use bytes::{BufMut, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use luahost::mpack::{self, Reader};
-use luahost::proto::{self, Envelope};
+use luahost::codec::mpack::{self, Reader};
+use luahost::codec::proto::{self, Envelope};
 use luahost::schema::{self, Ty};
-use luahost::wire::{self, FrameDecoder, FRAGMENT};
+use luahost::codec::wire::{self, FrameDecoder, FRAGMENT};
 use luahost_fuzz::{build, Ctx};
 use mlua::{Lua, Table, Value};
 

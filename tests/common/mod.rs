@@ -230,9 +230,9 @@ pub fn node_handshake(
     stype: &str,
     digest: u32,
     secret: &str,
-) -> Result<(luahost::wire::Message, luahost::wire::Message), luahost::wire::Message> {
-    use luahost::auth::{self, Identity, Side};
-    use luahost::proto::{self, Envelope};
+) -> Result<(luahost::codec::wire::Message, luahost::codec::wire::Message), luahost::codec::wire::Message> {
+    use luahost::codec::auth::{self, Identity, Side};
+    use luahost::codec::proto::{self, Envelope};
     use std::io::Write;
     let me = Identity {
         name: name.into(),
@@ -245,7 +245,7 @@ pub fn node_handshake(
     let mut out = bytes::BytesMut::new();
     proto::put_verify(&mut out, &me);
     s.write_all(&out).unwrap();
-    let mut dec = luahost::wire::FrameDecoder::default();
+    let mut dec = luahost::codec::wire::FrameDecoder::default();
     let mut inbuf = bytes::BytesMut::new();
     let challenge = read_frame(s, &mut dec, &mut inbuf).expect("an answer to the hello");
     let theirs = match proto::parse(&challenge.data) {
@@ -266,9 +266,9 @@ pub fn node_handshake(
 #[allow(dead_code)]
 pub fn read_frame(
     s: &mut std::net::TcpStream,
-    dec: &mut luahost::wire::FrameDecoder,
+    dec: &mut luahost::codec::wire::FrameDecoder,
     inbuf: &mut bytes::BytesMut,
-) -> Option<luahost::wire::Message> {
+) -> Option<luahost::codec::wire::Message> {
     use std::io::Read;
     loop {
         if let Ok(Some(m)) = dec.decode(inbuf) {

@@ -14,9 +14,9 @@ use std::time::Duration;
 use mlua::{Function, Lua, Table, Value, Variadic};
 use tracing::{debug, error, info, warn};
 
-use crate::config::{ClusterConfig, Setting, SettingKey};
-use crate::node::Core;
-use crate::ring::{self, Key};
+use crate::discovery::config::{ClusterConfig, Setting, SettingKey};
+use crate::rpc::ring::{self, Key};
+use crate::runtime::node::Core;
 use crate::schema::Schema;
 
 fn dead() -> mlua::Error {
@@ -37,7 +37,7 @@ fn key_of(v: &Value) -> mlua::Result<Key<'static>> {
 }
 
 fn seconds(v: Option<f64>) -> Option<Duration> {
-    v.map(crate::node::clamp_delay)
+    v.map(crate::runtime::node::clamp_delay)
 }
 
 /// Puts a searcher for the lualib built into the binary right after
@@ -46,7 +46,7 @@ fn seconds(v: Option<f64>) -> Option<Duration> {
 /// are named `lualib/<name>.lua` in errors and tracebacks.
 fn install_builtin_lualib(lua: &Lua, package: &Table) -> mlua::Result<()> {
     let searcher = lua.create_function(|lua, name: String| {
-        let Some(src) = crate::lualib::source(&name) else {
+        let Some(src) = crate::lua::lualib::source(&name) else {
             let msg = format!("\n\tno module '{name}' in the lualib built into luahost");
             return Ok((Value::String(lua.create_string(msg)?), Value::Nil));
         };
@@ -221,7 +221,7 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
     });
     let builtin = cluster.lualib.is_none();
     func!("builtin_lualib", |_c, _l, name: String| Ok(
-        builtin && crate::lualib::source(&name).is_some()
+        builtin && crate::lua::lualib::source(&name).is_some()
     ));
     func!("stop_phase", |c, _l, phase: u8| {
         c.stop_phase.set(phase);

@@ -28,14 +28,14 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{ClusterConfig, NodeSpec};
-use crate::link::Link;
-use crate::mpack::Reader;
-use crate::proto::{self, Envelope};
-use crate::ring::Rings;
+use crate::codec::mpack::Reader;
+use crate::codec::proto::{self, Envelope};
+use crate::codec::wire::{self, FrameDecoder, Message};
+use crate::discovery::config::{ClusterConfig, NodeSpec};
+use crate::net::link::Link;
+use crate::net::transport;
+use crate::rpc::ring::Rings;
 use crate::schema::{self, Method, Schema};
-use crate::transport;
-use crate::wire::{self, FrameDecoder, Message};
 
 /// Capacity of a node's control mailbox (messages from other threads).
 pub const CONTROL_MAILBOX: usize = 256;
@@ -269,7 +269,7 @@ pub struct NodeOptions {
     pub watch_scripts: bool,
     /// Nodes of this process that talk in memory instead of over loopback
     /// TCP (shared by the nodes a [`LocalCluster`](crate::cluster::LocalCluster) starts).
-    pub local: Option<Arc<crate::stream::LocalNet>>,
+    pub local: Option<Arc<crate::net::stream::LocalNet>>,
 }
 
 /// [`start`] with options.
@@ -425,8 +425,8 @@ pub(crate) struct Core {
     pub(crate) leave: Notify,
     pub(crate) left: Notify,
     /// In-memory connections to nodes of this process, if enabled.
-    pub(crate) local: Option<Arc<crate::stream::LocalNet>>,
-    local_rx: RefCell<Option<mpsc::UnboundedReceiver<crate::stream::MemConn>>>,
+    pub(crate) local: Option<Arc<crate::net::stream::LocalNet>>,
+    local_rx: RefCell<Option<mpsc::UnboundedReceiver<crate::net::stream::MemConn>>>,
     /// Bumped when the RPC digest changes after registration: connections
     /// verified under an older schema close and verify again.
     pub(crate) schema_gen: Cell<u64>,
@@ -441,7 +441,7 @@ pub(crate) struct Core {
     /// Random number of this process start (tells a restarted node apart).
     pub(crate) incarnation: u64,
     /// Rate limits of log lines remote parties can cause.
-    log_limit: RefCell<crate::ratelog::LogLimit>,
+    log_limit: RefCell<crate::rpc::ratelog::LogLimit>,
     /// The last send handled from each sender, by name (duplicates resent
     /// after a reconnect are dropped).
     send_seqs: RefCell<HashMap<String, Rc<SendSeqs>>>,
@@ -457,7 +457,7 @@ pub(crate) struct SendSeqs {
 impl SendSeqs {
     /// True when send `seq` was not handled yet.
     pub(crate) fn fresh(&self, seq: u32) -> bool {
-        self.last.get().is_none_or(|last| !crate::link::seq_le(seq, last))
+        self.last.get().is_none_or(|last| !crate::net::link::seq_le(seq, last))
     }
 
     /// Notes that send `seq` was handed to Lua.
@@ -491,7 +491,7 @@ impl Core {
         me: NodeSpec,
         stop: Arc<StopSignal>,
         failure: Arc<std::sync::Mutex<Option<String>>>,
-        local: Option<Arc<crate::stream::LocalNet>>,
+        local: Option<Arc<crate::net::stream::LocalNet>>,
     ) -> Result<Rc<Core>, NodeError> {
         let listener = TcpListener::bind(me.addr).await.map_err(|source| NodeError::Bind {
             node: me.name.clone(),
@@ -545,8 +545,8 @@ impl Core {
             load: Cell::new(0),
             load_changed: Notify::new(),
             loads: RefCell::new(HashMap::new()),
-            incarnation: crate::auth::incarnation(),
-            log_limit: RefCell::new(crate::ratelog::LogLimit::default()),
+            incarnation: crate::codec::auth::incarnation(),
+            log_limit: RefCell::new(crate::rpc::ratelog::LogLimit::default()),
             send_seqs: RefCell::new(HashMap::new()),
         });
         // With ZooKeeper the peers are discovered; the file only describes this node.
@@ -559,7 +559,7 @@ impl Core {
             node: me.name.clone(),
             message: e.to_string(),
         };
-        crate::lua_api::install(&core, &cluster).map_err(script_err)?;
+        crate::lua::api::install(&core, &cluster).map_err(script_err)?;
         tokio::task::spawn_local(timer_task(core.clone()));
         tokio::task::spawn_local(deadline_task(core.clone()));
         tokio::task::spawn_local(log_summary_task(core.clone()));
@@ -860,7 +860,7 @@ impl Core {
         match zk {
             // online once registered in ZooKeeper
             Some(cfg) => {
-                tokio::task::spawn_local(crate::zk::zk_task(self.clone(), cfg));
+                tokio::task::spawn_local(crate::discovery::zk::zk_task(self.clone(), cfg));
             }
             None => self.push_timer(Instant::now(), TimerKind::SelfOnline),
         }
@@ -942,10 +942,10 @@ impl Core {
         }
         let (id, req) = if call {
             let id = self.next_call_id();
-            (id, crate::link::Req::Call(id))
+            (id, crate::net::link::Req::Call(id))
         } else {
             let seq = peer.next_seq.get();
-            (seq, crate::link::Req::Send { seq, mid })
+            (seq, crate::net::link::Req::Send { seq, mid })
         };
         peer.link.push_request(req, |out| {
             let start = proto::begin_request(out, call, eid, mid, method.args.len());
@@ -1207,7 +1207,7 @@ impl Core {
 
     /// Tells the log and Lua (`Event.Server.SendsLost`) about sends to `peer`
     /// that will not be delivered, or were written and never acknowledged.
-    fn report_lost(&self, peer: &Peer, lost: &crate::link::Lost, cause: &str) {
+    fn report_lost(&self, peer: &Peer, lost: &crate::net::link::Lost, cause: &str) {
         if lost.sends.is_empty() {
             return;
         }
@@ -1282,14 +1282,14 @@ impl Core {
     }
 
     /// The verified identity this node shows in a handshake, with a fresh nonce.
-    pub(crate) fn identity(&self) -> crate::auth::Identity {
-        crate::auth::Identity {
+    pub(crate) fn identity(&self) -> crate::codec::auth::Identity {
+        crate::codec::auth::Identity {
             name: self.me.name.clone(),
             sid: self.me.sid,
             stype: self.me.stype.clone(),
             digest: self.digest(),
             incarnation: self.incarnation,
-            nonce: crate::auth::nonce(),
+            nonce: crate::codec::auth::nonce(),
         }
     }
 
@@ -1299,7 +1299,7 @@ impl Core {
     }
 
     /// Whether a log line of `cause` (one a remote party can trigger) may be
-    /// written now; see [`crate::ratelog`].
+    /// written now; see [`crate::rpc::ratelog`].
     pub(crate) fn limited(&self, cause: &'static str) -> bool {
         self.log_limit.borrow_mut().allow(cause, Instant::now())
     }
@@ -1440,8 +1440,8 @@ impl Core {
     }
 
     /// What this node publishes about itself in ZooKeeper.
-    pub(crate) fn registration(&self) -> crate::zk::Registration {
-        crate::zk::Registration {
+    pub(crate) fn registration(&self) -> crate::discovery::zk::Registration {
+        crate::discovery::zk::Registration {
             name: self.me.name.clone(),
             sid: self.me.sid,
             stype: self.me.stype.clone(),

@@ -339,7 +339,7 @@ impl ClusterConfig {
         let liveness = secs("liveness", 10.0)?;
         let verify_timeout = secs("verify_timeout", 5.0)?;
         let stop_grace = secs("stop_grace", 5.0)?;
-        let max_message = bytes("max_message", crate::wire::DEFAULT_MAX_MESSAGE)?;
+        let max_message = bytes("max_message", crate::codec::wire::DEFAULT_MAX_MESSAGE)?;
         let max_queue = bytes("max_queue", 64 * 1024 * 1024)?;
         let mut scripts = Vec::new();
         if let Some(list) = root
@@ -441,7 +441,7 @@ impl ClusterConfig {
             {
                 Some(i) if i > 0 && i <= u32::MAX as i64 => i as u32,
                 Some(i) => return Err(invalid(format!("node {name}: id {i} must be in 1..4294967295"))),
-                None => crate::ring::fnv1a32(name.as_bytes()) & 0x7fff_ffff,
+                None => crate::rpc::ring::fnv1a32(name.as_bytes()) & 0x7fff_ffff,
             };
             let own = read_settings(
                 t.get::<Value>("settings")
@@ -540,7 +540,7 @@ impl ClusterConfig {
             NodeSpec {
                 name: name.to_string(),
                 stype: stype.to_string(),
-                sid: sid.unwrap_or_else(|| crate::ring::fnv1a32(name.as_bytes()) & 0x7fff_ffff),
+                sid: sid.unwrap_or_else(|| crate::rpc::ring::fnv1a32(name.as_bytes()) & 0x7fff_ffff),
                 addr,
                 main,
             },

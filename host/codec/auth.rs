@@ -10,7 +10,7 @@
 //! nothing on another connection. A party without the secret learns nothing
 //! that helps it, and cannot make either side accept it.
 //!
-//! The exchange (see [`crate::proto`] for the envelopes):
+//! The exchange (see [`crate::codec::proto`] for the envelopes):
 //!
 //! ```text
 //! connecting A                                  accepting B

@@ -8,18 +8,18 @@
 
 /// Every module of lualib: name and source.
 pub(crate) const MODULES: &[(&str, &str)] = &[
-    ("base", include_str!("../lualib/base.lua")),
-    ("entity", include_str!("../lualib/entity.lua")),
-    ("event", include_str!("../lualib/event.lua")),
-    ("hotfix", include_str!("../lualib/hotfix.lua")),
-    ("log", include_str!("../lualib/log.lua")),
-    ("luahost", include_str!("../lualib/luahost.lua")),
-    ("router", include_str!("../lualib/router.lua")),
-    ("rpcco", include_str!("../lualib/rpcco.lua")),
-    ("rpcdef", include_str!("../lualib/rpcdef.lua")),
-    ("rpcstub", include_str!("../lualib/rpcstub.lua")),
-    ("rpctype", include_str!("../lualib/rpctype.lua")),
-    ("timer", include_str!("../lualib/timer.lua")),
+    ("base", include_str!("../../lualib/base.lua")),
+    ("entity", include_str!("../../lualib/entity.lua")),
+    ("event", include_str!("../../lualib/event.lua")),
+    ("hotfix", include_str!("../../lualib/hotfix.lua")),
+    ("log", include_str!("../../lualib/log.lua")),
+    ("luahost", include_str!("../../lualib/luahost.lua")),
+    ("router", include_str!("../../lualib/router.lua")),
+    ("rpcco", include_str!("../../lualib/rpcco.lua")),
+    ("rpcdef", include_str!("../../lualib/rpcdef.lua")),
+    ("rpcstub", include_str!("../../lualib/rpcstub.lua")),
+    ("rpctype", include_str!("../../lualib/rpctype.lua")),
+    ("timer", include_str!("../../lualib/timer.lua")),
 ];
 
 /// The built-in source of lualib module `name`.

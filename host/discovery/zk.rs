@@ -31,9 +31,9 @@ use zookeeper_client::{
     Acl, Acls, AddWatchMode, Client, CreateMode, Error as ZkError, EventType, Permission, SessionState, Stat,
 };
 
-use crate::config::{NodeSpec, ZkSettings};
-use crate::node::Core;
-use crate::transport::{probe, Probe};
+use crate::discovery::config::{NodeSpec, ZkSettings};
+use crate::net::transport::{probe, Probe};
+use crate::runtime::node::Core;
 
 /// What a node's znode holds (MessagePack).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -20,7 +20,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::stream::WriteHalf;
+use crate::net::stream::WriteHalf;
 
 /// Queued bytes past which a sender writes to the socket at once instead of
 /// waiting for the writer task (which only runs once Lua yields).
@@ -402,13 +402,13 @@ impl Drop for Detach<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{self, Envelope};
-    use crate::wire::FrameDecoder;
+    use crate::codec::proto::{self, Envelope};
+    use crate::codec::wire::FrameDecoder;
 
     fn send(link: &Link, seq: u32, mid: u32) {
         link.push_request(Req::Send { seq, mid }, |o| {
             let start = proto::begin_request(o, false, 1, mid, 0);
-            crate::wire::finish_message(o, start, seq);
+            crate::codec::wire::finish_message(o, start, seq);
             Ok::<(), ()>(())
         })
         .unwrap();
@@ -417,7 +417,7 @@ mod tests {
     fn call(link: &Link, id: u32) {
         link.push_request(Req::Call(id), |o| {
             let start = proto::begin_request(o, true, 1, 9, 0);
-            crate::wire::finish_message(o, start, id);
+            crate::codec::wire::finish_message(o, start, id);
             Ok::<(), ()>(())
         })
         .unwrap();

@@ -1,6 +1,6 @@
 //! Node-to-node connections: the accepting side, the connecting side (one
 //! per peer, with its connect states and backoff), the mutual verify
-//! handshake (seed 001's verify, proven with [`crate::auth`]: the secret
+//! handshake (seed 001's verify, proven with [`crate::codec::auth`]: the secret
 //! never crosses the wire), send acknowledgements, and liveness.
 //!
 //! Every connection runs as one task of the node's `LocalSet` that selects
@@ -9,7 +9,7 @@
 //!
 //! Log lines a remote party can cause (refused connections, failed
 //! handshakes, protocol errors) go through the node's rate limit
-//! ([`crate::ratelog`]).
+//! ([`crate::rpc::ratelog`]).
 
 use std::cell::Cell;
 use std::fmt;
@@ -23,12 +23,12 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::auth::{self, Identity, Side};
-use crate::link::Link;
-use crate::node::{Core, Peer, PeerState};
-use crate::proto::{self, Envelope};
-use crate::stream::{self, MemConn, ReadHalf, WriteHalf};
-use crate::wire::{FrameDecoder, Message};
+use crate::codec::auth::{self, Identity, Side};
+use crate::codec::proto::{self, Envelope};
+use crate::codec::wire::{FrameDecoder, Message};
+use crate::net::link::Link;
+use crate::net::stream::{self, MemConn, ReadHalf, WriteHalf};
+use crate::runtime::node::{Core, Peer, PeerState};
 
 /// Largest handshake message accepted from a connection that has not verified.
 const MAX_VERIFY_MESSAGE: usize = 64 * 1024;
@@ -138,7 +138,7 @@ pub(crate) async fn read_message(
         if n == 0 {
             return Err(Cause::Closed);
         }
-        if crate::wire::has_frame(buf) {
+        if crate::codec::wire::has_frame(buf) {
             link.last_recv.set(Instant::now());
         }
     }
@@ -901,7 +901,7 @@ pub(crate) async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
                 core.fail_peer(&peer, &text);
             }
         }
-        let jitter = Duration::from_millis(crate::ring::mix64(core.next_conn.get() ^ peer.spec.sid as u64) % 50);
+        let jitter = Duration::from_millis(crate::rpc::ring::mix64(core.next_conn.get() ^ peer.spec.sid as u64) % 50);
         core.next_conn.set(core.next_conn.get() + 1);
         let failed_at = Instant::now();
         tokio::select! {

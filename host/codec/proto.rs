@@ -18,7 +18,7 @@
 //! | 11 load | `[11, load]` | 0 |
 //!
 //! The handshake (hello, challenge, proof, verify-ok) is described in
-//! [`crate::auth`]: no secret travels, both sides prove they know it. Sends
+//! [`crate::codec::auth`]: no secret travels, both sides prove they know it. Sends
 //! carry a sequence number per sender and receiver; the receiver acknowledges
 //! the last one it handed to Lua, so the sender knows exactly which sends a
 //! lost connection took with it.
@@ -28,8 +28,8 @@
 
 use bytes::BytesMut;
 
-use crate::mpack::{self, ReadError, Reader};
-use crate::wire;
+use crate::codec::mpack::{self, ReadError, Reader};
+use crate::codec::wire;
 
 /// Kind tag of a verify request.
 pub const KIND_VERIFY: u8 = 0;
@@ -67,12 +67,12 @@ pub enum Envelope<'a> {
     Challenge {
         /// The accepting node.
         hello: Hello<'a>,
-        /// HMAC proof (see [`crate::auth`]).
+        /// HMAC proof (see [`crate::codec::auth`]).
         proof: &'a [u8],
     },
     /// The connecting side's proof of the cluster secret.
     Proof {
-        /// HMAC proof (see [`crate::auth`]).
+        /// HMAC proof (see [`crate::codec::auth`]).
         proof: &'a [u8],
     },
     /// The receiver has handed every send up to `seq` to Lua.
@@ -152,10 +152,10 @@ pub struct Hello<'a> {
 }
 
 impl Hello<'_> {
-    /// The identity for [`crate::auth`], or `None` when the nonce has the
+    /// The identity for [`crate::codec::auth`], or `None` when the nonce has the
     /// wrong length.
-    pub fn identity(&self) -> Option<crate::auth::Identity> {
-        Some(crate::auth::Identity {
+    pub fn identity(&self) -> Option<crate::codec::auth::Identity> {
+        Some(crate::codec::auth::Identity {
             name: String::from_utf8_lossy(self.name).into_owned(),
             sid: self.sid,
             stype: String::from_utf8_lossy(self.stype).into_owned(),
@@ -177,7 +177,7 @@ fn read_hello<'a>(r: &mut Reader<'a>) -> Result<Hello<'a>, ReadError> {
     })
 }
 
-fn put_hello(out: &mut BytesMut, id: &crate::auth::Identity) {
+fn put_hello(out: &mut BytesMut, id: &crate::codec::auth::Identity) {
     mpack::put_str(out, id.name.as_bytes());
     mpack::put_uint(out, id.sid as u64);
     mpack::put_str(out, id.stype.as_bytes());
@@ -305,7 +305,7 @@ pub fn parse(data: &[u8]) -> Result<Envelope<'_>, ProtoError> {
 }
 
 /// Appends a hello (the verify request of the connecting side).
-pub fn put_verify(out: &mut BytesMut, me: &crate::auth::Identity) {
+pub fn put_verify(out: &mut BytesMut, me: &crate::codec::auth::Identity) {
     let start = wire::begin_message(out);
     mpack::put_array_len(out, 7);
     mpack::put_uint(out, KIND_VERIFY as u64);
@@ -314,7 +314,7 @@ pub fn put_verify(out: &mut BytesMut, me: &crate::auth::Identity) {
 }
 
 /// Appends the accepting side's challenge.
-pub fn put_challenge(out: &mut BytesMut, me: &crate::auth::Identity, proof: &[u8]) {
+pub fn put_challenge(out: &mut BytesMut, me: &crate::codec::auth::Identity, proof: &[u8]) {
     let start = wire::begin_message(out);
     mpack::put_array_len(out, 8);
     mpack::put_uint(out, KIND_CHALLENGE as u64);
@@ -411,12 +411,12 @@ pub fn put_error_reply(out: &mut BytesMut, session: u32, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::FrameDecoder;
+    use crate::codec::wire::FrameDecoder;
 
     #[test]
     fn envelopes_round_trip() {
         let mut out = BytesMut::new();
-        let me = crate::auth::Identity {
+        let me = crate::codec::auth::Identity {
             name: "hall_1".into(),
             sid: 11,
             stype: "Hall".into(),

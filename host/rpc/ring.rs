@@ -38,12 +38,14 @@ pub fn fnv1a32(bytes: &[u8]) -> u32 {
     h
 }
 
-/// A routing key: Lua integers and strings are both accepted.
+/// A routing key: Lua integers and strings are both accepted (`luahost.core`
+/// passes a string as `Int(fnv1a64(s))`, which routes exactly as `Bytes(s)`).
 #[derive(Debug, Clone, Copy)]
 pub enum Key<'a> {
     /// An integer key such as a role id.
     Int(i64),
     /// A string key such as an account name.
+    #[allow(dead_code)] // see the type's doc
     Bytes(&'a [u8]),
 }
 
