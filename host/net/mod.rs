@@ -10,3 +10,111 @@
 pub(crate) mod link;
 pub(crate) mod stream;
 pub(crate) mod transport;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::codec::auth::Identity;
+use crate::codec::mpack::Reader;
+use crate::codec::proto::Envelope;
+use crate::codec::wire::Message;
+use crate::rpc::acks::SendSeqs;
+use crate::rpc::spec::NodeSpec;
+use link::Link;
+use stream::LocalNet;
+
+/// Connection state of a peer (seed 003).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// No connection and no attempt under way.
+    Disconnected,
+    /// Connecting or verifying; messages wait in the queue.
+    Connecting,
+    /// Verified; messages flow.
+    Connected,
+}
+
+/// The limits a connection obeys (from the cluster file).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NetSettings {
+    /// Time an accepted connection has to complete the handshake.
+    pub verify_timeout: Duration,
+    /// Silence after which a peer is declared down.
+    pub liveness: Duration,
+    /// Largest message accepted once verified.
+    pub max_message: usize,
+}
+
+/// What the network side of a node keeps: its accepted connections and
+/// their counters, and the in-process network it may dial into.
+#[derive(Debug, Default)]
+pub(crate) struct NetState {
+    /// Accepted connections that have not verified yet.
+    pub unverified: Cell<usize>,
+    /// Id of the next accepted connection (also seeds backoff jitter).
+    pub next_conn: Cell<u64>,
+    /// Verified accepted connections, by id: replies go out on them.
+    pub inbound: RefCell<HashMap<u64, Rc<Link>>>,
+    /// Nodes of this process reached through in-memory pipes, if enabled.
+    pub local: Option<Arc<LocalNet>>,
+}
+
+/// One peer as the connecting side sees it.
+pub(crate) trait NetPeer: 'static {
+    /// Who it is and where it listens.
+    fn spec(&self) -> &NodeSpec;
+    /// Its output side (the queue while not connected).
+    fn link(&self) -> &Link;
+    /// Its connect state.
+    fn state(&self) -> &Cell<PeerState>;
+    /// Woken when a message waits for a connection.
+    fn kick(&self) -> &Notify;
+}
+
+/// What the network side needs from the node it serves: who the node is,
+/// its settings, and where to hand what arrives. Implemented by the runtime;
+/// `net` never sees the node itself.
+pub(crate) trait NetHost: 'static {
+    /// The node's peers.
+    type Peer: NetPeer;
+    /// Connection bookkeeping.
+    fn net(&self) -> &NetState;
+    /// Limits from the cluster file.
+    fn settings(&self) -> NetSettings;
+    /// This node.
+    fn me(&self) -> &NodeSpec;
+    /// This process's incarnation.
+    fn incarnation(&self) -> u64;
+    /// This node's identity for a handshake, with a fresh nonce.
+    fn identity(&self) -> Identity;
+    /// The cluster secret.
+    fn secret(&self) -> String;
+    /// The node's RPC digest.
+    fn digest(&self) -> u32;
+    /// Bumped when the schema changes: connections verify again.
+    fn schema_gen(&self) -> u64;
+    /// Whether a node that says it is `who` may connect at all (before its
+    /// proof is checked): known to the cluster file, or any with ZooKeeper.
+    fn knows(&self, who: &Identity) -> bool;
+    /// Whether a log line of `cause` a remote party triggered may be written.
+    fn limited(&self, cause: &'static str) -> bool;
+    /// The record of sends handled from `sender` at `incarnation`.
+    fn send_seqs(&self, sender: &str, incarnation: u64) -> Rc<SendSeqs>;
+    /// A call or send arrived; false when it was not handled (stopping).
+    fn on_request(&self, conn: u64, from: &str, msg: &Message, env: Envelope<'_>, link: Option<&Link>) -> bool;
+    /// A reply arrived from `peer`.
+    fn on_reply(&self, peer: &Self::Peer, session: u32, ok: bool, nvals: usize, vals: Reader<'_>);
+    /// Node `sid` reported its load.
+    fn on_load(&self, sid: u32, load: i64);
+    /// A connection to `peer` verified; the peer runs as `incarnation`.
+    fn peer_connected(&self, peer: &Rc<Self::Peer>, incarnation: u64);
+    /// The connection to `peer` was lost (`reverify`: the schema changed).
+    fn peer_lost(&self, peer: &Self::Peer, cause: &str, reverify: bool);
+    /// An attempt to connect to `peer` failed.
+    fn connect_failed(&self, peer: &Self::Peer, cause: &str);
+}

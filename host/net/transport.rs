@@ -28,7 +28,7 @@ use crate::codec::proto::{self, Envelope};
 use crate::codec::wire::{FrameDecoder, Message};
 use crate::net::link::Link;
 use crate::net::stream::{self, MemConn, ReadHalf, WriteHalf};
-use crate::runtime::node::{Core, Peer, PeerState};
+use crate::net::{NetHost, NetPeer, NetSettings, NetState, PeerState};
 
 /// Largest handshake message accepted from a connection that has not verified.
 const MAX_VERIFY_MESSAGE: usize = 64 * 1024;
@@ -165,9 +165,9 @@ async fn pipeline(burst: &mut u32, unread: &BytesMut, link: &Link) {
 
 /// Ends the connection once this node's schema changed after it verified
 /// (checked whenever the connection is woken, and at least every 50 ms).
-async fn schema_changed(core: &Core, gen: u64, link: &Link, accepted: bool) -> Cause {
+async fn schema_changed<H: NetHost>(core: &H, gen: u64, link: &Link, accepted: bool) -> Cause {
     loop {
-        if core.schema_gen.get() != gen {
+        if core.schema_gen() != gen {
             return reverify(link, accepted).await;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -302,8 +302,8 @@ async fn liveness(link: &Link, bound: Duration, ping: bool) -> Cause {
     }
 }
 
-pub(crate) async fn accept_task(
-    core: Rc<Core>,
+pub(crate) async fn accept_task<H: NetHost>(
+    core: Rc<H>,
     listener: TcpListener,
     mut local: Option<mpsc::UnboundedReceiver<MemConn>>,
 ) {
@@ -330,25 +330,25 @@ pub(crate) async fn accept_task(
                 }
             },
         };
-        if core.unverified.get() >= MAX_UNVERIFIED {
+        if core.net().unverified.get() >= MAX_UNVERIFIED {
             if core.limited("connections closed because 256 were already verifying") {
                 warn!("connection from {addr} closed: {MAX_UNVERIFIED} connections are already verifying");
             }
             continue;
         }
-        let conn = core.next_conn.get();
-        core.next_conn.set(conn + 1);
+        let conn = core.net().next_conn.get();
+        core.net().next_conn.set(conn + 1);
         tokio::task::spawn_local(inbound_task(core.clone(), conn, rd, wr, addr));
     }
 }
 
 /// Counts a connection as verifying while alive.
-struct Verifying<'a>(&'a Core);
+struct Verifying<'a>(&'a NetState);
 
 impl<'a> Verifying<'a> {
-    fn new(core: &'a Core) -> Self {
-        core.unverified.set(core.unverified.get() + 1);
-        Verifying(core)
+    fn new(net: &'a NetState) -> Self {
+        net.unverified.set(net.unverified.get() + 1);
+        Verifying(net)
     }
 }
 
@@ -403,22 +403,22 @@ async fn read_until(
 
 /// The accepting side of the handshake: hello in, challenge out, proof in.
 /// Returns the verified peer's identity.
-async fn accept_handshake(
-    core: &Core,
+async fn accept_handshake<H: NetHost>(
+    core: &H,
     rd: &mut ReadHalf,
     wr: &WriteHalf,
     dec: &mut FrameDecoder,
     buf: &mut BytesMut,
     link: &Link,
 ) -> Result<Identity, Refusal> {
-    let deadline = Instant::now() + core.cluster.borrow().verify_timeout;
+    let deadline = Instant::now() + core.settings().verify_timeout;
     let first = read_until(deadline, rd, dec, buf, link).await.map_err(|e| match e {
         Cause::Refused(_) => Refusal::new(
             "connections closed without a verify request in time",
             "unknown",
             format!(
                 "no verify request within {:.1} s",
-                core.cluster.borrow().verify_timeout.as_secs_f64()
+                core.settings().verify_timeout.as_secs_f64()
             ),
         ),
         other => Refusal {
@@ -454,21 +454,18 @@ async fn accept_handshake(
         }
     };
     let who = theirs.name.clone();
-    match core.node_spec(theirs.sid) {
-        Some(p) if p.name == theirs.name && p.stype == theirs.stype => {}
-        // With ZooKeeper a node may connect before its znode is seen here;
-        // its proof of the secret and the digest show it belongs.
-        None if core.zk_mode() => {}
-        _ => {
-            return Err(Refusal::new(
-                "connections from unknown nodes",
-                who,
-                format!(
-                    "unknown node {} (sid {}, type {}) in {}'s cluster file",
-                    theirs.name, theirs.sid, theirs.stype, core.me.name
-                ),
-            ))
-        }
+    if !core.knows(&theirs) {
+        return Err(Refusal::new(
+            "connections from unknown nodes",
+            who,
+            format!(
+                "unknown node {} (sid {}, type {}) in {}'s cluster file",
+                theirs.name,
+                theirs.sid,
+                theirs.stype,
+                core.me().name
+            ),
+        ));
     }
     let secret = core.secret();
     let mine = core.identity();
@@ -485,7 +482,7 @@ async fn accept_handshake(
             )
         });
     }
-    let probe = theirs.name == core.me.name && theirs.incarnation != core.incarnation;
+    let probe = theirs.name == core.me().name && theirs.incarnation != core.incarnation();
     let second = read_until(deadline, rd, dec, buf, link).await.map_err(|e| {
         if probe {
             // `probe` from a process starting with this node's name: it has
@@ -497,7 +494,7 @@ async fn accept_handshake(
                     who.clone(),
                     format!(
                         "a process starting as {} asked whether this node is alive (it is, so that process should refuse to start)",
-                        core.me.name
+                        core.me().name
                     ),
                 )
             }
@@ -547,15 +544,15 @@ async fn accept_handshake(
             ))
         }
     }
-    if theirs.name == core.me.name {
+    if theirs.name == core.me().name {
         return Err(Refusal::new(
             "connections from processes starting with this node's name",
             who,
             format!(
                 "{} is already running (pid {}, at {})",
-                core.me.name,
+                core.me().name,
                 std::process::id(),
-                core.me.addr
+                core.me().addr
             ),
         ));
     }
@@ -566,20 +563,22 @@ async fn accept_handshake(
             who,
             format!(
                 "RPC digest mismatch: {} has {:08x}, {} has {digest:08x} (their entitydef differs)",
-                theirs.name, theirs.digest, core.me.name
+                theirs.name,
+                theirs.digest,
+                core.me().name
             ),
         ));
     }
     Ok(theirs)
 }
 
-async fn inbound_task(core: Rc<Core>, conn: u64, mut rd: ReadHalf, wr: WriteHalf, addr: String) {
-    let cfg = core.cluster.borrow().clone();
+async fn inbound_task<H: NetHost>(core: Rc<H>, conn: u64, mut rd: ReadHalf, wr: WriteHalf, addr: String) {
+    let cfg = core.settings();
     let mut dec = FrameDecoder::new(MAX_VERIFY_MESSAGE);
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let link = Rc::new(Link::default());
-    let verifying = Verifying::new(&core);
-    let theirs = match accept_handshake(&core, &mut rd, &wr, &mut dec, &mut buf, &link).await {
+    let verifying = Verifying::new(core.net());
+    let theirs = match accept_handshake(&*core, &mut rd, &wr, &mut dec, &mut buf, &link).await {
         Ok(id) => id,
         Err(r) => {
             if core.limited(r.cause) {
@@ -593,10 +592,10 @@ async fn inbound_task(core: Rc<Core>, conn: u64, mut rd: ReadHalf, wr: WriteHalf
     };
     drop(verifying);
     let from = theirs.name.clone();
-    let gen = core.schema_gen.get();
+    let gen = core.schema_gen();
     dec.set_max_message(cfg.max_message);
-    link.push(|o| proto::put_verify_ok(o, &core.me.name, core.me.sid));
-    core.inbound.borrow_mut().insert(conn, link.clone());
+    link.push(|o| proto::put_verify_ok(o, &core.me().name, core.me().sid));
+    core.net().inbound.borrow_mut().insert(conn, link.clone());
     let seqs = core.send_seqs(&from, theirs.incarnation);
     debug!("accepted {from} from {addr}");
     let acks = Acks::default();
@@ -608,7 +607,7 @@ async fn inbound_task(core: Rc<Core>, conn: u64, mut rd: ReadHalf, wr: WriteHalf
                 Err(e) => return e,
             };
             pipeline(&mut burst, &buf, &link).await;
-            if core.schema_gen.get() != gen {
+            if core.schema_gen() != gen {
                 warn!("closing the connection from {from}: this node's RPC schema changed (it must verify again); a message from it was not handled");
                 return reverify(&link, true).await;
             }
@@ -633,7 +632,7 @@ async fn inbound_task(core: Rc<Core>, conn: u64, mut rd: ReadHalf, wr: WriteHalf
                 }
                 Ok(Envelope::Ping) => link.push(|o| proto::put_ping(o, true)),
                 Ok(Envelope::Pong) => {}
-                Ok(Envelope::Load { load }) => core.set_peer_load(theirs.sid, load),
+                Ok(Envelope::Load { load }) => core.on_load(theirs.sid, load),
                 Ok(_) => return Cause::Protocol("unexpected message kind on an accepted connection".into()),
                 Err(e) => return Cause::Protocol(e.to_string()),
             }
@@ -644,9 +643,9 @@ async fn inbound_task(core: Rc<Core>, conn: u64, mut rd: ReadHalf, wr: WriteHalf
         c = acks.timer(&link) => c,
         c = link.write_loop(wr) => Cause::Io(c),
         c = liveness(&link, cfg.liveness, false) => c,
-        c = schema_changed(&core, gen, &link, true) => c,
+        c = schema_changed(&*core, gen, &link, true) => c,
     };
-    core.inbound.borrow_mut().remove(&conn);
+    core.net().inbound.borrow_mut().remove(&conn);
     match &cause {
         Cause::Closed => debug!("connection from {from} ({addr}) closed"),
         other => {
@@ -658,8 +657,8 @@ async fn inbound_task(core: Rc<Core>, conn: u64, mut rd: ReadHalf, wr: WriteHalf
 }
 
 /// Dials `addr` (in memory when the node is in this process).
-async fn dial(core: &Core, addr: SocketAddr) -> Result<(ReadHalf, WriteHalf), Cause> {
-    if let Some(halves) = core.local.as_ref().and_then(|net| net.dial(addr)) {
+async fn dial<H: NetHost>(core: &H, addr: SocketAddr) -> Result<(ReadHalf, WriteHalf), Cause> {
+    if let Some(halves) = core.net().local.as_ref().and_then(|net| net.dial(addr)) {
         return Ok(halves);
     }
     let stream = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr))
@@ -698,8 +697,8 @@ struct Verified {
 
 /// Sends our hello and reads the challenge; checks that the accepting side
 /// is node `name`/`sid` and proves the cluster secret.
-async fn hello(
-    core: &Core,
+async fn hello<H: NetHost>(
+    core: &H,
     inc: &mut Incoming,
     wr: &WriteHalf,
     link: &Link,
@@ -743,16 +742,17 @@ async fn hello(
     Ok((mine, theirs))
 }
 
-async fn connect(core: &Core, peer: &Peer) -> Result<Verified, Cause> {
-    let (max_message, verify_timeout) = {
-        let c = core.cluster.borrow();
-        (c.max_message, c.verify_timeout)
-    };
-    let (rd, wr) = dial(core, peer.spec.addr).await?;
+async fn connect<H: NetHost>(core: &H, peer: &H::Peer) -> Result<Verified, Cause> {
+    let NetSettings {
+        max_message,
+        verify_timeout,
+        ..
+    } = core.settings();
+    let (rd, wr) = dial(core, peer.spec().addr).await?;
     let deadline = Instant::now() + verify_timeout;
     let mut inc = Incoming::new(rd);
-    let expect = (peer.spec.name.as_str(), peer.spec.sid);
-    let (mine, theirs) = hello(core, &mut inc, &wr, &peer.link, deadline, expect).await?;
+    let expect = (peer.spec().name.as_str(), peer.spec().sid);
+    let (mine, theirs) = hello(core, &mut inc, &wr, &peer.link(), deadline, expect).await?;
     let Incoming {
         mut rd,
         mut dec,
@@ -762,7 +762,7 @@ async fn connect(core: &Core, peer: &Peer) -> Result<Verified, Cause> {
     let mut out = BytesMut::new();
     proto::put_proof(&mut out, &proof);
     wr.write_all(&out).await.map_err(|e| Cause::Refused(e.to_string()))?;
-    let answer = read_until(deadline, &mut rd, &mut dec, &mut buf, &peer.link)
+    let answer = read_until(deadline, &mut rd, &mut dec, &mut buf, &peer.link())
         .await
         .map_err(|e| Cause::Refused(format!("no verify answer: {e}")))?;
     dec.set_max_message(max_message);
@@ -801,12 +801,12 @@ pub(crate) enum Probe {
 /// Used before registering a node in ZooKeeper, to tell a live process with
 /// the same name from the leftover of a crashed one.
 #[allow(dead_code)] // used by the ZooKeeper registration
-pub(crate) async fn probe(core: &Core, addr: SocketAddr, name: &str, sid: u32) -> Probe {
+pub(crate) async fn probe<H: NetHost>(core: &H, addr: SocketAddr, name: &str, sid: u32) -> Probe {
     let (rd, wr) = match dial(core, addr).await {
         Ok(h) => h,
         Err(e) => return Probe::Unreachable(e.to_string()),
     };
-    let deadline = Instant::now() + core.cluster.borrow().verify_timeout;
+    let deadline = Instant::now() + core.settings().verify_timeout;
     let mut inc = Incoming::new(rd);
     let link = Link::default();
     match hello(core, &mut inc, &wr, &link, deadline, (name, sid)).await {
@@ -820,12 +820,12 @@ pub(crate) async fn probe(core: &Core, addr: SocketAddr, name: &str, sid: u32) -
 
 /// Keeps the connection to one peer: connect, verify, serve until lost,
 /// back off, again. Aborted when the peer leaves the cluster.
-pub(crate) async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
+pub(crate) async fn peer_task<H: NetHost>(core: Rc<H>, peer: Rc<H::Peer>) {
     let mut backoff = BACKOFF_MIN;
     let mut last_error = String::new();
     loop {
-        peer.state.set(PeerState::Connecting);
-        match connect(&core, &peer).await {
+        peer.state().set(PeerState::Connecting);
+        match connect(&*core, &*peer).await {
             Ok(Verified {
                 mut rd,
                 wr,
@@ -833,31 +833,31 @@ pub(crate) async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
                 mut buf,
                 incarnation,
             }) => {
-                peer.state.set(PeerState::Connected);
+                peer.state().set(PeerState::Connected);
                 backoff = BACKOFF_MIN;
                 if !last_error.is_empty() {
-                    info!("connected to {} again", peer.spec.name);
+                    info!("connected to {} again", peer.spec().name);
                     last_error.clear();
                 }
-                peer.link.last_recv.set(Instant::now());
-                let gen = core.schema_gen.get();
+                peer.link().last_recv.set(Instant::now());
+                let gen = core.schema_gen();
                 core.peer_connected(&peer, incarnation);
-                peer.link.wake.notify_one();
-                let liveness_bound = core.cluster.borrow().liveness;
+                peer.link().wake.notify_one();
+                let liveness_bound = core.settings().liveness;
                 let reader = async {
                     let mut burst = 0u32;
                     loop {
-                        let msg = match read_message(&mut rd, &mut dec, &mut buf, &peer.link).await {
+                        let msg = match read_message(&mut rd, &mut dec, &mut buf, &peer.link()).await {
                             Ok(m) => m,
                             Err(e) => return e,
                         };
-                        pipeline(&mut burst, &buf, &peer.link).await;
+                        pipeline(&mut burst, &buf, &peer.link()).await;
                         match proto::parse(&msg.data) {
                             Ok(Envelope::Reply { ok, nvals, vals }) => {
                                 core.on_reply(&peer, msg.session, ok, nvals, vals)
                             }
-                            Ok(Envelope::Ack { seq }) => peer.link.ack(seq),
-                            Ok(Envelope::Ping) => peer.link.push(|o| proto::put_ping(o, true)),
+                            Ok(Envelope::Ack { seq }) => peer.link().ack(seq),
+                            Ok(Envelope::Ping) => peer.link().push(|o| proto::put_ping(o, true)),
                             Ok(Envelope::Pong) => {}
                             Ok(Envelope::VerifyFailed { reason }) if reason.starts_with(b"reverify") => {
                                 return Cause::Reverify
@@ -871,16 +871,16 @@ pub(crate) async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
                 };
                 let cause = tokio::select! {
                     c = reader => c,
-                    c = peer.link.write_loop(wr) => Cause::Io(c),
-                    c = liveness(&peer.link, liveness_bound, true) => c,
-                    c = schema_changed(&core, gen, &peer.link, false) => c,
+                    c = peer.link().write_loop(wr) => Cause::Io(c),
+                    c = liveness(&peer.link(), liveness_bound, true) => c,
+                    c = schema_changed(&*core, gen, &peer.link(), false) => c,
                 };
-                peer.state.set(PeerState::Disconnected);
+                peer.state().set(PeerState::Disconnected);
                 if cause == Cause::Reverify {
                     // not down: calls made meanwhile wait in the queue for the new connection
-                    info!("reconnecting to {}: {cause}", peer.spec.name);
+                    info!("reconnecting to {}: {cause}", peer.spec().name);
                 } else {
-                    warn!("lost connection to {}: {cause}", peer.spec.name);
+                    warn!("lost connection to {}: {cause}", peer.spec().name);
                 }
                 core.peer_lost(&peer, &cause.to_string(), cause == Cause::Reverify);
                 if cause == Cause::Reverify {
@@ -888,25 +888,26 @@ pub(crate) async fn peer_task(core: Rc<Core>, peer: Rc<Peer>) {
                 }
             }
             Err(cause) => {
-                peer.state.set(PeerState::Disconnected);
+                peer.state().set(PeerState::Disconnected);
                 let text = cause.to_string();
                 if text != last_error {
                     if text.starts_with("refused:") || text.starts_with("not trusted") {
-                        warn!("{} at {} {text}", peer.spec.name, peer.spec.addr);
+                        warn!("{} at {} {text}", peer.spec().name, peer.spec().addr);
                     } else {
-                        debug!("cannot connect to {} at {}: {text}", peer.spec.name, peer.spec.addr);
+                        debug!("cannot connect to {} at {}: {text}", peer.spec().name, peer.spec().addr);
                     }
                     last_error = text.clone();
                 }
-                core.fail_peer(&peer, &text);
+                core.connect_failed(&peer, &text);
             }
         }
-        let jitter = Duration::from_millis(crate::rpc::ring::mix64(core.next_conn.get() ^ peer.spec.sid as u64) % 50);
-        core.next_conn.set(core.next_conn.get() + 1);
+        let jitter =
+            Duration::from_millis(crate::rpc::ring::mix64(core.net().next_conn.get() ^ peer.spec().sid as u64) % 50);
+        core.net().next_conn.set(core.net().next_conn.get() + 1);
         let failed_at = Instant::now();
         tokio::select! {
             _ = tokio::time::sleep(backoff + jitter) => {}
-            _ = peer.kick.notified() => {
+            _ = peer.kick().notified() => {
                 // a message is waiting: try now, but never more often than MIN_RETRY_GAP
                 let since = failed_at.elapsed();
                 if since < MIN_RETRY_GAP {

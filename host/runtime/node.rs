@@ -34,6 +34,8 @@ use crate::codec::wire::{self, FrameDecoder, Message};
 use crate::discovery::config::{ClusterConfig, NodeSpec};
 use crate::net::link::Link;
 use crate::net::transport;
+use crate::net::{NetHost, NetPeer, NetSettings, NetState};
+use crate::rpc::acks::SendSeqs;
 use crate::rpc::ring::Rings;
 use crate::schema::{self, Method, Schema};
 
@@ -342,16 +344,7 @@ pub fn start_with(cluster: Arc<ClusterConfig>, name: &str, opts: NodeOptions) ->
     }
 }
 
-/// Connection state of a peer (seed 003).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerState {
-    /// No connection and no attempt under way.
-    Disconnected,
-    /// Connecting or verifying; messages wait in the queue.
-    Connecting,
-    /// Verified; messages flow.
-    Connected,
-}
+pub use crate::net::PeerState;
 
 /// A call waiting for its reply.
 #[derive(Debug, Clone, Copy)]
@@ -398,9 +391,8 @@ pub(crate) struct Core {
     schema: RefCell<Option<Rc<Schema>>>,
     dispatch: RefCell<Option<Rc<Function>>>,
     peers: RefCell<HashMap<u32, Rc<Peer>>>,
-    pub(crate) inbound: RefCell<HashMap<u64, Rc<Link>>>,
-    pub(crate) next_conn: Cell<u64>,
-    pub(crate) unverified: Cell<usize>,
+    /// Accepted connections and the in-process network.
+    pub(crate) net: NetState,
     next_call: Cell<u32>,
     next_timer: Cell<u64>,
     timers: RefCell<BinaryHeap<Reverse<(Instant, u64, TimerKind)>>>,
@@ -425,7 +417,6 @@ pub(crate) struct Core {
     pub(crate) leave: Notify,
     pub(crate) left: Notify,
     /// In-memory connections to nodes of this process, if enabled.
-    pub(crate) local: Option<Arc<crate::net::stream::LocalNet>>,
     local_rx: RefCell<Option<mpsc::UnboundedReceiver<crate::net::stream::MemConn>>>,
     /// Bumped when the RPC digest changes after registration: connections
     /// verified under an older schema close and verify again.
@@ -445,30 +436,6 @@ pub(crate) struct Core {
     /// The last send handled from each sender, by name (duplicates resent
     /// after a reconnect are dropped).
     send_seqs: RefCell<HashMap<String, Rc<SendSeqs>>>,
-}
-
-/// The sends handled from one incarnation of a sender.
-#[derive(Debug)]
-pub(crate) struct SendSeqs {
-    incarnation: u64,
-    last: Cell<Option<u32>>,
-}
-
-impl SendSeqs {
-    /// True when send `seq` was not handled yet.
-    pub(crate) fn fresh(&self, seq: u32) -> bool {
-        self.last.get().is_none_or(|last| !crate::net::link::seq_le(seq, last))
-    }
-
-    /// Notes that send `seq` was handed to Lua.
-    pub(crate) fn handled(&self, seq: u32) {
-        self.last.set(Some(seq));
-    }
-
-    /// The last send handled.
-    pub(crate) fn last(&self) -> Option<u32> {
-        self.last.get()
-    }
 }
 
 /// Connection id Lua uses for calls from this node to itself.
@@ -517,9 +484,11 @@ impl Core {
             schema: RefCell::new(None),
             dispatch: RefCell::new(None),
             peers: RefCell::new(HashMap::new()),
-            inbound: RefCell::new(HashMap::new()),
-            next_conn: Cell::new(1),
-            unverified: Cell::new(0),
+            net: NetState {
+                next_conn: Cell::new(1),
+                local: local.clone(),
+                ..NetState::default()
+            },
             next_call: Cell::new(1),
             next_timer: Cell::new(FIRST_TIMER_ID),
             timers: RefCell::new(BinaryHeap::new()),
@@ -539,7 +508,6 @@ impl Core {
             leave: Notify::new(),
             left: Notify::new(),
             local_rx: RefCell::new(local.as_ref().map(|net| net.listen(me.addr))),
-            local,
             schema_gen: Cell::new(0),
             lua_timers: RefCell::new(HashSet::new()),
             load: Cell::new(0),
@@ -640,7 +608,7 @@ impl Core {
                 _ = stop.at_least(2) => {}
             }
         }
-        if let Some(net) = &self.local {
+        if let Some(net) = &self.net.local {
             net.unlisten(self.me.addr);
         }
         self.watcher.borrow_mut().take();
@@ -806,7 +774,7 @@ impl Core {
                 }
                 p.link.wake.notify_one();
             }
-            for l in self.inbound.borrow().values() {
+            for l in self.net.inbound.borrow().values() {
                 l.wake.notify_one();
             }
         }
@@ -1001,7 +969,7 @@ impl Core {
             me_peer = self.peer(self.me.sid).ok_or("this node is not in its cluster file")?;
             &me_peer.link
         } else {
-            let Some(l) = self.inbound.borrow().get(&conn).cloned() else {
+            let Some(l) = self.net.inbound.borrow().get(&conn).cloned() else {
                 debug!("reply to call {session} dropped: its caller's connection is gone");
                 return Ok(());
             };
@@ -1319,10 +1287,7 @@ impl Core {
         match map.get(sender) {
             Some(s) if s.incarnation == incarnation => s.clone(),
             _ => {
-                let s = Rc::new(SendSeqs {
-                    incarnation,
-                    last: Cell::new(None),
-                });
+                let s = Rc::new(SendSeqs::new(incarnation));
                 map.insert(sender.to_string(), s.clone());
                 s
             }
@@ -1745,6 +1710,87 @@ impl Core {
             info!("{summary}");
         }
         summary
+    }
+}
+
+impl NetPeer for Peer {
+    fn spec(&self) -> &NodeSpec {
+        &self.spec
+    }
+    fn link(&self) -> &Link {
+        &self.link
+    }
+    fn state(&self) -> &Cell<PeerState> {
+        &self.state
+    }
+    fn kick(&self) -> &Notify {
+        &self.kick
+    }
+}
+
+impl NetHost for Core {
+    type Peer = Peer;
+
+    fn net(&self) -> &NetState {
+        &self.net
+    }
+    fn settings(&self) -> NetSettings {
+        let c = self.cluster.borrow();
+        NetSettings {
+            verify_timeout: c.verify_timeout,
+            liveness: c.liveness,
+            max_message: c.max_message,
+        }
+    }
+    fn me(&self) -> &NodeSpec {
+        &self.me
+    }
+    fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+    fn identity(&self) -> crate::codec::auth::Identity {
+        Core::identity(self)
+    }
+    fn secret(&self) -> String {
+        Core::secret(self)
+    }
+    fn digest(&self) -> u32 {
+        Core::digest(self)
+    }
+    fn schema_gen(&self) -> u64 {
+        self.schema_gen.get()
+    }
+    fn knows(&self, who: &crate::codec::auth::Identity) -> bool {
+        match self.node_spec(who.sid) {
+            Some(p) => p.name == who.name && p.stype == who.stype,
+            // With ZooKeeper a node may connect before its znode is seen
+            // here; its proof of the secret and the digest show it belongs.
+            None => self.zk_mode(),
+        }
+    }
+    fn limited(&self, cause: &'static str) -> bool {
+        Core::limited(self, cause)
+    }
+    fn send_seqs(&self, sender: &str, incarnation: u64) -> Rc<SendSeqs> {
+        Core::send_seqs(self, sender, incarnation)
+    }
+    fn on_request(&self, conn: u64, from: &str, msg: &Message, env: Envelope<'_>, link: Option<&Link>) -> bool {
+        Core::on_request(self, conn, from, msg, env, link)
+    }
+    fn on_reply(&self, peer: &Peer, session: u32, ok: bool, nvals: usize, vals: Reader<'_>) {
+        Core::on_reply(self, peer, session, ok, nvals, vals)
+    }
+    fn on_load(&self, sid: u32, load: i64) {
+        self.set_peer_load(sid, load)
+    }
+    fn peer_connected(&self, peer: &Rc<Peer>, incarnation: u64) {
+        Core::peer_connected(self, peer, incarnation)
+    }
+    fn peer_lost(&self, peer: &Peer, cause: &str, reverify: bool) {
+        Core::peer_lost(self, peer, cause, reverify)
+    }
+    fn connect_failed(&self, peer: &Peer, cause: &str) {
+        self.fail_peer(peer, cause)
     }
 }
 
