@@ -752,7 +752,7 @@ async fn connect<H: NetHost>(core: &H, peer: &H::Peer) -> Result<Verified, Cause
     let deadline = Instant::now() + verify_timeout;
     let mut inc = Incoming::new(rd);
     let expect = (peer.spec().name.as_str(), peer.spec().sid);
-    let (mine, theirs) = hello(core, &mut inc, &wr, &peer.link(), deadline, expect).await?;
+    let (mine, theirs) = hello(core, &mut inc, &wr, peer.link(), deadline, expect).await?;
     let Incoming {
         mut rd,
         mut dec,
@@ -762,7 +762,7 @@ async fn connect<H: NetHost>(core: &H, peer: &H::Peer) -> Result<Verified, Cause
     let mut out = BytesMut::new();
     proto::put_proof(&mut out, &proof);
     wr.write_all(&out).await.map_err(|e| Cause::Refused(e.to_string()))?;
-    let answer = read_until(deadline, &mut rd, &mut dec, &mut buf, &peer.link())
+    let answer = read_until(deadline, &mut rd, &mut dec, &mut buf, peer.link())
         .await
         .map_err(|e| Cause::Refused(format!("no verify answer: {e}")))?;
     dec.set_max_message(max_message);
@@ -847,11 +847,11 @@ pub(crate) async fn peer_task<H: NetHost>(core: Rc<H>, peer: Rc<H::Peer>) {
                 let reader = async {
                     let mut burst = 0u32;
                     loop {
-                        let msg = match read_message(&mut rd, &mut dec, &mut buf, &peer.link()).await {
+                        let msg = match read_message(&mut rd, &mut dec, &mut buf, peer.link()).await {
                             Ok(m) => m,
                             Err(e) => return e,
                         };
-                        pipeline(&mut burst, &buf, &peer.link()).await;
+                        pipeline(&mut burst, &buf, peer.link()).await;
                         match proto::parse(&msg.data) {
                             Ok(Envelope::Reply { ok, nvals, vals }) => {
                                 core.on_reply(&peer, msg.session, ok, nvals, vals)
@@ -872,8 +872,8 @@ pub(crate) async fn peer_task<H: NetHost>(core: Rc<H>, peer: Rc<H::Peer>) {
                 let cause = tokio::select! {
                     c = reader => c,
                     c = peer.link().write_loop(wr) => Cause::Io(c),
-                    c = liveness(&peer.link(), liveness_bound, true) => c,
-                    c = schema_changed(&*core, gen, &peer.link(), false) => c,
+                    c = liveness(peer.link(), liveness_bound, true) => c,
+                    c = schema_changed(&*core, gen, peer.link(), false) => c,
                 };
                 peer.state().set(PeerState::Disconnected);
                 if cause == Cause::Reverify {
