@@ -32,8 +32,8 @@ use zookeeper_client::{
 };
 
 use crate::discovery::config::{NodeSpec, ZkSettings};
+use crate::discovery::DiscoveryHost;
 use crate::net::transport::{probe, Probe};
-use crate::runtime::node::Core;
 
 /// What a node's znode holds (MessagePack).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,12 +202,17 @@ struct Listing {
 }
 
 /// This node's current registration, encoded.
-fn encode(core: &Core) -> Result<Vec<u8>, End> {
+fn encode<H: DiscoveryHost>(core: &H) -> Result<Vec<u8>, End> {
     rmp_serde::to_vec_named(&core.registration()).map_err(|e| End::Failed(e.to_string()))
 }
 
 /// Creates this node's ephemeral znode with its current registration.
-async fn create_own(client: &Client, cfg: &ZkSettings, core: &Core, path: &str) -> Result<Result<Stat, ZkError>, End> {
+async fn create_own<H: DiscoveryHost>(
+    client: &Client,
+    cfg: &ZkSettings,
+    core: &H,
+    path: &str,
+) -> Result<Result<Stat, ZkError>, End> {
     let data = encode(core)?;
     let opts = CreateMode::Ephemeral.with_acls(acls(cfg));
     Ok(client.create(path, &data, &opts).await.map(|(stat, _)| stat))
@@ -219,7 +224,7 @@ async fn create_own(client: &Client, cfg: &ZkSettings, core: &Core, path: &str) 
 /// incarnation), it is replaced, so a node is registered exactly once and a
 /// restart after a crash is quick; held by a live process, this node refuses
 /// to start (one identity, one live process).
-async fn register(client: &Client, cfg: &ZkSettings, core: &Core, path: &str) -> Result<Stat, End> {
+async fn register<H: DiscoveryHost>(client: &Client, cfg: &ZkSettings, core: &H, path: &str) -> Result<Stat, End> {
     for _ in 0..3 {
         match create_own(client, cfg, core, path).await? {
             Ok(stat) => return Ok(stat),
@@ -235,24 +240,26 @@ async fn register(client: &Client, cfg: &ZkSettings, core: &Core, path: &str) ->
             return Ok(stat); // ours: an earlier create whose answer was lost
         }
         match rmp_serde::from_slice::<Registration>(&data) {
-            Ok(reg) if reg.incarnation == core.incarnation => {
+            Ok(reg) if reg.incarnation == core.incarnation() => {
                 warn!("{path} is still registered by an earlier session of this process: replacing it")
             }
             Ok(reg) => {
                 let found = match reg.addr.parse() {
                     Err(_) => format!("its address {} is not one", reg.addr),
-                    Ok(addr) => match probe(core, addr, &core.me.name, core.me.sid).await {
+                    Ok(addr) => match probe(core, addr, &core.me().name, core.me().sid).await {
                         Probe::Alive { incarnation } if incarnation == reg.incarnation => {
                             return Err(End::Refused(format!(
                                 "node {} already runs: {path} is registered by a live process at {} (pid {}); \
                                  not starting a second one",
-                                core.me.name, reg.addr, reg.pid
+                                core.me().name,
+                                reg.addr,
+                                reg.pid
                             )))
                         }
-                        Probe::Alive { incarnation } if incarnation == core.incarnation => {
+                        Probe::Alive { incarnation } if incarnation == core.incarnation() => {
                             "this process listens there now".to_string()
                         }
-                        Probe::Alive { .. } => format!("another process of {} answers there", core.me.name),
+                        Probe::Alive { .. } => format!("another process of {} answers there", core.me().name),
                         Probe::NotThatNode(why) => format!("not that node answers there: {why}"),
                         Probe::Unreachable(why) => format!("nothing answers there: {why}"),
                     },
@@ -321,18 +328,18 @@ async fn list(client: &Client, cfg: &ZkSettings, types: &[String], own_path: &st
     Ok(Listing { nodes, own })
 }
 
-fn apply(core: &Rc<Core>, listed: Vec<(NodeSpec, i64)>, cfg: &ZkSettings) {
-    *core.loads.borrow_mut() = listed.iter().map(|(s, l)| (s.sid, *l)).collect();
+fn apply<H: DiscoveryHost>(core: &Rc<H>, listed: Vec<(NodeSpec, i64)>, cfg: &ZkSettings) {
+    let loads = listed.iter().map(|(s, l)| (s.sid, *l)).collect();
     let specs = listed.into_iter().map(|(s, _)| s).collect();
-    core.apply_membership(specs, "ZooKeeper", Some(cfg.session_timeout));
+    H::apply_listing(core, specs, loads, cfg.session_timeout);
 }
 
 /// Lists the servers and applies what it finds, and keeps this node's own
 /// registration: deleted, it is created again; left by an earlier session of
 /// this process (or not a registration), it is replaced; held by another
 /// process, this node does not fight over it and stops.
-async fn relist(
-    core: &Rc<Core>,
+async fn relist<H: DiscoveryHost>(
+    core: &Rc<H>,
     client: &Client,
     cfg: &ZkSettings,
     types: &[String],
@@ -346,7 +353,7 @@ async fn relist(
                 mine.version = stat.version;
                 return Ok(());
             }
-            Own::Found(Some(reg), _) if reg.incarnation != core.incarnation => {
+            Own::Found(Some(reg), _) if reg.incarnation != core.incarnation() => {
                 return Err(End::Refused(format!(
                     "{} was taken over by another process of this node (addr {}, pid {}); \
                      not fighting over it",
@@ -366,7 +373,7 @@ async fn relist(
             }
             Own::Gone => warn!("{} was deleted while this node runs: registering it again", mine.path),
         }
-        match create_own(client, cfg, core, &mine.path).await? {
+        match create_own(client, cfg, &**core, &mine.path).await? {
             Ok(stat) => {
                 mine.version = stat.version;
                 info!("restored {} (session {:x})", mine.path, client.session_id().0);
@@ -379,13 +386,13 @@ async fn relist(
     Err(End::Failed(format!("could not keep {} registered", mine.path)))
 }
 
-async fn session(core: &Rc<Core>, client: &Client, cfg: &ZkSettings) -> End {
+async fn session<H: DiscoveryHost>(core: &Rc<H>, client: &Client, cfg: &ZkSettings) -> End {
     let types = core.type_names();
     if let Err(e) = ensure_paths(client, cfg, &types).await {
         return e;
     }
-    let path = format!("{}/{}/{}", servers(cfg), core.me.stype, core.me.name);
-    let mut mine = match register(client, cfg, core, &path).await {
+    let path = format!("{}/{}/{}", servers(cfg), core.me().stype, core.me().name);
+    let mut mine = match register(client, cfg, &**core, &path).await {
         Ok(stat) => Mine {
             path,
             version: stat.version,
@@ -409,20 +416,20 @@ async fn session(core: &Rc<Core>, client: &Client, cfg: &ZkSettings) -> End {
     let mut recheck = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = core.leave.notified() => {
+            _ = core.signals().leave.notified() => {
                 // a graceful stop: leave discovery before the connections close
                 // (only our own znode: the version says nobody replaced it)
                 match client.delete(&mine.path, Some(mine.version)).await {
                     Ok(()) | Err(ZkError::NoNode) => info!("left ZooKeeper: {} deleted", mine.path),
                     Err(e) => warn!("cannot delete {}: {e}; it goes when the session ends", mine.path),
                 }
-                core.left.notify_one();
+                core.signals().left.notify_one();
                 return End::Left;
             }
-            _ = core.load_changed.notified() => {
+            _ = core.signals().load_changed.notified() => {
                 // at most one update per 100 ms, with the latest load
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                let data = match encode(core) {
+                let data = match encode(&**core) {
                     Ok(d) => d,
                     Err(e) => return e,
                 };
@@ -483,7 +490,7 @@ async fn session(core: &Rc<Core>, client: &Client, cfg: &ZkSettings) -> End {
 }
 
 /// Runs discovery for the node until it stops.
-pub(crate) async fn zk_task(core: Rc<Core>, cfg: ZkSettings) {
+pub(crate) async fn zk_task<H: DiscoveryHost>(core: Rc<H>, cfg: ZkSettings) {
     if cfg.auth.is_none() {
         warn!(
             "ZooKeeper without auth: anyone who can reach {} may register fake nodes or delete real ones under {}; \

@@ -15,8 +15,8 @@ use mlua::{Function, Lua, Table, Value, Variadic};
 use tracing::{debug, error, info, warn};
 
 use crate::discovery::config::{ClusterConfig, Setting, SettingKey};
+use crate::lua::LuaHost;
 use crate::rpc::ring::{self, Key};
-use crate::runtime::node::Core;
 use crate::schema::Schema;
 
 fn dead() -> mlua::Error {
@@ -37,7 +37,7 @@ fn key_of(v: &Value) -> mlua::Result<Key<'static>> {
 }
 
 fn seconds(v: Option<f64>) -> Option<Duration> {
-    v.map(crate::runtime::node::clamp_delay)
+    v.map(crate::rpc::clamp_delay)
 }
 
 /// Puts a searcher for the lualib built into the binary right after
@@ -85,14 +85,13 @@ fn setting_value(lua: &Lua, s: &Setting) -> mlua::Result<Value> {
 
 /// Builds the `luahost.core` table, sets `package.path` and the `conf`
 /// global, and runs the lualib prelude.
-pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Result<()> {
-    let lua = &core.lua;
+pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<ClusterConfig>) -> mlua::Result<()> {
     let m = lua.create_table()?;
     let w = Rc::downgrade(core);
 
     macro_rules! func {
         ($name:literal, |$c:ident, $lua:ident, $args:tt : $ty:ty| $body:expr) => {{
-            let w: Weak<Core> = w.clone();
+            let w: Weak<H> = w.clone();
             m.set(
                 $name,
                 lua.create_function(move |$lua: &Lua, $args: $ty| {
@@ -105,9 +104,9 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
         }};
     }
 
-    func!("name", |c, _l, (): ()| Ok(c.me.name.clone()));
-    func!("sid", |c, _l, (): ()| Ok(c.me.sid));
-    func!("type_name", |c, _l, (): ()| Ok(c.me.stype.clone()));
+    func!("name", |c, _l, (): ()| Ok(c.me().name.clone()));
+    func!("sid", |c, _l, (): ()| Ok(c.me().sid));
+    func!("type_name", |c, _l, (): ()| Ok(c.me().stype.clone()));
     func!("now", |c, _l, (): ()| Ok(c.now()));
     func!("time", |_c, _l, (): ()| Ok(std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -149,7 +148,7 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
             let (k, v) = pair?;
             map.insert(k, v);
         }
-        match c.register(map) {
+        match H::register(&c, map) {
             Ok(()) => Ok((Some(true), None)),
             Err(e) => Ok((None, Some(e))),
         }
@@ -224,15 +223,14 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
         builtin && crate::lua::lualib::source(&name).is_some()
     ));
     func!("stop_phase", |c, _l, phase: u8| {
-        c.stop_phase.set(phase);
-        c.stop_wake.notify_one();
+        c.stop_phase(phase);
         Ok(())
     });
     func!("cancel_timer", |c, _l, id: u64| {
         c.cancel_timer(id);
         Ok(())
     });
-    func!("reload_cluster", |c, _l, (): ()| match c.reload_cluster_later() {
+    func!("reload_cluster", |c, _l, (): ()| match H::reload_cluster_later(&c) {
         Ok(summary) => Ok((Some(summary), None)),
         Err(e) => Ok((None, Some(e))),
     });
@@ -241,15 +239,15 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
     ));
     func!("route", |c, _l, (stype, key): (u32, Value)| {
         let k = key_of(&key)?;
-        let r = c.rings.borrow().route(stype, k);
+        let r = c.rings().route(stype, k);
         Ok(r)
     });
     func!("list", |c, _l, stype: u32| {
-        let l = c.rings.borrow().list(stype);
+        let l = c.rings().list(stype);
         Ok(l)
     });
     func!("all", |c, _l, (): ()| {
-        let l = c.rings.borrow().all();
+        let l = c.rings().all();
         Ok(l)
     });
     func!("live", |c, _l, sid: u32| {
@@ -259,11 +257,11 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
         let Some(t) = c.type_id(&spec.stype) else {
             return Ok(false);
         };
-        let live = c.rings.borrow().is_live(t, sid);
+        let live = c.rings().is_live(t, sid);
         Ok(live)
     });
     func!("random", |c, _l, stype: u32| {
-        let list = c.rings.borrow().list(stype);
+        let list = c.rings().list(stype);
         if list.is_empty() {
             return Ok(None);
         }
@@ -282,19 +280,12 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
         t.set("type", spec.stype)?;
         t.set("id", spec.sid)?;
         t.set("addr", spec.addr.to_string())?;
-        let load = if sid == c.me.sid {
-            c.load.get()
-        } else {
-            c.loads.borrow().get(&sid).copied().unwrap_or(0)
-        };
+        let load = c.load_of(sid);
         t.set("load", load)?;
         Ok(Value::Table(t))
     });
     func!("set_load", |c, _l, load: i64| {
-        if c.load.replace(load) != load {
-            c.load_changed.notify_one();
-            c.publish_load();
-        }
+        c.set_load(load);
         Ok(())
     });
     func!("nodes", |c, l, (): ()| {
@@ -305,11 +296,7 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
             t.set("type", spec.stype)?;
             t.set("id", spec.sid)?;
             t.set("addr", spec.addr.to_string())?;
-            let load = if spec.sid == c.me.sid {
-                c.load.get()
-            } else {
-                c.loads.borrow().get(&spec.sid).copied().unwrap_or(0)
-            };
+            let load = c.load_of(spec.sid);
             t.set("load", load)?;
             out.push(t)?;
         }
@@ -318,13 +305,13 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
 
     // package.path: lualib (when it is a folder), then every script root and
     // its per-type folder, then the folder of the node's own main script.
-    let stype_dir = core.me.stype.to_lowercase();
+    let stype_dir = core.me().stype.to_lowercase();
     let mut path: Vec<std::path::PathBuf> = cluster.lualib.iter().map(|l| l.join("?.lua")).collect();
     for root in &cluster.scripts {
         path.push(root.join("?.lua"));
         path.push(root.join(&stype_dir).join("?.lua"));
     }
-    if let Some(dir) = core.me.main.parent() {
+    if let Some(dir) = core.me().main.parent() {
         path.push(dir.join("?.lua"));
     }
     let path: Vec<String> = path.iter().map(|p| p.display().to_string()).collect();
@@ -337,18 +324,18 @@ pub(crate) fn install(core: &Rc<Core>, cluster: &Arc<ClusterConfig>) -> mlua::Re
     loaded.set("luahost.core", m)?;
 
     let conf = lua.create_table()?;
-    conf.set("NodeName", core.me.name.clone())?;
-    conf.set("ServerID", core.me.sid)?;
-    conf.set("NodeType", core.me.stype.clone())?;
+    conf.set("NodeName", core.me().name.clone())?;
+    conf.set("ServerID", core.me().sid)?;
+    conf.set("NodeType", core.me().stype.clone())?;
     conf.set("CallTimeout", cluster.call_timeout.as_secs_f64())?;
     conf.set("ClusterFile", cluster.file.display().to_string())?;
-    conf.set("MainScript", core.me.main.display().to_string())?;
+    conf.set("MainScript", core.me().main.display().to_string())?;
     conf.set("Cluster", cluster.zookeeper.is_some())?;
     if let Some(zk) = &cluster.zookeeper {
         conf.set("ZKAddr", zk.hosts.clone())?;
         conf.set("ZKRoot", zk.root.clone())?;
     }
-    for (name, value) in cluster.settings_for(&core.me.name) {
+    for (name, value) in cluster.settings_for(&core.me().name) {
         conf.set(name, setting_value(lua, &value)?)?;
     }
     lua.globals().set("conf", conf)?;

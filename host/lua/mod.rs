@@ -3,3 +3,82 @@
 
 pub(crate) mod api;
 pub(crate) mod lualib;
+
+use std::cell::Ref;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use mlua::{Function, Value};
+
+use crate::rpc::ring::Rings;
+use crate::rpc::spec::NodeSpec;
+use crate::schema::Schema;
+
+/// What `luahost.core` needs from the node it runs in: the narrow waist
+/// between Lua and the runtime. Implemented by the runtime; `lua` never sees
+/// the node itself.
+pub(crate) trait LuaHost: 'static {
+    /// This node.
+    fn me(&self) -> &NodeSpec;
+    /// Monotonic seconds since the node started.
+    fn now(&self) -> f64;
+    /// Installs the Lua dispatcher every event goes through.
+    fn set_dispatch(&self, f: Function);
+    /// Installs a compiled schema (`rpcdef.init`).
+    fn set_schema(&self, schema: Schema);
+    /// The schema, once set.
+    fn schema(&self) -> Option<Rc<Schema>>;
+    /// Registers the node with discovery under the schema's server types.
+    ///
+    /// # Errors
+    ///
+    /// A type of the cluster missing from the schema.
+    fn register(this: &Rc<Self>, types: HashMap<String, u32>) -> Result<(), String>;
+    /// Encodes a call or send to node `sid`; returns the call id (0 for sends).
+    ///
+    /// # Errors
+    ///
+    /// The error text a script sees (it starts with its kind).
+    fn request(
+        &self,
+        sid: u32,
+        eid: i64,
+        mid: u32,
+        timeout: Option<Duration>,
+        call: bool,
+        args: &[Value],
+    ) -> Result<u32, String>;
+    /// Encodes the reply to call `session` that came on connection `conn`.
+    ///
+    /// # Errors
+    ///
+    /// No schema, or an unknown method.
+    fn reply(&self, conn: u64, session: u32, mid: u32, ok: bool, vals: &[Value]) -> Result<(), String>;
+    /// The outcome of an eval started by the node's handle.
+    fn eval_done(&self, token: u64, outcome: Result<String, String>);
+    /// Lua's progress through a graceful stop (1: onStop runs, 2: done).
+    fn stop_phase(&self, phase: u8);
+    /// Starts a timer; its id comes back through the dispatcher.
+    fn add_timer(&self, after: Duration) -> u64;
+    /// Cancels a timer before it fires.
+    fn cancel_timer(&self, id: u64);
+    /// Re-reads the cluster file from a task (not from inside Lua).
+    ///
+    /// # Errors
+    ///
+    /// The file does not load.
+    fn reload_cluster_later(this: &Rc<Self>) -> Result<String, String>;
+    /// The routing rings of live servers.
+    fn rings(&self) -> Ref<'_, Rings>;
+    /// What the cluster knows of node `sid`.
+    fn node_spec(&self, sid: u32) -> Option<NodeSpec>;
+    /// The schema's id of a server type name.
+    fn type_id(&self, name: &str) -> Option<u32>;
+    /// Every node of the cluster, by name.
+    fn all_specs(&self) -> Vec<NodeSpec>;
+    /// The load node `sid` reports (this node's own for its sid).
+    fn load_of(&self, sid: u32) -> i64;
+    /// Sets and publishes this node's load.
+    fn set_load(&self, load: i64);
+}

@@ -11,3 +11,19 @@ pub(crate) mod acks;
 pub(crate) mod ratelog;
 pub mod ring;
 pub mod spec;
+
+use std::time::Duration;
+
+/// The longest timer or call timeout accepted (longer ones are clamped).
+pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A delay from Lua, clamped to `0..=MAX_DELAY` (NaN counts as 0).
+pub(crate) fn clamp_delay(secs: f64) -> Duration {
+    if secs.is_nan() || secs <= 0.0 {
+        Duration::ZERO
+    } else if secs >= MAX_DELAY.as_secs_f64() {
+        MAX_DELAY
+    } else {
+        Duration::from_secs_f64(secs)
+    }
+}

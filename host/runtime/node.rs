@@ -32,6 +32,8 @@ use crate::codec::mpack::Reader;
 use crate::codec::proto::{self, Envelope};
 use crate::codec::wire::{self, FrameDecoder, Message};
 use crate::discovery::config::{ClusterConfig, NodeSpec};
+use crate::discovery::{DiscoveryHost, DiscoverySignals};
+use crate::lua::LuaHost;
 use crate::net::link::Link;
 use crate::net::transport;
 use crate::net::{NetHost, NetPeer, NetSettings, NetState};
@@ -41,8 +43,7 @@ use crate::schema::{self, Method, Schema};
 
 /// Capacity of a node's control mailbox (messages from other threads).
 pub const CONTROL_MAILBOX: usize = 256;
-/// The longest timer or call timeout accepted (longer ones are clamped).
-pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+pub use crate::rpc::MAX_DELAY;
 /// How often waiting calls are checked against their deadlines.
 const DEADLINE_TICK: Duration = Duration::from_millis(10);
 /// Timer ids start here so they never meet call ids (u32, the frame session).
@@ -414,8 +415,8 @@ pub(crate) struct Core {
     pub(crate) stop_wake: Notify,
     /// Asks the ZooKeeper task to delete this node's znode (a graceful
     /// stop), and its answer.
-    pub(crate) leave: Notify,
-    pub(crate) left: Notify,
+    /// Wake-ups between the node and its ZooKeeper session.
+    pub(crate) discovery: DiscoverySignals,
     /// In-memory connections to nodes of this process, if enabled.
     local_rx: RefCell<Option<mpsc::UnboundedReceiver<crate::net::stream::MemConn>>>,
     /// Bumped when the RPC digest changes after registration: connections
@@ -426,7 +427,6 @@ pub(crate) struct Core {
     /// The load this node reports (`router.setLoad`), and a wake-up for the
     /// ZooKeeper task to publish it.
     pub(crate) load: Cell<i64>,
-    pub(crate) load_changed: Notify,
     /// Loads other nodes report (through ZooKeeper or their links), by sid.
     pub(crate) loads: RefCell<HashMap<u32, i64>>,
     /// Random number of this process start (tells a restarted node apart).
@@ -440,17 +440,6 @@ pub(crate) struct Core {
 
 /// Connection id Lua uses for calls from this node to itself.
 const SELF_CONN: u64 = 0;
-
-/// A delay from Lua, clamped to `0..=MAX_DELAY` (NaN counts as 0).
-pub(crate) fn clamp_delay(secs: f64) -> Duration {
-    if secs.is_nan() || secs <= 0.0 {
-        Duration::ZERO
-    } else if secs >= MAX_DELAY.as_secs_f64() {
-        MAX_DELAY
-    } else {
-        Duration::from_secs_f64(secs)
-    }
-}
 
 impl Core {
     async fn boot(
@@ -505,13 +494,11 @@ impl Core {
             stopping: Cell::new(false),
             stop_phase: Cell::new(0),
             stop_wake: Notify::new(),
-            leave: Notify::new(),
-            left: Notify::new(),
+            discovery: DiscoverySignals::default(),
             local_rx: RefCell::new(local.as_ref().map(|net| net.listen(me.addr))),
             schema_gen: Cell::new(0),
             lua_timers: RefCell::new(HashSet::new()),
             load: Cell::new(0),
-            load_changed: Notify::new(),
             loads: RefCell::new(HashMap::new()),
             incarnation: crate::codec::auth::incarnation(),
             log_limit: RefCell::new(crate::rpc::ratelog::LogLimit::default()),
@@ -527,7 +514,7 @@ impl Core {
             node: me.name.clone(),
             message: e.to_string(),
         };
-        crate::lua::api::install(&core, &cluster).map_err(script_err)?;
+        crate::lua::api::install(&core.lua, &core, &cluster).map_err(script_err)?;
         tokio::task::spawn_local(timer_task(core.clone()));
         tokio::task::spawn_local(deadline_task(core.clone()));
         tokio::task::spawn_local(log_summary_task(core.clone()));
@@ -599,9 +586,9 @@ impl Core {
         info!("node {} stopping", self.me.name);
         let failed = self.failure.lock().map(|f| f.is_some()).unwrap_or(true);
         if self.zk_mode() && self.registered.get() && stop.count() < 2 && !failed {
-            self.leave.notify_one();
+            self.discovery.leave.notify_one();
             tokio::select! {
-                _ = self.left.notified() => {}
+                _ = self.discovery.left.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {
                     warn!("could not leave ZooKeeper within 2 s; the znode goes when the session ends")
                 }
@@ -1710,6 +1697,107 @@ impl Core {
             info!("{summary}");
         }
         summary
+    }
+}
+
+impl LuaHost for Core {
+    fn me(&self) -> &NodeSpec {
+        &self.me
+    }
+    fn now(&self) -> f64 {
+        Core::now(self)
+    }
+    fn set_dispatch(&self, f: Function) {
+        Core::set_dispatch(self, f)
+    }
+    fn set_schema(&self, schema: Schema) {
+        Core::set_schema(self, schema)
+    }
+    fn schema(&self) -> Option<Rc<Schema>> {
+        Core::schema(self)
+    }
+    fn register(this: &Rc<Self>, types: HashMap<String, u32>) -> Result<(), String> {
+        this.register(types)
+    }
+    fn request(
+        &self,
+        sid: u32,
+        eid: i64,
+        mid: u32,
+        timeout: Option<Duration>,
+        call: bool,
+        args: &[Value],
+    ) -> Result<u32, String> {
+        Core::request(self, sid, eid, mid, timeout, call, args)
+    }
+    fn reply(&self, conn: u64, session: u32, mid: u32, ok: bool, vals: &[Value]) -> Result<(), String> {
+        Core::reply(self, conn, session, mid, ok, vals)
+    }
+    fn eval_done(&self, token: u64, outcome: Result<String, String>) {
+        Core::eval_done(self, token, outcome)
+    }
+    fn stop_phase(&self, phase: u8) {
+        self.stop_phase.set(phase);
+        self.stop_wake.notify_one();
+    }
+    fn add_timer(&self, after: Duration) -> u64 {
+        Core::add_timer(self, after)
+    }
+    fn cancel_timer(&self, id: u64) {
+        Core::cancel_timer(self, id)
+    }
+    fn reload_cluster_later(this: &Rc<Self>) -> Result<String, String> {
+        this.reload_cluster_later()
+    }
+    fn rings(&self) -> std::cell::Ref<'_, Rings> {
+        self.rings.borrow()
+    }
+    fn node_spec(&self, sid: u32) -> Option<NodeSpec> {
+        Core::node_spec(self, sid)
+    }
+    fn type_id(&self, name: &str) -> Option<u32> {
+        Core::type_id(self, name)
+    }
+    fn all_specs(&self) -> Vec<NodeSpec> {
+        Core::all_specs(self)
+    }
+    fn load_of(&self, sid: u32) -> i64 {
+        if sid == self.me.sid {
+            self.load.get()
+        } else {
+            self.loads.borrow().get(&sid).copied().unwrap_or(0)
+        }
+    }
+    fn set_load(&self, load: i64) {
+        if self.load.replace(load) != load {
+            self.discovery.load_changed.notify_one();
+            self.publish_load();
+        }
+    }
+}
+
+impl DiscoveryHost for Core {
+    fn registration(&self) -> crate::discovery::zk::Registration {
+        Core::registration(self)
+    }
+    fn type_names(&self) -> Vec<String> {
+        Core::type_names(self)
+    }
+    fn apply_listing(this: &Rc<Self>, listed: Vec<NodeSpec>, loads: HashMap<u32, i64>, grace: Duration) {
+        *this.loads.borrow_mut() = loads;
+        this.apply_membership(listed, "ZooKeeper", Some(grace));
+    }
+    fn has_missing(&self) -> bool {
+        Core::has_missing(self)
+    }
+    fn set_self_online(&self, online: bool) {
+        Core::set_self_online(self, online)
+    }
+    fn fail(&self, reason: String) {
+        Core::fail(self, reason)
+    }
+    fn signals(&self) -> &DiscoverySignals {
+        &self.discovery
     }
 }
 
