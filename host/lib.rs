@@ -42,6 +42,7 @@ pub mod node;
 pub mod proto;
 mod ratelog;
 pub mod ring;
+mod rpc;
 pub mod schema;
 pub mod stream;
 mod transport;

@@ -1,0 +1,8 @@
+//! The protocol logic of node-to-node RPC, free of I/O: time and events are
+//! arguments, decisions are return values, so each rule is unit-tested
+//! without sockets or sleeps; thin tokio drivers in the runtime sleep until
+//! the instants these modules return and carry out what they decide.
+//!
+//! - [`error`]: the error of a call or send, with exactly the texts scripts see.
+
+pub mod error;
