@@ -4,5 +4,7 @@
 //! the instants these modules return and carry out what they decide.
 //!
 //! - [`error`]: the error of a call or send, with exactly the texts scripts see.
+//! - [`pending`]: call ids, calls waiting for replies, deadlines.
 
 pub mod error;
+pub mod pending;
