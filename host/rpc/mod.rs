@@ -5,6 +5,8 @@
 //!
 //! - [`error`]: the error of a call or send, with exactly the texts scripts see.
 //! - [`pending`]: call ids, calls waiting for replies, deadlines.
+//! - [`reconnect`]: a peer's connect states, backoff and kicks.
 
 pub mod error;
 pub mod pending;
+pub mod reconnect;
