@@ -6,7 +6,10 @@
 //! - [`error`]: the error of a call or send, with exactly the texts scripts see.
 //! - [`pending`]: call ids, calls waiting for replies, deadlines.
 //! - [`reconnect`]: a peer's connect states, backoff and kicks.
+//! - [`membership`]: which peers to add, keep or drop when the cluster file
+//!   or a ZooKeeper listing changes.
 
 pub mod error;
+pub mod membership;
 pub mod pending;
 pub mod reconnect;
