@@ -1,21 +1,31 @@
 //! The protocol logic of node-to-node RPC, free of I/O: time and events are
-//! arguments, decisions are return values, so every rule is unit-tested
-//! without sockets or sleeps.
+//! arguments, decisions are return values, so each rule is unit-tested
+//! without sockets or sleeps; thin tokio drivers in `net` and `runtime` sleep
+//! until the instants these modules return and carry out what they decide.
+//! Must not touch sockets, the clock, Lua or the node.
 //!
-//! Owns: the description of a node ([`spec`]), consistent-hash rings
-//! ([`ring`]), rate limits of remotely caused log lines ([`ratelog`]), the
-//! receiver's record of sends handled ([`acks`]). Must not touch sockets,
-//! the clock, Lua or the node.
+//! - [`spec`]: what the cluster knows of one node.
+//! - [`error`]: the error of a call or send, with exactly the texts scripts see.
+//! - [`pending`]: call ids, calls waiting for replies, deadlines.
+//! - [`reconnect`]: a peer's connect states, backoff and kicks.
+//! - [`membership`]: which peers to add, keep or drop when the cluster file
+//!   or a ZooKeeper listing changes.
+//! - [`ring`]: consistent-hash rings behind `router.route`.
+//! - [`acks`]: the receiver's record of one-way sends handled.
+//! - [`ratelog`]: rate limits for log lines a remote party can cause.
 
 pub(crate) mod acks;
+pub mod error;
+pub mod membership;
+pub mod pending;
 pub(crate) mod ratelog;
+pub mod reconnect;
 pub mod ring;
 pub mod spec;
 
-use std::time::Duration;
+pub use pending::MAX_DELAY;
 
-/// The longest timer or call timeout accepted (longer ones are clamped).
-pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+use std::time::Duration;
 
 /// A delay from Lua, clamped to `0..=MAX_DELAY` (NaN counts as 0).
 pub(crate) fn clamp_delay(secs: f64) -> Duration {
