@@ -14,10 +14,11 @@ local create, resume_raw, yield, running, status =
 local traceback = debug.traceback
 local core_call, core_reply, core_timer = core.call, core.reply, core.timer
 
-local waiting = {}                                  -- id -> coroutine waiting for it
+local calls = {}                                    -- call id -> coroutine waiting for its reply
+local timers = {}                                   -- timer id -> coroutine waiting for it (sleep, wakeup)
+local on_timer = {}                                 -- timer id -> function (timer.after/every)
 local timeouts = setmetatable({}, { __mode = "k" }) -- coroutine -> call timeout override
 local sleepers = setmetatable({}, { __mode = "k" }) -- coroutine -> true while in M.wait
-local on_timer = {}                                 -- id -> function (timer.after/every)
 
 local event = require "event"
 local rpcdef, methods, entity_get -- set in M.init (they require rpcco themselves)
@@ -119,7 +120,7 @@ function M.call(sid, eid, mid, ...)
     end
     local id, err = core_call(sid, eid, mid, timeouts[co], ...)
     if not id then raise(err, 2) end
-    waiting[id] = co
+    calls[id] = co
     return check(yield())
 end
 
@@ -138,7 +139,7 @@ end
 --- Suspends the current coroutine for secs seconds.
 function M.sleep(secs)
     local co = need_co("rpcco.sleep")
-    waiting[core_timer(secs)] = co
+    timers[core_timer(secs)] = co
     yield()
 end
 
@@ -165,7 +166,7 @@ function M.wakeup(co)
         return false
     end
     sleepers[co] = nil
-    waiting[core_timer(0)] = co
+    timers[core_timer(0)] = co
     return true
 end
 
@@ -293,17 +294,17 @@ function M.dispatch(kind, a, b, ...)
     if kind == CALL then
         resume(take(), run_call, a, b, ...)
     elseif kind == REPLY then
-        local co = waiting[a]
+        local co = calls[a]
         if co then
-            waiting[a] = nil
+            calls[a] = nil
             resume(co, b, ...)
         end
     elseif kind == SEND then
         resume(take(), run_send, ...)
     elseif kind == TIMER then
-        local co = waiting[a]
+        local co = timers[a]
         if co then
-            waiting[a] = nil
+            timers[a] = nil
             resume(co, true)
         else
             local fn = on_timer[a]
@@ -341,8 +342,10 @@ end
 --- Number of coroutines waiting for a reply or timer (for tests and stats).
 function M.waiting_count()
     local n = 0
-    for _, co in pairs(waiting) do
-        if status(co) == "suspended" then n = n + 1 end
+    for _, waiting in ipairs({ calls, timers }) do
+        for _, co in pairs(waiting) do
+            if status(co) == "suspended" then n = n + 1 end
+        end
     end
     return n
 end
