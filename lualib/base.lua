@@ -40,9 +40,7 @@ local function createGlobalEntity(classname, eid)
         local ghosts = string.format("__%sghost", sname)
         -- the interface table lives in rpcdef (refilled in place by a schema
         -- reload), so methods added later reach existing ghosts
-        local group = rpcdef["rpc" .. tname]
-        group[classname] = group[classname] or {}
-        local iface = group[classname]
+        local iface = rpcdef.iface(tname, classname)
         e[ghosts] = {}
         if cls[sname] ~= nil then
             WARN("%s defines '%s', so %s:%s(sid) is not a ghost mailbox; use base.ghost(e, %q, sid)",
@@ -82,9 +80,7 @@ function M.ghost(e, tname, sid)
         for k, v in pairs(rpcdef.GlobalEntity) do
             if v == e.eid then classname = k end
         end
-        local group = rpcdef["rpc" .. tname]
-        group[classname] = group[classname] or {}
-        m = rpcstub.mailbox(group[classname], sid, e.eid)
+        m = rpcstub.mailbox(rpcdef.iface(tname, classname), sid, e.eid)
         cache[sid] = m
     end
     return m

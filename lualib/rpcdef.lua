@@ -27,6 +27,9 @@ M.ServerType = {}
 
 local impls = {}
 local by_key = {} -- method key -> method table, kept across re-inits
+-- server type name -> entity class name -> { method name -> method }; each
+-- type's table is also M["rpc" .. type name] (the seed's rpcdef.rpcHall)
+local ifaces = {}
 
 local function normalize(list, where)
     local out = {}
@@ -150,6 +153,12 @@ function M.init(def)
         end
         return t
     end
+    for k in pairs(def.ServerType) do
+        if ifaces[k] == nil then
+            ifaces[k] = {}
+            M["rpc" .. k] = ifaces[k] -- alias: rpcdef.rpcHall.FriendMgr
+        end
+    end
     for id, b in ipairs(built) do
         local m = by_key[b.m.key]
         if m then
@@ -167,28 +176,48 @@ function M.init(def)
         elseif b.side == "Client" then
             group = M.rpcStaticClient
         else
-            group = M["rpc" .. b.tname] or {}
-            M["rpc" .. b.tname] = group
+            group = ifaces[b.tname]
         end
         iface_table(group, m.iface)[m.name] = m
     end
-    for k in pairs(def.ServerType) do M["rpc" .. k] = M["rpc" .. k] or {} end
     -- methods gone from the schema: stubs that still hold them get a clear error
     for key, m in pairs(by_key) do
         if not live[key] then
             m.removed = true
             m.id = 0
-            for _, group in pairs({ M.rpcStaticServer, M.rpcStaticClient }) do
+            local function drop(group)
                 if group[m.iface] and group[m.iface][m.name] == m then group[m.iface][m.name] = nil end
             end
-            for k in pairs(M.ServerType) do
-                local g = M["rpc" .. k]
-                if g and g[m.iface] and g[m.iface][m.name] == m then g[m.iface][m.name] = nil end
-            end
+            drop(M.rpcStaticServer)
+            drop(M.rpcStaticClient)
+            for _, group in pairs(ifaces) do drop(group) end
             by_key[key] = nil
         end
     end
     return M
+end
+
+--- The interface of entity class cname served by server type tname
+--- (rpcdef.iface("Hall", "FriendMgr")): a table of its methods by name, for
+--- rpcstub.mailbox. The same table on every call, also reachable as
+--- rpcdef["rpc" .. tname][cname] (rpcdef.rpcHall.FriendMgr, the seed's
+--- name); a schema reload refills it in place. A class that tname serves
+--- no method of gets an empty interface (a later reload may fill it).
+--- Raises if tname is not a server type of the schema.
+function M.iface(tname, cname)
+    local group = ifaces[tname]
+    if group == nil then
+        error(string.format("rpcdef.iface: no server type %s in the schema", tostring(tname)), 2)
+    end
+    if type(cname) ~= "string" then
+        error("rpcdef.iface: the entity class name must be a string, got " .. type(cname), 2)
+    end
+    local t = group[cname]
+    if t == nil then
+        t = {}
+        group[cname] = t
+    end
+    return t
 end
 
 --- Declares that impl serves the static interface iname (e.g. "System");

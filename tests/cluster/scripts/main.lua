@@ -8,7 +8,7 @@ base.init(conf.NodeType)
 function to(sid)
     local info = router.node(sid)
     local echo = base.global("Echo")
-    if not info then return rpcstub.mailbox(rpcdef.rpcA.Echo, sid, 1) end
+    if not info then return rpcstub.mailbox(rpcdef.iface("A", "Echo"), sid, 1) end
     return echo[string.lower(info.type)](echo, sid)
 end
 
