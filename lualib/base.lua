@@ -6,6 +6,7 @@ local rpcco = require "rpcco"
 local router = require "router"
 local entity = require "entity"
 local event = require "event"
+local hotfix = require "hotfix"
 
 local M = {}
 
@@ -114,8 +115,7 @@ end
 function M.init(sname)
     assert(sname, "base.init needs the server type name")
     local entitydef = require "entitydef"
-    ServerType = entitydef.ServerType
-    local sty = ServerType[sname]
+    local sty = entitydef.ServerType[sname]
     if not sty then
         error(string.format("base.init(%q): ServerType in entitydef has no such type", sname), 2)
     end
@@ -128,6 +128,9 @@ function M.init(sname)
     conf.ServerType = sty
 
     rpcdef.init(entitydef)
+    -- the schema is data: a changed entitydef.lua is checked and applied
+    -- by rpcdef.init (or the reload refused), then replaces the old one
+    hotfix.data("entitydef", function(def) return rpcdef.init(def) end)
     INFO("Rpc version: %08x, client version: %08x", rpcdef.Digi, rpcdef.ClientDigi)
     rpcdef.setup(sname)
     rpcstub.setup()
@@ -140,7 +143,7 @@ function M.init(sname)
     event.EventMng:subscribe(event.Event.Server.Offline, onServerOffline)
     local ok, err = core.register(rpcdef.ServerType)
     if not ok then error(err, 2) end
-    require("hotfix").snapshot()
+    hotfix.snapshot()
 end
 
 return M

@@ -23,6 +23,11 @@ hotfix = require "hotfix"
 --- Classes of global entities, by name; scripts fill them before base.init.
 Global = Global or {}
 
+--- The schema's server types: rpcdef's table, which rpcdef.init fills and
+--- keeps (a change of types needs a restart). Filled now when the schema is
+--- on the path, so that scripts may use ServerType before base.init.
+ServerType = rpcdef.ServerType
 if package.searchpath("entitydef", package.path) then
-    ServerType = require("entitydef").ServerType
+    local types = require("entitydef").ServerType
+    if type(types) == "table" then rpcdef.declareTypes(types) end
 end

@@ -61,11 +61,40 @@ local function sorted_keys(t)
     return keys
 end
 
+-- Why types cannot replace M.ServerType, or nil if they can: the server
+-- types are set once (the first time) and never change while the node runs.
+local function types_refused(types)
+    if type(types) ~= "table" then return "entitydef.ServerType is missing" end
+    if next(M.ServerType) == nil then return nil end
+    for k, v in pairs(types) do
+        if M.ServerType[k] ~= v then
+            return "entitydef: ServerType changed (" .. tostring(k) .. "); that needs a restart"
+        end
+    end
+    for k in pairs(M.ServerType) do
+        if types[k] == nil then
+            return "entitydef: ServerType changed (" .. k .. " removed); that needs a restart"
+        end
+    end
+    return nil
+end
+
+--- Fills rpcdef.ServerType (the table that is the global ServerType) from
+--- the schema's ServerType before rpcdef.init, so that scripts may use
+--- ServerType before base.init (the prelude calls it). Raises if the types
+--- were set before and differ.
+function M.declareTypes(types)
+    local err = types_refused(types)
+    if err then error(err, 2) end
+    for k, v in pairs(types) do M.ServerType[k] = v end
+end
+
 --- Loads the schema. May be called again (hot reload): the tables keep their
---- identity and are refilled.
+--- identity and are refilled; the server types must stay the same.
 function M.init(def)
     assert(type(def) == "table", "rpcdef.init needs the entitydef table")
-    assert(type(def.ServerType) == "table", "entitydef.ServerType is missing")
+    local refused = types_refused(def.ServerType)
+    if refused then error(refused, 0) end
     local entries = {}
     for _, iname in ipairs(sorted_keys(def.Static)) do
         for _, side in ipairs(sorted_keys(def.Static[iname])) do
@@ -139,7 +168,6 @@ function M.init(def)
     -- Commit. Method and interface tables keep their identity across
     -- re-inits (hot reload): stubs made before see the new ids.
     M.Digi, M.ClientDigi = digi, cdigi
-    for k in pairs(M.ServerType) do M.ServerType[k] = nil end
     for k, v in pairs(def.ServerType) do M.ServerType[k] = v end
     for k in pairs(M.GlobalEntity) do M.GlobalEntity[k] = nil end
     for k, v in pairs(def.GlobalEntity or {}) do M.GlobalEntity[k] = v end
