@@ -7,6 +7,7 @@ local router = require "router"
 local entity = require "entity"
 local event = require "event"
 local hotfix = require "hotfix"
+local log = require "log"
 
 local M = {}
 
@@ -16,12 +17,11 @@ M.now = core.now
 --- Wall-clock time: seconds since 1970-01-01 UTC, with a fraction.
 M.time = core.time
 
---- Global entities of this node by class name (fm = base.global("FriendMgr")).
-M.globals = {}
+local globals = {} -- this node's global entities by class name (base.global)
 
 --- The System interface every node serves.
-SystemImpl = SystemImpl or {}
-function SystemImpl:ping(t) return t end
+local System = {}
+function System:ping(t) return t end
 
 local function createGlobalEntity(classname, eid)
     local cls = Global[classname]
@@ -32,7 +32,7 @@ local function createGlobalEntity(classname, eid)
     if not cls.new then
         entity.declareObject(cls, entity.Entity)
     end
-    LOG("create global entity [%s, %d]", classname, eid)
+    log.LOG("create global entity [%s, %d]", classname, eid)
     local e = cls.new(conf.ServerID, 0, eid)
     -- ghost mailboxes per server type: fm:hall(sid).method(...). Each sid
     -- gets its own mailbox, so one kept across a yield still aims where it did.
@@ -44,7 +44,7 @@ local function createGlobalEntity(classname, eid)
         local iface = rpcdef.iface(tname, classname)
         e[ghosts] = {}
         if cls[sname] ~= nil then
-            WARN("%s defines '%s', so %s:%s(sid) is not a ghost mailbox; use base.ghost(e, %q, sid)",
+            log.WARN("%s defines '%s', so %s:%s(sid) is not a ghost mailbox; use base.ghost(e, %q, sid)",
                 classname, sname, classname, sname, tname)
         else
             e[sname] = function(self, sid)
@@ -66,7 +66,7 @@ local function initGlobalEntity()
     for classname, eid in pairs(rpcdef.GlobalEntity) do
         local e = createGlobalEntity(classname, eid)
         entity.Entity.set(eid, e)
-        M.globals[classname] = e
+        globals[classname] = e
     end
 end
 
@@ -98,15 +98,15 @@ end
 
 --- The global entity of class classname on this node.
 function M.global(classname)
-    return M.globals[classname] or error("no global entity " .. tostring(classname), 2)
+    return globals[classname] or error("no global entity " .. tostring(classname), 2)
 end
 
 local function onServerOnline(sid, tname, name)
-    LOG("server online: %s (%s, sid %d)", name, tname, sid)
+    log.LOG("server online: %s (%s, sid %d)", name, tname, sid)
 end
 
 local function onServerOffline(sid, tname, name)
-    LOG("server offline: %s (%s, sid %d)", name, tname, sid)
+    log.LOG("server offline: %s (%s, sid %d)", name, tname, sid)
 end
 
 --- Starts the node as a server of type sname: schema, stubs, System,
@@ -131,13 +131,13 @@ function M.init(sname)
     -- the schema is data: a changed entitydef.lua is checked and applied
     -- by rpcdef.init (or the reload refused), then replaces the old one
     hotfix.data("entitydef", function(def) return rpcdef.init(def) end)
-    INFO("Rpc version: %08x, client version: %08x", rpcdef.Digi, rpcdef.ClientDigi)
+    log.INFO("Rpc version: %08x, client version: %08x", rpcdef.Digi, rpcdef.ClientDigi)
     rpcdef.setup(sname)
     rpcstub.setup()
     router.init(sname)
     rpcco.init()
 
-    rpcdef.implements("System", SystemImpl)
+    rpcdef.implements("System", System)
     initGlobalEntity()
     event.EventMng:subscribe(event.Event.Server.Online, onServerOnline)
     event.EventMng:subscribe(event.Event.Server.Offline, onServerOffline)

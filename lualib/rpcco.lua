@@ -4,6 +4,7 @@
 -- The host calls M.dispatch for everything that happens to the node; the
 -- kinds are fixed by host/node.rs (kind module).
 local core = require "luahost.core"
+local log = require "log"
 
 local M = {}
 
@@ -61,7 +62,7 @@ end
 local function resume(co, ...)
     local ok, err = resume_raw(co, ...)
     if not ok then
-        ERROR("coroutine failed: %s", traceback(co, tostring(err)))
+        log.ERROR("coroutine failed: %s", traceback(co, tostring(err)))
     end
     return ok
 end
@@ -210,10 +211,10 @@ local function finish_call(conn, session, mid, m, ok, ...)
     active = active - 1
     if ok then
         local sent, err = core_reply(conn, session, mid, true, ...)
-        if not sent then ERROR("reply of %s failed: %s", m.full, err) end
+        if not sent then log.ERROR("reply of %s failed: %s", m.full, err) end
     else
         local err = tostring((...))
-        ERROR("%s failed: %s", m.full, err)
+        log.ERROR("%s failed: %s", m.full, err)
         core_reply(conn, session, mid, false, m.full .. ": " .. err)
     end
 end
@@ -224,7 +225,7 @@ local function run_call(conn, session, eid, mid, ...)
     local fn = target and target[m.name]
     if type(fn) ~= "function" then
         local err = string.format("%s: no handler on entity %d", m.full, eid)
-        ERROR("%s", err)
+        log.ERROR("%s", err)
         core_reply(conn, session, mid, false, err)
         return
     end
@@ -237,13 +238,13 @@ local function run_send(eid, mid, ...)
     local target = target_of(m, eid)
     local fn = target and target[m.name]
     if type(fn) ~= "function" then
-        ERROR("send %s to entity %d dropped: no handler", m.full, eid)
+        log.ERROR("send %s to entity %d dropped: no handler", m.full, eid)
         return
     end
     active = active + 1
     local ok, err = xpcall(fn, traceback, target, ...)
     active = active - 1
-    if not ok then ERROR("%s failed: %s", m.full, err) end
+    if not ok then log.ERROR("%s failed: %s", m.full, err) end
 end
 
 --- Registers fn to run when the node stops gracefully (base.onStop).
@@ -259,12 +260,12 @@ local function run_stop(grace)
     local t0 = core.now()
     while active > 0 and core.now() - t0 < grace do M.sleep(0.01) end
     if active > 0 then
-        WARN("%d handlers still running after stop_grace (%.1f s); onStop runs now", active, grace)
+        log.WARN("%d handlers still running after stop_grace (%.1f s); onStop runs now", active, grace)
     end
     core.stop_phase(1)
     for _, fn in ipairs(stop_handlers) do
         local ok, err = xpcall(fn, traceback)
-        if not ok then ERROR("onStop handler failed: %s", err) end
+        if not ok then log.ERROR("onStop handler failed: %s", err) end
     end
     core.stop_phase(2)
 end

@@ -15,6 +15,7 @@
 -- of the canonical text of the whole schema: the same schema gives the same
 -- ids and digest on every node and every run.
 local core = require "luahost.core"
+local hotfix = require "hotfix"
 
 local M = {}
 
@@ -252,8 +253,8 @@ end
 --- calls to it arrive as impl:method(args...).
 function M.implements(iname, impl)
     assert(type(impl) == "table", "rpcdef.implements: impl must be a table")
-    local hotfix = package.loaded.hotfix
-    impls[iname] = hotfix and hotfix.original(impl) or impl
+    -- (a chunk being hot-reloaded passes the shadow of its table)
+    impls[iname] = hotfix.original(impl)
 end
 
 --- The table implementing static interface iname, if any.

@@ -4,6 +4,11 @@ require "handlers"
 
 base.init(conf.NodeType)
 
+-- The tests' eval snippets use these modules by name.
+rpcco = require "rpcco"
+timer = require "timer"
+hotfix = require "hotfix"
+
 --- The Echo stub aimed at server sid, whatever its type.
 function to(sid)
     local info = router.node(sid)
