@@ -22,10 +22,10 @@
 -- Coroutines suspended in old code finish in it; their next call through a
 -- table gets the new code. The main script of a node is not reloaded.
 --
--- A data module (hotfix.data(name, accept); base.init declares the schema,
--- entitydef, so with rpcdef.init) is not merged: its new table is handed to
--- accept before anything is applied, and then replaces the contents of the
--- live table.
+-- A data module, declared with hotfix.data(name, accept), is not merged:
+-- its new table goes to accept before anything is applied, then replaces
+-- the contents of the live table. base.init declares the schema, entitydef,
+-- so, with rpcdef.init as accept.
 local core = require "luahost.core"
 local log = require "log"
 

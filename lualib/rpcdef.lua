@@ -80,14 +80,26 @@ local function types_refused(types)
     return nil
 end
 
+-- Fills M.ServerType and gives each type its table of interfaces (and
+-- the alias rpcdef.rpc<Type>), once types_refused(types) said yes.
+local function set_types(types)
+    for k, v in pairs(types) do
+        M.ServerType[k] = v
+        if ifaces[k] == nil then
+            ifaces[k] = {}
+            M["rpc" .. k] = ifaces[k] -- alias: rpcdef.rpcHall.FriendMgr
+        end
+    end
+end
+
 --- Fills rpcdef.ServerType (the table that is the global ServerType) from
 --- the schema's ServerType before rpcdef.init, so that scripts may use
---- ServerType before base.init (the prelude calls it). Raises if the types
---- were set before and differ.
+--- ServerType and rpcdef.iface before base.init (the prelude calls it).
+--- Raises if the types were set before and differ.
 function M.declareTypes(types)
     local err = types_refused(types)
     if err then error(err, 2) end
-    for k, v in pairs(types) do M.ServerType[k] = v end
+    set_types(types)
 end
 
 --- Loads the schema. May be called again (hot reload): the tables keep their
@@ -169,7 +181,7 @@ function M.init(def)
     -- Commit. Method and interface tables keep their identity across
     -- re-inits (hot reload): stubs made before see the new ids.
     M.Digi, M.ClientDigi = digi, cdigi
-    for k, v in pairs(def.ServerType) do M.ServerType[k] = v end
+    set_types(def.ServerType)
     for k in pairs(M.GlobalEntity) do M.GlobalEntity[k] = nil end
     for k, v in pairs(def.GlobalEntity or {}) do M.GlobalEntity[k] = v end
     local live = {}
@@ -181,12 +193,6 @@ function M.init(def)
             group[name] = t
         end
         return t
-    end
-    for k in pairs(def.ServerType) do
-        if ifaces[k] == nil then
-            ifaces[k] = {}
-            M["rpc" .. k] = ifaces[k] -- alias: rpcdef.rpcHall.FriendMgr
-        end
     end
     for id, b in ipairs(built) do
         local m = by_key[b.m.key]

@@ -234,6 +234,7 @@ fn a_node_has_the_seed_globals_and_those_its_script_makes_and_no_other() {
     std::fs::write(
         scripts.join("main.lua"),
         "before = ServerType.B\n\
+         early = rpcdef.iface('B', 'Echo')\n\
          Global.Echo = { echo = function(self, s, n) return s, n end }\n\
          base.init(conf.NodeType)\n\
          fm = base.global('Echo')\n",
@@ -245,14 +246,19 @@ fn a_node_has_the_seed_globals_and_those_its_script_makes_and_no_other() {
         &a,
         "local n = {} for k in pairs(_G) do n[#n + 1] = k end table.sort(n) return table.concat(n, ' ')",
     );
-    let want = format!("{LUA_GLOBALS} {LUAHOST_GLOBALS} before fm");
+    let want = format!("{LUA_GLOBALS} {LUAHOST_GLOBALS} before early fm");
     let mut want: Vec<&str> = want.split_whitespace().collect();
     want.sort_unstable();
     assert_eq!(names, want.join(" "));
-    // ServerType is the schema's, before base.init too, and is rpcdef's table
+    // ServerType is the schema's, before base.init too, and is rpcdef's
+    // table; so are interfaces
     assert_eq!(
-        eval(&a, "return before, rawequal(ServerType, rpcdef.ServerType)"),
-        "2\ttrue"
+        eval(
+            &a,
+            "return before, rawequal(ServerType, rpcdef.ServerType), \
+             rawequal(early, rpcdef.iface('B', 'Echo')), early.echo.name"
+        ),
+        "2\ttrue\ttrue\techo"
     );
     // the modules that are not globals are reached by require
     assert_eq!(
