@@ -6,6 +6,8 @@ local rpcco = require "rpcco"
 local router = require "router"
 local entity = require "entity"
 local event = require "event"
+local hotfix = require "hotfix"
+local log = require "log"
 
 local M = {}
 
@@ -15,12 +17,11 @@ M.now = core.now
 --- Wall-clock time: seconds since 1970-01-01 UTC, with a fraction.
 M.time = core.time
 
---- Global entities of this node by class name (fm = base.global("FriendMgr")).
-M.globals = {}
+local globals = {} -- this node's global entities by class name (base.global)
 
 --- The System interface every node serves.
-SystemImpl = SystemImpl or {}
-function SystemImpl:ping(t) return t end
+local System = {}
+function System:ping(t) return t end
 
 local function createGlobalEntity(classname, eid)
     local cls = Global[classname]
@@ -31,7 +32,7 @@ local function createGlobalEntity(classname, eid)
     if not cls.new then
         entity.declareObject(cls, entity.Entity)
     end
-    LOG("create global entity [%s, %d]", classname, eid)
+    log.LOG("create global entity [%s, %d]", classname, eid)
     local e = cls.new(conf.ServerID, 0, eid)
     -- ghost mailboxes per server type: fm:hall(sid).method(...). Each sid
     -- gets its own mailbox, so one kept across a yield still aims where it did.
@@ -40,12 +41,10 @@ local function createGlobalEntity(classname, eid)
         local ghosts = string.format("__%sghost", sname)
         -- the interface table lives in rpcdef (refilled in place by a schema
         -- reload), so methods added later reach existing ghosts
-        local group = rpcdef["rpc" .. tname]
-        group[classname] = group[classname] or {}
-        local iface = group[classname]
+        local iface = rpcdef.iface(tname, classname)
         e[ghosts] = {}
         if cls[sname] ~= nil then
-            WARN("%s defines '%s', so %s:%s(sid) is not a ghost mailbox; use base.ghost(e, %q, sid)",
+            log.WARN("%s defines '%s', so %s:%s(sid) is not a ghost mailbox; use base.ghost(e, %q, sid)",
                 classname, sname, classname, sname, tname)
         else
             e[sname] = function(self, sid)
@@ -67,7 +66,7 @@ local function initGlobalEntity()
     for classname, eid in pairs(rpcdef.GlobalEntity) do
         local e = createGlobalEntity(classname, eid)
         entity.Entity.set(eid, e)
-        M.globals[classname] = e
+        globals[classname] = e
     end
 end
 
@@ -82,9 +81,7 @@ function M.ghost(e, tname, sid)
         for k, v in pairs(rpcdef.GlobalEntity) do
             if v == e.eid then classname = k end
         end
-        local group = rpcdef["rpc" .. tname]
-        group[classname] = group[classname] or {}
-        m = rpcstub.mailbox(group[classname], sid, e.eid)
+        m = rpcstub.mailbox(rpcdef.iface(tname, classname), sid, e.eid)
         cache[sid] = m
     end
     return m
@@ -101,15 +98,15 @@ end
 
 --- The global entity of class classname on this node.
 function M.global(classname)
-    return M.globals[classname] or error("no global entity " .. tostring(classname), 2)
+    return globals[classname] or error("no global entity " .. tostring(classname), 2)
 end
 
 local function onServerOnline(sid, tname, name)
-    LOG("server online: %s (%s, sid %d)", name, tname, sid)
+    log.LOG("server online: %s (%s, sid %d)", name, tname, sid)
 end
 
 local function onServerOffline(sid, tname, name)
-    LOG("server offline: %s (%s, sid %d)", name, tname, sid)
+    log.LOG("server offline: %s (%s, sid %d)", name, tname, sid)
 end
 
 --- Starts the node as a server of type sname: schema, stubs, System,
@@ -118,8 +115,7 @@ end
 function M.init(sname)
     assert(sname, "base.init needs the server type name")
     local entitydef = require "entitydef"
-    ServerType = entitydef.ServerType
-    local sty = ServerType[sname]
+    local sty = entitydef.ServerType[sname]
     if not sty then
         error(string.format("base.init(%q): ServerType in entitydef has no such type", sname), 2)
     end
@@ -132,19 +128,22 @@ function M.init(sname)
     conf.ServerType = sty
 
     rpcdef.init(entitydef)
-    INFO("Rpc version: %08x, client version: %08x", rpcdef.Digi, rpcdef.ClientDigi)
+    -- the schema is data: a changed entitydef.lua is checked and applied
+    -- by rpcdef.init (or the reload refused), then replaces the old one
+    hotfix.data("entitydef", function(def) return rpcdef.init(def) end)
+    log.INFO("Rpc version: %08x, client version: %08x", rpcdef.Digi, rpcdef.ClientDigi)
     rpcdef.setup(sname)
     rpcstub.setup()
     router.init(sname)
     rpcco.init()
 
-    rpcdef.implements("System", SystemImpl)
+    rpcdef.implements("System", System)
     initGlobalEntity()
     event.EventMng:subscribe(event.Event.Server.Online, onServerOnline)
     event.EventMng:subscribe(event.Event.Server.Offline, onServerOffline)
     local ok, err = core.register(rpcdef.ServerType)
     if not ok then error(err, 2) end
-    require("hotfix").snapshot()
+    hotfix.snapshot()
 end
 
 return M

@@ -21,13 +21,18 @@
 --    after the merge.
 -- Coroutines suspended in old code finish in it; their next call through a
 -- table gets the new code. The main script of a node is not reloaded.
--- entitydef is replaced wholesale and rpcdef.init re-run (stubs keep
--- working with the new ids; the digest is recomputed).
+--
+-- A data module, declared with hotfix.data(name, accept), is not merged:
+-- its new table goes to accept before anything is applied, then replaces
+-- the contents of the live table. base.init declares the schema, entitydef,
+-- so, with rpcdef.init as accept.
 local core = require "luahost.core"
+local log = require "log"
 
 local M = {}
 
 local stamps = {}   -- real path -> mtime when last loaded
+local data = {}     -- module name -> accept(new) of a data module
 local shadow_orig = setmetatable({}, { __mode = "k" }) -- shadow -> original, during a reload
 
 --- The live table behind t when t is a shadow made during a reload.
@@ -49,6 +54,20 @@ local function loaded_modules()
         end
     end
     return mods
+end
+
+--- Makes module name a data module: when its file changes, its new table
+--- (a plain copy, nothing shared with the reload's sandbox) is passed to
+--- accept(new) once every changed chunk has run and before anything is
+--- applied; accept raises to refuse the whole reload, and may apply the new
+--- data itself (rpcdef.init does). Then the live module table keeps its
+--- identity and gets exactly the new contents: values are replaced, not
+--- merged (a merge keeps old data). Data modules are accepted in name
+--- order, so a later one that refuses leaves an earlier one accepted.
+function M.data(name, accept)
+    assert(type(name) == "string", "hotfix.data: name must be a module name")
+    assert(type(accept) == "function", "hotfix.data: accept must be a function")
+    data[name] = accept
 end
 
 --- Records the file times of every loaded module (base.init calls it).
@@ -220,7 +239,24 @@ local function fix_new_functions(ctx, roots, sandbox)
 end
 
 local function log_error(msg)
-    ERROR("hot reload refused, old code stays: %s", msg)
+    log.ERROR("hot reload refused, old code stays: %s", msg)
+end
+
+-- A copy of t sharing nothing with the reload's shadows: a shadow's copy
+-- holds what the chunk wrote and what its live table holds.
+local function plain_copy(t, ctx, seen)
+    if type(t) ~= "table" then return t end
+    if seen[t] then return seen[t] end
+    local c = {}
+    seen[t] = c
+    for k, v in next, t do c[k] = plain_copy(v, ctx, seen) end
+    local orig = ctx.orig[t]
+    if orig then
+        for k, v in pairs(orig) do
+            if rawget(c, k) == nil then c[k] = plain_copy(v, ctx, seen) end
+        end
+    end
+    return c
 end
 
 -- After a reload (applied or refused), every shadow becomes a pass-through
@@ -248,7 +284,7 @@ function M.reload(paths)
                 todo[#todo + 1] = mods[real]
                 mods[real].real = real
             elseif real == (core.realpath(conf.MainScript) or conf.MainScript) then
-                WARN("main script %s changed: restart the node to apply it", p)
+                log.WARN("main script %s changed: restart the node to apply it", p)
             end
         end
     else
@@ -297,53 +333,17 @@ function M.reload(paths)
         m.new = res
         roots[#roots + 1] = m.chunk
     end
-    -- entitydef is data: check the new schema before anything is changed
-    local schema_def
+    -- data modules: accepted (or the reload refused) before anything is changed
     for _, m in ipairs(todo) do
-        if m.name == "entitydef" then
-            schema_def = m.new
-        end
-    end
-    if schema_def then
-        local plain = {}
-        local function copy(t, seen)
-            if type(t) ~= "table" then return t end
-            if seen[t] then return seen[t] end
-            local c = {}
-            seen[t] = c
-            for k, v in next, t do c[k] = copy(v, seen) end
-            local mt = getmetatable(t)
-            if mt and mt.__index and ctx.orig[t] then
-                for k, v in pairs(ctx.orig[t]) do
-                    if rawget(c, k) == nil then c[k] = copy(v, seen) end
-                end
-            end
-            return c
-        end
-        schema_def = copy(schema_def, {})
-        local rpcdef = require "rpcdef"
-        local old_types = {}
-        for k, v in pairs(rpcdef.ServerType) do old_types[k] = v end
-        for k, v in pairs(schema_def.ServerType or {}) do
-            if old_types[k] ~= v then
-                local err = "entitydef: ServerType changed (" .. k .. "); that needs a restart"
+        local accept = data[m.name]
+        if accept then
+            m.data = plain_copy(m.new, ctx, {})
+            local ok, err = pcall(accept, m.data)
+            if not ok then
                 log_error(err)
                 retire(ctx)
                 return nil, err
             end
-            old_types[k] = nil
-        end
-        if next(old_types) then
-            local err = "entitydef: ServerType changed (" .. next(old_types) .. " removed); that needs a restart"
-            log_error(err)
-            retire(ctx)
-            return nil, err
-        end
-        local ok, err = pcall(rpcdef.init, schema_def)
-        if not ok then
-            log_error(err)
-            retire(ctx)
-            return nil, err
         end
     end
     -- 3. merge
@@ -356,10 +356,11 @@ function M.reload(paths)
     local seen = {}
     for _, m in ipairs(todo) do
         local live = package.loaded[m.name]
-        if m.name == "entitydef" then
-            for k in pairs(live) do live[k] = nil end
-            for k, v in pairs(schema_def) do live[k] = v end
-            ServerType = live.ServerType
+        if m.data ~= nil then
+            if type(m.data) == "table" then
+                for k in pairs(live) do live[k] = nil end
+                for k, v in pairs(m.data) do live[k] = v end
+            end
         elseif type(m.new) == "table" and type(live) == "table" then
             merge(m.new, live, ctx, seen)
         end
@@ -378,13 +379,13 @@ function M.reload(paths)
         local hook = type(live) == "table" and rawget(live, "__reload")
         if type(hook) == "function" then
             local ok, err = xpcall(hook, debug.traceback, live)
-            if not ok then ERROR("%s.__reload failed: %s", m.name, err) end
+            if not ok then log.ERROR("%s.__reload failed: %s", m.name, err) end
         end
     end
     retire(ctx)
     local summary = string.format("hot reload: %s; %d functions replaced; %.1f ms",
         table.concat(names, ", "), ctx.replaced, (core.now() - t0) * 1000)
-    INFO("%s", summary)
+    log.INFO("%s", summary)
     return summary
 end
 

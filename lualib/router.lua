@@ -88,13 +88,13 @@ function M.sendByType(stype, excludeSelf, iface, eid, method, ...)
 end
 
 --- Sends method of entity class cname to every live server whose type
---- implements it (rpcdef["rpc"..Type][cname]); returns how many were sent.
+--- implements it (rpcdef.iface(Type, cname)); returns how many were sent.
 function M.sendAll(excludeSelf, cname, eid, method, ...)
     local rpcdef = require "rpcdef"
     local n = 0
     for tname, stype in pairs(rpcdef.ServerType) do
-        local iface = rpcdef["rpc" .. tname] and rpcdef["rpc" .. tname][cname]
-        if iface and iface[method] then
+        local iface = rpcdef.iface(tname, cname)
+        if iface[method] then
             n = n + by_type(3, stype, excludeSelf, iface, eid, method, ...)
         end
     end

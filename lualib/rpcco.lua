@@ -4,6 +4,7 @@
 -- The host calls M.dispatch for everything that happens to the node; the
 -- kinds are fixed by host/node.rs (kind module).
 local core = require "luahost.core"
+local log = require "log"
 
 local M = {}
 
@@ -14,10 +15,11 @@ local create, resume_raw, yield, running, status =
 local traceback = debug.traceback
 local core_call, core_reply, core_timer = core.call, core.reply, core.timer
 
-local waiting = {}                                  -- id -> coroutine waiting for it
+local calls = {}                                    -- call id -> coroutine waiting for its reply
+local timers = {}                                   -- timer id -> coroutine waiting for it (sleep, wakeup)
+local on_timer = {}                                 -- timer id -> function (timer.after/every)
 local timeouts = setmetatable({}, { __mode = "k" }) -- coroutine -> call timeout override
 local sleepers = setmetatable({}, { __mode = "k" }) -- coroutine -> true while in M.wait
-local on_timer = {}                                 -- id -> function (timer.after/every)
 
 local event = require "event"
 local rpcdef, methods, entity_get -- set in M.init (they require rpcco themselves)
@@ -60,7 +62,7 @@ end
 local function resume(co, ...)
     local ok, err = resume_raw(co, ...)
     if not ok then
-        ERROR("coroutine failed: %s", traceback(co, tostring(err)))
+        log.ERROR("coroutine failed: %s", traceback(co, tostring(err)))
     end
     return ok
 end
@@ -119,7 +121,7 @@ function M.call(sid, eid, mid, ...)
     end
     local id, err = core_call(sid, eid, mid, timeouts[co], ...)
     if not id then raise(err, 2) end
-    waiting[id] = co
+    calls[id] = co
     return check(yield())
 end
 
@@ -138,7 +140,7 @@ end
 --- Suspends the current coroutine for secs seconds.
 function M.sleep(secs)
     local co = need_co("rpcco.sleep")
-    waiting[core_timer(secs)] = co
+    timers[core_timer(secs)] = co
     yield()
 end
 
@@ -165,7 +167,7 @@ function M.wakeup(co)
         return false
     end
     sleepers[co] = nil
-    waiting[core_timer(0)] = co
+    timers[core_timer(0)] = co
     return true
 end
 
@@ -209,10 +211,10 @@ local function finish_call(conn, session, mid, m, ok, ...)
     active = active - 1
     if ok then
         local sent, err = core_reply(conn, session, mid, true, ...)
-        if not sent then ERROR("reply of %s failed: %s", m.full, err) end
+        if not sent then log.ERROR("reply of %s failed: %s", m.full, err) end
     else
         local err = tostring((...))
-        ERROR("%s failed: %s", m.full, err)
+        log.ERROR("%s failed: %s", m.full, err)
         core_reply(conn, session, mid, false, m.full .. ": " .. err)
     end
 end
@@ -223,7 +225,7 @@ local function run_call(conn, session, eid, mid, ...)
     local fn = target and target[m.name]
     if type(fn) ~= "function" then
         local err = string.format("%s: no handler on entity %d", m.full, eid)
-        ERROR("%s", err)
+        log.ERROR("%s", err)
         core_reply(conn, session, mid, false, err)
         return
     end
@@ -236,13 +238,13 @@ local function run_send(eid, mid, ...)
     local target = target_of(m, eid)
     local fn = target and target[m.name]
     if type(fn) ~= "function" then
-        ERROR("send %s to entity %d dropped: no handler", m.full, eid)
+        log.ERROR("send %s to entity %d dropped: no handler", m.full, eid)
         return
     end
     active = active + 1
     local ok, err = xpcall(fn, traceback, target, ...)
     active = active - 1
-    if not ok then ERROR("%s failed: %s", m.full, err) end
+    if not ok then log.ERROR("%s failed: %s", m.full, err) end
 end
 
 --- Registers fn to run when the node stops gracefully (base.onStop).
@@ -258,12 +260,12 @@ local function run_stop(grace)
     local t0 = core.now()
     while active > 0 and core.now() - t0 < grace do M.sleep(0.01) end
     if active > 0 then
-        WARN("%d handlers still running after stop_grace (%.1f s); onStop runs now", active, grace)
+        log.WARN("%d handlers still running after stop_grace (%.1f s); onStop runs now", active, grace)
     end
     core.stop_phase(1)
     for _, fn in ipairs(stop_handlers) do
         local ok, err = xpcall(fn, traceback)
-        if not ok then ERROR("onStop handler failed: %s", err) end
+        if not ok then log.ERROR("onStop handler failed: %s", err) end
     end
     core.stop_phase(2)
 end
@@ -293,17 +295,17 @@ function M.dispatch(kind, a, b, ...)
     if kind == CALL then
         resume(take(), run_call, a, b, ...)
     elseif kind == REPLY then
-        local co = waiting[a]
+        local co = calls[a]
         if co then
-            waiting[a] = nil
+            calls[a] = nil
             resume(co, b, ...)
         end
     elseif kind == SEND then
         resume(take(), run_send, ...)
     elseif kind == TIMER then
-        local co = waiting[a]
+        local co = timers[a]
         if co then
-            waiting[a] = nil
+            timers[a] = nil
             resume(co, true)
         else
             local fn = on_timer[a]
@@ -341,8 +343,10 @@ end
 --- Number of coroutines waiting for a reply or timer (for tests and stats).
 function M.waiting_count()
     local n = 0
-    for _, co in pairs(waiting) do
-        if status(co) == "suspended" then n = n + 1 end
+    for _, waiting in ipairs({ calls, timers }) do
+        for _, co in pairs(waiting) do
+            if status(co) == "suspended" then n = n + 1 end
+        end
     end
     return n
 end

@@ -15,6 +15,7 @@
 -- of the canonical text of the whole schema: the same schema gives the same
 -- ids and digest on every node and every run.
 local core = require "luahost.core"
+local hotfix = require "hotfix"
 
 local M = {}
 
@@ -27,6 +28,9 @@ M.ServerType = {}
 
 local impls = {}
 local by_key = {} -- method key -> method table, kept across re-inits
+-- server type name -> entity class name -> { method name -> method }; each
+-- type's table is also M["rpc" .. type name] (the seed's rpcdef.rpcHall)
+local ifaces = {}
 
 local function normalize(list, where)
     local out = {}
@@ -58,11 +62,52 @@ local function sorted_keys(t)
     return keys
 end
 
+-- Why types cannot replace M.ServerType, or nil if they can: the server
+-- types are set once (the first time) and never change while the node runs.
+local function types_refused(types)
+    if type(types) ~= "table" then return "entitydef.ServerType is missing" end
+    if next(M.ServerType) == nil then return nil end
+    for k, v in pairs(types) do
+        if M.ServerType[k] ~= v then
+            return "entitydef: ServerType changed (" .. tostring(k) .. "); that needs a restart"
+        end
+    end
+    for k in pairs(M.ServerType) do
+        if types[k] == nil then
+            return "entitydef: ServerType changed (" .. k .. " removed); that needs a restart"
+        end
+    end
+    return nil
+end
+
+-- Fills M.ServerType and gives each type its table of interfaces (and
+-- the alias rpcdef.rpc<Type>), once types_refused(types) said yes.
+local function set_types(types)
+    for k, v in pairs(types) do
+        M.ServerType[k] = v
+        if ifaces[k] == nil then
+            ifaces[k] = {}
+            M["rpc" .. k] = ifaces[k] -- alias: rpcdef.rpcHall.FriendMgr
+        end
+    end
+end
+
+--- Fills rpcdef.ServerType (the table that is the global ServerType) from
+--- the schema's ServerType before rpcdef.init, so that scripts may use
+--- ServerType and rpcdef.iface before base.init (the prelude calls it).
+--- Raises if the types were set before and differ.
+function M.declareTypes(types)
+    local err = types_refused(types)
+    if err then error(err, 2) end
+    set_types(types)
+end
+
 --- Loads the schema. May be called again (hot reload): the tables keep their
---- identity and are refilled.
+--- identity and are refilled; the server types must stay the same.
 function M.init(def)
     assert(type(def) == "table", "rpcdef.init needs the entitydef table")
-    assert(type(def.ServerType) == "table", "entitydef.ServerType is missing")
+    local refused = types_refused(def.ServerType)
+    if refused then error(refused, 0) end
     local entries = {}
     for _, iname in ipairs(sorted_keys(def.Static)) do
         for _, side in ipairs(sorted_keys(def.Static[iname])) do
@@ -136,8 +181,7 @@ function M.init(def)
     -- Commit. Method and interface tables keep their identity across
     -- re-inits (hot reload): stubs made before see the new ids.
     M.Digi, M.ClientDigi = digi, cdigi
-    for k in pairs(M.ServerType) do M.ServerType[k] = nil end
-    for k, v in pairs(def.ServerType) do M.ServerType[k] = v end
+    set_types(def.ServerType)
     for k in pairs(M.GlobalEntity) do M.GlobalEntity[k] = nil end
     for k, v in pairs(def.GlobalEntity or {}) do M.GlobalEntity[k] = v end
     local live = {}
@@ -167,36 +211,56 @@ function M.init(def)
         elseif b.side == "Client" then
             group = M.rpcStaticClient
         else
-            group = M["rpc" .. b.tname] or {}
-            M["rpc" .. b.tname] = group
+            group = ifaces[b.tname]
         end
         iface_table(group, m.iface)[m.name] = m
     end
-    for k in pairs(def.ServerType) do M["rpc" .. k] = M["rpc" .. k] or {} end
     -- methods gone from the schema: stubs that still hold them get a clear error
     for key, m in pairs(by_key) do
         if not live[key] then
             m.removed = true
             m.id = 0
-            for _, group in pairs({ M.rpcStaticServer, M.rpcStaticClient }) do
+            local function drop(group)
                 if group[m.iface] and group[m.iface][m.name] == m then group[m.iface][m.name] = nil end
             end
-            for k in pairs(M.ServerType) do
-                local g = M["rpc" .. k]
-                if g and g[m.iface] and g[m.iface][m.name] == m then g[m.iface][m.name] = nil end
-            end
+            drop(M.rpcStaticServer)
+            drop(M.rpcStaticClient)
+            for _, group in pairs(ifaces) do drop(group) end
             by_key[key] = nil
         end
     end
     return M
 end
 
+--- The interface of entity class cname served by server type tname
+--- (rpcdef.iface("Hall", "FriendMgr")): a table of its methods by name, for
+--- rpcstub.mailbox. The same table on every call, also reachable as
+--- rpcdef["rpc" .. tname][cname] (rpcdef.rpcHall.FriendMgr, the seed's
+--- name); a schema reload refills it in place. A class that tname serves
+--- no method of gets an empty interface (a later reload may fill it).
+--- Raises if tname is not a server type of the schema.
+function M.iface(tname, cname)
+    local group = ifaces[tname]
+    if group == nil then
+        error(string.format("rpcdef.iface: no server type %s in the schema", tostring(tname)), 2)
+    end
+    if type(cname) ~= "string" then
+        error("rpcdef.iface: the entity class name must be a string, got " .. type(cname), 2)
+    end
+    local t = group[cname]
+    if t == nil then
+        t = {}
+        group[cname] = t
+    end
+    return t
+end
+
 --- Declares that impl serves the static interface iname (e.g. "System");
 --- calls to it arrive as impl:method(args...).
 function M.implements(iname, impl)
     assert(type(impl) == "table", "rpcdef.implements: impl must be a table")
-    local hotfix = package.loaded.hotfix
-    impls[iname] = hotfix and hotfix.original(impl) or impl
+    -- (a chunk being hot-reloaded passes the shadow of its table)
+    impls[iname] = hotfix.original(impl)
 end
 
 --- The table implementing static interface iname, if any.

@@ -2,7 +2,7 @@
 -- results is a call (returns them, or raises "timeout: ...", "node down:
 -- ...", "no such node: ...", "remote error: ...", "busy: ..."); the others
 -- are one-way.
---   local mb = rpcstub.mailbox(rpcdef.rpcHall.FriendMgr, sid, eid)
+--   local mb = rpcstub.mailbox(rpcdef.iface("Hall", "FriendMgr"), sid, eid)
 --   mb.hall_notifyFriendOnlineStatus(rid, true, rids)
 local core = require "luahost.core"
 local rpcco = require "rpcco"
@@ -47,7 +47,7 @@ local mt = {
 }
 
 --- A mailbox for entity eid (0 for static interfaces) on server sid, whose
---- methods are those of iface (a table from rpcdef, e.g. rpcdef.rpcHall.FriendMgr).
+--- methods are those of iface (a table from rpcdef, e.g. rpcdef.iface("Hall", "FriendMgr")).
 function M.mailbox(iface, sid, eid)
     assert(type(iface) == "table", "rpcstub.mailbox: iface must be an interface table from rpcdef")
     return setmetatable({ __iface = iface, __from = sid, __eid = eid or 0 }, mt)

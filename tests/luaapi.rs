@@ -216,6 +216,96 @@ fn tables_that_are_not_arrays_and_unknown_struct_fields_are_refused_at_the_call_
     a.shutdown();
 }
 
+/// The globals of Lua 5.4 itself (a node has the safe standard libraries and `debug`).
+const LUA_GLOBALS: &str = "_G _VERSION assert collectgarbage coroutine debug dofile error \
+    getmetatable io ipairs load loadfile math next os package pairs pcall print rawequal rawget \
+    rawlen rawset require select setmetatable string table tonumber tostring type utf8 warn xpcall";
+
+/// The globals luahost gives a script: the names of seed 000, and `conf`.
+const LUAHOST_GLOBALS: &str = "base rpcdef rpcstub rpctype router Entity declareObject EventMng \
+    Event ServerType Global conf LOG INFO WARN ERROR";
+
+#[test]
+fn a_node_has_the_seed_globals_and_those_its_script_makes_and_no_other() {
+    let dir = TempDir::new("globals");
+    let scripts = dir.0.join("scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    std::fs::copy(scripts_dir().join("entitydef.lua"), scripts.join("entitydef.lua")).unwrap();
+    std::fs::write(
+        scripts.join("main.lua"),
+        "before = ServerType.B\n\
+         early = rpcdef.iface('B', 'Echo')\n\
+         Global.Echo = { echo = function(self, s, n) return s, n end }\n\
+         base.init(conf.NodeType)\n\
+         fm = base.global('Echo')\n",
+    )
+    .unwrap();
+    let cluster = write_cluster_with(&dir.0, &scripts, &[("a_1", "A", 1)], "");
+    let a = start(&cluster, "a_1");
+    let names = eval(
+        &a,
+        "local n = {} for k in pairs(_G) do n[#n + 1] = k end table.sort(n) return table.concat(n, ' ')",
+    );
+    let want = format!("{LUA_GLOBALS} {LUAHOST_GLOBALS} before early fm");
+    let mut want: Vec<&str> = want.split_whitespace().collect();
+    want.sort_unstable();
+    assert_eq!(names, want.join(" "));
+    // ServerType is the schema's, before base.init too, and is rpcdef's
+    // table; so are interfaces
+    assert_eq!(
+        eval(
+            &a,
+            "return before, rawequal(ServerType, rpcdef.ServerType), \
+             rawequal(early, rpcdef.iface('B', 'Echo')), early.echo.name"
+        ),
+        "2\ttrue\ttrue\techo"
+    );
+    // the modules that are not globals are reached by require
+    assert_eq!(
+        eval(
+            &a,
+            "local n = 0 for _, m in ipairs({'rpcco', 'timer', 'hotfix', 'event', 'entity', 'log'}) do \
+             if type(require(m)) == 'table' then n = n + 1 end end return n"
+        ),
+        "6"
+    );
+
+    // rpcdef.iface and the seed's rpcdef.rpc<Type>.<Class> give the same interface
+    assert_eq!(
+        eval(
+            &a,
+            "local i = rpcdef.iface('B', 'Echo') \
+             return rawequal(i, rpcdef.rpcB.Echo), rawequal(i, rpcdef.iface('B', 'Echo')), \
+             rawequal(i.echo, rpcdef.rpcB.Echo.echo), i.echo.id, i.note.call"
+        ),
+        format!(
+            "true\ttrue\ttrue\t{}\tfalse",
+            eval(&a, "return rpcdef.rpcB.Echo.echo.id")
+        )
+    );
+    // a class a type serves no method of: an empty interface, the alias too
+    assert_eq!(
+        eval(
+            &a,
+            "local i = rpcdef.iface('C', 'Nobody') return next(i), rawequal(i, rpcdef.rpcC.Nobody)"
+        ),
+        "nil\ttrue"
+    );
+    // an unknown server type is an error naming it
+    let e = eval(&a, "return select(2, pcall(rpcdef.iface, 'Hall', 'Echo'))");
+    assert!(e.contains("no server type Hall"), "{e}");
+    // a mailbox from either name calls the same method
+    assert_eq!(
+        eval(
+            &a,
+            "local s, n = rpcstub.mailbox(rpcdef.iface('A', 'Echo'), conf.ServerID, 1).echo('i', 1) \
+             return s, n, rpcstub.mailbox(rpcdef.rpcA.Echo, conf.ServerID, 1).echo('a', 2)"
+        ),
+        "i\t1\ta\t2"
+    );
+    a.shutdown();
+}
+
 #[test]
 fn cluster_and_node_settings_reach_conf() {
     let dir = TempDir::new("settings");

@@ -184,3 +184,59 @@ fn schema_edit_keeps_two_nodes_talking() {
     b.shutdown();
     a.shutdown();
 }
+
+#[test]
+fn a_schema_edit_that_changes_server_types_or_does_not_load_is_refused_whole() {
+    let dir = TempDir::new("schema-refused");
+    let scripts = copy_scripts(&dir.0);
+    let cluster = write_cluster_with(&dir.0, &scripts, &[("a_1", "A", 1)], "");
+    // no watcher: each edit is reloaded by an explicit hotfix.reload
+    let a = start(&cluster, "a_1");
+    // the summary, or the error
+    let reload = "local s, e = require('hotfix').reload({ \
+                  conf.MainScript:gsub('main.lua', 'entitydef.lua'), \
+                  (conf.MainScript:gsub('main.lua', 'handlers.lua')) }) return s or e";
+    let state = "return string.format('%08x', rpcdef.Digi), tostring(ServerType.D), \
+                 tostring(Global.Echo.twice), tostring(rpcdef.iface('A', 'Echo').twice)";
+    let before = eval(&a, state);
+    let def = std::fs::read_to_string(scripts.join("entitydef.lua")).unwrap();
+    let twice =
+        "        twice = { args = { { \"n\", \"int64\" } }, results = { { \"n\", \"int64\" } } },\n        badresult =";
+    // each edit comes with a handler edit, which must not apply either
+    std::fs::write(
+        scripts.join("handlers.lua"),
+        handlers_with(&scripts, "function Echo:twice(n) return 2 * n end"),
+    )
+    .unwrap();
+    for (edit, why) in [
+        (
+            def.replace("A = 1, B = 2, C = 3", "A = 1, B = 2, C = 3, D = 4")
+                .replace("        badresult =", twice),
+            "entitydef: ServerType changed (D); that needs a restart",
+        ),
+        (
+            def.replace("C = 3", "C = 5").replace("        badresult =", twice),
+            "entitydef: ServerType changed (C); that needs a restart",
+        ),
+        (
+            def.replace("        badresult =", twice).replace(
+                "{ \"n\", \"int64\" } } },\n        badresult",
+                "{ \"n\", \"int99\" } } },\n        badresult",
+            ),
+            "int99",
+        ),
+    ] {
+        assert_ne!(edit, def);
+        std::fs::write(scripts.join("entitydef.lua"), edit).unwrap();
+        let e = eval(&a, reload);
+        assert!(e.contains(why), "{e}");
+        assert_eq!(eval(&a, state), before, "a refused reload changed something");
+    }
+    // the same edit without the refused part applies, schema and handler together
+    std::fs::write(scripts.join("entitydef.lua"), def.replace("        badresult =", twice)).unwrap();
+    let e = eval(&a, reload);
+    assert!(e.contains("hot reload: entitydef, handlers"), "{e}");
+    assert_eq!(eval(&a, "return to(sidOf('a_1')).twice(21)"), "42");
+    assert_eq!(eval(&a, "return ServerType.A, ServerType.D"), "1\tnil");
+    a.shutdown();
+}

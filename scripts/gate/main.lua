@@ -1,5 +1,7 @@
 -- Gate node: simulated players log in and out; router.route picks each
 -- player's Hall by consistent hash of the role id.
+local timer = require "timer"
+
 base.init("Gate")
 
 local fm = base.global("FriendMgr")

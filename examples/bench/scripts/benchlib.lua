@@ -1,5 +1,6 @@
 -- The load generator of `luahost bench`, in ordinary luahost Lua.
 local core = require "luahost.core"
+local rpcco = require "rpcco"
 
 local M = {}
 

@@ -1,5 +1,7 @@
 -- Echo's handlers, in a module of their own so that hot reload tests can
 -- edit them.
+local rpcco = require "rpcco"
+
 local Echo = Global.Echo or {}
 Global.Echo = Echo
 

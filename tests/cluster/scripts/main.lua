@@ -4,11 +4,16 @@ require "handlers"
 
 base.init(conf.NodeType)
 
+-- The tests' eval snippets use these modules by name.
+rpcco = require "rpcco"
+timer = require "timer"
+hotfix = require "hotfix"
+
 --- The Echo stub aimed at server sid, whatever its type.
 function to(sid)
     local info = router.node(sid)
     local echo = base.global("Echo")
-    if not info then return rpcstub.mailbox(rpcdef.rpcA.Echo, sid, 1) end
+    if not info then return rpcstub.mailbox(rpcdef.iface("A", "Echo"), sid, 1) end
     return echo[string.lower(info.type)](echo, sid)
 end
 
