@@ -87,7 +87,7 @@ end
 
 --- The kinds of error a remote call or send raises; the text of each
 --- starts with "<kind>:" ("busy": the peer's send queue is full).
-M.KINDS = { "timeout", "node down", "no such node", "remote error", "busy" }
+M.KINDS = core.error_kinds -- from the host (rpc::error::KINDS)
 local KINDS = M.KINDS
 
 local function kind_of(s)

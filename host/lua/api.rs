@@ -104,6 +104,7 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
         }};
     }
 
+    m.set("error_kinds", crate::rpc::error::KINDS)?;
     func!("name", |c, _l, (): ()| Ok(c.me().name.clone()));
     func!("sid", |c, _l, (): ()| Ok(c.me().sid));
     func!("type_name", |c, _l, (): ()| Ok(c.me().stype.clone()));
@@ -157,8 +158,8 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
         "send",
         |c, _l, (sid, eid, mid, args): (u32, i64, u32, Variadic<Value>)| {
             match c.request(sid, eid, mid, None, false, &args) {
-                Ok(_) => Ok((Some(true), None)),
-                Err(e) => Ok((None, Some(e))),
+                Ok(_) => Ok((Some(true), None, None)),
+                Err(e) => Ok((None, Some(e.to_string()), e.kind())),
             }
         }
     );
@@ -172,8 +173,8 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
         Variadic<Value>
     )| {
         match c.request(sid, eid, mid, seconds(tmo), true, &args) {
-            Ok(id) => Ok((Some(id), None)),
-            Err(e) => Ok((None, Some(e))),
+            Ok(id) => Ok((Some(id), None, None)),
+            Err(e) => Ok((None, Some(e.to_string()), e.kind())),
         }
     });
     func!("reply", |c,

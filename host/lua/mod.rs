@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use mlua::{Function, Value};
 
+use crate::rpc::error::CallError;
 use crate::rpc::ring::Rings;
 use crate::rpc::spec::NodeSpec;
 use crate::schema::Schema;
@@ -39,7 +40,7 @@ pub(crate) trait LuaHost: 'static {
     ///
     /// # Errors
     ///
-    /// The error text a script sees (it starts with its kind).
+    /// A [`CallError`]: its text is what a script sees.
     fn request(
         &self,
         sid: u32,
@@ -48,7 +49,7 @@ pub(crate) trait LuaHost: 'static {
         timeout: Option<Duration>,
         call: bool,
         args: &[Value],
-    ) -> Result<u32, String>;
+    ) -> Result<u32, CallError>;
     /// Encodes the reply to call `session` that came on connection `conn`.
     ///
     /// # Errors

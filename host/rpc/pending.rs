@@ -7,7 +7,6 @@
 //! resumes the waiting coroutine by). One [`Calls`] per peer holds the
 //! calls waiting on that peer. Time is an argument everywhere: the driver's
 //! deadline sweep passes its `now`, so timeouts are tested without sleeping.
-#![allow(dead_code)] // wired into the runtime by the restructuring of host/
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -40,6 +39,7 @@ impl CallIds {
 
     /// An allocator whose first id is `first` (0 counts as 1); for tests of
     /// the wrap-around and for a driver that must go on from a given id.
+    #[cfg(test)]
     pub fn starting_at(first: u32) -> Self {
         CallIds { next: first.max(1) }
     }
@@ -90,6 +90,7 @@ impl Calls {
     }
 
     /// Number of calls waiting.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.calls.len()
     }
@@ -105,6 +106,7 @@ impl Calls {
     }
 
     /// The waiting call `id`.
+    #[cfg(test)]
     pub fn get(&self, id: u32) -> Option<&Call> {
         self.calls.get(&id)
     }
@@ -155,6 +157,7 @@ impl Calls {
     }
 
     /// The earliest deadline of the calls waiting, if any.
+    #[cfg(test)]
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.first().map(|(d, _)| *d)
     }

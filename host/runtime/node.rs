@@ -38,6 +38,8 @@ use crate::net::link::Link;
 use crate::net::transport;
 use crate::net::{NetHost, NetPeer, NetSettings, NetState};
 use crate::rpc::acks::SendSeqs;
+use crate::rpc::error::{CallError, RemoteFault};
+use crate::rpc::pending::{CallIds, Calls};
 use crate::rpc::ring::Rings;
 use crate::schema::{self, Method, Schema};
 
@@ -347,14 +349,6 @@ pub fn start_with(cluster: Arc<ClusterConfig>, name: &str, opts: NodeOptions) ->
 
 pub use crate::net::PeerState;
 
-/// A call waiting for its reply.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Pending {
-    mid: u32,
-    deadline: Instant,
-    timeout: Duration,
-}
-
 /// Outgoing side towards one other node (or this node itself).
 pub(crate) struct Peer {
     pub(crate) spec: NodeSpec,
@@ -366,7 +360,7 @@ pub(crate) struct Peer {
     /// Messages to write; while not connected, the bounded wait queue.
     pub(crate) link: Link,
     /// Calls waiting for a reply over this peer, by call id.
-    pending: RefCell<HashMap<u32, Pending>>,
+    pending: RefCell<Calls>,
     pub(crate) kick: Notify,
     online: Cell<bool>,
     is_self: bool,
@@ -394,7 +388,7 @@ pub(crate) struct Core {
     peers: RefCell<HashMap<u32, Rc<Peer>>>,
     /// Accepted connections and the in-process network.
     pub(crate) net: NetState,
-    next_call: Cell<u32>,
+    call_ids: RefCell<CallIds>,
     next_timer: Cell<u64>,
     timers: RefCell<BinaryHeap<Reverse<(Instant, u64, TimerKind)>>>,
     cancelled: RefCell<HashSet<u64>>,
@@ -478,7 +472,7 @@ impl Core {
                 local: local.clone(),
                 ..NetState::default()
             },
-            next_call: Cell::new(1),
+            call_ids: RefCell::new(CallIds::new()),
             next_timer: Cell::new(FIRST_TIMER_ID),
             timers: RefCell::new(BinaryHeap::new()),
             cancelled: RefCell::new(HashSet::new()),
@@ -682,7 +676,7 @@ impl Core {
             next_seq: Cell::new(1),
             incarnation: Cell::new(0),
             link: Link::new(!is_self),
-            pending: RefCell::new(HashMap::new()),
+            pending: RefCell::new(Calls::new()),
             kick: Notify::new(),
             online: Cell::new(false),
             is_self,
@@ -822,12 +816,6 @@ impl Core {
         Ok(())
     }
 
-    fn next_call_id(&self) -> u32 {
-        let id = self.next_call.get();
-        self.next_call.set(if id == u32::MAX { 1 } else { id + 1 });
-        id
-    }
-
     fn next_timer_id(&self) -> u64 {
         let id = self.next_timer.get();
         self.next_timer.set(id + 1);
@@ -870,19 +858,20 @@ impl Core {
         timeout: Option<Duration>,
         call: bool,
         args: &[Value],
-    ) -> Result<u32, String> {
-        let schema = self.schema().ok_or("rpcdef.init has not run: no schema")?;
-        let method = schema.method(mid).ok_or_else(|| format!("unknown method id {mid}"))?;
+    ) -> Result<u32, CallError> {
+        let schema = self.schema().ok_or(CallError::NoSchema)?;
+        let method = schema.method(mid).ok_or(CallError::UnknownMethod(mid))?;
         if call != method.results.is_some() {
-            return Err(format!(
-                "{} is a {}, not a {}",
-                method.name,
-                if call { "send" } else { "call" },
-                if call { "call" } else { "send" }
-            ));
+            return Err(CallError::WrongKind {
+                method: method.name.clone(),
+                called: call,
+            });
         }
         let Some(peer) = self.peer(sid) else {
-            return Err(format!("no such node: {sid} ({})", method.name));
+            return Err(CallError::NoSuchNode {
+                sid,
+                method: method.name.clone(),
+            });
         };
         let (max_message, max_queue) = {
             let c = self.cluster.borrow();
@@ -890,13 +879,26 @@ impl Core {
         };
         let held = peer.link.held();
         if held > max_queue {
-            return Err(format!(
-                "busy: {}: {held} bytes already wait in its queue or for acknowledgement (max_queue {max_queue}) ({})",
-                peer.spec.name, method.name
-            ));
+            return Err(CallError::Busy {
+                node: peer.spec.name.clone(),
+                held,
+                max_queue,
+                method: method.name.clone(),
+            });
         }
         let (id, req) = if call {
-            let id = self.next_call_id();
+            // (ids pending towards other peers cannot come round again
+            // within any call's timeout)
+            let id = self
+                .call_ids
+                .borrow_mut()
+                .next(|id| peer.pending.borrow().contains(id))
+                .ok_or_else(|| CallError::Busy {
+                    node: peer.spec.name.clone(),
+                    held,
+                    max_queue,
+                    method: method.name.clone(),
+                })?;
             (id, crate::net::link::Req::Call(id))
         } else {
             let seq = peer.next_seq.get();
@@ -906,15 +908,17 @@ impl Core {
             let start = proto::begin_request(out, call, eid, mid, method.args.len());
             if let Err(e) = schema::encode_list(out, method, &method.args, "argument", args.iter()) {
                 wire::abort_message(out, start);
-                return Err(e);
+                return Err(CallError::Encoding(e));
             }
             let size = out.len() - start - wire::HEADER;
             if size > max_message {
                 wire::abort_message(out, start);
-                return Err(format!(
-                    "message too large: {} to {} is {size} bytes, max_message is {max_message}",
-                    method.name, peer.spec.name
-                ));
+                return Err(CallError::TooLarge {
+                    method: method.name.clone(),
+                    node: peer.spec.name.clone(),
+                    size,
+                    max: max_message,
+                });
             }
             wire::finish_message(out, start, id);
             Ok(())
@@ -926,17 +930,8 @@ impl Core {
         peer.link.flush_if_large();
         let id = if call { id } else { 0 };
         if call {
-            let t = timeout
-                .unwrap_or_else(|| self.cluster.borrow().call_timeout)
-                .min(MAX_DELAY);
-            peer.pending.borrow_mut().insert(
-                id,
-                Pending {
-                    mid,
-                    deadline: Instant::now() + t,
-                    timeout: t,
-                },
-            );
+            let t = timeout.unwrap_or_else(|| self.cluster.borrow().call_timeout);
+            peer.pending.borrow_mut().insert(id, mid, t, Instant::now());
         }
         if peer.state.get() == PeerState::Disconnected {
             peer.kick.notify_one();
@@ -978,16 +973,31 @@ impl Core {
         }
     }
 
-    fn fail_call(&self, id: u32, text: String) {
-        let mut args = MultiValue::with_capacity(4);
+    /// Ends call `id` with `err`: Lua gets its text (which starts with its
+    /// kind) and the kind itself.
+    fn fail_call(&self, id: u32, err: CallError) {
+        let mut args = MultiValue::with_capacity(5);
         args.push_back(Value::Integer(kind::REPLY));
         args.push_back(Value::Integer(id as i64));
         args.push_back(Value::Boolean(false));
-        match self.lua.create_string(&text) {
+        match self.lua.create_string(err.to_string()) {
             Ok(s) => args.push_back(Value::String(s)),
             Err(_) => args.push_back(Value::Nil),
         }
+        match err.kind().map(|k| self.lua.create_string(k)) {
+            Some(Ok(k)) => args.push_back(Value::String(k)),
+            _ => args.push_back(Value::Nil),
+        }
         self.call_lua(args);
+    }
+
+    /// "node down" for call `mid` to `peer`.
+    fn node_down(&self, peer: &Peer, cause: &str, mid: u32) -> CallError {
+        CallError::NodeDown {
+            node: peer.spec.name.clone(),
+            cause: cause.to_string(),
+            method: self.method_name(mid),
+        }
     }
 
     /// Handles a request (call or send) that arrived on `conn` from `from`.
@@ -1033,7 +1043,7 @@ impl Core {
         if self.stopping.get() {
             if is_call {
                 // the caller passes this on as it is (see on_reply)
-                let text = format!("node down: {}: stopping ({})", self.me.name, method.name);
+                let text = CallError::stopping(&self.me.name, &method.name).to_string();
                 match link {
                     Some(l) => l.push(|o| proto::put_error_reply(o, msg.session, &text)),
                     None => {
@@ -1084,7 +1094,7 @@ impl Core {
 
     /// Handles a reply from peer `peer`.
     pub(crate) fn on_reply(&self, peer: &Peer, session: u32, ok: bool, nvals: usize, mut vals: Reader<'_>) {
-        let Some(p) = peer.pending.borrow_mut().remove(&session) else {
+        let Some(p) = peer.pending.borrow_mut().take(session) else {
             debug!(
                 "late reply {session} from {} dropped (its caller timed out)",
                 peer.spec.name
@@ -1098,26 +1108,28 @@ impl Core {
             .map(|m| m.name.clone())
             .unwrap_or_else(|| format!("method {}", p.mid));
         if !ok {
-            let text = vals
-                .read_bytes()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_else(|e| format!("unreadable error text: {e}"));
-            // a stopping node refuses calls with "node down: <itself>: ..."
-            // (nothing else it sends starts so: handler errors start with the method)
-            if text.starts_with(&format!("node down: {}: ", peer.spec.name)) {
-                return self.fail_call(session, text);
-            }
-            return self.fail_call(session, format!("remote error: {}: {text}", peer.spec.name));
+            let err = match vals.read_bytes() {
+                // a stopping node refuses calls with "node down: <itself>: ..."
+                Ok(b) => CallError::from_error_reply(&peer.spec.name, String::from_utf8_lossy(b).into_owned()),
+                Err(e) => CallError::Remote {
+                    node: peer.spec.name.clone(),
+                    fault: RemoteFault::Unreadable(e.to_string()),
+                },
+            };
+            return self.fail_call(session, err);
         }
         let decl = method.as_ref().and_then(|m| m.results.clone()).unwrap_or_default();
         if nvals != decl.len() {
             return self.fail_call(
                 session,
-                format!(
-                    "remote error: {}: {mname} replied {nvals} results, {} declared",
-                    peer.spec.name,
-                    decl.len()
-                ),
+                CallError::Remote {
+                    node: peer.spec.name.clone(),
+                    fault: RemoteFault::ResultCount {
+                        method: mname,
+                        got: nvals,
+                        declared: decl.len(),
+                    },
+                },
             );
         }
         let mut mv = MultiValue::with_capacity(3 + nvals);
@@ -1133,11 +1145,15 @@ impl Core {
                     }
                     return self.fail_call(
                         session,
-                        format!(
-                            "remote error: {}: bad result #{} '{name}' of {mname}: {e}",
-                            peer.spec.name,
-                            i + 1
-                        ),
+                        CallError::Remote {
+                            node: peer.spec.name.clone(),
+                            fault: RemoteFault::BadResult {
+                                index: i + 1,
+                                name: name.clone(),
+                                method: mname,
+                                error: e.to_string(),
+                            },
+                        },
                     );
                 }
             }
@@ -1302,29 +1318,17 @@ impl Core {
     /// next connection.
     pub(crate) fn fail_written_calls(&self, peer: &Peer, cause: &str) {
         let queued = peer.link.queued_calls();
-        let written: Vec<(u32, Pending)> = {
-            let mut pending = peer.pending.borrow_mut();
-            let ids: Vec<u32> = pending.keys().filter(|id| !queued.contains(id)).copied().collect();
-            ids.into_iter()
-                .filter_map(|id| pending.remove(&id).map(|p| (id, p)))
-                .collect()
-        };
+        let written = peer.pending.borrow_mut().drain_written(&queued);
         for (id, p) in written {
-            self.fail_call(
-                id,
-                format!("node down: {}: {cause} ({})", peer.spec.name, self.method_name(p.mid)),
-            );
+            self.fail_call(id, self.node_down(peer, cause, p.mid));
         }
     }
 
     /// Fails every call waiting on `peer` with "node down".
     pub(crate) fn fail_pending(&self, peer: &Peer, cause: &str) {
-        let pending: Vec<(u32, Pending)> = peer.pending.borrow_mut().drain().collect();
+        let pending = peer.pending.borrow_mut().drain();
         for (id, p) in pending {
-            self.fail_call(
-                id,
-                format!("node down: {}: {cause} ({})", peer.spec.name, self.method_name(p.mid)),
-            );
+            self.fail_call(id, self.node_down(peer, cause, p.mid));
         }
     }
 
@@ -1424,29 +1428,21 @@ impl Core {
     fn expire_calls(&self, now: Instant) {
         let peers: Vec<Rc<Peer>> = self.peers.borrow().values().cloned().collect();
         for peer in peers {
-            let expired: Vec<(u32, Pending)> = {
+            let expired = {
                 let mut pending = peer.pending.borrow_mut();
                 if pending.is_empty() {
                     continue;
                 }
-                let ids: Vec<u32> = pending
-                    .iter()
-                    .filter(|(_, p)| p.deadline <= now)
-                    .map(|(id, _)| *id)
-                    .collect();
-                ids.into_iter()
-                    .filter_map(|id| pending.remove(&id).map(|p| (id, p)))
-                    .collect()
+                pending.expire(now)
             };
             for (id, p) in expired {
                 self.fail_call(
                     id,
-                    format!(
-                        "timeout: {} to {}: no reply within {} ms",
-                        self.method_name(p.mid),
-                        peer.spec.name,
-                        p.timeout.as_millis()
-                    ),
+                    CallError::Timeout {
+                        method: self.method_name(p.mid),
+                        node: peer.spec.name.clone(),
+                        timeout: p.timeout,
+                    },
                 );
             }
         }
@@ -1727,7 +1723,7 @@ impl LuaHost for Core {
         timeout: Option<Duration>,
         call: bool,
         args: &[Value],
-    ) -> Result<u32, String> {
+    ) -> Result<u32, CallError> {
         Core::request(self, sid, eid, mid, timeout, call, args)
     }
     fn reply(&self, conn: u64, session: u32, mid: u32, ok: bool, vals: &[Value]) -> Result<(), String> {
