@@ -24,20 +24,12 @@ use crate::codec::mpack::Reader;
 use crate::codec::proto::Envelope;
 use crate::codec::wire::Message;
 use crate::rpc::acks::SendSeqs;
+use crate::rpc::reconnect::Reconnect;
 use crate::rpc::spec::NodeSpec;
 use link::Link;
 use stream::LocalNet;
 
-/// Connection state of a peer (seed 003).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerState {
-    /// No connection and no attempt under way.
-    Disconnected,
-    /// Connecting or verifying; messages wait in the queue.
-    Connecting,
-    /// Verified; messages flow.
-    Connected,
-}
+pub use crate::rpc::reconnect::ConnState as PeerState;
 
 /// The limits a connection obeys (from the cluster file).
 #[derive(Debug, Clone, Copy)]
@@ -70,8 +62,8 @@ pub(crate) trait NetPeer: 'static {
     fn spec(&self) -> &NodeSpec;
     /// Its output side (the queue while not connected).
     fn link(&self) -> &Link;
-    /// Its connect state.
-    fn state(&self) -> &Cell<PeerState>;
+    /// Its connect state and backoff.
+    fn reconnect(&self) -> &RefCell<Reconnect>;
     /// Woken when a message waits for a connection.
     fn kick(&self) -> &Notify;
 }

@@ -28,17 +28,13 @@ use crate::codec::proto::{self, Envelope};
 use crate::codec::wire::{FrameDecoder, Message};
 use crate::net::link::Link;
 use crate::net::stream::{self, MemConn, ReadHalf, WriteHalf};
-use crate::net::{NetHost, NetPeer, NetSettings, NetState, PeerState};
+use crate::net::{NetHost, NetPeer, NetSettings, NetState};
+use crate::rpc::reconnect::{Step, JITTER_MAX};
 
 /// Largest handshake message accepted from a connection that has not verified.
 const MAX_VERIFY_MESSAGE: usize = 64 * 1024;
 /// Connections that may be waiting to verify at once; more are closed.
 const MAX_UNVERIFIED: usize = 256;
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// Connection attempts to one peer are at least this far apart, however
-/// much is sent to it.
-const MIN_RETRY_GAP: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Messages handled from one read burst before the writers get a turn.
 const PIPELINE_BURST: u32 = 16;
 /// Sends handled before an acknowledgement goes out at once.
@@ -821,101 +817,97 @@ pub(crate) async fn probe<H: NetHost>(core: &H, addr: SocketAddr, name: &str, si
 /// Keeps the connection to one peer: connect, verify, serve until lost,
 /// back off, again. Aborted when the peer leaves the cluster.
 pub(crate) async fn peer_task<H: NetHost>(core: Rc<H>, peer: Rc<H::Peer>) {
-    let mut backoff = BACKOFF_MIN;
-    let mut last_error = String::new();
+    let name = &peer.spec().name;
+    // jitter of each wait, so that peers that failed together do not all
+    // dial again in the same instant
+    let jitter = || {
+        let n = core.net().next_conn.get();
+        core.net().next_conn.set(n + 1);
+        Duration::from_nanos(crate::rpc::ring::mix64(n ^ peer.spec().sid as u64) % JITTER_MAX.as_nanos() as u64)
+    };
     loop {
-        peer.state().set(PeerState::Connecting);
-        match connect(&*core, &*peer).await {
-            Ok(Verified {
-                mut rd,
-                wr,
-                mut dec,
-                mut buf,
-                incarnation,
-            }) => {
-                peer.state().set(PeerState::Connected);
-                backoff = BACKOFF_MIN;
-                if !last_error.is_empty() {
-                    info!("connected to {} again", peer.spec().name);
-                    last_error.clear();
+        let step = peer.reconnect().borrow_mut().poll(Instant::now());
+        match step {
+            Step::Connect => {}
+            Step::SleepUntil(due) => {
+                // a kick (a message waiting) may bring the attempt forward
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => {}
+                    _ = peer.kick().notified() => {}
                 }
-                peer.link().last_recv.set(Instant::now());
-                let gen = core.schema_gen();
-                core.peer_connected(&peer, incarnation);
-                peer.link().wake.notify_one();
-                let liveness_bound = core.settings().liveness;
-                let reader = async {
-                    let mut burst = 0u32;
-                    loop {
-                        let msg = match read_message(&mut rd, &mut dec, &mut buf, peer.link()).await {
-                            Ok(m) => m,
-                            Err(e) => return e,
-                        };
-                        pipeline(&mut burst, &buf, peer.link()).await;
-                        match proto::parse(&msg.data) {
-                            Ok(Envelope::Reply { ok, nvals, vals }) => {
-                                core.on_reply(&peer, msg.session, ok, nvals, vals)
-                            }
-                            Ok(Envelope::Ack { seq }) => peer.link().ack(seq),
-                            Ok(Envelope::Ping) => peer.link().push(|o| proto::put_ping(o, true)),
-                            Ok(Envelope::Pong) => {}
-                            Ok(Envelope::VerifyFailed { reason }) if reason.starts_with(b"reverify") => {
-                                return Cause::Reverify
-                            }
-                            Ok(_) => {
-                                return Cause::Protocol("unexpected message kind on an outgoing connection".into())
-                            }
-                            Err(e) => return Cause::Protocol(e.to_string()),
-                        }
-                    }
-                };
-                let cause = tokio::select! {
-                    c = reader => c,
-                    c = peer.link().write_loop(wr) => Cause::Io(c),
-                    c = liveness(peer.link(), liveness_bound, true) => c,
-                    c = schema_changed(&*core, gen, peer.link(), false) => c,
-                };
-                peer.state().set(PeerState::Disconnected);
-                if cause == Cause::Reverify {
-                    // not down: calls made meanwhile wait in the queue for the new connection
-                    info!("reconnecting to {}: {cause}", peer.spec().name);
-                } else {
-                    warn!("lost connection to {}: {cause}", peer.spec().name);
-                }
-                core.peer_lost(&peer, &cause.to_string(), cause == Cause::Reverify);
-                if cause == Cause::Reverify {
-                    continue;
-                }
+                continue;
             }
+            Step::Busy => {
+                peer.kick().notified().await;
+                continue;
+            }
+        }
+        let (mut rd, wr, mut dec, mut buf, incarnation) = match connect(&*core, &*peer).await {
+            Ok(Verified {
+                rd,
+                wr,
+                dec,
+                buf,
+                incarnation,
+            }) => (rd, wr, dec, buf, incarnation),
             Err(cause) => {
-                peer.state().set(PeerState::Disconnected);
                 let text = cause.to_string();
-                if text != last_error {
+                let failure = peer.reconnect().borrow_mut().failed(Instant::now(), jitter(), &text);
+                if failure.report {
                     if text.starts_with("refused:") || text.starts_with("not trusted") {
-                        warn!("{} at {} {text}", peer.spec().name, peer.spec().addr);
+                        warn!("{name} at {} {text}", peer.spec().addr);
                     } else {
-                        debug!("cannot connect to {} at {}: {text}", peer.spec().name, peer.spec().addr);
+                        debug!("cannot connect to {name} at {}: {text}", peer.spec().addr);
                     }
-                    last_error = text.clone();
                 }
                 core.connect_failed(&peer, &text);
+                continue;
             }
+        };
+        if peer.reconnect().borrow_mut().connected() {
+            info!("connected to {name} again");
         }
-        let jitter =
-            Duration::from_millis(crate::rpc::ring::mix64(core.net().next_conn.get() ^ peer.spec().sid as u64) % 50);
-        core.net().next_conn.set(core.net().next_conn.get() + 1);
-        let failed_at = Instant::now();
-        tokio::select! {
-            _ = tokio::time::sleep(backoff + jitter) => {}
-            _ = peer.kick().notified() => {
-                // a message is waiting: try now, but never more often than MIN_RETRY_GAP
-                let since = failed_at.elapsed();
-                if since < MIN_RETRY_GAP {
-                    tokio::time::sleep(MIN_RETRY_GAP - since).await;
+        peer.link().last_recv.set(Instant::now());
+        let gen = core.schema_gen();
+        core.peer_connected(&peer, incarnation);
+        peer.link().wake.notify_one();
+        let liveness_bound = core.settings().liveness;
+        let reader = async {
+            let mut burst = 0u32;
+            loop {
+                let msg = match read_message(&mut rd, &mut dec, &mut buf, peer.link()).await {
+                    Ok(m) => m,
+                    Err(e) => return e,
+                };
+                pipeline(&mut burst, &buf, peer.link()).await;
+                match proto::parse(&msg.data) {
+                    Ok(Envelope::Reply { ok, nvals, vals }) => core.on_reply(&peer, msg.session, ok, nvals, vals),
+                    Ok(Envelope::Ack { seq }) => peer.link().ack(seq),
+                    Ok(Envelope::Ping) => peer.link().push(|o| proto::put_ping(o, true)),
+                    Ok(Envelope::Pong) => {}
+                    Ok(Envelope::VerifyFailed { reason }) if reason.starts_with(b"reverify") => return Cause::Reverify,
+                    Ok(_) => return Cause::Protocol("unexpected message kind on an outgoing connection".into()),
+                    Err(e) => return Cause::Protocol(e.to_string()),
                 }
             }
+        };
+        let cause = tokio::select! {
+            c = reader => c,
+            c = peer.link().write_loop(wr) => Cause::Io(c),
+            c = liveness(peer.link(), liveness_bound, true) => c,
+            c = schema_changed(&*core, gen, peer.link(), false) => c,
+        };
+        let reverify = cause == Cause::Reverify;
+        if reverify {
+            // not down: calls made meanwhile wait in the queue for the new connection
+            info!("reconnecting to {name}: {cause}");
+        } else {
+            warn!("lost connection to {name}: {cause}");
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        // recorded before the waiting calls fail, so that a script calling
+        // again from its error handler kicks this very wait
+        peer.reconnect().borrow_mut().lost(Instant::now(), jitter(), reverify);
+        core.peer_lost(&peer, &cause.to_string(), reverify);
     }
 }
 

@@ -40,7 +40,6 @@
 //! The failure or loss is recorded before the waiting calls are failed, so
 //! that a script reacting to `node down` by calling again kicks this very
 //! wait (as it does today).
-#![allow(dead_code)] // wired into the runtime by the restructuring of host/
 
 use std::time::Duration;
 
@@ -133,6 +132,7 @@ impl Reconnect {
     }
 
     /// When the next attempt is due, while disconnected.
+    #[cfg(test)]
     pub fn due(&self) -> Option<Instant> {
         match self.state {
             ConnState::Disconnected => self.due,
@@ -141,6 +141,7 @@ impl Reconnect {
     }
 
     /// The wait (before jitter) the next failure or loss will get.
+    #[cfg(test)]
     pub fn backoff(&self) -> Duration {
         self.backoff
     }

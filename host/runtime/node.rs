@@ -40,6 +40,7 @@ use crate::net::{NetHost, NetPeer, NetSettings, NetState};
 use crate::rpc::acks::SendSeqs;
 use crate::rpc::error::{CallError, RemoteFault};
 use crate::rpc::pending::{CallIds, Calls};
+use crate::rpc::reconnect::Reconnect;
 use crate::rpc::ring::Rings;
 use crate::schema::{self, Method, Schema};
 
@@ -352,7 +353,8 @@ pub use crate::net::PeerState;
 /// Outgoing side towards one other node (or this node itself).
 pub(crate) struct Peer {
     pub(crate) spec: NodeSpec,
-    pub(crate) state: Cell<PeerState>,
+    /// Connect state and backoff (seed 003's states).
+    pub(crate) reconnect: RefCell<Reconnect>,
     /// Sequence number of the next send to this peer.
     next_seq: Cell<u32>,
     /// Incarnation of the peer at the last verified connection (0: none yet).
@@ -667,10 +669,12 @@ impl Core {
     fn add_peer(self: &Rc<Self>, spec: NodeSpec) -> Rc<Peer> {
         let is_self = spec.sid == self.me.sid;
         let peer = Rc::new(Peer {
-            state: Cell::new(if is_self {
-                PeerState::Connected
-            } else {
-                PeerState::Disconnected
+            reconnect: RefCell::new({
+                let mut r = Reconnect::new(Instant::now());
+                if is_self {
+                    r.connected();
+                }
+                r
             }),
             spec,
             next_seq: Cell::new(1),
@@ -704,7 +708,6 @@ impl Core {
         if let Some(t) = peer.task.borrow_mut().take() {
             t.abort();
         }
-        peer.state.set(PeerState::Disconnected);
         self.set_online(&peer, false);
         self.fail_peer(&peer, why);
     }
@@ -933,7 +936,7 @@ impl Core {
             let t = timeout.unwrap_or_else(|| self.cluster.borrow().call_timeout);
             peer.pending.borrow_mut().insert(id, mid, t, Instant::now());
         }
-        if peer.state.get() == PeerState::Disconnected {
+        if peer.reconnect.borrow_mut().kick(Instant::now()).is_some() {
             peer.kick.notify_one();
         }
         Ok(id)
@@ -1307,7 +1310,7 @@ impl Core {
     pub(crate) fn publish_load(&self) {
         let load = self.load.get();
         for p in self.peers.borrow().values() {
-            if !p.is_self && p.state.get() == PeerState::Connected {
+            if !p.is_self && p.reconnect.borrow().state() == PeerState::Connected {
                 p.link.push(|o| proto::put_load(o, load));
             }
         }
@@ -1638,7 +1641,7 @@ impl Core {
             match wanted.get(o.name.as_str()) {
                 None => {
                     if let (Some(grace), Some(p)) = (grace, self.peer(o.sid)) {
-                        if p.state.get() == PeerState::Connected {
+                        if p.reconnect.borrow().state() == PeerState::Connected {
                             let since = p.missing_since.get().unwrap_or_else(|| {
                                 let now = Instant::now();
                                 p.missing_since.set(Some(now));
@@ -1804,8 +1807,8 @@ impl NetPeer for Peer {
     fn link(&self) -> &Link {
         &self.link
     }
-    fn state(&self) -> &Cell<PeerState> {
-        &self.state
+    fn reconnect(&self) -> &RefCell<Reconnect> {
+        &self.reconnect
     }
     fn kick(&self) -> &Notify {
         &self.kick
