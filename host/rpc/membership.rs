@@ -2,7 +2,7 @@
 //! knows and what discovery says (the static cluster file, or a ZooKeeper
 //! listing), as a [`Plan`] of actions for the runtime to carry out.
 //!
-//! The rule (the runtime's `apply_membership`):
+//! The rule (carried out by the runtime's `carry_out`):
 //!
 //! - peers are matched by name; this node itself is never added, removed
 //!   or changed;
@@ -20,7 +20,6 @@
 //!   node is registered), unless the schema does not define its type.
 //!
 //! Pure: time comes in as [`Grace::now`], and nothing here touches a peer.
-#![allow(dead_code)] // wired into the runtime by the restructuring of host/
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -163,6 +162,7 @@ impl Plan {
 
     /// True when a peer is kept in its grace period (discovery should list
     /// again soon to end it).
+    #[cfg(test)]
     pub fn has_missing(&self) -> bool {
         self.actions.iter().any(|a| matches!(a, Action::KeepMissing { .. }))
     }

@@ -39,6 +39,7 @@ use crate::net::transport;
 use crate::net::{NetHost, NetPeer, NetSettings, NetState};
 use crate::rpc::acks::SendSeqs;
 use crate::rpc::error::{CallError, RemoteFault};
+use crate::rpc::membership;
 use crate::rpc::pending::{CallIds, Calls};
 use crate::rpc::reconnect::Reconnect;
 use crate::rpc::ring::Rings;
@@ -1583,32 +1584,27 @@ impl Core {
     }
 
     fn apply_cluster(self: &Rc<Self>, mut new: ClusterConfig) -> String {
-        let old_zk = self.cluster.borrow().zookeeper.clone();
-        if new.zookeeper.is_some() != old_zk.is_some() {
-            warn!("the cluster file switches discovery (static / ZooKeeper): that takes effect on restart");
-            new.zookeeper = old_zk;
+        let zk_before = self.zk_mode();
+        let settings_changed = new.settings_for(&self.me.name) != self.cluster.borrow().settings_for(&self.me.name);
+        for notice in membership::file_notices(
+            &self.me,
+            zk_before,
+            new.zookeeper.is_some(),
+            new.nodes.get(&self.me.name),
+            settings_changed,
+        ) {
+            warn!("{notice}");
         }
-        match new.nodes.get(&self.me.name) {
-            None if !self.zk_mode() => {
-                warn!("this node is no longer in the cluster file; it keeps running until stopped")
-            }
-            Some(s) if *s != self.me => {
-                warn!("this node's own entry changed in the cluster file; that takes effect on restart")
-            }
-            _ => {}
-        }
-        if new.settings_for(&self.me.name) != self.cluster.borrow().settings_for(&self.me.name) {
-            warn!("this node's settings changed in the cluster file; conf shows them after a restart");
-        }
-        let zk = self.zk_mode();
+        // the discovery in force stays until a restart
+        new.zookeeper = self.cluster.borrow().zookeeper.clone();
         let specs: Vec<NodeSpec> = new.nodes.values().cloned().collect();
         *self.cluster.borrow_mut() = Arc::new(new);
-        if zk {
-            let msg = "cluster file reloaded (peers come from ZooKeeper)".to_string();
-            info!("{msg}");
-            return msg;
+        if zk_before {
+            info!("{}", membership::ZK_FILE_RELOADED);
+            return membership::ZK_FILE_RELOADED.to_string();
         }
-        self.apply_membership(specs, "cluster file", None)
+        let plan = membership::from_cluster_file(&self.me, &self.known_peers(), &specs, self.type_check().as_deref());
+        self.carry_out(plan)
     }
 
     /// True when a connected peer is missing from discovery but still in
@@ -1617,82 +1613,70 @@ impl Core {
         self.peers.borrow().values().any(|p| p.missing_since.get().is_some())
     }
 
-    /// Makes the peer set what `specs` says (this node aside): new nodes are
-    /// added and connected, missing ones removed (their calls fail, Offline
-    /// fires), changed ones reconnected. With a `grace`, a missing peer whose
-    /// connection is still up is kept that long first (nodes re-registering
-    /// after a ZooKeeper outage are not dropped meanwhile).
-    pub(crate) fn apply_membership(
-        self: &Rc<Self>,
-        specs: Vec<NodeSpec>,
-        source: &str,
-        grace: Option<Duration>,
-    ) -> String {
-        let wanted: HashMap<&str, &NodeSpec> = specs.iter().map(|s| (s.name.as_str(), s)).collect();
-        let old: Vec<NodeSpec> = self.all_specs();
-        let mut added = Vec::new();
-        let mut removed = Vec::new();
-        let mut changed = Vec::new();
-        let same = |a: &NodeSpec, b: &NodeSpec| a.sid == b.sid && a.addr == b.addr && a.stype == b.stype;
-        for o in &old {
-            if o.sid == self.me.sid {
-                continue;
-            }
-            match wanted.get(o.name.as_str()) {
-                None => {
-                    if let (Some(grace), Some(p)) = (grace, self.peer(o.sid)) {
-                        if p.reconnect.borrow().state() == PeerState::Connected {
-                            let since = p.missing_since.get().unwrap_or_else(|| {
-                                let now = Instant::now();
-                                p.missing_since.set(Some(now));
-                                now
-                            });
-                            if since.elapsed() < grace {
-                                continue;
-                            }
-                        }
+    /// The peers as `rpc::membership` sees them.
+    fn known_peers(&self) -> Vec<membership::Known> {
+        self.peers
+            .borrow()
+            .values()
+            .map(|p| membership::Known {
+                spec: p.spec.clone(),
+                connected: p.reconnect.borrow().state() == PeerState::Connected,
+                missing_since: p.missing_since.get(),
+            })
+            .collect()
+    }
+
+    /// Once registered, a check that the schema defines a server type.
+    #[allow(clippy::type_complexity)]
+    fn type_check(&self) -> Option<Box<dyn Fn(&str) -> bool + '_>> {
+        if self.registered.get() {
+            Some(Box::new(|t: &str| self.type_id(t).is_some()))
+        } else {
+            None
+        }
+    }
+
+    /// Makes the peer set what a ZooKeeper listing says: see
+    /// `rpc::membership` (missing peers still connected are kept for `grace`).
+    pub(crate) fn apply_listing(self: &Rc<Self>, specs: Vec<NodeSpec>, grace: Duration) -> String {
+        let plan = membership::from_listing(
+            &self.me,
+            &self.known_peers(),
+            &specs,
+            grace,
+            Instant::now(),
+            self.type_check().as_deref(),
+        );
+        self.carry_out(plan)
+    }
+
+    /// Carries out a membership plan: removals (calls fail, Offline fires),
+    /// additions (connected once registered), grace bookkeeping.
+    fn carry_out(self: &Rc<Self>, plan: membership::Plan) -> String {
+        for action in &plan.actions {
+            match action {
+                membership::Action::Disconnect { sid, reason, .. } => self.remove_peer(*sid, &reason.to_string()),
+                membership::Action::KeepMissing { sid, since } => {
+                    if let Some(p) = self.peer(*sid) {
+                        p.missing_since.set(Some(*since));
                     }
-                    removed.push(o.name.clone());
-                    self.remove_peer(o.sid, &format!("removed from the {source}"));
                 }
-                Some(n) if !same(n, o) => {
-                    changed.push(o.name.clone());
-                    self.remove_peer(o.sid, &format!("its entry in the {source} changed"));
-                }
-                Some(_) => {
-                    if let Some(p) = self.peer(o.sid) {
+                membership::Action::Listed { sid } => {
+                    if let Some(p) = self.peer(*sid) {
                         p.missing_since.set(None);
                     }
                 }
+                membership::Action::Connect(spec) => {
+                    let peer = self.add_peer(spec.clone());
+                    if self.registered.get() {
+                        self.start_peer(&peer);
+                    }
+                }
+                membership::Action::IgnoreUnknownType(spec) => error!("{}", plan.unknown_type(spec)),
             }
         }
-        let registered = self.registered.get();
-        for n in &specs {
-            if n.name == self.me.name || n.sid == self.me.sid || self.peer(n.sid).is_some() {
-                continue;
-            }
-            if registered && self.type_id(&n.stype).is_none() {
-                error!(
-                    "node {} ({source}) has type '{}', which ServerType of the schema does not define; ignored",
-                    n.name, n.stype
-                );
-                continue;
-            }
-            if !changed.contains(&n.name) {
-                added.push(n.name.clone());
-            }
-            let peer = self.add_peer(n.clone());
-            if registered {
-                self.start_peer(&peer);
-            }
-        }
-        let summary = format!(
-            "{source}: added [{}], removed [{}], changed [{}]",
-            added.join(", "),
-            removed.join(", "),
-            changed.join(", ")
-        );
-        if !(added.is_empty() && removed.is_empty() && changed.is_empty()) || source == "cluster file" {
+        let summary = plan.summary();
+        if plan.log_summary() {
             info!("{summary}");
         }
         summary
@@ -1784,7 +1768,7 @@ impl DiscoveryHost for Core {
     }
     fn apply_listing(this: &Rc<Self>, listed: Vec<NodeSpec>, loads: HashMap<u32, i64>, grace: Duration) {
         *this.loads.borrow_mut() = loads;
-        this.apply_membership(listed, "ZooKeeper", Some(grace));
+        this.apply_listing(listed, grace);
     }
     fn has_missing(&self) -> bool {
         Core::has_missing(self)
