@@ -198,7 +198,7 @@ pub fn run_once(spec: &BenchSpec) -> Result<BenchResult, String> {
 }
 
 /// The caller node of an in-process bench cluster, once it sees the echo node.
-fn caller_ready(c: &LocalCluster) -> Result<&luahost::runtime::node::NodeHandle, String> {
+fn caller_ready(c: &LocalCluster) -> Result<&luahost::runtime::NodeHandle, String> {
     let caller = c.node("caller_1").ok_or("no caller node")?;
     let ready = (0..500).any(|_| {
         std::thread::sleep(Duration::from_millis(10));
@@ -265,7 +265,7 @@ fn run_reload(dir: &Path) -> Result<BenchResult, String> {
     let c = LocalCluster::start_opts(
         cfg,
         &[],
-        luahost::runtime::node::NodeOptions {
+        luahost::runtime::NodeOptions {
             watch_scripts: true,
             ..Default::default()
         },

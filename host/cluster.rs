@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::discovery::config::{ClusterConfig, ConfigError};
-use crate::runtime::node::{self, NodeError, NodeHandle, NodeOptions};
+use crate::runtime::{self as node, NodeError, NodeHandle, NodeOptions};
 
 /// Why a local cluster could not start.
 #[derive(Debug, thiserror::Error)]

@@ -37,4 +37,4 @@ pub mod runtime;
 pub mod schema;
 
 pub use discovery::config::{ClusterConfig, NodeSpec};
-pub use runtime::node::{start, start_with, NodeError, NodeHandle, NodeOptions};
+pub use runtime::{start, start_with, NodeError, NodeHandle, NodeOptions};

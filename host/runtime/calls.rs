@@ -1,0 +1,568 @@
+//! Calls and sends of a node: encoding them towards a peer, handling what
+//! arrives (requests, replies), and failing or reporting what cannot be
+//! delivered.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use mlua::{MultiValue, Value};
+use tokio::time::Instant;
+use tracing::{debug, error, info};
+
+use super::node::{kind, Core, Peer};
+use crate::codec::mpack::Reader;
+use crate::codec::proto::{self, Envelope};
+use crate::codec::wire::{self, FrameDecoder, Message};
+use crate::net::link::Link;
+
+use crate::rpc::error::{CallError, RemoteFault};
+use crate::schema::{self, Method};
+
+/// How often waiting calls are checked against their deadlines.
+const DEADLINE_TICK: Duration = Duration::from_millis(10);
+/// Connection id Lua uses for calls from this node to itself.
+pub(crate) const SELF_CONN: u64 = 0;
+
+impl Core {
+    /// Encodes a call or send into the queue of node `sid`.
+    /// Returns the call id (0 for sends).
+    pub(crate) fn request(
+        &self,
+        sid: u32,
+        eid: i64,
+        mid: u32,
+        timeout: Option<Duration>,
+        call: bool,
+        args: &[Value],
+    ) -> Result<u32, CallError> {
+        let schema = self.schema().ok_or(CallError::NoSchema)?;
+        let method = schema.method(mid).ok_or(CallError::UnknownMethod(mid))?;
+        if call != method.results.is_some() {
+            return Err(CallError::WrongKind {
+                method: method.name.clone(),
+                called: call,
+            });
+        }
+        let Some(peer) = self.peer(sid) else {
+            return Err(CallError::NoSuchNode {
+                sid,
+                method: method.name.clone(),
+            });
+        };
+        let (max_message, max_queue) = {
+            let c = self.cluster.borrow();
+            (c.max_message, c.max_queue)
+        };
+        let held = peer.link.held();
+        if held > max_queue {
+            return Err(CallError::Busy {
+                node: peer.spec.name.clone(),
+                held,
+                max_queue,
+                method: method.name.clone(),
+            });
+        }
+        let (id, req) = if call {
+            // (ids pending towards other peers cannot come round again
+            // within any call's timeout)
+            let id = self
+                .call_ids
+                .borrow_mut()
+                .next(|id| peer.pending.borrow().contains(id))
+                .ok_or_else(|| CallError::Busy {
+                    node: peer.spec.name.clone(),
+                    held,
+                    max_queue,
+                    method: method.name.clone(),
+                })?;
+            (id, crate::net::link::Req::Call(id))
+        } else {
+            let seq = peer.next_seq.get();
+            (seq, crate::net::link::Req::Send { seq, mid })
+        };
+        peer.link.push_request(req, |out| {
+            let start = proto::begin_request(out, call, eid, mid, method.args.len());
+            if let Err(e) = schema::encode_list(out, method, &method.args, "argument", args.iter()) {
+                wire::abort_message(out, start);
+                return Err(CallError::Encoding(e));
+            }
+            let size = out.len() - start - wire::HEADER;
+            if size > max_message {
+                wire::abort_message(out, start);
+                return Err(CallError::TooLarge {
+                    method: method.name.clone(),
+                    node: peer.spec.name.clone(),
+                    size,
+                    max: max_message,
+                });
+            }
+            wire::finish_message(out, start, id);
+            Ok(())
+        })?;
+        if !call {
+            peer.next_seq.set(id.wrapping_add(1));
+        }
+        peer.link.wake.notify_one();
+        peer.link.flush_if_large();
+        let id = if call { id } else { 0 };
+        if call {
+            let t = timeout.unwrap_or_else(|| self.cluster.borrow().call_timeout);
+            peer.pending.borrow_mut().insert(id, mid, t, Instant::now());
+        }
+        if peer.reconnect.borrow_mut().kick(Instant::now()).is_some() {
+            peer.kick.notify_one();
+        }
+        Ok(id)
+    }
+
+    /// Encodes the reply to call `session` that arrived on connection `conn`.
+    pub(crate) fn reply(&self, conn: u64, session: u32, mid: u32, ok: bool, vals: &[Value]) -> Result<(), String> {
+        let schema = self.schema().ok_or("no schema")?;
+        let method = schema.method(mid).ok_or_else(|| format!("unknown method id {mid}"))?;
+        let max_message = self.cluster.borrow().max_message;
+        let me_peer;
+        let inbound_link;
+        let link: &Link = if conn == SELF_CONN {
+            // A call to ourselves: the reply goes through the self peer's queue.
+            me_peer = self.peer(self.me.sid).ok_or("this node is not in its cluster file")?;
+            &me_peer.link
+        } else {
+            let Some(l) = self.net.inbound.borrow().get(&conn).cloned() else {
+                debug!("reply to call {session} dropped: its caller's connection is gone");
+                return Ok(());
+            };
+            inbound_link = l;
+            &inbound_link
+        };
+        encode_reply(&mut link.out.borrow_mut(), session, method, ok, vals, max_message);
+        link.wake.notify_one();
+        link.flush_if_large();
+        Ok(())
+    }
+
+    pub(crate) fn call_lua(&self, args: MultiValue) {
+        let f = self.dispatch.borrow().clone();
+        if let Some(f) = f {
+            if let Err(e) = f.call::<()>(args) {
+                error!("Lua dispatcher failed: {e}");
+            }
+        }
+    }
+
+    /// Ends call `id` with `err`: Lua gets its text (which starts with its
+    /// kind) and the kind itself.
+    pub(crate) fn fail_call(&self, id: u32, err: CallError) {
+        let mut args = MultiValue::with_capacity(5);
+        args.push_back(Value::Integer(kind::REPLY));
+        args.push_back(Value::Integer(id as i64));
+        args.push_back(Value::Boolean(false));
+        match self.lua.create_string(err.to_string()) {
+            Ok(s) => args.push_back(Value::String(s)),
+            Err(_) => args.push_back(Value::Nil),
+        }
+        match err.kind().map(|k| self.lua.create_string(k)) {
+            Some(Ok(k)) => args.push_back(Value::String(k)),
+            _ => args.push_back(Value::Nil),
+        }
+        self.call_lua(args);
+    }
+
+    /// "node down" for call `mid` to `peer`.
+    pub(crate) fn node_down(&self, peer: &Peer, cause: &str, mid: u32) -> CallError {
+        CallError::NodeDown {
+            node: peer.spec.name.clone(),
+            cause: cause.to_string(),
+            method: self.method_name(mid),
+        }
+    }
+
+    /// Handles a request (call or send) that arrived on `conn` from `from`.
+    /// Returns false when it was not handled because this node is stopping
+    /// (a send then stays unacknowledged, so its sender reports it).
+    pub(crate) fn on_request(
+        &self,
+        conn: u64,
+        from: &str,
+        msg: &Message,
+        env: Envelope<'_>,
+        link: Option<&Link>,
+    ) -> bool {
+        let (is_call, eid, mid, nargs, mut args) = match env {
+            Envelope::Call { eid, mid, nargs, args } => (true, eid, mid, nargs, args),
+            Envelope::Send { eid, mid, nargs, args } => (false, eid, mid, nargs, args),
+            _ => return true,
+        };
+        let refuse = |text: String| {
+            if self.limited("requests refused (unknown method, wrong node type or bad arguments)") {
+                error!("refused {} from {from}: {text}", if is_call { "call" } else { "send" });
+            }
+            if is_call {
+                // the caller prefixes "remote error: <this node>: "
+                match link {
+                    Some(l) => l.push(|o| proto::put_error_reply(o, msg.session, &text)),
+                    None => {
+                        if let Some(me) = self.peer(self.me.sid) {
+                            me.link.push(|o| proto::put_error_reply(o, msg.session, &text));
+                        }
+                    }
+                }
+            }
+            // refused for good: the request counts as handled
+            true
+        };
+        let Some(schema) = self.schema() else {
+            return refuse("this node has no schema yet".into());
+        };
+        let Some(method) = schema.method(mid) else {
+            return refuse(format!("unknown method id {mid}"));
+        };
+        if self.stopping.get() {
+            if is_call {
+                // the caller passes this on as it is (see on_reply)
+                let text = CallError::stopping(&self.me.name, &method.name).to_string();
+                match link {
+                    Some(l) => l.push(|o| proto::put_error_reply(o, msg.session, &text)),
+                    None => {
+                        if let Some(me) = self.peer(self.me.sid) {
+                            me.link.push(|o| proto::put_error_reply(o, msg.session, &text));
+                        }
+                    }
+                }
+            }
+            return false;
+        }
+        if method.server_type != 0 && method.server_type != self.my_type.get() {
+            return refuse(format!("{} is not served by {} nodes", method.name, self.me.stype));
+        }
+        if is_call != method.results.is_some() {
+            return refuse(format!(
+                "{} arrived as a {}",
+                method.name,
+                if is_call { "call" } else { "send" }
+            ));
+        }
+        if nargs != method.args.len() {
+            return refuse(format!(
+                "{}: {nargs} arguments, {} declared",
+                method.name,
+                method.args.len()
+            ));
+        }
+        let mut mv = MultiValue::with_capacity(5 + nargs);
+        mv.push_back(Value::Integer(if is_call { kind::CALL } else { kind::SEND }));
+        mv.push_back(Value::Integer(conn as i64));
+        mv.push_back(Value::Integer(msg.session as i64));
+        mv.push_back(Value::Integer(eid));
+        mv.push_back(Value::Integer(mid as i64));
+        for (i, (name, ty)) in method.args.iter().enumerate() {
+            match schema::decode(&self.lua, ty, &mut args) {
+                Ok(v) => mv.push_back(v),
+                Err(e) => return refuse(format!("bad argument #{} '{name}' to {}: {e}", i + 1, method.name)),
+            }
+        }
+        if let Err(e) = args.finish() {
+            return refuse(format!("{}: {e}", method.name));
+        }
+        drop(schema);
+        self.call_lua(mv);
+        true
+    }
+
+    /// Handles a reply from peer `peer`.
+    pub(crate) fn on_reply(&self, peer: &Peer, session: u32, ok: bool, nvals: usize, mut vals: Reader<'_>) {
+        let Some(p) = peer.pending.borrow_mut().take(session) else {
+            debug!(
+                "late reply {session} from {} dropped (its caller timed out)",
+                peer.spec.name
+            );
+            return;
+        };
+        let schema = self.schema();
+        let method = schema.as_ref().and_then(|s| s.method(p.mid).cloned());
+        let mname = method
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_else(|| format!("method {}", p.mid));
+        if !ok {
+            let err = match vals.read_bytes() {
+                // a stopping node refuses calls with "node down: <itself>: ..."
+                Ok(b) => CallError::from_error_reply(&peer.spec.name, String::from_utf8_lossy(b).into_owned()),
+                Err(e) => CallError::Remote {
+                    node: peer.spec.name.clone(),
+                    fault: RemoteFault::Unreadable(e.to_string()),
+                },
+            };
+            return self.fail_call(session, err);
+        }
+        let decl = method.as_ref().and_then(|m| m.results.clone()).unwrap_or_default();
+        if nvals != decl.len() {
+            return self.fail_call(
+                session,
+                CallError::Remote {
+                    node: peer.spec.name.clone(),
+                    fault: RemoteFault::ResultCount {
+                        method: mname,
+                        got: nvals,
+                        declared: decl.len(),
+                    },
+                },
+            );
+        }
+        let mut mv = MultiValue::with_capacity(3 + nvals);
+        mv.push_back(Value::Integer(kind::REPLY));
+        mv.push_back(Value::Integer(session as i64));
+        mv.push_back(Value::Boolean(true));
+        for (i, (name, ty)) in decl.iter().enumerate() {
+            match schema::decode(&self.lua, ty, &mut vals) {
+                Ok(v) => mv.push_back(v),
+                Err(e) => {
+                    if self.limited("bad results from peers") {
+                        error!("bad result from {} for {mname}: {e}", peer.spec.name);
+                    }
+                    return self.fail_call(
+                        session,
+                        CallError::Remote {
+                            node: peer.spec.name.clone(),
+                            fault: RemoteFault::BadResult {
+                                index: i + 1,
+                                name: name.clone(),
+                                method: mname,
+                                error: e.to_string(),
+                            },
+                        },
+                    );
+                }
+            }
+        }
+        self.call_lua(mv);
+    }
+
+    pub(crate) fn method_name(&self, mid: u32) -> String {
+        self.schema()
+            .and_then(|s| s.method(mid).map(|m| m.name.clone()))
+            .unwrap_or_else(|| format!("method {mid}"))
+    }
+
+    /// Fails every call waiting on `peer` with "node down" and reports, by
+    /// method, the sends that were queued or unacknowledged for it and will
+    /// not be delivered.
+    pub(crate) fn fail_peer(&self, peer: &Peer, cause: &str) {
+        let lost = peer.link.drain_unsent();
+        self.report_lost(peer, &lost, cause);
+        self.fail_pending(peer, cause);
+    }
+
+    /// Tells the log and Lua (`Event.Server.SendsLost`) about sends to `peer`
+    /// that will not be delivered, or were written and never acknowledged.
+    pub(crate) fn report_lost(&self, peer: &Peer, lost: &crate::net::link::Lost, cause: &str) {
+        if lost.sends.is_empty() {
+            return;
+        }
+        let names: Vec<(String, usize)> = lost.sends.iter().map(|(mid, n)| (self.method_name(*mid), *n)).collect();
+        let list: Vec<String> = names.iter().map(|(m, n)| format!("{n} x {m}")).collect();
+        let unacked = if lost.unacknowledged > 0 {
+            format!(
+                "; {} of them were written but never acknowledged, so they may or may not have been handled",
+                lost.unacknowledged
+            )
+        } else {
+            String::new()
+        };
+        error!(
+            "{} sends to {} not delivered ({cause}): {}{unacked}",
+            lost.total(),
+            peer.spec.name,
+            list.join(", ")
+        );
+        let report = || -> mlua::Result<MultiValue> {
+            let counts = self.lua.create_table()?;
+            for (m, n) in &names {
+                counts.set(m.as_str(), *n)?;
+            }
+            let mut mv = MultiValue::with_capacity(6);
+            mv.push_back(Value::Integer(kind::LOST));
+            mv.push_back(Value::Integer(peer.spec.sid as i64));
+            mv.push_back(Value::String(self.lua.create_string(&peer.spec.stype)?));
+            mv.push_back(Value::String(self.lua.create_string(&peer.spec.name)?));
+            mv.push_back(Value::Table(counts));
+            mv.push_back(Value::String(self.lua.create_string(cause)?));
+            Ok(mv)
+        };
+        match report() {
+            Ok(mv) => self.call_lua(mv),
+            Err(e) => error!("cannot tell Lua about lost sends: {e}"),
+        }
+    }
+
+    /// A connection to `peer` verified; the peer is at `incarnation`. Sends
+    /// that were in flight on the previous connection are resent if the peer
+    /// is the same process, else reported lost.
+    pub(crate) fn peer_connected(&self, peer: &Rc<Peer>, incarnation: u64) {
+        let before = peer.incarnation.replace(incarnation);
+        let lost = peer.link.reconnected(before == incarnation);
+        if before != 0 && before != incarnation {
+            info!("{} restarted (new incarnation)", peer.spec.name);
+        }
+        self.report_lost(
+            peer,
+            &lost,
+            &format!("{} restarted before acknowledging them", peer.spec.name),
+        );
+        let load = self.load.get();
+        if load != 0 {
+            peer.link.push(|o| proto::put_load(o, load));
+        }
+        self.set_online(peer, true);
+    }
+
+    /// The connection to `peer` was lost. Calls waiting on it fail (only
+    /// those already written, when `reverify`); sends wait for the next
+    /// connection, which resends or reports them.
+    pub(crate) fn peer_lost(&self, peer: &Peer, cause: &str, reverify: bool) {
+        self.set_online(peer, false);
+        peer.link.connection_lost(reverify);
+        if reverify {
+            self.fail_written_calls(peer, cause);
+        } else {
+            self.fail_pending(peer, cause);
+        }
+    }
+
+    /// Fails the calls waiting on `peer` that were already written to its
+    /// (now closed) connection; calls still queued whole keep waiting for the
+    /// next connection.
+    pub(crate) fn fail_written_calls(&self, peer: &Peer, cause: &str) {
+        let queued = peer.link.queued_calls();
+        let written = peer.pending.borrow_mut().drain_written(&queued);
+        for (id, p) in written {
+            self.fail_call(id, self.node_down(peer, cause, p.mid));
+        }
+    }
+
+    /// Fails every call waiting on `peer` with "node down".
+    pub(crate) fn fail_pending(&self, peer: &Peer, cause: &str) {
+        let pending = peer.pending.borrow_mut().drain();
+        for (id, p) in pending {
+            self.fail_call(id, self.node_down(peer, cause, p.mid));
+        }
+    }
+
+    /// Fails the calls whose deadline has passed.
+    pub(crate) fn expire_calls(&self, now: Instant) {
+        let peers: Vec<Rc<Peer>> = self.peers.borrow().values().cloned().collect();
+        for peer in peers {
+            let expired = {
+                let mut pending = peer.pending.borrow_mut();
+                if pending.is_empty() {
+                    continue;
+                }
+                pending.expire(now)
+            };
+            for (id, p) in expired {
+                self.fail_call(
+                    id,
+                    CallError::Timeout {
+                        method: self.method_name(p.mid),
+                        node: peer.spec.name.clone(),
+                        timeout: p.timeout,
+                    },
+                );
+            }
+        }
+    }
+}
+
+pub(crate) fn encode_reply(
+    out: &mut BytesMut,
+    session: u32,
+    method: &Method,
+    ok: bool,
+    vals: &[Value],
+    max_message: usize,
+) {
+    if ok {
+        let decl = method.results.as_deref().unwrap_or(&[]);
+        let start = proto::begin_reply(out, decl.len());
+        let res = schema::encode_list(out, method, decl, "result", vals.iter()).and_then(|()| {
+            let size = out.len() - start - wire::HEADER;
+            if size > max_message {
+                Err(format!(
+                    "reply of {} is {size} bytes, max_message is {max_message}",
+                    method.name
+                ))
+            } else {
+                Ok(())
+            }
+        });
+        match res {
+            Ok(()) => wire::finish_message(out, start, session),
+            Err(e) => {
+                wire::abort_message(out, start);
+                error!("{e}");
+                proto::put_error_reply(out, session, &e);
+            }
+        }
+    } else {
+        let text = vals.first().map(lua_text).unwrap_or_default();
+        proto::put_error_reply(out, session, &text);
+    }
+}
+
+pub(crate) fn lua_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.to_string_lossy(),
+        other => other.to_string().unwrap_or_else(|_| format!("{other:?}")),
+    }
+}
+
+/// Fails calls past their deadline. Deadlines live in the pending tables
+/// (one entry per call in flight), so answered calls cost nothing here.
+pub(crate) async fn deadline_task(core: Rc<Core>) {
+    let mut tick = tokio::time::interval(DEADLINE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        core.expire_calls(Instant::now());
+    }
+}
+
+/// Delivers messages a node sends to itself, through the same decode path
+/// as the network.
+pub(crate) async fn self_task(core: Rc<Core>, me: Rc<Peer>) {
+    let mut dec = FrameDecoder::new(usize::MAX);
+    loop {
+        let mut buf = {
+            let mut out = me.link.out.borrow_mut();
+            if out.is_empty() {
+                None
+            } else {
+                Some(out.split())
+            }
+        };
+        let Some(buf) = buf.as_mut() else {
+            me.link.wake.notified().await;
+            continue;
+        };
+        loop {
+            match dec.decode(buf) {
+                Ok(Some(msg)) => match proto::parse(&msg.data) {
+                    Ok(env @ (Envelope::Call { .. } | Envelope::Send { .. })) => {
+                        if !core.on_request(SELF_CONN, &core.me.name, &msg, env, None) {
+                            debug!("a send to itself was not handled: this node is stopping");
+                        }
+                    }
+                    Ok(Envelope::Reply { ok, nvals, vals }) => core.on_reply(&me, msg.session, ok, nvals, vals),
+                    Ok(_) => error!("unexpected message kind sent to self"),
+                    Err(e) => error!("bad message sent to self: {e}"),
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    error!("bad frame sent to self: {e}");
+                    break;
+                }
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+}

@@ -1,0 +1,207 @@
+//! The runtime as the layers below see it: `NetHost`, `DiscoveryHost`,
+//! `LuaHost` implemented by the node.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use mlua::{Function, Value};
+use tokio::sync::Notify;
+
+use super::node::{Core, Peer};
+use crate::codec::mpack::Reader;
+use crate::codec::proto::Envelope;
+use crate::codec::wire::Message;
+use crate::discovery::config::NodeSpec;
+use crate::discovery::{DiscoveryHost, DiscoverySignals};
+use crate::lua::LuaHost;
+use crate::net::link::Link;
+use crate::net::{NetHost, NetPeer, NetSettings, NetState};
+use crate::rpc::acks::SendSeqs;
+use crate::rpc::error::CallError;
+use crate::rpc::reconnect::Reconnect;
+use crate::rpc::ring::Rings;
+use crate::schema::Schema;
+
+impl LuaHost for Core {
+    fn me(&self) -> &NodeSpec {
+        &self.me
+    }
+    fn now(&self) -> f64 {
+        Core::now(self)
+    }
+    fn set_dispatch(&self, f: Function) {
+        Core::set_dispatch(self, f)
+    }
+    fn set_schema(&self, schema: Schema) {
+        Core::set_schema(self, schema)
+    }
+    fn schema(&self) -> Option<Rc<Schema>> {
+        Core::schema(self)
+    }
+    fn register(this: &Rc<Self>, types: HashMap<String, u32>) -> Result<(), String> {
+        this.register(types)
+    }
+    fn request(
+        &self,
+        sid: u32,
+        eid: i64,
+        mid: u32,
+        timeout: Option<Duration>,
+        call: bool,
+        args: &[Value],
+    ) -> Result<u32, CallError> {
+        Core::request(self, sid, eid, mid, timeout, call, args)
+    }
+    fn reply(&self, conn: u64, session: u32, mid: u32, ok: bool, vals: &[Value]) -> Result<(), String> {
+        Core::reply(self, conn, session, mid, ok, vals)
+    }
+    fn eval_done(&self, token: u64, outcome: Result<String, String>) {
+        Core::eval_done(self, token, outcome)
+    }
+    fn stop_phase(&self, phase: u8) {
+        self.stop_phase.set(phase);
+        self.stop_wake.notify_one();
+    }
+    fn add_timer(&self, after: Duration) -> u64 {
+        Core::add_timer(self, after)
+    }
+    fn cancel_timer(&self, id: u64) {
+        Core::cancel_timer(self, id)
+    }
+    fn reload_cluster_later(this: &Rc<Self>) -> Result<String, String> {
+        this.reload_cluster_later()
+    }
+    fn rings(&self) -> std::cell::Ref<'_, Rings> {
+        self.rings.borrow()
+    }
+    fn node_spec(&self, sid: u32) -> Option<NodeSpec> {
+        Core::node_spec(self, sid)
+    }
+    fn type_id(&self, name: &str) -> Option<u32> {
+        Core::type_id(self, name)
+    }
+    fn all_specs(&self) -> Vec<NodeSpec> {
+        Core::all_specs(self)
+    }
+    fn load_of(&self, sid: u32) -> i64 {
+        if sid == self.me.sid {
+            self.load.get()
+        } else {
+            self.loads.borrow().get(&sid).copied().unwrap_or(0)
+        }
+    }
+    fn set_load(&self, load: i64) {
+        if self.load.replace(load) != load {
+            self.discovery.load_changed.notify_one();
+            self.publish_load();
+        }
+    }
+}
+
+impl DiscoveryHost for Core {
+    fn registration(&self) -> crate::discovery::zk::Registration {
+        Core::registration(self)
+    }
+    fn type_names(&self) -> Vec<String> {
+        Core::type_names(self)
+    }
+    fn apply_listing(this: &Rc<Self>, listed: Vec<NodeSpec>, loads: HashMap<u32, i64>, grace: Duration) {
+        *this.loads.borrow_mut() = loads;
+        this.apply_listing(listed, grace);
+    }
+    fn has_missing(&self) -> bool {
+        Core::has_missing(self)
+    }
+    fn set_self_online(&self, online: bool) {
+        Core::set_self_online(self, online)
+    }
+    fn fail(&self, reason: String) {
+        Core::fail(self, reason)
+    }
+    fn signals(&self) -> &DiscoverySignals {
+        &self.discovery
+    }
+}
+
+impl NetPeer for Peer {
+    fn spec(&self) -> &NodeSpec {
+        &self.spec
+    }
+    fn link(&self) -> &Link {
+        &self.link
+    }
+    fn reconnect(&self) -> &RefCell<Reconnect> {
+        &self.reconnect
+    }
+    fn kick(&self) -> &Notify {
+        &self.kick
+    }
+}
+
+impl NetHost for Core {
+    type Peer = Peer;
+
+    fn net(&self) -> &NetState {
+        &self.net
+    }
+    fn settings(&self) -> NetSettings {
+        let c = self.cluster.borrow();
+        NetSettings {
+            verify_timeout: c.verify_timeout,
+            liveness: c.liveness,
+            max_message: c.max_message,
+        }
+    }
+    fn me(&self) -> &NodeSpec {
+        &self.me
+    }
+    fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+    fn identity(&self) -> crate::codec::auth::Identity {
+        Core::identity(self)
+    }
+    fn secret(&self) -> String {
+        Core::secret(self)
+    }
+    fn digest(&self) -> u32 {
+        Core::digest(self)
+    }
+    fn schema_gen(&self) -> u64 {
+        self.schema_gen.get()
+    }
+    fn knows(&self, who: &crate::codec::auth::Identity) -> bool {
+        match self.node_spec(who.sid) {
+            Some(p) => p.name == who.name && p.stype == who.stype,
+            // With ZooKeeper a node may connect before its znode is seen
+            // here; its proof of the secret and the digest show it belongs.
+            None => self.zk_mode(),
+        }
+    }
+    fn limited(&self, cause: &'static str) -> bool {
+        Core::limited(self, cause)
+    }
+    fn send_seqs(&self, sender: &str, incarnation: u64) -> Rc<SendSeqs> {
+        Core::send_seqs(self, sender, incarnation)
+    }
+    fn on_request(&self, conn: u64, from: &str, msg: &Message, env: Envelope<'_>, link: Option<&Link>) -> bool {
+        Core::on_request(self, conn, from, msg, env, link)
+    }
+    fn on_reply(&self, peer: &Peer, session: u32, ok: bool, nvals: usize, vals: Reader<'_>) {
+        Core::on_reply(self, peer, session, ok, nvals, vals)
+    }
+    fn on_load(&self, sid: u32, load: i64) {
+        self.set_peer_load(sid, load)
+    }
+    fn peer_connected(&self, peer: &Rc<Peer>, incarnation: u64) {
+        Core::peer_connected(self, peer, incarnation)
+    }
+    fn peer_lost(&self, peer: &Peer, cause: &str, reverify: bool) {
+        Core::peer_lost(self, peer, cause, reverify)
+    }
+    fn connect_failed(&self, peer: &Peer, cause: &str) {
+        self.fail_peer(peer, cause)
+    }
+}
