@@ -6,17 +6,22 @@
 //! which sees the node only through the trait it defines, implemented in
 //! [`hosts`](self)).
 //!
+//! - `control`: the types shared with controlling threads (mailbox
+//!   messages, stop signal, start errors and options).
 //! - `handle`: starting a node on its thread; [`NodeHandle`].
-//! - `node`: the node's state and its life (boot, run, stop), its peers.
+//! - `node`: the node's state, its peers, small queries.
+//! - `life`: boot, the run loop, the graceful stop, the node's own tasks.
 //! - `calls`: calls and sends: encode, handle what arrives, fail, report.
-//! - `timers`: the timer heap.
+//! - `timers`: the timers (pure: time passed in).
 //! - `membership`: carrying out cluster-file and ZooKeeper changes.
 //! - `watch`: the cluster file and script watchers, hot reload.
 //! - `hosts`: the traits of the layers below, implemented by the node.
 
 mod calls;
+mod control;
 mod handle;
 mod hosts;
+mod life;
 mod membership;
 pub mod node;
 mod timers;
@@ -24,4 +29,5 @@ mod watch;
 
 pub use crate::net::PeerState;
 pub use crate::rpc::MAX_DELAY;
-pub use handle::{start, start_with, Control, NodeError, NodeHandle, NodeOptions, CONTROL_MAILBOX};
+pub use control::{Control, NodeError, NodeOptions, CONTROL_MAILBOX};
+pub use handle::{start, start_with, NodeHandle};

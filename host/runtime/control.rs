@@ -1,0 +1,98 @@
+//! The types shared by a node and the threads that control it: its
+//! mailbox messages, its stop signal, its start errors and options.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+/// Capacity of a node's control mailbox (messages from other threads).
+pub const CONTROL_MAILBOX: usize = 256;
+
+/// Stop requests to a node: the first starts a graceful stop, a second
+/// ends the node at once.
+#[derive(Debug, Default)]
+pub(crate) struct StopSignal {
+    pub(crate) requests: AtomicU32,
+    pub(crate) wake: Notify,
+}
+
+impl StopSignal {
+    pub(crate) fn request(&self) {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn count(&self) -> u32 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Returns once at least `n` stops were requested.
+    pub(crate) async fn at_least(&self, n: u32) {
+        while self.count() < n {
+            self.wake.notified().await;
+        }
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The cluster file has no node of that name.
+    #[error("no node named '{0}' in the cluster file")]
+    UnknownNode(String),
+    /// Its listen address could not be bound.
+    #[error("node {node}: cannot listen on {addr}: {source}")]
+    Bind {
+        /// Node name.
+        node: String,
+        /// Address tried.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// Its scripts failed to load or raised while starting.
+    #[error("node {node}: {message}")]
+    Script {
+        /// Node name.
+        node: String,
+        /// The Lua error with traceback.
+        message: String,
+    },
+    /// The runtime thread could not be created.
+    #[error("node {node}: {source}")]
+    Thread {
+        /// Node name.
+        node: String,
+        /// OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Messages from other threads to a running node.
+#[derive(Debug)]
+pub enum Control {
+    /// Re-read the cluster file now (as when it changes on disk).
+    ReloadCluster,
+    /// Hot-reload every loaded Lua module whose file changed.
+    ReloadScripts,
+    /// Run a Lua chunk in a new coroutine of the node (it may make remote
+    /// calls) and send back its results as text, tab-separated, or its error.
+    Eval {
+        /// The chunk.
+        code: String,
+        /// Where the outcome goes.
+        reply: std::sync::mpsc::Sender<Result<String, String>>,
+    },
+}
+
+/// How a node runs.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// Watch the script folders and hot-reload changed modules.
+    pub watch_scripts: bool,
+    /// Nodes of this process that talk in memory instead of over loopback
+    /// TCP (shared by the nodes a [`LocalCluster`](crate::cluster::LocalCluster) starts).
+    pub local: Option<Arc<crate::net::stream::LocalNet>>,
+}

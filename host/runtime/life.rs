@@ -1,0 +1,342 @@
+//! The life of a node on its thread: boot (Lua state, listener, main
+//! script), the run loop (control mailbox, watchers, stop), the graceful
+//! stop, and the node's own tasks (timers, log summaries).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mlua::{Lua, MultiValue, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::discovery::config::{ClusterConfig, NodeSpec};
+use crate::discovery::DiscoverySignals;
+use crate::net::transport;
+use crate::net::NetState;
+use crate::rpc::pending::CallIds;
+use crate::rpc::ring::Rings;
+
+use super::calls::{deadline_task, self_task};
+use super::control::{Control, NodeError, NodeOptions, StopSignal};
+use super::node::{kind, Core, Peer};
+use super::timers::{TimerKind, Timers};
+use super::watch::{cluster_watch_task, script_watch_task};
+
+impl Core {
+    pub(crate) async fn boot(
+        cluster: Arc<ClusterConfig>,
+        me: NodeSpec,
+        stop: Arc<StopSignal>,
+        failure: Arc<std::sync::Mutex<Option<String>>>,
+        local: Option<Arc<crate::net::stream::LocalNet>>,
+    ) -> Result<Rc<Core>, NodeError> {
+        let listener = TcpListener::bind(me.addr).await.map_err(|source| NodeError::Bind {
+            node: me.name.clone(),
+            addr: me.addr,
+            source,
+        })?;
+        // SAFETY: the debug library is needed for tracebacks and hot reload
+        // of upvalues; scripts are the game's own trusted code, and no network
+        // data is ever loaded as code.
+        let lua = unsafe {
+            Lua::unsafe_new_with(
+                mlua::StdLib::ALL_SAFE | mlua::StdLib::DEBUG,
+                mlua::LuaOptions::default(),
+            )
+        };
+        let core = Rc::new(Core {
+            lua,
+            me: me.clone(),
+            cluster: RefCell::new(cluster.clone()),
+            started: Instant::now(),
+            my_type: Cell::new(0),
+            type_ids: RefCell::new(HashMap::new()),
+            schema: RefCell::new(None),
+            dispatch: RefCell::new(None),
+            peers: RefCell::new(HashMap::new()),
+            net: NetState {
+                next_conn: Cell::new(1),
+                local: local.clone(),
+                ..NetState::default()
+            },
+            call_ids: RefCell::new(CallIds::new()),
+            timers: Timers::default(),
+            rings: RefCell::new(Rings::default()),
+            registered: Cell::new(false),
+            listener: RefCell::new(Some(listener)),
+            evals: RefCell::new(HashMap::new()),
+            watcher: RefCell::new(None),
+            script_watcher: RefCell::new(None),
+            stop,
+            failure,
+            stopping: Cell::new(false),
+            stop_phase: Cell::new(0),
+            stop_wake: Notify::new(),
+            discovery: DiscoverySignals::default(),
+            local_rx: RefCell::new(local.as_ref().map(|net| net.listen(me.addr))),
+            schema_gen: Cell::new(0),
+            load: Cell::new(0),
+            loads: RefCell::new(HashMap::new()),
+            incarnation: crate::codec::auth::incarnation(),
+            log_limit: RefCell::new(crate::rpc::ratelog::LogLimit::default()),
+            send_seqs: RefCell::new(HashMap::new()),
+        });
+        // With ZooKeeper the peers are discovered; the file only describes this node.
+        for spec in cluster.nodes.values() {
+            if cluster.zookeeper.is_none() || spec.sid == me.sid {
+                core.add_peer(spec.clone());
+            }
+        }
+        let script_err = |e: mlua::Error| NodeError::Script {
+            node: me.name.clone(),
+            message: e.to_string(),
+        };
+        crate::lua::api::install(&core.lua, &core, &cluster).map_err(script_err)?;
+        tokio::task::spawn_local(timer_task(core.clone()));
+        tokio::task::spawn_local(deadline_task(core.clone()));
+        tokio::task::spawn_local(log_summary_task(core.clone()));
+        let main = std::fs::read_to_string(&me.main).map_err(|e| NodeError::Script {
+            node: me.name.clone(),
+            message: format!("cannot read {}: {e}", me.main.display()),
+        })?;
+        let chunk = core.lua.load(main).set_name(format!("@{}", me.main.display()));
+        chunk.exec().map_err(script_err)?;
+        info!(
+            "node {} (sid {}, type {}) listening on {}",
+            me.name, me.sid, me.stype, me.addr
+        );
+        if let Some(w) = cluster.secret_warning() {
+            warn!("node {}: {w}", me.name);
+        }
+        Ok(core)
+    }
+
+    pub(crate) async fn run(
+        self: Rc<Self>,
+        mut ctrl: mpsc::Receiver<Control>,
+        stop: Arc<StopSignal>,
+        opts: NodeOptions,
+    ) {
+        let listener = self.listener.borrow_mut().take();
+        if let Some(listener) = listener {
+            let local = self.local_rx.borrow_mut().take();
+            tokio::task::spawn_local(transport::accept_task(self.clone(), listener, local));
+        }
+        let (file_tx, file_rx) = mpsc::unbounded_channel();
+        self.watch_cluster_file(file_tx);
+        tokio::task::spawn_local(cluster_watch_task(self.clone(), file_rx));
+        if opts.watch_scripts {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.watch_scripts(tx);
+            tokio::task::spawn_local(script_watch_task(self.clone(), rx));
+        }
+        loop {
+            let msg = tokio::select! {
+                _ = stop.at_least(1) => break,
+                m = ctrl.recv() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
+            match msg {
+                Control::ReloadCluster => {
+                    let _ = self.reload_cluster();
+                }
+                Control::ReloadScripts => self.reload_scripts(None),
+                Control::Eval { code, reply } => {
+                    let token = self.timers.next_id();
+                    self.evals.borrow_mut().insert(token, reply);
+                    if self.dispatch.borrow().is_none() {
+                        self.eval_done(token, Err("base.init has not run on this node".into()));
+                        continue;
+                    }
+                    let mut mv = MultiValue::with_capacity(3);
+                    mv.push_back(Value::Integer(kind::EVAL));
+                    mv.push_back(Value::Integer(token as i64));
+                    match self.lua.create_string(&code) {
+                        Ok(s) => mv.push_back(Value::String(s)),
+                        Err(e) => {
+                            self.eval_done(token, Err(e.to_string()));
+                            continue;
+                        }
+                    }
+                    self.call_lua(mv);
+                }
+            }
+        }
+        self.graceful_stop(&stop).await;
+        info!("node {} stopping", self.me.name);
+        let failed = self.failure.lock().map(|f| f.is_some()).unwrap_or(true);
+        if self.zk_mode() && self.registered.get() && stop.count() < 2 && !failed {
+            self.discovery.leave.notify_one();
+            tokio::select! {
+                _ = self.discovery.left.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                    warn!("could not leave ZooKeeper within 2 s; the znode goes when the session ends")
+                }
+                _ = stop.at_least(2) => {}
+            }
+        }
+        if let Some(net) = &self.net.local {
+            net.unlisten(self.me.addr);
+        }
+        self.watcher.borrow_mut().take();
+        self.script_watcher.borrow_mut().take();
+        let peers: Vec<Rc<Peer>> = self.peers.borrow().values().cloned().collect();
+        for p in peers {
+            if let Some(t) = p.task.borrow_mut().take() {
+                t.abort();
+            }
+            if !p.is_self {
+                let lost = p.link.drain_unsent();
+                if !lost.sends.is_empty() {
+                    let list: Vec<String> = lost
+                        .sends
+                        .iter()
+                        .map(|(mid, n)| format!("{n} x {}", self.method_name(*mid)))
+                        .collect();
+                    error!(
+                        "{} sends to {} not delivered or not acknowledged when this node stopped: {}",
+                        lost.total(),
+                        p.spec.name,
+                        list.join(", ")
+                    );
+                }
+            }
+        }
+        self.log_summaries();
+        // Break the Lua -> Rust cycle so the state can be freed.
+        self.dispatch.borrow_mut().take();
+    }
+
+    /// The graceful part of a stop (see [`NodeHandle::stop`]): refuse new
+    /// work, let Lua wait for its handlers and run the onStop handlers, each
+    /// step bounded by `stop_grace`; a second stop request cuts it short.
+    pub(crate) async fn graceful_stop(&self, stop: &StopSignal) {
+        if stop.count() >= 2 || self.dispatch.borrow().is_none() {
+            return;
+        }
+        self.stopping.set(true);
+        let grace = self.cluster.borrow().stop_grace;
+        info!(
+            "stopping: handlers running get up to {:.1} s to finish, then onStop runs (stop again to end at once)",
+            grace.as_secs_f64()
+        );
+        let mut mv = MultiValue::with_capacity(2);
+        mv.push_back(Value::Integer(kind::STOP));
+        mv.push_back(Value::Number(grace.as_secs_f64()));
+        self.call_lua(mv);
+        // Lua bounds the wait for handlers itself; the margin covers its
+        // polling, the deadline moves when the onStop handlers start.
+        let mut deadline = Instant::now() + grace + Duration::from_millis(200);
+        let mut phase = 0;
+        while self.stop_phase.get() < 2 {
+            if self.stop_phase.get() != phase {
+                phase = self.stop_phase.get();
+                deadline = Instant::now() + grace;
+            }
+            tokio::select! {
+                _ = self.stop_wake.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!(
+                        "{} did not finish within stop_grace; stopping anyway",
+                        if phase == 0 { "handlers" } else { "onStop handlers" }
+                    );
+                    return;
+                }
+                _ = stop.at_least(2) => {
+                    warn!("stopped again: stopping at once");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Registers the node with the (static) discovery: it joins its ring, and
+    /// connections to every other node of the cluster start.
+    pub(crate) fn register(self: &Rc<Self>, types: HashMap<String, u32>) -> Result<(), String> {
+        let my_type = *types.get(&self.me.stype).ok_or_else(|| {
+            format!(
+                "node {} has type '{}', which ServerType of the schema does not define",
+                self.me.name, self.me.stype
+            )
+        })?;
+        for p in self.peers.borrow().values() {
+            if !types.contains_key(&p.spec.stype) {
+                return Err(format!(
+                    "node {} in the cluster file has type '{}', which ServerType of the schema does not define",
+                    p.spec.name, p.spec.stype
+                ));
+            }
+        }
+        if self.registered.replace(true) {
+            return Ok(());
+        }
+        self.my_type.set(my_type);
+        *self.type_ids.borrow_mut() = types;
+        let peers: Vec<Rc<Peer>> = self.peers.borrow().values().cloned().collect();
+        for p in peers {
+            self.start_peer(&p);
+        }
+        if let Some(me) = self.peer(self.me.sid) {
+            tokio::task::spawn_local(self_task(self.clone(), me));
+        }
+        let zk = self.cluster.borrow().zookeeper.clone();
+        match zk {
+            // online once registered in ZooKeeper
+            Some(cfg) => {
+                tokio::task::spawn_local(crate::discovery::zk::zk_task(self.clone(), cfg));
+            }
+            None => self.timers.push(Instant::now(), TimerKind::SelfOnline),
+        }
+        Ok(())
+    }
+
+    /// Fires a timer that is due.
+    pub(crate) fn fire_timer(self: &Rc<Self>, kind: TimerKind) {
+        match kind {
+            TimerKind::Lua(id) => {
+                let mut mv = MultiValue::with_capacity(2);
+                mv.push_back(Value::Integer(kind::TIMER));
+                mv.push_back(Value::Integer(id as i64));
+                self.call_lua(mv);
+            }
+            TimerKind::SelfOnline => self.set_self_online(true),
+        }
+    }
+}
+
+/// Sleeps until the next timer is due (or an earlier one arrives) and fires
+/// what is due.
+pub(crate) async fn timer_task(core: Rc<Core>) {
+    loop {
+        match core.timers.next_at() {
+            None => core.timers.wake.notified().await,
+            Some(t) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(t) => {}
+                    _ = core.timers.wake.notified() => continue,
+                }
+            }
+        }
+        let now = Instant::now();
+        while let Some(k) = core.timers.pop_due(now) {
+            core.fire_timer(k);
+        }
+    }
+}
+
+/// Logs, once per window, how many rate-limited lines were not written.
+pub(crate) async fn log_summary_task(core: Rc<Core>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        core.log_summaries();
+    }
+}
