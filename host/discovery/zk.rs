@@ -33,7 +33,7 @@ use zookeeper_client::{
 
 use crate::discovery::config::{NodeSpec, ZkSettings};
 use crate::discovery::DiscoveryHost;
-use crate::net::transport::{probe, Probe};
+use crate::net::handshake::{probe, Probe};
 
 /// What a node's znode holds (MessagePack).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

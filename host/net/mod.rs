@@ -1,15 +1,19 @@
 //! Connections between nodes: the two halves of a TCP socket or an in-memory
-//! pipe ([`stream`]), a connection's output side ([`link`]), and the
-//! accepting and connecting sides with the handshake, the reader loop and
-//! liveness ([`transport`]).
+//! pipe ([`stream`]), a connection's output side ([`link`]), the mutual
+//! handshake ([`handshake`]), what every verified connection does (reader,
+//! acknowledgements, liveness: [`conn`]), the accepting side ([`accept`]) and
+//! the connecting side ([`peer`]).
 //!
 //! Owns sockets and the tasks that drive them. The decisions (liveness,
 //! backoff, outbox accounting) come from `rpc`; what arrives is handed to
 //! the node through the calls it makes into the runtime.
 
+pub(crate) mod accept;
+pub(crate) mod conn;
+pub(crate) mod handshake;
 pub(crate) mod link;
+pub(crate) mod peer;
 pub(crate) mod stream;
-pub(crate) mod transport;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

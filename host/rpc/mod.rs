@@ -12,10 +12,12 @@
 //!   or a ZooKeeper listing changes.
 //! - [`ring`]: consistent-hash rings behind `router.route`.
 //! - [`acks`]: the receiver's record of one-way sends handled.
+//! - [`liveness`]: when a silent peer is dead, when to ping.
 //! - [`ratelog`]: rate limits for log lines a remote party can cause.
 
 pub(crate) mod acks;
 pub mod error;
+pub(crate) mod liveness;
 pub mod membership;
 pub mod pending;
 pub(crate) mod ratelog;

@@ -1,5 +1,5 @@
 //! The connect states of one peer (seed 003: disconnected, connecting,
-//! connected) and when to try again: the rule of `transport::peer_task`,
+//! connected) and when to try again: the rule of `net::peer::peer_task`,
 //! without its sockets and sleeps.
 //!
 //! After a failed attempt, or a lost connection, the next attempt is due

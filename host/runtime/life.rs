@@ -16,7 +16,6 @@ use tracing::{error, info, warn};
 
 use crate::discovery::config::{ClusterConfig, NodeSpec};
 use crate::discovery::DiscoverySignals;
-use crate::net::transport;
 use crate::net::NetState;
 use crate::rpc::pending::CallIds;
 use crate::rpc::ring::Rings;
@@ -125,7 +124,7 @@ impl Core {
         let listener = self.listener.borrow_mut().take();
         if let Some(listener) = listener {
             let local = self.local_rx.borrow_mut().take();
-            tokio::task::spawn_local(transport::accept_task(self.clone(), listener, local));
+            tokio::task::spawn_local(crate::net::accept::accept_task(self.clone(), listener, local));
         }
         let (file_tx, file_rx) = mpsc::unbounded_channel();
         self.watch_cluster_file(file_tx);

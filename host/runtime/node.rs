@@ -29,7 +29,6 @@ use crate::codec::proto::{self};
 use crate::discovery::config::{ClusterConfig, NodeSpec};
 use crate::discovery::DiscoverySignals;
 use crate::net::link::Link;
-use crate::net::transport;
 use crate::net::{NetState, PeerState};
 use crate::rpc::acks::SendSeqs;
 use crate::rpc::pending::{CallIds, Calls};
@@ -174,7 +173,7 @@ impl Core {
 
     pub(crate) fn start_peer(self: &Rc<Self>, peer: &Rc<Peer>) {
         if !peer.is_self {
-            let handle = tokio::task::spawn_local(transport::peer_task(self.clone(), peer.clone()));
+            let handle = tokio::task::spawn_local(crate::net::peer::peer_task(self.clone(), peer.clone()));
             *peer.task.borrow_mut() = Some(handle);
         }
     }

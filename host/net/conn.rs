@@ -1,0 +1,202 @@
+//! One connection once verified, for every kind: the reader of whole
+//! messages, pipelining of long bursts, acknowledgements owed, the reverify
+//! of a schema change, and the liveness driver (its rule is `rpc::liveness`).
+
+use std::cell::Cell;
+use std::fmt;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::codec::proto::{self};
+use crate::codec::wire::{FrameDecoder, Message};
+use crate::net::link::Link;
+use crate::net::stream::ReadHalf;
+use crate::net::NetHost;
+use crate::rpc::liveness::{Beat, Liveness};
+
+/// Messages handled from one read burst before the writers get a turn.
+pub(crate) const PIPELINE_BURST: u32 = 16;
+
+/// Sends handled before an acknowledgement goes out at once.
+pub(crate) const ACK_EVERY: u32 = 4096;
+/// Otherwise an acknowledgement goes out this long after the first send it
+/// covers (delayed acknowledgements, as in TCP: one small frame per 10 ms of
+/// a stream, not one per read burst, which cost 10% of the send rate).
+pub(crate) const ACK_DELAY: Duration = Duration::from_millis(10);
+
+/// Acknowledgements owed on an accepted connection.
+#[derive(Default)]
+pub(crate) struct Acks {
+    /// The last send handled and not yet acknowledged.
+    pub(crate) owed: Cell<Option<u32>>,
+    /// How many sends that covers.
+    pub(crate) count: Cell<u32>,
+    /// Wakes the timer when the first send of a new batch is owed.
+    pub(crate) armed: Notify,
+}
+
+impl Acks {
+    /// Send `last` (and all before it) was handled.
+    pub(crate) fn owe(&self, last: u32, link: &Link) {
+        let first = self.owed.replace(Some(last)).is_none();
+        let n = self.count.get() + 1;
+        self.count.set(n);
+        if n >= ACK_EVERY {
+            self.pay(link);
+        } else if first {
+            self.armed.notify_one();
+        }
+    }
+
+    pub(crate) fn pay(&self, link: &Link) {
+        if let Some(seq) = self.owed.take() {
+            self.count.set(0);
+            link.push(|o| proto::put_ack(o, seq));
+        }
+    }
+
+    /// Pays what is owed `ACK_DELAY` after it began to be owed.
+    pub(crate) async fn timer(&self, link: &Link) -> Cause {
+        loop {
+            self.armed.notified().await;
+            tokio::time::sleep(ACK_DELAY).await;
+            self.pay(link);
+        }
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// The peer closed it.
+    Closed,
+    /// A socket error.
+    Io(String),
+    /// The peer broke the protocol (bad frame, bad envelope, oversize).
+    Protocol(String),
+    /// No whole frame arrived for longer than the liveness bound.
+    Silent(Duration),
+    /// Refused or failed during connect/verify.
+    Refused(String),
+    /// This node's schema changed: the connection must verify again.
+    Reverify,
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Closed => f.write_str("connection closed"),
+            Cause::Io(e) => f.write_str(e),
+            Cause::Protocol(e) => write!(f, "protocol error: {e}"),
+            Cause::Silent(d) => write!(f, "no traffic for {:.1} s (liveness bound)", d.as_secs_f64()),
+            Cause::Refused(e) => f.write_str(e),
+            Cause::Reverify => f.write_str("this node's RPC schema changed; verifying again"),
+        }
+    }
+}
+
+/// Reads the next whole message. `link.last_recv` moves when a whole frame
+/// has arrived (not on every byte: a peer trickling a frame byte by byte
+/// does not count as alive).
+pub(crate) async fn read_message(
+    rd: &mut ReadHalf,
+    dec: &mut FrameDecoder,
+    buf: &mut BytesMut,
+    link: &Link,
+) -> Result<Message, Cause> {
+    loop {
+        if let Some(m) = dec.decode(buf).map_err(|e| Cause::Protocol(e.to_string()))? {
+            return Ok(m);
+        }
+        // Room for at least one whole frame: reads of 64 KiB, not 8 KiB.
+        buf.reserve(64 * 1024);
+        let n = rd.read_buf(buf).await.map_err(|e| Cause::Io(e.to_string()))?;
+        if n == 0 {
+            return Err(Cause::Closed);
+        }
+        if crate::codec::wire::has_frame(buf) {
+            link.last_recv.set(Instant::now());
+        }
+    }
+}
+
+/// Lets this connection's writer (and other tasks) run every few messages of
+/// a long burst, so that the first replies are on the wire while the rest of
+/// the burst is still being handled: both ends then work at once instead of
+/// in turns.
+pub(crate) async fn pipeline(burst: &mut u32, unread: &BytesMut, link: &Link) {
+    if unread.is_empty() {
+        // End of the burst: write what it produced now, before going back
+        // to the socket for more (saves a wake-up on the request/reply path).
+        *burst = 0;
+        link.flush_now();
+        return;
+    }
+    *burst += 1;
+    if *burst >= PIPELINE_BURST {
+        *burst = 0;
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Ends the connection once this node's schema changed after it verified
+/// (checked whenever the connection is woken, and at least every 50 ms).
+pub(crate) async fn schema_changed<H: NetHost>(core: &H, gen: u64, link: &Link, accepted: bool) -> Cause {
+    loop {
+        if core.schema_gen() != gen {
+            return reverify(link, accepted).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Closes a connection so that it verifies again under the new schema. On
+/// the accepting side the peer is told first (a verify-failed with reason
+/// "reverify"), so it reconnects at once instead of reporting this node down.
+pub(crate) async fn reverify(link: &Link, accepted: bool) -> Cause {
+    if accepted {
+        link.stale.set(false);
+        link.clear();
+        link.push(|o| proto::put_verify_failed(o, REVERIFY));
+        let t = Instant::now();
+        while link.queued() > 0 && t.elapsed() < Duration::from_millis(200) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    Cause::Reverify
+}
+
+/// Reason of the verify-failed that asks a connected peer to verify again.
+pub(crate) const REVERIFY: &str = "reverify: the RPC schema changed";
+
+/// Ends with [`Cause::Silent`] once no whole frame has arrived for `bound`
+/// (exactly, not up to a tick later); when `ping` is set, pings whenever the
+/// connection has been quiet for a quarter of it. Before judging, data that
+/// is already waiting is read: a node resumed after SIGSTOP, or whose thread
+/// was busy, does not drop connections whose peers kept talking.
+pub(crate) async fn liveness(link: &Link, bound: Duration, ping: bool) -> Cause {
+    let mut rule = Liveness::new(bound, ping);
+    loop {
+        let planned = rule.next_wake(link.last_recv.get());
+        tokio::time::sleep_until(planned).await;
+        // Let the reader take what already arrived (the I/O driver runs
+        // before this task is polled again).
+        tokio::task::yield_now().await;
+        let now = Instant::now();
+        match rule.decide(now, planned, link.last_recv.get()) {
+            Beat::Quiet => {}
+            Beat::Ping => link.push(|o| proto::put_ping(o, false)),
+            Beat::Dead(idle) => return Cause::Silent(idle),
+            Beat::Stalled => {
+                link.last_recv.set(rule.after_stall(now, link.last_recv.get()));
+                if ping {
+                    rule.last_ping = Some(now);
+                    link.push(|o| proto::put_ping(o, false));
+                }
+            }
+        }
+    }
+}

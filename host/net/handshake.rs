@@ -1,0 +1,397 @@
+//! The mutual handshake of `codec::auth` on both sides: the accepting side
+//! (hello in, challenge out, proof in), the connecting side (`connect`), and
+//! `probe` (the first half only). Both end within `verify_timeout`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::conn::{read_message, Cause};
+use crate::codec::auth::{self, Identity, Side};
+use crate::codec::proto::{self, Envelope};
+use crate::codec::wire::{FrameDecoder, Message};
+use crate::net::link::Link;
+use crate::net::stream::{self, ReadHalf, WriteHalf};
+use crate::net::{NetHost, NetPeer, NetSettings};
+
+/// Largest handshake message accepted from a connection that has not verified.
+pub(crate) const MAX_VERIFY_MESSAGE: usize = 64 * 1024;
+
+pub(crate) async fn refuse(wr: &WriteHalf, reason: &str) {
+    let mut out = BytesMut::new();
+    proto::put_verify_failed(&mut out, reason);
+    let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&out)).await;
+}
+
+/// Why an accepted connection did not verify.
+pub(crate) struct Refusal {
+    /// Rate-limit cause (a fixed text per kind of refusal).
+    pub(crate) cause: &'static str,
+    /// Who it claimed to be.
+    pub(crate) who: String,
+    /// The reason, as told to the peer and logged.
+    pub(crate) reason: String,
+    /// Whether to tell the peer (not when it already went away).
+    pub(crate) tell: bool,
+}
+
+impl Refusal {
+    pub(crate) fn new(cause: &'static str, who: impl Into<String>, reason: impl Into<String>) -> Self {
+        Refusal {
+            cause,
+            who: who.into(),
+            reason: reason.into(),
+            tell: true,
+        }
+    }
+}
+
+/// Reads the next handshake message before `deadline`.
+pub(crate) async fn read_until(
+    deadline: Instant,
+    rd: &mut ReadHalf,
+    dec: &mut FrameDecoder,
+    buf: &mut BytesMut,
+    link: &Link,
+) -> Result<Message, Cause> {
+    match tokio::time::timeout_at(deadline, read_message(rd, dec, buf, link)).await {
+        Err(_) => Err(Cause::Refused("no answer in time".into())),
+        Ok(r) => r,
+    }
+}
+
+/// The accepting side of the handshake: hello in, challenge out, proof in.
+/// Returns the verified peer's identity.
+pub(crate) async fn accept_handshake<H: NetHost>(
+    core: &H,
+    rd: &mut ReadHalf,
+    wr: &WriteHalf,
+    dec: &mut FrameDecoder,
+    buf: &mut BytesMut,
+    link: &Link,
+) -> Result<Identity, Refusal> {
+    let deadline = Instant::now() + core.settings().verify_timeout;
+    let first = read_until(deadline, rd, dec, buf, link).await.map_err(|e| match e {
+        Cause::Refused(_) => Refusal::new(
+            "connections closed without a verify request in time",
+            "unknown",
+            format!(
+                "no verify request within {:.1} s",
+                core.settings().verify_timeout.as_secs_f64()
+            ),
+        ),
+        other => Refusal {
+            tell: false,
+            ..Refusal::new(
+                "connections closed before verifying",
+                "unknown",
+                format!("closed before verifying: {other}"),
+            )
+        },
+    })?;
+    let theirs = match proto::parse(&first.data) {
+        Ok(Envelope::Verify(hello)) => hello.identity().ok_or_else(|| {
+            Refusal::new(
+                "malformed verify requests",
+                "unknown",
+                "malformed verify request: bad nonce",
+            )
+        })?,
+        Ok(_) => {
+            return Err(Refusal::new(
+                "connections that did not start with a verify request",
+                "unknown",
+                "the first message must be a verify request",
+            ))
+        }
+        Err(e) => {
+            return Err(Refusal::new(
+                "malformed verify requests",
+                "unknown",
+                format!("malformed verify request: {e}"),
+            ))
+        }
+    };
+    let who = theirs.name.clone();
+    if !core.knows(&theirs) {
+        return Err(Refusal::new(
+            "connections from unknown nodes",
+            who,
+            format!(
+                "unknown node {} (sid {}, type {}) in {}'s cluster file",
+                theirs.name,
+                theirs.sid,
+                theirs.stype,
+                core.me().name
+            ),
+        ));
+    }
+    let secret = core.secret();
+    let mine = core.identity();
+    let my_proof = auth::prove(secret.as_bytes(), Side::Accepting, &theirs, &mine);
+    let mut out = BytesMut::new();
+    proto::put_challenge(&mut out, &mine, &my_proof);
+    if let Err(e) = wr.write_all(&out).await {
+        return Err(Refusal {
+            tell: false,
+            ..Refusal::new(
+                "connections closed before verifying",
+                who,
+                format!("closed before verifying: {e}"),
+            )
+        });
+    }
+    let probe = theirs.name == core.me().name && theirs.incarnation != core.incarnation();
+    let second = read_until(deadline, rd, dec, buf, link).await.map_err(|e| {
+        if probe {
+            // `probe` from a process starting with this node's name: it has
+            // its answer (this node is alive) and hangs up.
+            Refusal {
+                tell: false,
+                ..Refusal::new(
+                    "probes by processes starting with this node's name",
+                    who.clone(),
+                    format!(
+                        "a process starting as {} asked whether this node is alive (it is, so that process should refuse to start)",
+                        core.me().name
+                    ),
+                )
+            }
+        } else {
+            Refusal {
+                tell: matches!(e, Cause::Refused(_)),
+                ..Refusal::new(
+                    "connections closed before verifying",
+                    who.clone(),
+                    format!("no proof of the cluster secret: {e}"),
+                )
+            }
+        }
+    })?;
+    match proto::parse(&second.data) {
+        Ok(Envelope::Proof { proof }) => {
+            if !auth::check(secret.as_bytes(), Side::Connecting, &theirs, &mine, proof) {
+                return Err(Refusal::new(
+                    "connections refused for a wrong cluster secret",
+                    who,
+                    "wrong cluster secret (its proof does not match)",
+                ));
+            }
+        }
+        Ok(Envelope::VerifyFailed { reason }) => {
+            return Err(Refusal {
+                tell: false,
+                ..Refusal::new(
+                    "connections that refused this node",
+                    who,
+                    format!("it refused this node: {}", String::from_utf8_lossy(reason)),
+                )
+            })
+        }
+        Ok(_) => {
+            return Err(Refusal::new(
+                "malformed verify requests",
+                who,
+                "expected a proof of the cluster secret",
+            ))
+        }
+        Err(e) => {
+            return Err(Refusal::new(
+                "malformed verify requests",
+                who,
+                format!("malformed proof: {e}"),
+            ))
+        }
+    }
+    if theirs.name == core.me().name {
+        return Err(Refusal::new(
+            "connections from processes starting with this node's name",
+            who,
+            format!(
+                "{} is already running (pid {}, at {})",
+                core.me().name,
+                std::process::id(),
+                core.me().addr
+            ),
+        ));
+    }
+    let digest = core.digest();
+    if theirs.digest != digest {
+        return Err(Refusal::new(
+            "connections refused for an RPC digest mismatch",
+            who,
+            format!(
+                "RPC digest mismatch: {} has {:08x}, {} has {digest:08x} (their entitydef differs)",
+                theirs.name,
+                theirs.digest,
+                core.me().name
+            ),
+        ));
+    }
+    Ok(theirs)
+}
+
+/// Dials `addr` (in memory when the node is in this process).
+pub(crate) async fn dial<H: NetHost>(core: &H, addr: SocketAddr) -> Result<(ReadHalf, WriteHalf), Cause> {
+    if let Some(halves) = core.net().local.as_ref().and_then(|net| net.dial(addr)) {
+        return Ok(halves);
+    }
+    let stream = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr))
+        .await
+        .map_err(|_| Cause::Refused("connect timed out".into()))?
+        .map_err(|e| Cause::Refused(e.to_string()))?;
+    Ok(stream::tcp(stream))
+}
+
+/// The reading side of a connection with its decoder and unread bytes.
+pub(crate) struct Incoming {
+    pub(crate) rd: ReadHalf,
+    pub(crate) dec: FrameDecoder,
+    pub(crate) buf: BytesMut,
+}
+
+impl Incoming {
+    pub(crate) fn new(rd: ReadHalf) -> Self {
+        Incoming {
+            rd,
+            dec: FrameDecoder::new(MAX_VERIFY_MESSAGE),
+            buf: BytesMut::with_capacity(16 * 1024),
+        }
+    }
+}
+
+/// A connection that verified, from the connecting side.
+pub(crate) struct Verified {
+    pub(crate) rd: ReadHalf,
+    pub(crate) wr: WriteHalf,
+    pub(crate) dec: FrameDecoder,
+    pub(crate) buf: BytesMut,
+    /// The peer's incarnation.
+    pub(crate) incarnation: u64,
+}
+
+/// Sends our hello and reads the challenge; checks that the accepting side
+/// is node `name`/`sid` and proves the cluster secret.
+pub(crate) async fn hello<H: NetHost>(
+    core: &H,
+    inc: &mut Incoming,
+    wr: &WriteHalf,
+    link: &Link,
+    deadline: Instant,
+    expect: (&str, u32),
+) -> Result<(Identity, Identity), Cause> {
+    let mine = core.identity();
+    let mut out = BytesMut::new();
+    proto::put_verify(&mut out, &mine);
+    wr.write_all(&out).await.map_err(|e| Cause::Refused(e.to_string()))?;
+    let answer = read_until(deadline, &mut inc.rd, &mut inc.dec, &mut inc.buf, link)
+        .await
+        .map_err(|e| Cause::Refused(format!("no verify answer: {e}")))?;
+    let (hello, proof) = match proto::parse(&answer.data) {
+        Ok(Envelope::Challenge { hello, proof }) => (hello, proof),
+        Ok(Envelope::VerifyFailed { reason }) => {
+            return Err(Cause::Refused(format!("refused: {}", String::from_utf8_lossy(reason))))
+        }
+        Ok(_) => return Err(Cause::Refused("unexpected verify answer".into())),
+        Err(e) => return Err(Cause::Refused(format!("malformed verify answer: {e}"))),
+    };
+    let theirs = hello
+        .identity()
+        .ok_or_else(|| Cause::Refused("malformed verify answer: bad nonce".into()))?;
+    let secret = core.secret();
+    if !auth::check(secret.as_bytes(), Side::Accepting, &mine, &theirs, proof) {
+        let mut out = BytesMut::new();
+        proto::put_verify_failed(&mut out, "wrong cluster secret (your proof does not match)");
+        let _ = wr.write_all(&out).await;
+        return Err(Cause::Refused(format!(
+            "not trusted: it answered as {} but could not prove it knows the cluster secret (wrong cluster secret on one side, or an impostor)",
+            theirs.name
+        )));
+    }
+    if (theirs.name.as_str(), theirs.sid) != expect {
+        return Err(Cause::Refused(format!(
+            "answered as {} (sid {}), expected {} (sid {})",
+            theirs.name, theirs.sid, expect.0, expect.1
+        )));
+    }
+    Ok((mine, theirs))
+}
+
+pub(crate) async fn connect<H: NetHost>(core: &H, peer: &H::Peer) -> Result<Verified, Cause> {
+    let NetSettings {
+        max_message,
+        verify_timeout,
+        ..
+    } = core.settings();
+    let (rd, wr) = dial(core, peer.spec().addr).await?;
+    let deadline = Instant::now() + verify_timeout;
+    let mut inc = Incoming::new(rd);
+    let expect = (peer.spec().name.as_str(), peer.spec().sid);
+    let (mine, theirs) = hello(core, &mut inc, &wr, peer.link(), deadline, expect).await?;
+    let Incoming {
+        mut rd,
+        mut dec,
+        mut buf,
+    } = inc;
+    let proof = auth::prove(core.secret().as_bytes(), Side::Connecting, &mine, &theirs);
+    let mut out = BytesMut::new();
+    proto::put_proof(&mut out, &proof);
+    wr.write_all(&out).await.map_err(|e| Cause::Refused(e.to_string()))?;
+    let answer = read_until(deadline, &mut rd, &mut dec, &mut buf, peer.link())
+        .await
+        .map_err(|e| Cause::Refused(format!("no verify answer: {e}")))?;
+    dec.set_max_message(max_message);
+    match proto::parse(&answer.data) {
+        Ok(Envelope::VerifyOk { .. }) => Ok(Verified {
+            rd,
+            wr,
+            dec,
+            buf,
+            incarnation: theirs.incarnation,
+        }),
+        Ok(Envelope::VerifyFailed { reason }) => {
+            Err(Cause::Refused(format!("refused: {}", String::from_utf8_lossy(reason))))
+        }
+        Ok(_) => Err(Cause::Refused("unexpected verify answer".into())),
+        Err(e) => Err(Cause::Refused(e.to_string())),
+    }
+}
+
+/// What answered at an address when asked whether a node runs there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// That node answered and proved the cluster secret.
+    Alive {
+        /// Its incarnation.
+        incarnation: u64,
+    },
+    /// Something answered, but not that node proving the secret.
+    NotThatNode(String),
+    /// Nothing answered in time.
+    Unreachable(String),
+}
+
+/// Asks whoever listens at `addr` whether it is node `name` (sid `sid`):
+/// the handshake's first half, without ever proving anything ourselves.
+/// Used before registering a node in ZooKeeper, to tell a live process with
+/// the same name from the leftover of a crashed one.
+#[allow(dead_code)] // used by the ZooKeeper registration
+pub(crate) async fn probe<H: NetHost>(core: &H, addr: SocketAddr, name: &str, sid: u32) -> Probe {
+    let (rd, wr) = match dial(core, addr).await {
+        Ok(h) => h,
+        Err(e) => return Probe::Unreachable(e.to_string()),
+    };
+    let deadline = Instant::now() + core.settings().verify_timeout;
+    let mut inc = Incoming::new(rd);
+    let link = Link::default();
+    match hello(core, &mut inc, &wr, &link, deadline, (name, sid)).await {
+        Ok((_, theirs)) => Probe::Alive {
+            incarnation: theirs.incarnation,
+        },
+        Err(Cause::Refused(e)) if e.starts_with("no verify answer") => Probe::Unreachable(e),
+        Err(e) => Probe::NotThatNode(e.to_string()),
+    }
+}
