@@ -2,13 +2,15 @@
 -- a remote call, a sleep or a wait suspends only that coroutine.
 --
 -- The host calls M.dispatch for everything that happens to the node; the
--- kinds are fixed by host/node.rs (kind module).
+-- kinds and their ids come from the host (core.kinds, host/lua/dispatch.rs).
 local core = require "luahost.core"
 local log = require "log"
 
 local M = {}
 
-local CALL, SEND, REPLY, TIMER, ONLINE, OFFLINE, EVAL, RELOAD, LOST, STOP = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+local K = core.kinds
+local CALL, SEND, REPLY, TIMER, ONLINE, OFFLINE, EVAL, RELOAD, LOST, STOP =
+    K.CALL, K.SEND, K.REPLY, K.TIMER, K.ONLINE, K.OFFLINE, K.EVAL, K.RELOAD, K.LOST, K.STOP
 
 local create, resume_raw, yield, running, status =
     coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status

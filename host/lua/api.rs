@@ -105,6 +105,11 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
     }
 
     m.set("error_kinds", crate::rpc::error::KINDS)?;
+    let kinds = lua.create_table()?;
+    for k in crate::lua::dispatch::Dispatch::ALL {
+        kinds.set(k.name(), k.id())?;
+    }
+    m.set("kinds", kinds)?;
     func!("name", |c, _l, (): ()| Ok(c.me().name.clone()));
     func!("sid", |c, _l, (): ()| Ok(c.me().sid));
     func!("type_name", |c, _l, (): ()| Ok(c.me().stype.clone()));

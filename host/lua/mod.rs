@@ -1,7 +1,9 @@
 //! The Lua side of the host: the `luahost.core` module lualib builds on
-//! ([`api`]) and the lualib built into the binary ([`lualib`]).
+//! ([`api`]), the kinds of event Lua's dispatcher receives ([`dispatch`]),
+//! and the lualib built into the binary ([`lualib`]).
 
 pub(crate) mod api;
+pub(crate) mod dispatch;
 pub(crate) mod lualib;
 
 use std::cell::Ref;

@@ -10,10 +10,11 @@ use mlua::{MultiValue, Value};
 use tokio::time::Instant;
 use tracing::{debug, error, info};
 
-use super::node::{kind, Core, Peer};
+use super::node::{Core, Peer};
 use crate::codec::mpack::Reader;
 use crate::codec::proto::{self, Envelope};
 use crate::codec::wire::{self, FrameDecoder, Message};
+use crate::lua::dispatch::Dispatch;
 use crate::net::link::Link;
 
 use crate::rpc::error::{CallError, RemoteFault};
@@ -154,7 +155,7 @@ impl Core {
     /// kind) and the kind itself.
     pub(crate) fn fail_call(&self, id: u32, err: CallError) {
         let mut args = MultiValue::with_capacity(5);
-        args.push_back(Value::Integer(kind::REPLY));
+        args.push_back(Value::Integer(Dispatch::Reply.id()));
         args.push_back(Value::Integer(id as i64));
         args.push_back(Value::Boolean(false));
         match self.lua.create_string(err.to_string()) {
@@ -250,7 +251,11 @@ impl Core {
             ));
         }
         let mut mv = MultiValue::with_capacity(5 + nargs);
-        mv.push_back(Value::Integer(if is_call { kind::CALL } else { kind::SEND }));
+        mv.push_back(Value::Integer(if is_call {
+            Dispatch::Call.id()
+        } else {
+            Dispatch::Send.id()
+        }));
         mv.push_back(Value::Integer(conn as i64));
         mv.push_back(Value::Integer(msg.session as i64));
         mv.push_back(Value::Integer(eid));
@@ -310,7 +315,7 @@ impl Core {
             );
         }
         let mut mv = MultiValue::with_capacity(3 + nvals);
-        mv.push_back(Value::Integer(kind::REPLY));
+        mv.push_back(Value::Integer(Dispatch::Reply.id()));
         mv.push_back(Value::Integer(session as i64));
         mv.push_back(Value::Boolean(true));
         for (i, (name, ty)) in decl.iter().enumerate() {
@@ -381,7 +386,7 @@ impl Core {
                 counts.set(m.as_str(), *n)?;
             }
             let mut mv = MultiValue::with_capacity(6);
-            mv.push_back(Value::Integer(kind::LOST));
+            mv.push_back(Value::Integer(Dispatch::Lost.id()));
             mv.push_back(Value::Integer(peer.spec.sid as i64));
             mv.push_back(Value::String(self.lua.create_string(&peer.spec.stype)?));
             mv.push_back(Value::String(self.lua.create_string(&peer.spec.name)?));

@@ -22,9 +22,10 @@ use crate::rpc::ring::Rings;
 
 use super::calls::{deadline_task, self_task};
 use super::control::{Control, NodeError, NodeOptions, StopSignal};
-use super::node::{kind, Core, Peer};
+use super::node::{Core, Peer};
 use super::timers::{TimerKind, Timers};
 use super::watch::{cluster_watch_task, script_watch_task};
+use crate::lua::dispatch::Dispatch;
 
 impl Core {
     pub(crate) async fn boot(
@@ -155,7 +156,7 @@ impl Core {
                         continue;
                     }
                     let mut mv = MultiValue::with_capacity(3);
-                    mv.push_back(Value::Integer(kind::EVAL));
+                    mv.push_back(Value::Integer(Dispatch::Eval.id()));
                     mv.push_back(Value::Integer(token as i64));
                     match self.lua.create_string(&code) {
                         Ok(s) => mv.push_back(Value::String(s)),
@@ -227,7 +228,7 @@ impl Core {
             grace.as_secs_f64()
         );
         let mut mv = MultiValue::with_capacity(2);
-        mv.push_back(Value::Integer(kind::STOP));
+        mv.push_back(Value::Integer(Dispatch::Stop.id()));
         mv.push_back(Value::Number(grace.as_secs_f64()));
         self.call_lua(mv);
         // Lua bounds the wait for handlers itself; the margin covers its
@@ -301,7 +302,7 @@ impl Core {
         match kind {
             TimerKind::Lua(id) => {
                 let mut mv = MultiValue::with_capacity(2);
-                mv.push_back(Value::Integer(kind::TIMER));
+                mv.push_back(Value::Integer(Dispatch::Timer.id()));
                 mv.push_back(Value::Integer(id as i64));
                 self.call_lua(mv);
             }

@@ -28,6 +28,7 @@ use super::timers::Timers;
 use crate::codec::proto::{self};
 use crate::discovery::config::{ClusterConfig, NodeSpec};
 use crate::discovery::DiscoverySignals;
+use crate::lua::dispatch::Dispatch;
 use crate::net::link::Link;
 use crate::net::{NetState, PeerState};
 use crate::rpc::acks::SendSeqs;
@@ -35,31 +36,6 @@ use crate::rpc::pending::{CallIds, Calls};
 use crate::rpc::reconnect::Reconnect;
 use crate::rpc::ring::Rings;
 use crate::schema::Schema;
-
-/// Kinds of dispatch into Lua (first argument of the Lua dispatcher).
-pub mod kind {
-    /// `(CALL, conn, session, eid, mid, args...)`
-    pub const CALL: i64 = 1;
-    /// `(SEND, src, 0, eid, mid, args...)`
-    pub const SEND: i64 = 2;
-    /// `(REPLY, id, ok, results... | errtext)`
-    pub const REPLY: i64 = 3;
-    /// `(TIMER, id)`
-    pub const TIMER: i64 = 4;
-    /// `(ONLINE, sid, type, name)`
-    pub const ONLINE: i64 = 5;
-    /// `(OFFLINE, sid, type, name)`
-    pub const OFFLINE: i64 = 6;
-    /// `(EVAL, token, code)`
-    pub const EVAL: i64 = 7;
-    /// `(RELOAD, paths | nil)`
-    pub const RELOAD: i64 = 8;
-    /// `(LOST, sid, type, name, {[method] = count}, cause)`: sends to that
-    /// node that will not be delivered (or may not have been handled).
-    pub const LOST: i64 = 9;
-    /// `(STOP, grace_secs)`: a graceful stop began
-    pub const STOP: i64 = 10;
-}
 
 /// Outgoing side towards one other node (or this node itself).
 pub(crate) struct Peer {
@@ -342,7 +318,11 @@ impl Core {
             );
         }
         let mut mv = MultiValue::with_capacity(4);
-        mv.push_back(Value::Integer(if online { kind::ONLINE } else { kind::OFFLINE }));
+        mv.push_back(Value::Integer(if online {
+            Dispatch::Online.id()
+        } else {
+            Dispatch::Offline.id()
+        }));
         mv.push_back(Value::Integer(peer.spec.sid as i64));
         for s in [&peer.spec.stype, &peer.spec.name] {
             match self.lua.create_string(s) {

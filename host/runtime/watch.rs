@@ -8,7 +8,8 @@ use mlua::{MultiValue, Value};
 use tokio::sync::mpsc;
 use tracing::{debug, error, warn};
 
-use super::node::{kind, Core};
+use super::node::Core;
+use crate::lua::dispatch::Dispatch;
 
 impl Core {
     pub(crate) fn watch_cluster_file(&self, tx: mpsc::UnboundedSender<()>) {
@@ -90,7 +91,7 @@ impl Core {
     /// messages, on this thread.
     pub(crate) fn reload_scripts(&self, paths: Option<Vec<PathBuf>>) {
         let mut mv = MultiValue::with_capacity(2);
-        mv.push_back(Value::Integer(kind::RELOAD));
+        mv.push_back(Value::Integer(Dispatch::Reload.id()));
         match paths {
             None => mv.push_back(Value::Nil),
             Some(paths) => {
