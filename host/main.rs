@@ -117,16 +117,19 @@ fn init_tracing() {
 }
 
 /// A channel of events and what to do with each.
-type Events<'a, T> = Option<(tokio::sync::mpsc::UnboundedReceiver<T>, &'a mut dyn FnMut(T))>;
+type Events<'a> = Option<(
+    tokio::sync::mpsc::UnboundedReceiver<PathBuf>,
+    &'a mut dyn FnMut(PathBuf),
+)>;
 
 /// Serves signals until the nodes have stopped. Calls `on_hup` for every
 /// SIGHUP and `on_event` for every message of `events`; the first Ctrl-C or
 /// SIGTERM, or `failed()` becoming true (checked every 200 ms), calls
 /// `stop()` (a graceful stop); another Ctrl-C or SIGTERM calls it again (at
 /// once). Returns when `stopped()` is true.
-fn serve_signals<T>(
+fn serve_signals(
     on_hup: &dyn Fn(),
-    events: Events<'_, T>,
+    events: Events<'_>,
     failed: &dyn Fn() -> bool,
     stop: &dyn Fn(),
     stopped: &dyn Fn() -> bool,
@@ -152,14 +155,9 @@ fn serve_signals<T>(
                 _ = int.recv() => break,
                 _ = term.recv() => break,
                 _ = hup.recv() => on_hup(),
-                ev = async { match rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
-                    match ev {
+                ev = async { match rx.as_mut() { Some(r) => luahost::discovery::watch::next_burst(r).await, None => std::future::pending().await } } => {
+                    match ev.and_then(|burst| burst.into_iter().next()) {
                         Some(ev) => {
-                            // let an editor's burst of events settle
-                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                            if let Some(r) = rx.as_mut() {
-                                while r.try_recv().is_ok() {}
-                            }
                             if let Some(f) = on_event.as_mut() {
                                 f(ev);
                             }
@@ -189,28 +187,6 @@ fn serve_signals<T>(
 }
 
 /// Watches `file` (through its folder, so saves by rename are seen).
-fn watch_file(
-    file: &std::path::Path,
-    tx: tokio::sync::mpsc::UnboundedSender<()>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let name = file.file_name()?.to_os_string();
-    let dir = match file.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            if !ev.kind.is_access() && ev.paths.iter().any(|p| p.file_name() == Some(name.as_os_str())) {
-                let _ = tx.send(());
-            }
-        }
-    })
-    .ok()?;
-    w.watch(&dir, notify::RecursiveMode::NonRecursive).ok()?;
-    Some(w)
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
@@ -244,11 +220,13 @@ fn main() -> ExitCode {
                 c.names().join(", ")
             );
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let _watcher = watch_file(&c.config.file, tx);
+            let _watcher = luahost::discovery::watch::watch_file(&c.config.file, tx)
+                .map_err(|e| tracing::warn!("{e}; edits of the cluster file are not followed"))
+                .ok();
             let c = std::cell::RefCell::new(c);
             serve_signals(
                 &|| {},
-                Some((rx, &mut |_: ()| c.borrow_mut().follow())),
+                Some((rx, &mut |_: PathBuf| c.borrow_mut().follow())),
                 &|| c.borrow().failure().is_some(),
                 &|| c.borrow().stop(),
                 &|| c.borrow().stopped(),
@@ -327,7 +305,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            serve_signals::<()>(
+            serve_signals(
                 &|| {
                     tracing::info!("SIGHUP: reloading scripts and cluster file");
                     h.reload_scripts();

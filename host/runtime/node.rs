@@ -78,8 +78,8 @@ pub(crate) struct Core {
     pub(crate) registered: Cell<bool>,
     pub(crate) listener: RefCell<Option<TcpListener>>,
     pub(crate) evals: RefCell<HashMap<u64, std::sync::mpsc::Sender<Result<String, String>>>>,
-    pub(crate) watcher: RefCell<Option<notify::RecommendedWatcher>>,
-    pub(crate) script_watcher: RefCell<Option<notify::RecommendedWatcher>>,
+    pub(crate) watcher: RefCell<Option<crate::discovery::watch::Watch>>,
+    pub(crate) script_watcher: RefCell<Option<crate::discovery::watch::Watch>>,
     pub(crate) stop: Arc<StopSignal>,
     pub(crate) failure: Arc<std::sync::Mutex<Option<String>>>,
     /// Set when a graceful stop begins: incoming calls and sends are refused.

@@ -2,47 +2,28 @@
 
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Duration;
 
 use mlua::{MultiValue, Value};
 use tokio::sync::mpsc;
 use tracing::{debug, error, warn};
 
 use super::node::Core;
+use crate::discovery::watch;
 use crate::lua::dispatch::Dispatch;
 
 impl Core {
-    pub(crate) fn watch_cluster_file(&self, tx: mpsc::UnboundedSender<()>) {
-        use notify::Watcher;
+    /// Watches the cluster file; changes go to `tx`.
+    pub(crate) fn watch_cluster_file(&self, tx: mpsc::UnboundedSender<PathBuf>) {
         let file = self.cluster.borrow().file.clone();
-        let Some(name) = file.file_name().map(|n| n.to_os_string()) else {
-            return;
-        };
-        let dir = match file.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let handler = move |res: notify::Result<notify::Event>| {
-            if let Ok(ev) = res {
-                if ev.kind.is_access() {
-                    return;
-                }
-                if ev.paths.iter().any(|p| p.file_name() == Some(name.as_os_str())) {
-                    let _ = tx.send(());
-                }
-            }
-        };
-        match notify::recommended_watcher(handler) {
-            Ok(mut w) => match w.watch(&dir, notify::RecursiveMode::NonRecursive) {
-                Ok(()) => *self.watcher.borrow_mut() = Some(w),
-                Err(e) => warn!("cannot watch {}: {e}; cluster changes need a reload", dir.display()),
-            },
-            Err(e) => warn!("cannot watch the cluster file: {e}"),
+        match watch::watch_file(&file, tx) {
+            Ok(w) => *self.watcher.borrow_mut() = Some(w),
+            Err(e) => warn!("{e}; cluster changes need a reload"),
         }
     }
 
+    /// Watches lualib (when a folder), the script roots and this node's
+    /// folder; changed `.lua` files go to `tx`.
     pub(crate) fn watch_scripts(&self, tx: mpsc::UnboundedSender<PathBuf>) {
-        use notify::Watcher;
         let mut dirs: Vec<PathBuf> = Vec::new();
         {
             let c = self.cluster.borrow();
@@ -56,34 +37,20 @@ impl Core {
         roots.sort();
         roots.dedup();
         // a folder inside another watched one is covered by it
-        let roots: Vec<PathBuf> = roots
+        let roots: Vec<(PathBuf, bool)> = roots
             .iter()
             .filter(|r| !roots.iter().any(|o| o != *r && r.starts_with(o)))
-            .cloned()
+            .map(|r| (r.clone(), true))
             .collect();
-        let handler = move |res: notify::Result<notify::Event>| {
-            if let Ok(ev) = res {
-                if ev.kind.is_access() || ev.kind.is_remove() {
-                    return;
-                }
-                for p in ev.paths {
-                    if p.extension().is_some_and(|e| e == "lua") {
-                        let _ = tx.send(p);
-                    }
-                }
-            }
+        let lua_file = |p: &std::path::Path, kind: &notify::EventKind| {
+            !kind.is_remove() && p.extension().is_some_and(|e| e == "lua")
         };
-        match notify::recommended_watcher(handler) {
-            Ok(mut w) => {
-                for r in &roots {
-                    if let Err(e) = w.watch(r, notify::RecursiveMode::Recursive) {
-                        warn!("cannot watch {} for hot reload: {e}", r.display());
-                    }
-                }
+        match watch::watch(&roots, lua_file, tx) {
+            Ok(w) => {
                 debug!("hot reload watches {roots:?}");
                 *self.script_watcher.borrow_mut() = Some(w);
             }
-            Err(e) => warn!("cannot watch scripts for hot reload: {e}"),
+            Err(e) => warn!("hot reload: {e}"),
         }
     }
 
@@ -109,27 +76,16 @@ impl Core {
     }
 }
 
-/// Re-reads the cluster file when it changes on disk (after the burst of
-/// events an editor's save makes has settled).
-pub(crate) async fn cluster_watch_task(core: Rc<Core>, mut rx: mpsc::UnboundedReceiver<()>) {
-    while rx.recv().await.is_some() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        while rx.try_recv().is_ok() {}
+/// Re-reads the cluster file after each burst of changes.
+pub(crate) async fn cluster_watch_task(core: Rc<Core>, mut rx: mpsc::UnboundedReceiver<PathBuf>) {
+    while watch::next_burst(&mut rx).await.is_some() {
         let _ = core.reload_cluster();
     }
 }
 
-/// Collects changed script files until the burst of events of a save has
-/// settled, then reloads them together.
+/// Hot-reloads the script files of each burst of changes together.
 pub(crate) async fn script_watch_task(core: Rc<Core>, mut rx: mpsc::UnboundedReceiver<PathBuf>) {
-    while let Some(first) = rx.recv().await {
-        let mut paths = vec![first];
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        while let Ok(p) = rx.try_recv() {
-            paths.push(p);
-        }
-        paths.sort();
-        paths.dedup();
+    while let Some(paths) = watch::next_burst(&mut rx).await {
         core.reload_scripts(Some(paths));
     }
 }
