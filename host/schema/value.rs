@@ -1,0 +1,338 @@
+//! Lua values to MessagePack and back, by declared type: checked while they
+//! are written straight into the frame (no intermediate tree), decoded
+//! straight into Lua values.
+
+use std::fmt;
+
+use bytes::BytesMut;
+use mlua::{Lua, Table, Value};
+
+use super::{Method, Ty};
+use crate::codec::mpack::{self, Num, ReadError, Reader};
+
+/// A value that does not match its declared type, with where it sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeError {
+    /// Path inside the value, outermost first (`[3]`, `.name`).
+    pub path: Vec<String>,
+    /// What was wrong.
+    pub message: String,
+}
+
+impl TypeError {
+    fn new(message: String) -> Self {
+        TypeError {
+            path: Vec::new(),
+            message,
+        }
+    }
+    fn at(mut self, seg: String) -> Self {
+        self.path.insert(0, seg);
+        self
+    }
+}
+
+impl fmt::Display for TypeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "at {}: {}", self.path.concat(), self.message)
+        }
+    }
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Integer(i) => format!("integer {i}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) => {
+            let s = s.to_string_lossy();
+            if s.len() > 24 {
+                format!("string \"{}...\"", &s.chars().take(20).collect::<String>())
+            } else {
+                format!("string \"{s}\"")
+            }
+        }
+        other => other.type_name().to_string(),
+    }
+}
+
+/// Checks `v` against `ty` and appends its MessagePack form to `out`.
+///
+/// # Errors
+///
+/// [`TypeError`] when the value does not match; `out` may then hold a
+/// partial value and must be rolled back by the caller.
+pub fn encode(out: &mut BytesMut, ty: &Ty, v: &Value) -> Result<(), TypeError> {
+    match (ty, v) {
+        (Ty::Optional(_), Value::Nil) => {
+            mpack::put_nil(out);
+            Ok(())
+        }
+        (Ty::Optional(t), v) => encode(out, t, v),
+        (Ty::Int { min, max, name }, v) => {
+            let i = match v {
+                Value::Integer(i) => *i,
+                Value::Number(n) if n.fract() == 0.0 && *n >= -9.2e18 && *n <= 9.2e18 => *n as i64,
+                other => return Err(TypeError::new(format!("expected {name}, got {}", describe(other)))),
+            };
+            if i < *min || i > *max {
+                return Err(TypeError::new(format!("{i} is out of range for {name} ({min}..{max})")));
+            }
+            mpack::put_int(out, i);
+            Ok(())
+        }
+        (Ty::Float | Ty::Double, v) => {
+            let f = match v {
+                Value::Integer(i) => *i as f64,
+                Value::Number(n) => *n,
+                other => return Err(TypeError::new(format!("expected {ty}, got {}", describe(other)))),
+            };
+            if matches!(ty, Ty::Float) {
+                mpack::put_f32(out, f as f32);
+            } else {
+                mpack::put_f64(out, f);
+            }
+            Ok(())
+        }
+        (Ty::Bool, Value::Boolean(b)) => {
+            mpack::put_bool(out, *b);
+            Ok(())
+        }
+        (Ty::Str, Value::String(s)) => {
+            mpack::put_str(out, &s.as_bytes());
+            Ok(())
+        }
+        (Ty::Bytes, Value::String(s)) => {
+            mpack::put_bin(out, &s.as_bytes());
+            Ok(())
+        }
+        (Ty::Array(et), Value::Table(t)) => {
+            // One walk of the table both collects the elements and checks
+            // that it holds nothing but keys 1..n (a table with other keys
+            // is not an array; {} is an empty one).
+            let n = t.raw_len();
+            let mut items = vec![Value::Nil; n];
+            let mut bad = None;
+            walk(t, |k, v| match k {
+                Value::Integer(i) if i >= 1 && i as usize <= n => {
+                    items[i as usize - 1] = v;
+                    true
+                }
+                other => {
+                    bad = Some(other);
+                    false
+                }
+            })?;
+            if let Some(k) = bad {
+                return Err(TypeError::new(format!(
+                    "expected {ty}, got a table with {}",
+                    describe_key(&k)
+                )));
+            }
+            mpack::put_array_len(out, n);
+            for (i, e) in items.iter().enumerate() {
+                encode(out, et, e).map_err(|e| e.at(format!("[{}]", i + 1)))?;
+            }
+            Ok(())
+        }
+        (Ty::Map(kt, vt), Value::Table(t)) => {
+            let mut pairs = Vec::new();
+            for p in t.pairs::<Value, Value>() {
+                pairs.push(p.map_err(|e| TypeError::new(e.to_string()))?);
+            }
+            mpack::put_map_len(out, pairs.len());
+            for (k, v) in &pairs {
+                encode(out, kt, k).map_err(|e| e.at(" key".to_string()))?;
+                encode(out, vt, v).map_err(|e| e.at(format!("[{}]", key_label(k))))?;
+            }
+            Ok(())
+        }
+        (Ty::Struct(def), Value::Table(t)) => {
+            // One walk collects the fields and refuses keys the struct does
+            // not have (a misspelt field would otherwise arrive as nil).
+            let mut fields = vec![Value::Nil; def.fields.len()];
+            let mut bad = None;
+            walk(t, |k, v| {
+                let slot = match &k {
+                    Value::String(s) => {
+                        let b = s.as_bytes();
+                        def.fields.iter().position(|(f, _)| f.as_bytes() == &b[..])
+                    }
+                    _ => None,
+                };
+                match slot {
+                    Some(i) => {
+                        fields[i] = v;
+                        true
+                    }
+                    None => {
+                        bad = Some(k);
+                        false
+                    }
+                }
+            })?;
+            if let Some(k) = bad {
+                return Err(TypeError::new(match &k {
+                    Value::String(s) => format!("{} has no field '{}'", def.name, s.to_string_lossy()),
+                    other => format!("{} has named fields only, got {}", def.name, describe_key(other)),
+                }));
+            }
+            mpack::put_array_len(out, def.fields.len());
+            for ((fname, fty), e) in def.fields.iter().zip(&fields) {
+                if e.is_nil() && !matches!(fty, Ty::Optional(_)) {
+                    return Err(TypeError::new(format!("missing field '{fname}' of {}", def.name)));
+                }
+                encode(out, fty, e).map_err(|e| e.at(format!(".{fname}")))?;
+            }
+            Ok(())
+        }
+        (ty, v) => Err(TypeError::new(format!("expected {ty}, got {}", describe(v)))),
+    }
+}
+
+/// Calls `f(key, value)` for every entry of `t` (raw, no metamethods) until
+/// it returns false.
+fn walk(t: &Table, mut f: impl FnMut(Value, Value) -> bool) -> Result<(), TypeError> {
+    let mut stopped = false;
+    let res = t.for_each(|k: Value, v: Value| {
+        if f(k, v) {
+            Ok(())
+        } else {
+            stopped = true;
+            // ends the walk; not an error of the caller
+            Err(mlua::Error::runtime("stop"))
+        }
+    });
+    match res {
+        Err(_) if stopped => Ok(()),
+        Err(e) => Err(TypeError::new(e.to_string())),
+        Ok(()) => Ok(()),
+    }
+}
+
+/// A table key as an error names it: `key 'x'`, `key 9`, `a boolean key`.
+fn describe_key(k: &Value) -> String {
+    match k {
+        Value::String(s) => format!("key '{}'", s.to_string_lossy()),
+        Value::Integer(i) => format!("key {i}"),
+        Value::Number(n) => format!("key {n}"),
+        other => format!("a {} key", other.type_name()),
+    }
+}
+
+fn key_label(k: &Value) -> String {
+    match k {
+        Value::String(s) => s.to_string_lossy(),
+        Value::Integer(i) => i.to_string(),
+        other => other.type_name().to_string(),
+    }
+}
+
+fn rerr(e: ReadError) -> TypeError {
+    TypeError::new(e.to_string())
+}
+
+fn lerr(e: mlua::Error) -> TypeError {
+    TypeError::new(e.to_string())
+}
+
+/// Reads one value of type `ty` from `r` into a Lua value, checking it.
+///
+/// # Errors
+///
+/// [`TypeError`] when the data is malformed or does not match `ty`.
+pub fn decode(lua: &Lua, ty: &Ty, r: &mut Reader<'_>) -> Result<Value, TypeError> {
+    Ok(match ty {
+        Ty::Optional(t) => {
+            if r.peek_nil() {
+                r.read_nil().map_err(rerr)?;
+                Value::Nil
+            } else {
+                decode(lua, t, r)?
+            }
+        }
+        Ty::Int { min, max, name } => match r.read_num().map_err(rerr)? {
+            Num::Int(i) if i >= *min && i <= *max => Value::Integer(i),
+            Num::Int(i) => return Err(TypeError::new(format!("{i} is out of range for {name}"))),
+            other => return Err(TypeError::new(format!("expected {name}, got {other:?}"))),
+        },
+        Ty::Float | Ty::Double => match r.read_num().map_err(rerr)? {
+            Num::Int(i) => Value::Number(i as f64),
+            Num::BigUint(u) => Value::Number(u as f64),
+            Num::Float(f) => Value::Number(f),
+        },
+        Ty::Bool => Value::Boolean(r.read_bool().map_err(rerr)?),
+        Ty::Str | Ty::Bytes => Value::String(lua.create_string(r.read_bytes().map_err(rerr)?).map_err(lerr)?),
+        Ty::Array(et) => {
+            let n = r.read_array_len().map_err(rerr)?;
+            let t = lua.create_table_with_capacity(n, 0).map_err(lerr)?;
+            for i in 1..=n {
+                let v = decode(lua, et, r).map_err(|e| e.at(format!("[{i}]")))?;
+                t.raw_set(i, v).map_err(lerr)?;
+            }
+            Value::Table(t)
+        }
+        Ty::Map(kt, vt) => {
+            let n = r.read_map_len().map_err(rerr)?;
+            let t = lua.create_table_with_capacity(0, n).map_err(lerr)?;
+            for _ in 0..n {
+                let k = decode(lua, kt, r).map_err(|e| e.at(" key".to_string()))?;
+                if k.is_nil() {
+                    return Err(TypeError::new("nil map key".into()));
+                }
+                let label = key_label(&k);
+                let v = decode(lua, vt, r).map_err(|e| e.at(format!("[{label}]")))?;
+                t.raw_set(k, v).map_err(lerr)?;
+            }
+            Value::Table(t)
+        }
+        Ty::Struct(def) => {
+            let n = r.read_array_len().map_err(rerr)?;
+            if n != def.fields.len() {
+                return Err(TypeError::new(format!(
+                    "{} has {} fields, message has {n}",
+                    def.name,
+                    def.fields.len()
+                )));
+            }
+            let t = lua.create_table_with_capacity(0, n).map_err(lerr)?;
+            for (fname, fty) in &def.fields {
+                let v = decode(lua, fty, r).map_err(|e| e.at(format!(".{fname}")))?;
+                t.raw_set(fname.as_str(), v).map_err(lerr)?;
+            }
+            Value::Table(t)
+        }
+    })
+}
+
+/// Encodes a list of values against a list of declared types, as consecutive
+/// MessagePack values. `what` names them in errors ("argument", "result").
+///
+/// # Errors
+///
+/// A message naming the method, the position and the name of the first bad
+/// value, and what was wrong with it.
+pub fn encode_list<'v>(
+    out: &mut BytesMut,
+    method: &Method,
+    decl: &[(String, Ty)],
+    what: &str,
+    values: impl ExactSizeIterator<Item = &'v Value>,
+) -> Result<(), String> {
+    if values.len() > decl.len() {
+        return Err(format!(
+            "{}: {} {what}s given, {} declared",
+            method.name,
+            values.len(),
+            decl.len()
+        ));
+    }
+    let mut values = values;
+    for (i, (name, ty)) in decl.iter().enumerate() {
+        let v = values.next().unwrap_or(&Value::Nil);
+        encode(out, ty, v).map_err(|e| format!("bad {what} #{} '{name}' to {}: {e}", i + 1, method.name))?;
+    }
+    Ok(())
+}
