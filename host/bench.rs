@@ -221,13 +221,15 @@ fn run_local(spec: &BenchSpec, cluster: &Path) -> Result<BenchResult, String> {
     let me = std::process::id();
     let cpu0 = cpu_secs(me);
     let t0 = Instant::now();
-    let out = caller.eval(
-        &format!(
-            "return bench.run('call', {}, {}, {})",
-            spec.conc, spec.payload, spec.secs
-        ),
-        Duration::from_secs_f64(spec.secs + 60.0),
-    )?;
+    let out = caller
+        .eval(
+            &format!(
+                "return bench.run('call', {}, {}, {})",
+                spec.conc, spec.payload, spec.secs
+            ),
+            Duration::from_secs_f64(spec.secs + 60.0),
+        )
+        .map_err(|e| e.to_string())?;
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_secs(me) - cpu0;
     c.shutdown();

@@ -11,7 +11,7 @@ use luahost::NodeHandle;
 fn eval_err(n: &NodeHandle, code: &str) -> String {
     match n.eval(code, EVAL) {
         Ok(v) => panic!("expected an error from {code}, got {v}"),
-        Err(e) => e,
+        Err(e) => e.to_string(),
     }
 }
 

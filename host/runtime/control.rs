@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -95,4 +96,45 @@ pub struct NodeOptions {
     /// Nodes of this process that talk in memory instead of over loopback
     /// TCP (shared by the nodes a [`LocalCluster`](crate::cluster::LocalCluster) starts).
     pub local: Option<Arc<crate::net::stream::LocalNet>>,
+}
+
+/// Why [`NodeHandle::eval`](super::NodeHandle::eval) gave no result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    /// The node's control mailbox is full (it is not keeping up).
+    #[error("node {0}: control mailbox is full")]
+    MailboxFull(String),
+    /// The node has stopped.
+    #[error("node {0} is not running")]
+    NotRunning(String),
+    /// No outcome within the time given.
+    #[error("eval on {node} did not finish within {after:?}")]
+    Timeout {
+        /// The node.
+        node: String,
+        /// The time given.
+        after: Duration,
+    },
+    /// The chunk raised (or did not compile): the Lua error with traceback.
+    #[error("{0}")]
+    Lua(String),
+}
+
+/// Errors of the runtime in normal operation (a script or a file asked for
+/// something the cluster cannot do).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// A node's server type is not in the schema's `ServerType`.
+    #[error("node {node}{where_} has type '{stype}', which ServerType of the schema does not define")]
+    UnknownType {
+        /// The node.
+        node: String,
+        /// Its type.
+        stype: String,
+        /// Where it is described (empty for this node).
+        where_: &'static str,
+    },
+    /// The cluster file does not load; the previous cluster stays.
+    #[error("{0}; the previous cluster stays in force")]
+    ClusterFile(String),
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::control::{Control, NodeError, NodeOptions, StopSignal, CONTROL_MAILBOX};
+use super::control::{Control, EvalError, NodeError, NodeOptions, StopSignal, CONTROL_MAILBOX};
 use super::node::Core;
 use crate::discovery::config::ClusterConfig;
 
@@ -68,8 +68,9 @@ impl NodeHandle {
     ///
     /// # Errors
     ///
-    /// The Lua error (with traceback) or a timeout message.
-    pub fn eval(&self, code: &str, timeout: Duration) -> Result<String, String> {
+    /// [`EvalError`]: the Lua error (with traceback), a timeout, or a node
+    /// that is not running or not keeping up.
+    pub fn eval(&self, code: &str, timeout: Duration) -> Result<String, EvalError> {
         let (tx, rx) = std::sync::mpsc::channel();
         self.ctrl
             .try_send(Control::Eval {
@@ -77,11 +78,15 @@ impl NodeHandle {
                 reply: tx,
             })
             .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => format!("node {}: control mailbox is full", self.name),
-                mpsc::error::TrySendError::Closed(_) => format!("node {} is not running", self.name),
+                mpsc::error::TrySendError::Full(_) => EvalError::MailboxFull(self.name.clone()),
+                mpsc::error::TrySendError::Closed(_) => EvalError::NotRunning(self.name.clone()),
             })?;
         rx.recv_timeout(timeout)
-            .map_err(|_| format!("eval on {} did not finish within {timeout:?}", self.name))?
+            .map_err(|_| EvalError::Timeout {
+                node: self.name.clone(),
+                after: timeout,
+            })?
+            .map_err(EvalError::Lua)
     }
 
     /// Stops the node gracefully ([`NodeHandle::stop`]) and waits for its

@@ -41,7 +41,7 @@ impl LuaHost for Core {
         Core::schema(self)
     }
     fn register(this: &Rc<Self>, types: HashMap<String, u32>) -> Result<(), String> {
-        this.register(types)
+        this.register(types).map_err(|e| e.to_string())
     }
     fn request(
         &self,
@@ -71,7 +71,7 @@ impl LuaHost for Core {
         Core::cancel_timer(self, id)
     }
     fn reload_cluster_later(this: &Rc<Self>) -> Result<String, String> {
-        this.reload_cluster_later()
+        this.reload_cluster_later().map_err(|e| e.to_string())
     }
     fn rings(&self) -> std::cell::Ref<'_, Rings> {
         self.rings.borrow()

@@ -21,7 +21,7 @@ use crate::rpc::pending::CallIds;
 use crate::rpc::ring::Rings;
 
 use super::calls::{deadline_task, self_task};
-use super::control::{Control, NodeError, NodeOptions, StopSignal};
+use super::control::{Control, NodeError, NodeOptions, RuntimeError, StopSignal};
 use super::node::{Core, Peer};
 use super::timers::{TimerKind, Timers};
 use super::watch::{cluster_watch_task, script_watch_task};
@@ -259,19 +259,19 @@ impl Core {
 
     /// Registers the node with the (static) discovery: it joins its ring, and
     /// connections to every other node of the cluster start.
-    pub(crate) fn register(self: &Rc<Self>, types: HashMap<String, u32>) -> Result<(), String> {
-        let my_type = *types.get(&self.me.stype).ok_or_else(|| {
-            format!(
-                "node {} has type '{}', which ServerType of the schema does not define",
-                self.me.name, self.me.stype
-            )
+    pub(crate) fn register(self: &Rc<Self>, types: HashMap<String, u32>) -> Result<(), RuntimeError> {
+        let my_type = *types.get(&self.me.stype).ok_or_else(|| RuntimeError::UnknownType {
+            node: self.me.name.clone(),
+            stype: self.me.stype.clone(),
+            where_: "",
         })?;
         for p in self.peers.borrow().values() {
             if !types.contains_key(&p.spec.stype) {
-                return Err(format!(
-                    "node {} in the cluster file has type '{}', which ServerType of the schema does not define",
-                    p.spec.name, p.spec.stype
-                ));
+                return Err(RuntimeError::UnknownType {
+                    node: p.spec.name.clone(),
+                    stype: p.spec.stype.clone(),
+                    where_: " in the cluster file",
+                });
             }
         }
         if self.registered.replace(true) {

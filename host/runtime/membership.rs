@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use super::control::RuntimeError;
 use super::node::Core;
 use crate::discovery::config::{ClusterConfig, NodeSpec};
 use crate::net::PeerState;
@@ -17,7 +18,7 @@ impl Core {
     /// Re-reads the cluster file now and applies it from a task (so a Lua
     /// caller is not re-entered by the Online/Offline events it causes).
     /// A file that fails to parse leaves the cluster as it was.
-    pub(crate) fn reload_cluster_later(self: &Rc<Self>) -> Result<String, String> {
+    pub(crate) fn reload_cluster_later(self: &Rc<Self>) -> Result<String, RuntimeError> {
         let file = self.cluster.borrow().file.clone();
         match ClusterConfig::load(&file) {
             Ok(new) => {
@@ -28,23 +29,23 @@ impl Core {
                 Ok(format!("{} loaded; applying it", file.display()))
             }
             Err(e) => {
-                let msg = format!("{e}; the previous cluster stays in force");
-                error!("{msg}");
-                Err(msg)
+                let e = RuntimeError::ClusterFile(e.to_string());
+                error!("{e}");
+                Err(e)
             }
         }
     }
 
     /// Re-reads the cluster file and applies it. A file that fails to parse
     /// leaves the cluster as it was.
-    pub(crate) fn reload_cluster(self: &Rc<Self>) -> Result<String, String> {
+    pub(crate) fn reload_cluster(self: &Rc<Self>) -> Result<String, RuntimeError> {
         let file = self.cluster.borrow().file.clone();
         match ClusterConfig::load(&file) {
             Ok(new) => Ok(self.apply_cluster(new)),
             Err(e) => {
-                let msg = format!("{e}; the previous cluster stays in force");
-                error!("{msg}");
-                Err(msg)
+                let e = RuntimeError::ClusterFile(e.to_string());
+                error!("{e}");
+                Err(e)
             }
         }
     }

@@ -29,5 +29,5 @@ mod watch;
 
 pub use crate::net::PeerState;
 pub use crate::rpc::MAX_DELAY;
-pub use control::{Control, NodeError, NodeOptions, CONTROL_MAILBOX};
+pub use control::{Control, EvalError, NodeError, NodeOptions, RuntimeError, CONTROL_MAILBOX};
 pub use handle::{start, start_with, NodeHandle};
