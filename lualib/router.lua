@@ -50,8 +50,8 @@ local function send_to(level, sid, iface, eid, method, ...)
     local m = iface[method]
     if m == nil then error("no method '" .. tostring(method) .. "' in the interface", level) end
     if m.call then error(m.full .. " is a call; router sends only one-way methods", level) end
-    local ok, err = core.send(sid, eid, m.id, ...)
-    if not ok then raise(err, level) end
+    local ok, err, kind = core.send(sid, eid, m.id, ...)
+    if not ok then raise(err, level, kind) end
 end
 
 --- Sends iface.method(...) to entity eid on server sid if it is live;

@@ -100,11 +100,12 @@ local function kind_of(s)
     return nil
 end
 
---- Raises err from the function that called raise: an error of a kind as
---- it is (its text starts with the kind), any other error (a wrong
---- argument, say) at the line level levels above that function.
-function M.raise(err, level)
-    if type(err) == "string" and kind_of(err) then error(err, 0) end
+--- Raises err from the function that called raise: an error of a kind (the
+--- host says which: kind is given) as it is, its text starting with the
+--- kind; any other error (a wrong argument, say) at the line level levels
+--- above that function.
+function M.raise(err, level, kind)
+    if kind then error(err, 0) end
     error(err, level + 1)
 end
 local raise = M.raise
@@ -121,8 +122,8 @@ function M.call(sid, eid, mid, ...)
     if main then
         error("a remote call must run inside a coroutine: handlers already do; elsewhere use rpcco.fork", 2)
     end
-    local id, err = core_call(sid, eid, mid, timeouts[co], ...)
-    if not id then raise(err, 2) end
+    local id, err, kind = core_call(sid, eid, mid, timeouts[co], ...)
+    if not id then raise(err, 2, kind) end
     calls[id] = co
     return check(yield())
 end

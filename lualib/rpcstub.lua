@@ -28,8 +28,8 @@ local function method_fn(mb, m, name)
         local sid = rawget(mb, "__from")
         if sid == nil then error("mailbox has no server id for " .. m.full, 2) end
         if m.removed then removed(m) end
-        local ok, err = send(sid, mb.__eid, m.id, ...)
-        if not ok then raise(err, 2) end
+        local ok, err, kind = send(sid, mb.__eid, m.id, ...)
+        if not ok then raise(err, 2, kind) end
     end
 end
 
