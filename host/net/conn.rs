@@ -3,7 +3,6 @@
 //! of a schema change, and the liveness driver (its rule is `rpc::liveness`).
 
 use std::cell::Cell;
-use std::fmt;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -68,33 +67,68 @@ impl Acks {
     }
 }
 
-/// Why a connection ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a connection ended, or why an attempt to make one failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Cause {
     /// The peer closed it.
+    #[error("connection closed")]
     Closed,
     /// A socket error.
+    #[error("{0}")]
     Io(String),
     /// The peer broke the protocol (bad frame, bad envelope, oversize).
+    #[error("protocol error: {0}")]
     Protocol(String),
     /// No whole frame arrived for longer than the liveness bound.
+    #[error("no traffic for {:.1} s (liveness bound)", .0.as_secs_f64())]
     Silent(Duration),
-    /// Refused or failed during connect/verify.
-    Refused(String),
+    /// The handshake's deadline passed without the next message.
+    #[error("no answer in time")]
+    NoAnswer,
+    /// The address could not be reached (dial failed or timed out, or the
+    /// connection broke during the handshake).
+    #[error("{0}")]
+    Unreachable(String),
+    /// The peer did not answer our hello or proof.
+    #[error("no verify answer: {0}")]
+    NoVerifyAnswer(Box<Cause>),
+    /// The peer refused us (its verify-failed reason).
+    #[error("refused: {0}")]
+    RefusedBy(String),
+    /// The peer could not prove it knows the cluster secret: we refused it.
+    #[error(
+        "not trusted: it answered as {0} but could not prove it knows the cluster secret (wrong cluster secret on one side, or an impostor)"
+    )]
+    Untrusted(String),
+    /// The peer proved the secret but is another node than the one dialled.
+    #[error("answered as {got} (sid {got_sid}), expected {want} (sid {want_sid})")]
+    WrongNode {
+        /// Who answered.
+        got: String,
+        /// Its sid.
+        got_sid: u32,
+        /// Who was expected.
+        want: String,
+        /// Its sid.
+        want_sid: u32,
+    },
+    /// The peer's answer in the handshake was not what the protocol allows.
+    #[error("{0}")]
+    BadAnswer(String),
     /// This node's schema changed: the connection must verify again.
+    #[error("this node's RPC schema changed; verifying again")]
     Reverify,
 }
 
-impl fmt::Display for Cause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Cause::Closed => f.write_str("connection closed"),
-            Cause::Io(e) => f.write_str(e),
-            Cause::Protocol(e) => write!(f, "protocol error: {e}"),
-            Cause::Silent(d) => write!(f, "no traffic for {:.1} s (liveness bound)", d.as_secs_f64()),
-            Cause::Refused(e) => f.write_str(e),
-            Cause::Reverify => f.write_str("this node's RPC schema changed; verifying again"),
-        }
+impl Cause {
+    /// Whether an attempt failed because of who is at the other end (a
+    /// refusal either way), worth a warning, rather than because nothing
+    /// answered (normal while a peer is down).
+    pub(crate) fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Cause::RefusedBy(_) | Cause::Untrusted(_) | Cause::WrongNode { .. }
+        )
     }
 }
 

@@ -58,7 +58,7 @@ pub(crate) async fn read_until(
     link: &Link,
 ) -> Result<Message, Cause> {
     match tokio::time::timeout_at(deadline, read_message(rd, dec, buf, link)).await {
-        Err(_) => Err(Cause::Refused("no answer in time".into())),
+        Err(_) => Err(Cause::NoAnswer),
         Ok(r) => r,
     }
 }
@@ -75,7 +75,7 @@ pub(crate) async fn accept_handshake<H: NetHost>(
 ) -> Result<Identity, Refusal> {
     let deadline = Instant::now() + core.settings().verify_timeout;
     let first = read_until(deadline, rd, dec, buf, link).await.map_err(|e| match e {
-        Cause::Refused(_) => Refusal::new(
+        Cause::NoAnswer => Refusal::new(
             "connections closed without a verify request in time",
             "unknown",
             format!(
@@ -162,7 +162,7 @@ pub(crate) async fn accept_handshake<H: NetHost>(
             }
         } else {
             Refusal {
-                tell: matches!(e, Cause::Refused(_)),
+                tell: matches!(e, Cause::NoAnswer),
                 ..Refusal::new(
                     "connections closed before verifying",
                     who.clone(),
@@ -241,8 +241,8 @@ pub(crate) async fn dial<H: NetHost>(core: &H, addr: SocketAddr) -> Result<(Read
     }
     let stream = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr))
         .await
-        .map_err(|_| Cause::Refused("connect timed out".into()))?
-        .map_err(|e| Cause::Refused(e.to_string()))?;
+        .map_err(|_| Cause::Unreachable("connect timed out".into()))?
+        .map_err(|e| Cause::Unreachable(e.to_string()))?;
     Ok(stream::tcp(stream))
 }
 
@@ -286,36 +286,37 @@ pub(crate) async fn hello<H: NetHost>(
     let mine = core.identity();
     let mut out = BytesMut::new();
     proto::put_verify(&mut out, &mine);
-    wr.write_all(&out).await.map_err(|e| Cause::Refused(e.to_string()))?;
+    wr.write_all(&out)
+        .await
+        .map_err(|e| Cause::Unreachable(e.to_string()))?;
     let answer = read_until(deadline, &mut inc.rd, &mut inc.dec, &mut inc.buf, link)
         .await
-        .map_err(|e| Cause::Refused(format!("no verify answer: {e}")))?;
+        .map_err(|e| Cause::NoVerifyAnswer(Box::new(e)))?;
     let (hello, proof) = match proto::parse(&answer.data) {
         Ok(Envelope::Challenge { hello, proof }) => (hello, proof),
         Ok(Envelope::VerifyFailed { reason }) => {
-            return Err(Cause::Refused(format!("refused: {}", String::from_utf8_lossy(reason))))
+            return Err(Cause::RefusedBy(String::from_utf8_lossy(reason).into_owned()))
         }
-        Ok(_) => return Err(Cause::Refused("unexpected verify answer".into())),
-        Err(e) => return Err(Cause::Refused(format!("malformed verify answer: {e}"))),
+        Ok(_) => return Err(Cause::BadAnswer("unexpected verify answer".into())),
+        Err(e) => return Err(Cause::BadAnswer(format!("malformed verify answer: {e}"))),
     };
     let theirs = hello
         .identity()
-        .ok_or_else(|| Cause::Refused("malformed verify answer: bad nonce".into()))?;
+        .ok_or_else(|| Cause::BadAnswer("malformed verify answer: bad nonce".into()))?;
     let secret = core.secret();
     if !auth::check(secret.as_bytes(), Side::Accepting, &mine, &theirs, proof) {
         let mut out = BytesMut::new();
         proto::put_verify_failed(&mut out, "wrong cluster secret (your proof does not match)");
         let _ = wr.write_all(&out).await;
-        return Err(Cause::Refused(format!(
-            "not trusted: it answered as {} but could not prove it knows the cluster secret (wrong cluster secret on one side, or an impostor)",
-            theirs.name
-        )));
+        return Err(Cause::Untrusted(theirs.name));
     }
     if (theirs.name.as_str(), theirs.sid) != expect {
-        return Err(Cause::Refused(format!(
-            "answered as {} (sid {}), expected {} (sid {})",
-            theirs.name, theirs.sid, expect.0, expect.1
-        )));
+        return Err(Cause::WrongNode {
+            got: theirs.name,
+            got_sid: theirs.sid,
+            want: expect.0.to_string(),
+            want_sid: expect.1,
+        });
     }
     Ok((mine, theirs))
 }
@@ -339,10 +340,12 @@ pub(crate) async fn connect<H: NetHost>(core: &H, peer: &H::Peer) -> Result<Veri
     let proof = auth::prove(core.secret().as_bytes(), Side::Connecting, &mine, &theirs);
     let mut out = BytesMut::new();
     proto::put_proof(&mut out, &proof);
-    wr.write_all(&out).await.map_err(|e| Cause::Refused(e.to_string()))?;
+    wr.write_all(&out)
+        .await
+        .map_err(|e| Cause::Unreachable(e.to_string()))?;
     let answer = read_until(deadline, &mut rd, &mut dec, &mut buf, peer.link())
         .await
-        .map_err(|e| Cause::Refused(format!("no verify answer: {e}")))?;
+        .map_err(|e| Cause::NoVerifyAnswer(Box::new(e)))?;
     dec.set_max_message(max_message);
     match proto::parse(&answer.data) {
         Ok(Envelope::VerifyOk { .. }) => Ok(Verified {
@@ -352,11 +355,9 @@ pub(crate) async fn connect<H: NetHost>(core: &H, peer: &H::Peer) -> Result<Veri
             buf,
             incarnation: theirs.incarnation,
         }),
-        Ok(Envelope::VerifyFailed { reason }) => {
-            Err(Cause::Refused(format!("refused: {}", String::from_utf8_lossy(reason))))
-        }
-        Ok(_) => Err(Cause::Refused("unexpected verify answer".into())),
-        Err(e) => Err(Cause::Refused(e.to_string())),
+        Ok(Envelope::VerifyFailed { reason }) => Err(Cause::RefusedBy(String::from_utf8_lossy(reason).into_owned())),
+        Ok(_) => Err(Cause::BadAnswer("unexpected verify answer".into())),
+        Err(e) => Err(Cause::BadAnswer(e.to_string())),
     }
 }
 
@@ -391,7 +392,7 @@ pub(crate) async fn probe<H: NetHost>(core: &H, addr: SocketAddr, name: &str, si
         Ok((_, theirs)) => Probe::Alive {
             incarnation: theirs.incarnation,
         },
-        Err(Cause::Refused(e)) if e.starts_with("no verify answer") => Probe::Unreachable(e),
+        Err(e @ Cause::NoVerifyAnswer(_)) => Probe::Unreachable(e.to_string()),
         Err(e) => Probe::NotThatNode(e.to_string()),
     }
 }

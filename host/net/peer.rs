@@ -54,7 +54,7 @@ pub(crate) async fn peer_task<H: NetHost>(core: Rc<H>, peer: Rc<H::Peer>) {
                 let text = cause.to_string();
                 let failure = peer.reconnect().borrow_mut().failed(Instant::now(), jitter(), &text);
                 if failure.report {
-                    if text.starts_with("refused:") || text.starts_with("not trusted") {
+                    if cause.is_refusal() {
                         warn!("{name} at {} {text}", peer.spec().addr);
                     } else {
                         debug!("cannot connect to {name} at {}: {text}", peer.spec().addr);
