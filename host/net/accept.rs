@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::conn::{liveness, pipeline, read_message, reverify, schema_changed, Acks, Cause};
+use super::conn::{liveness, read_loop, reverify, schema_changed, Acks, Cause};
 use super::handshake::{accept_handshake, refuse, MAX_VERIFY_MESSAGE};
 use crate::codec::proto::{self, Envelope};
 use crate::codec::wire::FrameDecoder;
@@ -105,28 +105,21 @@ pub(crate) async fn inbound_task<H: NetHost>(core: Rc<H>, conn: u64, mut rd: Rea
     debug!("accepted {from} from {addr}");
     let acks = Acks::default();
     let reader = async {
-        let mut burst = 0u32;
-        loop {
-            let msg = match read_message(&mut rd, &mut dec, &mut buf, &link).await {
-                Ok(m) => m,
-                Err(e) => return e,
-            };
-            pipeline(&mut burst, &buf, &link).await;
+        let cause = read_loop(&mut rd, &mut dec, &mut buf, &link, |msg, env| {
             if core.schema_gen() != gen {
-                warn!("closing the connection from {from}: this node's RPC schema changed (it must verify again); a message from it was not handled");
-                return reverify(&link, true).await;
+                return Some(Cause::Reverify);
             }
-            match proto::parse(&msg.data) {
-                Ok(env @ Envelope::Call { .. }) => {
-                    core.on_request(conn, &from, &msg, env, Some(&link));
+            match env {
+                Envelope::Call { .. } => {
+                    core.on_request(conn, &from, msg, env, Some(&link));
                 }
-                Ok(env @ Envelope::Send { .. }) => {
+                Envelope::Send { .. } => {
                     let seq = msg.session;
                     // a duplicate (resent after a reconnect) is acknowledged
                     // again; a send refused because this node is stopping is
                     // not, so its sender reports it
                     let fresh = seqs.fresh(seq);
-                    if !fresh || core.on_request(conn, &from, &msg, env, Some(&link)) {
+                    if !fresh || core.on_request(conn, &from, msg, env, Some(&link)) {
                         if fresh {
                             seqs.handled(seq);
                         }
@@ -135,13 +128,23 @@ pub(crate) async fn inbound_task<H: NetHost>(core: Rc<H>, conn: u64, mut rd: Rea
                         }
                     }
                 }
-                Ok(Envelope::Ping) => link.push(|o| proto::put_ping(o, true)),
-                Ok(Envelope::Pong) => {}
-                Ok(Envelope::Load { load }) => core.on_load(theirs.sid, load),
-                Ok(_) => return Cause::Protocol("unexpected message kind on an accepted connection".into()),
-                Err(e) => return Cause::Protocol(e.to_string()),
+                Envelope::Ping => link.push(|o| proto::put_ping(o, true)),
+                Envelope::Pong => {}
+                Envelope::Load { load } => core.on_load(theirs.sid, load),
+                _ => {
+                    return Some(Cause::Protocol(
+                        "unexpected message kind on an accepted connection".into(),
+                    ))
+                }
             }
+            None
+        })
+        .await;
+        if cause == Cause::Reverify {
+            warn!("closing the connection from {from}: this node's RPC schema changed (it must verify again); a message from it was not handled");
+            return reverify(&link, true).await;
         }
+        cause
     };
     let cause = tokio::select! {
         c = reader => c,

@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::codec::proto::{self};
+use crate::codec::proto::{self, Envelope};
 use crate::codec::wire::{FrameDecoder, Message};
 use crate::net::link::Link;
 use crate::net::stream::ReadHalf;
@@ -153,6 +153,34 @@ pub(crate) async fn read_message(
         }
         if crate::codec::wire::has_frame(buf) {
             link.last_recv.set(Instant::now());
+        }
+    }
+}
+
+/// The one reader of every connection kind (accepted, outgoing, and a
+/// node's calls to itself): reads whole messages, lets the writer run every
+/// few messages of a long burst, parses each envelope once and hands it to
+/// `handle`, which returns a cause to end the connection.
+pub(crate) async fn read_loop(
+    rd: &mut ReadHalf,
+    dec: &mut FrameDecoder,
+    buf: &mut BytesMut,
+    link: &Link,
+    mut handle: impl FnMut(&Message, Envelope<'_>) -> Option<Cause>,
+) -> Cause {
+    let mut burst = 0u32;
+    loop {
+        let msg = match read_message(rd, dec, buf, link).await {
+            Ok(m) => m,
+            Err(e) => return e,
+        };
+        pipeline(&mut burst, buf, link).await;
+        let env = match proto::parse(&msg.data) {
+            Ok(env) => env,
+            Err(e) => return Cause::Protocol(e.to_string()),
+        };
+        if let Some(cause) = handle(&msg, env) {
+            return cause;
         }
     }
 }

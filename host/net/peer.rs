@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::conn::{liveness, pipeline, read_message, schema_changed, Cause};
+use super::conn::{liveness, read_loop, schema_changed, Cause};
 use super::handshake::{connect, Verified};
 use crate::codec::proto::{self, Envelope};
 use crate::net::{NetHost, NetPeer};
@@ -72,25 +72,21 @@ pub(crate) async fn peer_task<H: NetHost>(core: Rc<H>, peer: Rc<H::Peer>) {
         core.peer_connected(&peer, incarnation);
         peer.link().wake.notify_one();
         let liveness_bound = core.settings().liveness;
-        let reader = async {
-            let mut burst = 0u32;
-            loop {
-                let msg = match read_message(&mut rd, &mut dec, &mut buf, peer.link()).await {
-                    Ok(m) => m,
-                    Err(e) => return e,
-                };
-                pipeline(&mut burst, &buf, peer.link()).await;
-                match proto::parse(&msg.data) {
-                    Ok(Envelope::Reply { ok, nvals, vals }) => core.on_reply(&peer, msg.session, ok, nvals, vals),
-                    Ok(Envelope::Ack { seq }) => peer.link().ack(seq),
-                    Ok(Envelope::Ping) => peer.link().push(|o| proto::put_ping(o, true)),
-                    Ok(Envelope::Pong) => {}
-                    Ok(Envelope::VerifyFailed { reason }) if reason.starts_with(b"reverify") => return Cause::Reverify,
-                    Ok(_) => return Cause::Protocol("unexpected message kind on an outgoing connection".into()),
-                    Err(e) => return Cause::Protocol(e.to_string()),
+        let reader = read_loop(&mut rd, &mut dec, &mut buf, peer.link(), |msg, env| {
+            match env {
+                Envelope::Reply { ok, nvals, vals } => core.on_reply(&peer, msg.session, ok, nvals, vals),
+                Envelope::Ack { seq } => peer.link().ack(seq),
+                Envelope::Ping => peer.link().push(|o| proto::put_ping(o, true)),
+                Envelope::Pong => {}
+                Envelope::VerifyFailed { reason } if reason.starts_with(b"reverify") => return Some(Cause::Reverify),
+                _ => {
+                    return Some(Cause::Protocol(
+                        "unexpected message kind on an outgoing connection".into(),
+                    ))
                 }
             }
-        };
+            None
+        });
         let cause = tokio::select! {
             c = reader => c,
             c = peer.link().write_loop(wr) => Cause::Io(c),

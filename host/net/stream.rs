@@ -174,6 +174,13 @@ pub(crate) struct MemConn {
     pub(crate) wr: WriteHalf,
 }
 
+/// One in-memory pipe: what is written to the write half is read from the
+/// read half (a node's calls to itself go through one).
+pub(crate) fn pipe() -> (ReadHalf, WriteHalf) {
+    let p = Arc::new(Pipe::default());
+    (ReadHalf::Mem(MemEnd(p.clone())), WriteHalf::Mem(MemEnd(p)))
+}
+
 /// The nodes of one process that accept in-memory connections, by listen
 /// address.
 #[derive(Debug, Default)]

@@ -15,6 +15,7 @@ use crate::codec::mpack::Reader;
 use crate::codec::proto::{self, Envelope};
 use crate::codec::wire::{self, FrameDecoder, Message};
 use crate::lua::dispatch::Dispatch;
+use crate::net::conn::read_loop;
 use crate::net::link::Link;
 
 use crate::rpc::error::{CallError, RemoteFault};
@@ -535,39 +536,26 @@ pub(crate) async fn deadline_task(core: Rc<Core>) {
 /// Delivers messages a node sends to itself, through the same decode path
 /// as the network.
 pub(crate) async fn self_task(core: Rc<Core>, me: Rc<Peer>) {
+    // the self link's writer writes into a pipe that the one reader of every
+    // connection kind reads
+    let (mut rd, wr) = crate::net::stream::pipe();
     let mut dec = FrameDecoder::new(usize::MAX);
-    loop {
-        let mut buf = {
-            let mut out = me.link.out.borrow_mut();
-            if out.is_empty() {
-                None
-            } else {
-                Some(out.split())
-            }
-        };
-        let Some(buf) = buf.as_mut() else {
-            me.link.wake.notified().await;
-            continue;
-        };
-        loop {
-            match dec.decode(buf) {
-                Ok(Some(msg)) => match proto::parse(&msg.data) {
-                    Ok(env @ (Envelope::Call { .. } | Envelope::Send { .. })) => {
-                        if !core.on_request(SELF_CONN, &core.me.name, &msg, env, None) {
-                            debug!("a send to itself was not handled: this node is stopping");
-                        }
-                    }
-                    Ok(Envelope::Reply { ok, nvals, vals }) => core.on_reply(&me, msg.session, ok, nvals, vals),
-                    Ok(_) => error!("unexpected message kind sent to self"),
-                    Err(e) => error!("bad message sent to self: {e}"),
-                },
-                Ok(None) => break,
-                Err(e) => {
-                    error!("bad frame sent to self: {e}");
-                    break;
+    let mut buf = BytesMut::new();
+    let reader = read_loop(&mut rd, &mut dec, &mut buf, &me.link, |msg, env| {
+        match env {
+            Envelope::Call { .. } | Envelope::Send { .. } => {
+                if !core.on_request(SELF_CONN, &core.me.name, msg, env, None) {
+                    debug!("a send to itself was not handled: this node is stopping");
                 }
             }
+            Envelope::Reply { ok, nvals, vals } => core.on_reply(&me, msg.session, ok, nvals, vals),
+            _ => error!("unexpected message kind sent to self"),
         }
-        tokio::task::yield_now().await;
-    }
+        None
+    });
+    let cause = tokio::select! {
+        c = reader => c,
+        c = me.link.write_loop(wr) => crate::net::conn::Cause::Io(c),
+    };
+    error!("the node's link to itself ended: {cause}");
 }
