@@ -12,11 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use luahost::ClusterConfig;
-
-fn addr_of(cluster: &Path, name: &str) -> std::net::SocketAddr {
-    ClusterConfig::load(cluster).unwrap().nodes[name].addr
-}
 
 /// A copy of `cluster` in which node `name` has address `to`, written next
 /// to it as `file`.

@@ -5,36 +5,20 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 
 /// Starts `program` with `args` in folder `cwd`, collecting its stderr.
 fn spawn_in(program: &Path, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Proc {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(program)
-        .args(args)
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .current_dir(cwd)
         .env_remove("LUAHOST_LUALIB")
-        .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
-    let log = Arc::new(Mutex::new(String::new()));
-    let err = child.stderr.take().unwrap();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines() {
-            let Ok(line) = line else { break };
-            let mut l = sink.lock().unwrap();
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
-    Proc { child, log }
+        .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Proc::spawn_command(cmd)
 }
 
 #[test]

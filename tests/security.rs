@@ -11,11 +11,6 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use common::*;
 use luahost::codec::{proto, wire};
-use luahost::ClusterConfig;
-
-fn addr_of(cluster: &std::path::Path, name: &str) -> std::net::SocketAddr {
-    ClusterConfig::load(cluster).unwrap().nodes[name].addr
-}
 
 fn frame(m: &wire::Message) -> Vec<u8> {
     let mut out = BytesMut::new();
@@ -84,14 +79,7 @@ fn an_impostor_on_a_dead_nodes_port_gets_no_secret_and_no_call() {
                 1 => out.extend_from_slice(&recorded),
                 // a challenge with a made-up proof
                 _ => {
-                    let me = luahost::codec::auth::Identity {
-                        name: "b_1".into(),
-                        sid: 2,
-                        stype: "B".into(),
-                        digest,
-                        incarnation: 5,
-                        nonce: luahost::codec::auth::nonce(),
-                    };
+                    let me = identity("b_1", 2, "B", digest, 5);
                     proto::put_challenge(&mut out, &me, &luahost::codec::auth::nonce());
                 }
             }
@@ -171,14 +159,7 @@ fn a_flood_of_refused_connections_is_logged_a_few_times_then_summarised() {
             // a verify request from a node nobody knows
             _ => {
                 let mut out = BytesMut::new();
-                let me = luahost::codec::auth::Identity {
-                    name: "z_9".into(),
-                    sid: 99,
-                    stype: "Z".into(),
-                    digest: 0,
-                    incarnation: 1,
-                    nonce: luahost::codec::auth::nonce(),
-                };
+                let me = identity("z_9", 99, "Z", 0, 1);
                 proto::put_verify(&mut out, &me);
                 s.write_all(&out)
             }

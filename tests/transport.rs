@@ -10,11 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use common::*;
 use luahost::codec::{proto, wire};
-use luahost::{ClusterConfig, NodeHandle};
-
-fn addr_of(cluster: &std::path::Path, name: &str) -> std::net::SocketAddr {
-    ClusterConfig::load(cluster).unwrap().nodes[name].addr
-}
+use luahost::NodeHandle;
 
 /// Starts 100 calls to `target` that each take `secs`; outcomes land in the
 /// global `outcomes` of node `n`.
@@ -341,14 +337,7 @@ fn hostile_sockets_do_not_disturb_a_call_stream() {
                 // a verify request claiming to be c_1, then junk instead of a proof
                 2 => {
                     let mut out = BytesMut::new();
-                    let me = luahost::codec::auth::Identity {
-                        name: "c_1".into(),
-                        sid: 3,
-                        stype: "C".into(),
-                        digest: 0,
-                        incarnation: 1,
-                        nonce: luahost::codec::auth::nonce(),
-                    };
+                    let me = identity("c_1", 3, "C", 0, 1);
                     proto::put_verify(&mut out, &me);
                     out.extend_from_slice(&garbage(i, 512));
                     out.to_vec()

@@ -76,14 +76,7 @@ impl FakeNode {
                         if n % 2 == 0 {
                             luahost::codec::proto::put_verify_ok(&mut out, name, sid);
                         } else {
-                            let me = luahost::codec::auth::Identity {
-                                name: name.into(),
-                                sid,
-                                stype: stype.into(),
-                                digest,
-                                incarnation: 7,
-                                nonce: luahost::codec::auth::nonce(),
-                            };
+                            let me = identity(name, sid, stype, digest, 7);
                             luahost::codec::proto::put_challenge(
                                 &mut out,
                                 &me,

@@ -154,13 +154,19 @@ impl Proc {
     }
 
     pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_luahost"))
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_luahost"));
+        cmd.args(args)
+            .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Proc::spawn_command(cmd)
+    }
+
+    /// Starts `cmd` with stdout discarded, collecting its stderr.
+    pub fn spawn_command(mut cmd: Command) -> Proc {
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn luahost");
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         let log = Arc::new(Mutex::new(String::new()));
         let err = child.stderr.take().unwrap();
         let sink = log.clone();
@@ -279,5 +285,25 @@ pub fn read_frame(
             Ok(0) | Err(_) => return None,
             Ok(n) => inbuf.extend_from_slice(&chunk[..n]),
         }
+    }
+}
+
+/// The address of node `name` in a cluster file.
+#[allow(dead_code)]
+pub fn addr_of(cluster: &Path, name: &str) -> std::net::SocketAddr {
+    luahost::ClusterConfig::load(cluster).unwrap().nodes[name].addr
+}
+
+/// A handshake identity with a fresh nonce (for tests that speak the
+/// protocol themselves).
+#[allow(dead_code)]
+pub fn identity(name: &str, sid: u32, stype: &str, digest: u32, incarnation: u64) -> luahost::codec::auth::Identity {
+    luahost::codec::auth::Identity {
+        name: name.into(),
+        sid,
+        stype: stype.into(),
+        digest,
+        incarnation,
+        nonce: luahost::codec::auth::nonce(),
     }
 }
