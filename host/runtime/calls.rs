@@ -17,6 +17,7 @@ use crate::codec::wire::{self, FrameDecoder, Message};
 use crate::lua::dispatch::Dispatch;
 use crate::net::conn::read_loop;
 use crate::net::link::Link;
+use crate::net::PeerState;
 
 use crate::rpc::error::{CallError, RemoteFault};
 use crate::schema::{self, Method};
@@ -112,7 +113,9 @@ impl Core {
             let t = timeout.unwrap_or_else(|| self.cluster.borrow().call_timeout);
             peer.pending.borrow_mut().insert(id, mid, t, Instant::now());
         }
-        if peer.reconnect.borrow_mut().kick(Instant::now()).is_some() {
+        // (the state is read first: no clock read on the hot path)
+        let disconnected = peer.reconnect.borrow().state() == PeerState::Disconnected;
+        if disconnected && peer.reconnect.borrow_mut().kick(Instant::now()).is_some() {
             peer.kick.notify_one();
         }
         Ok(id)
