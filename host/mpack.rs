@@ -12,7 +12,8 @@
 use std::io;
 
 use bytes::BytesMut;
-use rmp::decode::{self as dec, NumValueReadError, ValueReadError};
+use rmp::decode::bytes::BytesReadError;
+use rmp::decode::{self as dec, Bytes, ValueReadError};
 use rmp::encode as enc;
 use rmp::Marker;
 
@@ -129,7 +130,8 @@ pub enum Num {
     Float(f64),
 }
 
-/// A cursor over MessagePack bytes.
+/// A cursor over MessagePack bytes (each read runs on `rmp::decode::Bytes`,
+/// whose reads of a slice are cheaper than `std::io::Read`).
 #[derive(Debug, Clone)]
 pub struct Reader<'a> {
     buf: &'a [u8],
@@ -153,7 +155,7 @@ fn kind_name(m: Marker) -> &'static str {
 
 /// Maps an `rmp` read error: a slice fails to read only where it ends.
 #[cold]
-fn value_err(e: ValueReadError<io::Error>, expected: &'static str) -> ReadError {
+fn value_err(e: ValueReadError<BytesReadError>, expected: &'static str) -> ReadError {
     match e {
         ValueReadError::TypeMismatch(m) => ReadError::Unexpected {
             expected,
@@ -198,11 +200,11 @@ impl<'a> Reader<'a> {
     fn read<T>(
         &mut self,
         expected: &'static str,
-        f: impl FnOnce(&mut &'a [u8]) -> Result<T, ValueReadError<io::Error>>,
+        f: impl FnOnce(&mut Bytes<'a>) -> Result<T, ValueReadError<BytesReadError>>,
     ) -> Result<T, ReadError> {
-        let mut rd = self.buf;
+        let mut rd = Bytes::new(self.buf);
         let v = f(&mut rd).map_err(|e| value_err(e, expected))?;
-        self.buf = rd;
+        self.buf = rd.remaining_slice();
         Ok(v)
     }
 
@@ -228,51 +230,50 @@ impl<'a> Reader<'a> {
 
     /// Reads any integer or float.
     pub fn read_num(&mut self) -> Result<Num, ReadError> {
-        match self.marker()? {
+        const E: &str = "number";
+        Ok(match self.marker()? {
+            Marker::FixPos(_) => Num::Int(self.read(E, dec::read_pfix)? as i64),
+            Marker::FixNeg(_) => Num::Int(self.read(E, dec::read_nfix)? as i64),
+            Marker::U8 => Num::Int(self.read(E, dec::read_u8)? as i64),
+            Marker::U16 => Num::Int(self.read(E, dec::read_u16)? as i64),
+            Marker::U32 => Num::Int(self.read(E, dec::read_u32)? as i64),
             // The one integer form that may not fit in i64.
-            Marker::U64 => self.read("number", dec::read_u64).map(|v| match i64::try_from(v) {
-                Ok(i) => Num::Int(i),
-                Err(_) => Num::BigUint(v),
-            }),
-            Marker::F32 => self.read("number", dec::read_f32).map(|f| Num::Float(f as f64)),
-            Marker::F64 => self.read("number", dec::read_f64).map(Num::Float),
-            _ => {
-                let mut rd = self.buf;
-                match dec::read_int::<i64, _>(&mut rd) {
-                    Ok(v) => {
-                        self.buf = rd;
-                        Ok(Num::Int(v))
-                    }
-                    Err(NumValueReadError::TypeMismatch(m)) => Err(ReadError::Unexpected {
-                        expected: "number",
-                        found: kind_name(m),
-                    }),
-                    // Every integer form but u64 (handled above) fits in i64.
-                    Err(NumValueReadError::OutOfRange) => Err(ReadError::Unexpected {
-                        expected: "number",
-                        found: "integer",
-                    }),
-                    Err(NumValueReadError::InvalidMarkerRead(_) | NumValueReadError::InvalidDataRead(_)) => {
-                        Err(ReadError::Truncated)
-                    }
+            Marker::U64 => {
+                let v = self.read(E, dec::read_u64)?;
+                match i64::try_from(v) {
+                    Ok(i) => Num::Int(i),
+                    Err(_) => Num::BigUint(v),
                 }
             }
-        }
+            Marker::I8 => Num::Int(self.read(E, dec::read_i8)? as i64),
+            Marker::I16 => Num::Int(self.read(E, dec::read_i16)? as i64),
+            Marker::I32 => Num::Int(self.read(E, dec::read_i32)? as i64),
+            Marker::I64 => Num::Int(self.read(E, dec::read_i64)?),
+            Marker::F32 => Num::Float(self.read(E, dec::read_f32)? as f64),
+            Marker::F64 => Num::Float(self.read(E, dec::read_f64)?),
+            m => {
+                return Err(ReadError::Unexpected {
+                    expected: E,
+                    found: kind_name(m),
+                })
+            }
+        })
     }
 
     /// Reads a string or a binary blob and returns its bytes. The length is
     /// checked against the bytes left.
     pub fn read_bytes(&mut self) -> Result<&'a [u8], ReadError> {
-        let mut rd = self.buf;
+        let mut rd = Bytes::new(self.buf);
         let n = match self.marker()? {
             Marker::Bin8 | Marker::Bin16 | Marker::Bin32 => dec::read_bin_len(&mut rd),
             _ => dec::read_str_len(&mut rd),
         }
         .map_err(|e| value_err(e, "string"))? as usize;
-        if n > rd.len() {
+        let rest = rd.remaining_slice();
+        if n > rest.len() {
             return Err(ReadError::Truncated);
         }
-        let (s, rest) = rd.split_at(n);
+        let (s, rest) = rest.split_at(n);
         self.buf = rest;
         Ok(s)
     }
@@ -281,23 +282,25 @@ impl<'a> Reader<'a> {
     /// checked against the bytes left, so a forged header cannot make the
     /// caller allocate more than the message could hold.
     pub fn read_array_len(&mut self) -> Result<usize, ReadError> {
-        let mut rd = self.buf;
+        let mut rd = Bytes::new(self.buf);
         let n = dec::read_array_len(&mut rd).map_err(|e| value_err(e, "array"))? as usize;
-        if n > rd.len() {
+        let rest = rd.remaining_slice();
+        if n > rest.len() {
             return Err(ReadError::Truncated);
         }
-        self.buf = rd;
+        self.buf = rest;
         Ok(n)
     }
 
     /// Reads a map header and returns the pair count (checked like arrays).
     pub fn read_map_len(&mut self) -> Result<usize, ReadError> {
-        let mut rd = self.buf;
+        let mut rd = Bytes::new(self.buf);
         let n = dec::read_map_len(&mut rd).map_err(|e| value_err(e, "map"))? as usize;
-        if n.saturating_mul(2) > rd.len() {
+        let rest = rd.remaining_slice();
+        if n.saturating_mul(2) > rest.len() {
             return Err(ReadError::Truncated);
         }
-        self.buf = rd;
+        self.buf = rest;
         Ok(n)
     }
 
