@@ -1,133 +1,103 @@
-//! Minimal MessagePack writer and reader used on the hot path.
+//! MessagePack writer and reader used on the hot path, on `rmp`'s low-level
+//! `encode`/`decode` functions.
 //!
 //! Values are written straight from Lua values into the output buffer and read
 //! straight back into Lua values (see `schema`), so no intermediate tree and no
 //! serde pass sits between the socket and the Lua state. Only the subset
-//! luahost emits is produced; the reader accepts every MessagePack form of the
-//! kinds it is asked for and reports anything else as a [`ReadError`].
+//! luahost emits is produced (always in the shortest form); the reader accepts
+//! every MessagePack form of the kinds it is asked for and reports anything
+//! else as a [`ReadError`]. Lengths read from the data are checked against the
+//! bytes left before anything is sliced or allocated.
 
-use bytes::{BufMut, BytesMut};
+use std::io;
+
+use bytes::BytesMut;
+use rmp::decode::bytes::BytesReadError;
+use rmp::decode::{self as dec, Bytes, ValueReadError};
+use rmp::encode as enc;
+use rmp::Marker;
+
+/// `rmp`'s writer over a `BytesMut`: appending cannot fail, so every
+/// `io::Result` it returns is `Ok`.
+struct Out<'a>(&'a mut BytesMut);
+
+impl io::Write for Out<'_> {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.extend_from_slice(buf);
+        Ok(())
+    }
+
+    #[inline]
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs one `rmp` write into `out`. Writes into a `BytesMut` never fail, so
+/// the result carries nothing.
+#[inline]
+fn put<T, E: std::fmt::Debug>(out: &mut BytesMut, f: impl FnOnce(&mut Out<'_>) -> Result<T, E>) {
+    let r = f(&mut Out(out));
+    debug_assert!(r.is_ok(), "writing into a BytesMut failed: {:?}", r.err());
+}
 
 /// Appends `nil`.
 pub fn put_nil(out: &mut BytesMut) {
-    out.put_u8(0xc0);
+    put(out, |w| enc::write_nil(w));
 }
 
 /// Appends a boolean.
 pub fn put_bool(out: &mut BytesMut, b: bool) {
-    out.put_u8(if b { 0xc3 } else { 0xc2 });
+    put(out, |w| enc::write_bool(w, b));
 }
 
 /// Appends a signed integer in its shortest form.
 pub fn put_int(out: &mut BytesMut, v: i64) {
-    if v >= 0 {
-        put_uint(out, v as u64);
-    } else if v >= -32 {
-        out.put_i8(v as i8);
-    } else if v >= i8::MIN as i64 {
-        out.put_u8(0xd0);
-        out.put_i8(v as i8);
-    } else if v >= i16::MIN as i64 {
-        out.put_u8(0xd1);
-        out.put_i16(v as i16);
-    } else if v >= i32::MIN as i64 {
-        out.put_u8(0xd2);
-        out.put_i32(v as i32);
-    } else {
-        out.put_u8(0xd3);
-        out.put_i64(v);
-    }
+    put(out, |w| enc::write_sint(w, v));
 }
 
 /// Appends an unsigned integer in its shortest form.
 pub fn put_uint(out: &mut BytesMut, v: u64) {
-    if v < 128 {
-        out.put_u8(v as u8);
-    } else if v <= u8::MAX as u64 {
-        out.put_u8(0xcc);
-        out.put_u8(v as u8);
-    } else if v <= u16::MAX as u64 {
-        out.put_u8(0xcd);
-        out.put_u16(v as u16);
-    } else if v <= u32::MAX as u64 {
-        out.put_u8(0xce);
-        out.put_u32(v as u32);
-    } else {
-        out.put_u8(0xcf);
-        out.put_u64(v);
-    }
+    put(out, |w| enc::write_uint(w, v));
 }
 
 /// Appends a 32-bit float.
 pub fn put_f32(out: &mut BytesMut, v: f32) {
-    out.put_u8(0xca);
-    out.put_f32(v);
+    put(out, |w| enc::write_f32(w, v));
 }
 
 /// Appends a 64-bit float.
 pub fn put_f64(out: &mut BytesMut, v: f64) {
-    out.put_u8(0xcb);
-    out.put_f64(v);
+    put(out, |w| enc::write_f64(w, v));
 }
 
-/// Appends a string (raw bytes; Lua strings need not be UTF-8).
+/// Appends a string (raw bytes; Lua strings need not be UTF-8, so this is
+/// `write_str_len` and the bytes, not `write_str`).
 pub fn put_str(out: &mut BytesMut, s: &[u8]) {
-    let n = s.len();
-    if n < 32 {
-        out.put_u8(0xa0 | n as u8);
-    } else if n <= u8::MAX as usize {
-        out.put_u8(0xd9);
-        out.put_u8(n as u8);
-    } else if n <= u16::MAX as usize {
-        out.put_u8(0xda);
-        out.put_u16(n as u16);
-    } else {
-        out.put_u8(0xdb);
-        out.put_u32(n as u32);
-    }
-    out.put_slice(s);
+    put(out, |w| enc::write_str_len(w, s.len() as u32));
+    out.extend_from_slice(s);
 }
 
 /// Appends a binary blob.
 pub fn put_bin(out: &mut BytesMut, s: &[u8]) {
-    let n = s.len();
-    if n <= u8::MAX as usize {
-        out.put_u8(0xc4);
-        out.put_u8(n as u8);
-    } else if n <= u16::MAX as usize {
-        out.put_u8(0xc5);
-        out.put_u16(n as u16);
-    } else {
-        out.put_u8(0xc6);
-        out.put_u32(n as u32);
-    }
-    out.put_slice(s);
+    put(out, |w| enc::write_bin(w, s));
 }
 
 /// Appends an array header for `n` elements.
 pub fn put_array_len(out: &mut BytesMut, n: usize) {
-    if n < 16 {
-        out.put_u8(0x90 | n as u8);
-    } else if n <= u16::MAX as usize {
-        out.put_u8(0xdc);
-        out.put_u16(n as u16);
-    } else {
-        out.put_u8(0xdd);
-        out.put_u32(n as u32);
-    }
+    put(out, |w| enc::write_array_len(w, n as u32));
 }
 
 /// Appends a map header for `n` pairs.
 pub fn put_map_len(out: &mut BytesMut, n: usize) {
-    if n < 16 {
-        out.put_u8(0x80 | n as u8);
-    } else if n <= u16::MAX as usize {
-        out.put_u8(0xde);
-        out.put_u16(n as u16);
-    } else {
-        out.put_u8(0xdf);
-        out.put_u32(n as u32);
-    }
+    put(out, |w| enc::write_map_len(w, n as u32));
 }
 
 /// Why a MessagePack value could not be read.
@@ -160,24 +130,38 @@ pub enum Num {
     Float(f64),
 }
 
-/// A cursor over MessagePack bytes.
+/// A cursor over MessagePack bytes (each read runs on `rmp::decode::Bytes`,
+/// whose reads of a slice are cheaper than `std::io::Read`).
 #[derive(Debug, Clone)]
 pub struct Reader<'a> {
     buf: &'a [u8],
 }
 
-fn kind_name(m: u8) -> &'static str {
+fn kind_name(m: Marker) -> &'static str {
+    use Marker::*;
     match m {
-        0x00..=0x7f | 0xe0..=0xff | 0xcc..=0xd3 => "integer",
-        0x80..=0x8f | 0xde | 0xdf => "map",
-        0x90..=0x9f | 0xdc | 0xdd => "array",
-        0xa0..=0xbf | 0xd9..=0xdb => "string",
-        0xc0 => "nil",
-        0xc2 | 0xc3 => "boolean",
-        0xc4..=0xc6 => "binary",
-        0xca | 0xcb => "float",
-        0xc7..=0xc9 | 0xd4..=0xd8 => "extension",
-        _ => "invalid byte",
+        FixPos(_) | FixNeg(_) | U8 | U16 | U32 | U64 | I8 | I16 | I32 | I64 => "integer",
+        FixMap(_) | Map16 | Map32 => "map",
+        FixArray(_) | Array16 | Array32 => "array",
+        FixStr(_) | Str8 | Str16 | Str32 => "string",
+        Null => "nil",
+        False | True => "boolean",
+        Bin8 | Bin16 | Bin32 => "binary",
+        F32 | F64 => "float",
+        Ext8 | Ext16 | Ext32 | FixExt1 | FixExt2 | FixExt4 | FixExt8 | FixExt16 => "extension",
+        Reserved => "invalid byte",
+    }
+}
+
+/// Maps an `rmp` read error: a slice fails to read only where it ends.
+#[cold]
+fn value_err(e: ValueReadError<BytesReadError>, expected: &'static str) -> ReadError {
+    match e {
+        ValueReadError::TypeMismatch(m) => ReadError::Unexpected {
+            expected,
+            found: kind_name(m),
+        },
+        ValueReadError::InvalidMarkerRead(_) | ValueReadError::InvalidDataRead(_) => ReadError::Truncated,
     }
 }
 
@@ -201,213 +185,122 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], ReadError> {
-        if self.buf.len() < n {
-            return Err(ReadError::Truncated);
+    /// The marker of the next value, not consumed.
+    #[inline]
+    fn marker(&self) -> Result<Marker, ReadError> {
+        match self.buf.first() {
+            Some(&b) => Ok(Marker::from_u8(b)),
+            None => Err(ReadError::Truncated),
         }
-        let (a, b) = self.buf.split_at(n);
-        self.buf = b;
-        Ok(a)
     }
 
-    fn u8(&mut self) -> Result<u8, ReadError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn be<const N: usize>(&mut self) -> Result<[u8; N], ReadError> {
-        let s = self.take(N)?;
-        let mut a = [0u8; N];
-        a.copy_from_slice(s);
-        Ok(a)
+    /// Runs one `rmp` read on a copy of the cursor; the cursor moves only
+    /// when the read succeeds.
+    #[inline]
+    fn read<T>(
+        &mut self,
+        expected: &'static str,
+        f: impl FnOnce(&mut Bytes<'a>) -> Result<T, ValueReadError<BytesReadError>>,
+    ) -> Result<T, ReadError> {
+        let mut rd = Bytes::new(self.buf);
+        let v = f(&mut rd).map_err(|e| value_err(e, expected))?;
+        self.buf = rd.remaining_slice();
+        Ok(v)
     }
 
     /// The kind of the next value, without consuming it.
     pub fn peek_kind(&self) -> Result<&'static str, ReadError> {
-        self.buf.first().map(|m| kind_name(*m)).ok_or(ReadError::Truncated)
+        self.marker().map(kind_name)
     }
 
     /// True when the next value is `nil` (not consumed).
     pub fn peek_nil(&self) -> bool {
-        self.buf.first() == Some(&0xc0)
-    }
-
-    fn unexpected(&self, expected: &'static str) -> ReadError {
-        match self.buf.first() {
-            None => ReadError::Truncated,
-            Some(m) => ReadError::Unexpected {
-                expected,
-                found: kind_name(*m),
-            },
-        }
+        matches!(self.marker(), Ok(Marker::Null))
     }
 
     /// Reads `nil`.
     pub fn read_nil(&mut self) -> Result<(), ReadError> {
-        if self.peek_nil() {
-            self.buf = &self.buf[1..];
-            Ok(())
-        } else {
-            Err(self.unexpected("nil"))
-        }
+        self.read("nil", dec::read_nil)
     }
 
     /// Reads a boolean.
     pub fn read_bool(&mut self) -> Result<bool, ReadError> {
-        match self.buf.first() {
-            Some(0xc2) => {
-                self.buf = &self.buf[1..];
-                Ok(false)
-            }
-            Some(0xc3) => {
-                self.buf = &self.buf[1..];
-                Ok(true)
-            }
-            _ => Err(self.unexpected("boolean")),
-        }
+        self.read("boolean", dec::read_bool)
     }
 
     /// Reads any integer or float.
     pub fn read_num(&mut self) -> Result<Num, ReadError> {
-        let Some(&m) = self.buf.first() else {
-            return Err(ReadError::Truncated);
-        };
-        let v = match m {
-            0x00..=0x7f => {
-                self.u8()?;
-                Num::Int(m as i64)
-            }
-            0xe0..=0xff => {
-                self.u8()?;
-                Num::Int(m as i8 as i64)
-            }
-            0xcc => {
-                self.u8()?;
-                Num::Int(self.u8()? as i64)
-            }
-            0xcd => {
-                self.u8()?;
-                Num::Int(u16::from_be_bytes(self.be()?) as i64)
-            }
-            0xce => {
-                self.u8()?;
-                Num::Int(u32::from_be_bytes(self.be()?) as i64)
-            }
-            0xcf => {
-                self.u8()?;
-                let v = u64::from_be_bytes(self.be()?);
-                if v > i64::MAX as u64 {
-                    Num::BigUint(v)
-                } else {
-                    Num::Int(v as i64)
+        const E: &str = "number";
+        Ok(match self.marker()? {
+            Marker::FixPos(_) => Num::Int(self.read(E, dec::read_pfix)? as i64),
+            Marker::FixNeg(_) => Num::Int(self.read(E, dec::read_nfix)? as i64),
+            Marker::U8 => Num::Int(self.read(E, dec::read_u8)? as i64),
+            Marker::U16 => Num::Int(self.read(E, dec::read_u16)? as i64),
+            Marker::U32 => Num::Int(self.read(E, dec::read_u32)? as i64),
+            // The one integer form that may not fit in i64.
+            Marker::U64 => {
+                let v = self.read(E, dec::read_u64)?;
+                match i64::try_from(v) {
+                    Ok(i) => Num::Int(i),
+                    Err(_) => Num::BigUint(v),
                 }
             }
-            0xd0 => {
-                self.u8()?;
-                Num::Int(self.u8()? as i8 as i64)
+            Marker::I8 => Num::Int(self.read(E, dec::read_i8)? as i64),
+            Marker::I16 => Num::Int(self.read(E, dec::read_i16)? as i64),
+            Marker::I32 => Num::Int(self.read(E, dec::read_i32)? as i64),
+            Marker::I64 => Num::Int(self.read(E, dec::read_i64)?),
+            Marker::F32 => Num::Float(self.read(E, dec::read_f32)? as f64),
+            Marker::F64 => Num::Float(self.read(E, dec::read_f64)?),
+            m => {
+                return Err(ReadError::Unexpected {
+                    expected: E,
+                    found: kind_name(m),
+                })
             }
-            0xd1 => {
-                self.u8()?;
-                Num::Int(i16::from_be_bytes(self.be()?) as i64)
-            }
-            0xd2 => {
-                self.u8()?;
-                Num::Int(i32::from_be_bytes(self.be()?) as i64)
-            }
-            0xd3 => {
-                self.u8()?;
-                Num::Int(i64::from_be_bytes(self.be()?))
-            }
-            0xca => {
-                self.u8()?;
-                Num::Float(f32::from_be_bytes(self.be()?) as f64)
-            }
-            0xcb => {
-                self.u8()?;
-                Num::Float(f64::from_be_bytes(self.be()?))
-            }
-            _ => return Err(self.unexpected("number")),
-        };
-        Ok(v)
+        })
     }
 
-    /// Reads a string or a binary blob and returns its bytes.
+    /// Reads a string or a binary blob and returns its bytes. The length is
+    /// checked against the bytes left.
     pub fn read_bytes(&mut self) -> Result<&'a [u8], ReadError> {
-        let Some(&m) = self.buf.first() else {
+        let mut rd = Bytes::new(self.buf);
+        let n = match self.marker()? {
+            Marker::Bin8 | Marker::Bin16 | Marker::Bin32 => dec::read_bin_len(&mut rd),
+            _ => dec::read_str_len(&mut rd),
+        }
+        .map_err(|e| value_err(e, "string"))? as usize;
+        let rest = rd.remaining_slice();
+        if n > rest.len() {
             return Err(ReadError::Truncated);
-        };
-        let n = match m {
-            0xa0..=0xbf => {
-                self.u8()?;
-                (m & 0x1f) as usize
-            }
-            0xd9 | 0xc4 => {
-                self.u8()?;
-                self.u8()? as usize
-            }
-            0xda | 0xc5 => {
-                self.u8()?;
-                u16::from_be_bytes(self.be()?) as usize
-            }
-            0xdb | 0xc6 => {
-                self.u8()?;
-                u32::from_be_bytes(self.be()?) as usize
-            }
-            _ => return Err(self.unexpected("string")),
-        };
-        self.take(n)
+        }
+        let (s, rest) = rest.split_at(n);
+        self.buf = rest;
+        Ok(s)
     }
 
     /// Reads an array header and returns the element count. The count is
     /// checked against the bytes left, so a forged header cannot make the
     /// caller allocate more than the message could hold.
     pub fn read_array_len(&mut self) -> Result<usize, ReadError> {
-        let Some(&m) = self.buf.first() else {
-            return Err(ReadError::Truncated);
-        };
-        let n = match m {
-            0x90..=0x9f => {
-                self.u8()?;
-                (m & 0x0f) as usize
-            }
-            0xdc => {
-                self.u8()?;
-                u16::from_be_bytes(self.be()?) as usize
-            }
-            0xdd => {
-                self.u8()?;
-                u32::from_be_bytes(self.be()?) as usize
-            }
-            _ => return Err(self.unexpected("array")),
-        };
-        if n > self.buf.len() {
+        let mut rd = Bytes::new(self.buf);
+        let n = dec::read_array_len(&mut rd).map_err(|e| value_err(e, "array"))? as usize;
+        let rest = rd.remaining_slice();
+        if n > rest.len() {
             return Err(ReadError::Truncated);
         }
+        self.buf = rest;
         Ok(n)
     }
 
     /// Reads a map header and returns the pair count (checked like arrays).
     pub fn read_map_len(&mut self) -> Result<usize, ReadError> {
-        let Some(&m) = self.buf.first() else {
-            return Err(ReadError::Truncated);
-        };
-        let n = match m {
-            0x80..=0x8f => {
-                self.u8()?;
-                (m & 0x0f) as usize
-            }
-            0xde => {
-                self.u8()?;
-                u16::from_be_bytes(self.be()?) as usize
-            }
-            0xdf => {
-                self.u8()?;
-                u32::from_be_bytes(self.be()?) as usize
-            }
-            _ => return Err(self.unexpected("map")),
-        };
-        if n.saturating_mul(2) > self.buf.len() {
+        let mut rd = Bytes::new(self.buf);
+        let n = dec::read_map_len(&mut rd).map_err(|e| value_err(e, "map"))? as usize;
+        let rest = rd.remaining_slice();
+        if n.saturating_mul(2) > rest.len() {
             return Err(ReadError::Truncated);
         }
+        self.buf = rest;
         Ok(n)
     }
 
