@@ -82,7 +82,19 @@ fn main() {
 
     // Every envelope kind, as frames.
     let mut all = BytesMut::new();
-    proto::put_verify(&mut all, "hall_1", 11, "Hall", 0xdead_beef, "secret");
+    let hello = luahost::codec::auth::Identity {
+        name: "hall_1".into(),
+        sid: 11,
+        stype: "Hall".into(),
+        digest: 0xdead_beef,
+        incarnation: 7,
+        nonce: [3; luahost::codec::auth::NONCE_LEN],
+    };
+    proto::put_verify(&mut all, &hello);
+    proto::put_challenge(&mut all, &hello, &[5; luahost::codec::auth::PROOF_LEN]);
+    proto::put_proof(&mut all, &[6; luahost::codec::auth::PROOF_LEN]);
+    proto::put_ack(&mut all, 42);
+    proto::put_load(&mut all, 9);
     proto::put_verify_ok(&mut all, "db_1", 3);
     proto::put_verify_failed(&mut all, "bad token");
     proto::put_ping(&mut all, false);
