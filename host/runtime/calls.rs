@@ -222,7 +222,7 @@ impl Core {
         let Some(method) = schema.method(mid) else {
             return refuse(format!("unknown method id {mid}"));
         };
-        if self.stopping.get() {
+        if self.stop.stopping.get() {
             if is_call {
                 // the caller passes this on as it is (see on_reply)
                 let text = CallError::stopping(&self.me.name, &method.name).to_string();
@@ -418,7 +418,7 @@ impl Core {
             &lost,
             &format!("{} restarted before acknowledging them", peer.spec.name),
         );
-        let load = self.load.get();
+        let load = self.loads.mine.get();
         if load != 0 {
             peer.link.push(|o| proto::put_load(o, load));
         }

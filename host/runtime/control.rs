@@ -138,3 +138,33 @@ pub enum RuntimeError {
     #[error("{0}; the previous cluster stays in force")]
     ClusterFile(String),
 }
+
+/// Where a node is in stopping: the requests from other threads, why it
+/// stopped on its own, whether a graceful stop began, and how far Lua got.
+#[derive(Debug)]
+pub(crate) struct StopState {
+    /// Stop requests (shared with the node's handle).
+    pub(crate) signal: Arc<StopSignal>,
+    /// Why the node stopped on its own (shared with the handle).
+    pub(crate) failure: Arc<std::sync::Mutex<Option<String>>>,
+    /// Set when a graceful stop begins: incoming calls and sends are refused.
+    pub(crate) stopping: std::cell::Cell<bool>,
+    /// How far Lua is in a graceful stop (`core.stop_phase`: 1 onStop
+    /// handlers running, 2 done).
+    pub(crate) phase: std::cell::Cell<u8>,
+    /// Wakes the stop sequence when Lua moves on.
+    pub(crate) wake: Notify,
+}
+
+impl StopState {
+    /// Not stopping.
+    pub(crate) fn new(signal: Arc<StopSignal>, failure: Arc<std::sync::Mutex<Option<String>>>) -> Self {
+        StopState {
+            signal,
+            failure,
+            stopping: std::cell::Cell::new(false),
+            phase: std::cell::Cell::new(0),
+            wake: Notify::new(),
+        }
+    }
+}

@@ -61,8 +61,8 @@ impl LuaHost for Core {
         Core::eval_done(self, token, outcome)
     }
     fn stop_phase(&self, phase: u8) {
-        self.stop_phase.set(phase);
-        self.stop_wake.notify_one();
+        self.stop.phase.set(phase);
+        self.stop.wake.notify_one();
     }
     fn add_timer(&self, after: Duration) -> u64 {
         Core::add_timer(self, after)
@@ -87,13 +87,13 @@ impl LuaHost for Core {
     }
     fn load_of(&self, sid: u32) -> i64 {
         if sid == self.me.sid {
-            self.load.get()
+            self.loads.mine.get()
         } else {
-            self.loads.borrow().get(&sid).copied().unwrap_or(0)
+            self.loads.peers.borrow().get(&sid).copied().unwrap_or(0)
         }
     }
     fn set_load(&self, load: i64) {
-        if self.load.replace(load) != load {
+        if self.loads.mine.replace(load) != load {
             self.discovery.load_changed.notify_one();
             self.publish_load();
         }
@@ -108,7 +108,7 @@ impl DiscoveryHost for Core {
         Core::type_names(self)
     }
     fn apply_listing(this: &Rc<Self>, listed: Vec<NodeSpec>, loads: HashMap<u32, i64>, grace: Duration) {
-        *this.loads.borrow_mut() = loads;
+        *this.loads.peers.borrow_mut() = loads;
         this.apply_listing(listed, grace);
     }
     fn has_missing(&self) -> bool {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mlua::{Lua, MultiValue, Value};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
@@ -21,8 +21,8 @@ use crate::rpc::pending::CallIds;
 use crate::rpc::ring::Rings;
 
 use super::calls::{deadline_task, self_task};
-use super::control::{Control, NodeError, NodeOptions, RuntimeError, StopSignal};
-use super::node::{Core, Peer};
+use super::control::{Control, NodeError, NodeOptions, RuntimeError, StopSignal, StopState};
+use super::node::{Core, Loads, Peer};
 use super::timers::{TimerKind, Timers};
 use super::watch::{cluster_watch_task, script_watch_task};
 use crate::lua::dispatch::Dispatch;
@@ -70,18 +70,12 @@ impl Core {
             registered: Cell::new(false),
             listener: RefCell::new(Some(listener)),
             evals: RefCell::new(HashMap::new()),
-            watcher: RefCell::new(None),
-            script_watcher: RefCell::new(None),
-            stop,
-            failure,
-            stopping: Cell::new(false),
-            stop_phase: Cell::new(0),
-            stop_wake: Notify::new(),
+            watchers: RefCell::new((None, None)),
+            stop: StopState::new(stop, failure),
             discovery: DiscoverySignals::default(),
             local_rx: RefCell::new(local.as_ref().map(|net| net.listen(me.addr))),
             schema_gen: Cell::new(0),
-            load: Cell::new(0),
-            loads: RefCell::new(HashMap::new()),
+            loads: Loads::default(),
             incarnation: crate::codec::auth::incarnation(),
             log_limit: RefCell::new(crate::rpc::ratelog::LogLimit::default()),
             send_seqs: RefCell::new(HashMap::new()),
@@ -171,7 +165,7 @@ impl Core {
         }
         self.graceful_stop(&stop).await;
         info!("node {} stopping", self.me.name);
-        let failed = self.failure.lock().map(|f| f.is_some()).unwrap_or(true);
+        let failed = self.stop.failure.lock().map(|f| f.is_some()).unwrap_or(true);
         if self.zk_mode() && self.registered.get() && stop.count() < 2 && !failed {
             self.discovery.leave.notify_one();
             tokio::select! {
@@ -185,8 +179,7 @@ impl Core {
         if let Some(net) = &self.net.local {
             net.unlisten(self.me.addr);
         }
-        self.watcher.borrow_mut().take();
-        self.script_watcher.borrow_mut().take();
+        *self.watchers.borrow_mut() = (None, None);
         let peers: Vec<Rc<Peer>> = self.peers.borrow().values().cloned().collect();
         for p in peers {
             if let Some(t) = p.task.borrow_mut().take() {
@@ -221,7 +214,7 @@ impl Core {
         if stop.count() >= 2 || self.dispatch.borrow().is_none() {
             return;
         }
-        self.stopping.set(true);
+        self.stop.stopping.set(true);
         let grace = self.cluster.borrow().stop_grace;
         info!(
             "stopping: handlers running get up to {:.1} s to finish, then onStop runs (stop again to end at once)",
@@ -235,13 +228,13 @@ impl Core {
         // polling, the deadline moves when the onStop handlers start.
         let mut deadline = Instant::now() + grace + Duration::from_millis(200);
         let mut phase = 0;
-        while self.stop_phase.get() < 2 {
-            if self.stop_phase.get() != phase {
-                phase = self.stop_phase.get();
+        while self.stop.phase.get() < 2 {
+            if self.stop.phase.get() != phase {
+                phase = self.stop.phase.get();
                 deadline = Instant::now() + grace;
             }
             tokio::select! {
-                _ = self.stop_wake.notified() => {}
+                _ = self.stop.wake.notified() => {}
                 _ = tokio::time::sleep_until(deadline) => {
                     warn!(
                         "{} did not finish within stop_grace; stopping anyway",

@@ -23,10 +23,11 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::control::StopSignal;
+use super::control::StopState;
 use super::timers::Timers;
 use crate::codec::proto::{self};
 use crate::discovery::config::{ClusterConfig, NodeSpec};
+use crate::discovery::watch::Watch;
 use crate::discovery::DiscoverySignals;
 use crate::lua::dispatch::Dispatch;
 use crate::net::link::Link;
@@ -78,18 +79,10 @@ pub(crate) struct Core {
     pub(crate) registered: Cell<bool>,
     pub(crate) listener: RefCell<Option<TcpListener>>,
     pub(crate) evals: RefCell<HashMap<u64, std::sync::mpsc::Sender<Result<String, String>>>>,
-    pub(crate) watcher: RefCell<Option<crate::discovery::watch::Watch>>,
-    pub(crate) script_watcher: RefCell<Option<crate::discovery::watch::Watch>>,
-    pub(crate) stop: Arc<StopSignal>,
-    pub(crate) failure: Arc<std::sync::Mutex<Option<String>>>,
-    /// Set when a graceful stop begins: incoming calls and sends are refused.
-    pub(crate) stopping: Cell<bool>,
-    /// How far Lua is in a graceful stop (`core.stop_phase`: 1 onStop
-    /// handlers running, 2 done), and the wake-up when it moves on.
-    pub(crate) stop_phase: Cell<u8>,
-    pub(crate) stop_wake: Notify,
-    /// Asks the ZooKeeper task to delete this node's znode (a graceful
-    /// stop), and its answer.
+    /// The file watchers: the cluster file, and the scripts when hot reload is on.
+    pub(crate) watchers: RefCell<(Option<Watch>, Option<Watch>)>,
+    /// Where the node is in stopping.
+    pub(crate) stop: StopState,
     /// Wake-ups between the node and its ZooKeeper session.
     pub(crate) discovery: DiscoverySignals,
     /// In-memory connections to nodes of this process, if enabled.
@@ -97,11 +90,8 @@ pub(crate) struct Core {
     /// Bumped when the RPC digest changes after registration: connections
     /// verified under an older schema close and verify again.
     pub(crate) schema_gen: Cell<u64>,
-    /// The load this node reports (`router.setLoad`), and a wake-up for the
-    /// ZooKeeper task to publish it.
-    pub(crate) load: Cell<i64>,
-    /// Loads other nodes report (through ZooKeeper or their links), by sid.
-    pub(crate) loads: RefCell<HashMap<u32, i64>>,
+    /// The load this node reports (`router.setLoad`) and those of others.
+    pub(crate) loads: Loads,
     /// Random number of this process start (tells a restarted node apart).
     pub(crate) incarnation: u64,
     /// Rate limits of log lines remote parties can cause.
@@ -160,7 +150,7 @@ impl Core {
         let Some(peer) = self.peers.borrow_mut().remove(&sid) else {
             return;
         };
-        self.loads.borrow_mut().remove(&sid);
+        self.loads.peers.borrow_mut().remove(&sid);
         if let Some(t) = peer.task.borrow_mut().take() {
             t.abort();
         }
@@ -282,13 +272,13 @@ impl Core {
 
     /// Node `sid` reported its load over its link.
     pub(crate) fn set_peer_load(&self, sid: u32, load: i64) {
-        self.loads.borrow_mut().insert(sid, load);
+        self.loads.peers.borrow_mut().insert(sid, load);
     }
 
     /// Tells every connected peer this node's new load (static discovery;
     /// with ZooKeeper the znode carries it too).
     pub(crate) fn publish_load(&self) {
-        let load = self.load.get();
+        let load = self.loads.mine.get();
         for p in self.peers.borrow().values() {
             if !p.is_self && p.reconnect.borrow().state() == PeerState::Connected {
                 p.link.push(|o| proto::put_load(o, load));
@@ -357,7 +347,7 @@ impl Core {
             pid: std::process::id(),
             digest: self.digest(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            load: self.load.get(),
+            load: self.loads.mine.get(),
             incarnation: self.incarnation,
         }
     }
@@ -370,9 +360,19 @@ impl Core {
     /// Stops the node because it cannot go on (the reason reaches
     /// [`NodeHandle::failure`]).
     pub(crate) fn fail(&self, reason: String) {
-        if let Ok(mut f) = self.failure.lock() {
+        if let Ok(mut f) = self.stop.failure.lock() {
             *f = Some(reason);
         }
-        self.stop.request();
+        self.stop.signal.request();
     }
+}
+
+/// The load this node reports (`router.setLoad`), and the loads other nodes
+/// report (through ZooKeeper or their links), by sid.
+#[derive(Debug, Default)]
+pub(crate) struct Loads {
+    /// This node's.
+    pub(crate) mine: Cell<i64>,
+    /// Other nodes', by sid.
+    pub(crate) peers: RefCell<HashMap<u32, i64>>,
 }

@@ -16,7 +16,7 @@ impl Core {
     pub(crate) fn watch_cluster_file(&self, tx: mpsc::UnboundedSender<PathBuf>) {
         let file = self.cluster.borrow().file.clone();
         match watch::watch_file(&file, tx) {
-            Ok(w) => *self.watcher.borrow_mut() = Some(w),
+            Ok(w) => self.watchers.borrow_mut().0 = Some(w),
             Err(e) => warn!("{e}; cluster changes need a reload"),
         }
     }
@@ -48,7 +48,7 @@ impl Core {
         match watch::watch(&roots, lua_file, tx) {
             Ok(w) => {
                 debug!("hot reload watches {roots:?}");
-                *self.script_watcher.borrow_mut() = Some(w);
+                self.watchers.borrow_mut().1 = Some(w);
             }
             Err(e) => warn!("hot reload: {e}"),
         }
