@@ -97,7 +97,7 @@ pub(crate) async fn inbound_task<H: NetHost>(core: Rc<H>, conn: u64, mut rd: Rea
     };
     drop(verifying);
     let from = theirs.name.clone();
-    let gen = core.schema_gen();
+    let gen = core.net().reverify.current();
     dec.set_max_message(cfg.max_message);
     link.push(|o| proto::put_verify_ok(o, &core.me().name, core.me().sid));
     core.net().inbound.borrow_mut().insert(conn, link.clone());
@@ -106,7 +106,7 @@ pub(crate) async fn inbound_task<H: NetHost>(core: Rc<H>, conn: u64, mut rd: Rea
     let acks = Acks::default();
     let reader = async {
         let cause = read_loop(&mut rd, &mut dec, &mut buf, &link, |msg, env| {
-            if core.schema_gen() != gen {
+            if core.net().reverify.stale(gen) {
                 return Some(Cause::Reverify);
             }
             match env {
@@ -149,7 +149,7 @@ pub(crate) async fn inbound_task<H: NetHost>(core: Rc<H>, conn: u64, mut rd: Rea
     let cause = tokio::select! {
         c = reader => c,
         c = acks.timer(&link) => c,
-        c = link.write_loop(wr) => Cause::Io(c),
+        c = link.write_loop(wr, Some(core.net().reverify.gate(gen))) => Cause::Io(c),
         c = liveness(&link, cfg.liveness, false) => c,
         c = schema_changed(&*core, gen, &link, true) => c,
     };

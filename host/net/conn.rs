@@ -205,14 +205,10 @@ pub(crate) async fn pipeline(burst: &mut u32, unread: &BytesMut, link: &Link) {
 }
 
 /// Ends the connection once this node's schema changed after it verified
-/// (checked whenever the connection is woken, and at least every 50 ms).
+/// (at generation `gen`).
 pub(crate) async fn schema_changed<H: NetHost>(core: &H, gen: u64, link: &Link, accepted: bool) -> Cause {
-    loop {
-        if core.schema_gen() != gen {
-            return reverify(link, accepted).await;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    core.net().reverify.changed(gen).await;
+    reverify(link, accepted).await
 }
 
 /// Closes a connection so that it verifies again under the new schema. On
@@ -220,13 +216,10 @@ pub(crate) async fn schema_changed<H: NetHost>(core: &H, gen: u64, link: &Link, 
 /// "reverify"), so it reconnects at once instead of reporting this node down.
 pub(crate) async fn reverify(link: &Link, accepted: bool) -> Cause {
     if accepted {
-        link.stale.set(false);
+        link.ungate();
         link.clear();
         link.push(|o| proto::put_verify_failed(o, REVERIFY));
-        let t = Instant::now();
-        while link.queued() > 0 && t.elapsed() < Duration::from_millis(200) {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), link.drained()).await;
     }
     Cause::Reverify
 }

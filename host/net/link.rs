@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::net::stream::WriteHalf;
+use crate::net::Gate;
 use crate::rpc::acks::seq_le;
 
 /// Queued bytes past which a sender writes to the socket at once instead of
@@ -80,9 +81,12 @@ pub(crate) struct Link {
     writer: RefCell<Option<Rc<WriteHalf>>>,
     /// When the last whole frame arrived on this connection.
     pub(crate) last_recv: Cell<Instant>,
-    /// Set when the node's schema changed after this connection verified:
-    /// nothing more is written on it (queued messages wait for the next one).
-    pub(crate) stale: Cell<bool>,
+    /// The connection's reverify gate: once the node's schema changed after
+    /// it verified, nothing more is written on it (queued messages wait for
+    /// the next one).
+    gate: RefCell<Option<Gate>>,
+    /// Woken whenever the writer has written everything queued.
+    drained: Notify,
 }
 
 impl Default for Link {
@@ -130,7 +134,8 @@ impl Link {
             wake: Notify::new(),
             writer: RefCell::new(None),
             last_recv: Cell::new(Instant::now()),
-            stale: Cell::new(false),
+            gate: RefCell::new(None),
+            drained: Notify::new(),
         }
     }
 
@@ -315,7 +320,7 @@ impl Link {
     /// Writes as much as the socket takes now, without waiting.
     /// Returns true when everything queued was written.
     fn try_flush(&self, wr: &WriteHalf) -> std::io::Result<bool> {
-        if self.stale.get() {
+        if self.gate.borrow().as_ref().is_some_and(Gate::stale) {
             return Ok(true);
         }
         let mut head = self.head.borrow_mut();
@@ -360,9 +365,30 @@ impl Link {
         }
     }
 
+    /// Lets this connection write again whatever the schema (to tell the
+    /// peer to verify again).
+    pub(crate) fn ungate(&self) {
+        self.gate.borrow_mut().take();
+    }
+
+    /// Returns once everything queued has been written.
+    pub(crate) async fn drained(&self) {
+        loop {
+            let wait = self.drained.notified();
+            tokio::pin!(wait);
+            wait.as_mut().enable();
+            if self.queued() == 0 {
+                return;
+            }
+            wait.await;
+        }
+    }
+
     /// Writes queued data until the connection fails; returns the cause.
-    pub(crate) async fn write_loop(&self, wr: WriteHalf) -> String {
-        self.stale.set(false);
+    /// `gate` stops the writing once the schema changed (none for a link
+    /// that never verifies, such as a node's link to itself).
+    pub(crate) async fn write_loop(&self, wr: WriteHalf, gate: Option<Gate>) -> String {
+        *self.gate.borrow_mut() = gate;
         // A new connection starts at a frame boundary: bytes left half
         // written on the previous one cannot go out here (sends among them
         // are in flight and were resent or reported).
@@ -372,7 +398,10 @@ impl Link {
         let _detach = Detach(self);
         loop {
             match self.try_flush(&wr) {
-                Ok(true) => self.wake.notified().await,
+                Ok(true) => {
+                    self.drained.notify_waiters();
+                    self.wake.notified().await
+                }
                 Ok(false) => {
                     if let Err(e) = wr.writable().await {
                         return e.to_string();

@@ -46,6 +46,71 @@ pub(crate) struct NetSettings {
     pub max_message: usize,
 }
 
+/// The one place of reverify state: the schema generation connections
+/// verified under. When the node's RPC digest changes, [`Reverify::bump`]
+/// moves it: links stop writing under the old ids at once (each link checks
+/// its [`Gate`]), and every connection's [`Reverify::changed`] wakes
+/// it to close and verify again.
+#[derive(Debug, Default)]
+pub(crate) struct Reverify {
+    gen: Rc<Cell<u64>>,
+    changed: Notify,
+}
+
+/// What a link checks before writing: whether the schema moved since its
+/// connection verified.
+#[derive(Debug, Clone)]
+pub(crate) struct Gate {
+    current: Rc<Cell<u64>>,
+    at: u64,
+}
+
+impl Gate {
+    /// True once the schema changed after the connection verified.
+    pub(crate) fn stale(&self) -> bool {
+        self.current.get() != self.at
+    }
+}
+
+impl Reverify {
+    /// The current generation (taken by a connection when it verifies).
+    pub(crate) fn current(&self) -> u64 {
+        self.gen.get()
+    }
+
+    /// Whether a connection verified at `gen` is under an old schema.
+    pub(crate) fn stale(&self, gen: u64) -> bool {
+        self.gen.get() != gen
+    }
+
+    /// The gate of a connection verified at `gen`.
+    pub(crate) fn gate(&self, gen: u64) -> Gate {
+        Gate {
+            current: self.gen.clone(),
+            at: gen,
+        }
+    }
+
+    /// The schema changed: every connection must verify again.
+    pub(crate) fn bump(&self) {
+        self.gen.set(self.gen.get() + 1);
+        self.changed.notify_waiters();
+    }
+
+    /// Returns once the generation is no longer `gen`.
+    pub(crate) async fn changed(&self, gen: u64) {
+        loop {
+            let wait = self.changed.notified();
+            tokio::pin!(wait);
+            wait.as_mut().enable();
+            if self.stale(gen) {
+                return;
+            }
+            wait.await;
+        }
+    }
+}
+
 /// What the network side of a node keeps: its accepted connections and
 /// their counters, and the in-process network it may dial into.
 #[derive(Debug, Default)]
@@ -58,6 +123,8 @@ pub(crate) struct NetState {
     pub inbound: RefCell<HashMap<u64, Rc<Link>>>,
     /// Nodes of this process reached through in-memory pipes, if enabled.
     pub local: Option<Arc<LocalNet>>,
+    /// The schema generation connections verified under.
+    pub reverify: Reverify,
 }
 
 /// One peer as the connecting side sees it.
@@ -92,8 +159,6 @@ pub(crate) trait NetHost: 'static {
     fn secret(&self) -> String;
     /// The node's RPC digest.
     fn digest(&self) -> u32;
-    /// Bumped when the schema changes: connections verify again.
-    fn schema_gen(&self) -> u64;
     /// Whether a node that says it is `who` may connect at all (before its
     /// proof is checked): known to the cluster file, or any with ZooKeeper.
     fn knows(&self, who: &Identity) -> bool;
@@ -113,4 +178,37 @@ pub(crate) trait NetHost: 'static {
     fn peer_lost(&self, peer: &Self::Peer, cause: &str, reverify: bool);
     /// An attempt to connect to `peer` failed.
     fn connect_failed(&self, peer: &Self::Peer, cause: &str);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+
+    #[test]
+    fn a_schema_change_makes_every_earlier_gate_stale() {
+        let r = Reverify::default();
+        let gen = r.current();
+        let gate = r.gate(gen);
+        assert!(!gate.stale() && !r.stale(gen));
+        r.bump();
+        assert!(gate.stale() && r.stale(gen));
+        let newer = r.gate(r.current());
+        assert!(!newer.stale(), "a connection verified after the change writes");
+    }
+
+    #[tokio::test]
+    async fn connections_wake_when_the_schema_changes_not_before() {
+        let r = Reverify::default();
+        let gen = r.current();
+        let waiting = r.changed(gen);
+        tokio::pin!(waiting);
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        r.bump();
+        assert!(waiting.as_mut().poll(&mut cx).is_ready());
+        // already stale: returns at once
+        r.changed(gen).await;
+    }
 }

@@ -68,7 +68,7 @@ pub(crate) async fn peer_task<H: NetHost>(core: Rc<H>, peer: Rc<H::Peer>) {
             info!("connected to {name} again");
         }
         peer.link().last_recv.set(Instant::now());
-        let gen = core.schema_gen();
+        let gen = core.net().reverify.current();
         core.peer_connected(&peer, incarnation);
         peer.link().wake.notify_one();
         let liveness_bound = core.settings().liveness;
@@ -89,7 +89,7 @@ pub(crate) async fn peer_task<H: NetHost>(core: Rc<H>, peer: Rc<H::Peer>) {
         });
         let cause = tokio::select! {
             c = reader => c,
-            c = peer.link().write_loop(wr) => Cause::Io(c),
+            c = peer.link().write_loop(wr, Some(core.net().reverify.gate(gen))) => Cause::Io(c),
             c = liveness(peer.link(), liveness_bound, true) => c,
             c = schema_changed(&*core, gen, peer.link(), false) => c,
         };

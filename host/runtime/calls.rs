@@ -558,7 +558,7 @@ pub(crate) async fn self_task(core: Rc<Core>, me: Rc<Peer>) {
     });
     let cause = tokio::select! {
         c = reader => c,
-        c = me.link.write_loop(wr) => crate::net::conn::Cause::Io(c),
+        c = me.link.write_loop(wr, None) => crate::net::conn::Cause::Io(c),
     };
     error!("the node's link to itself ended: {cause}");
 }

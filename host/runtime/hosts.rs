@@ -169,9 +169,6 @@ impl NetHost for Core {
     fn digest(&self) -> u32 {
         Core::digest(self)
     }
-    fn schema_gen(&self) -> u64 {
-        self.schema_gen.get()
-    }
     fn knows(&self, who: &crate::codec::auth::Identity) -> bool {
         match self.node_spec(who.sid) {
             Some(p) => p.name == who.name && p.stype == who.stype,

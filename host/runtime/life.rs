@@ -74,7 +74,6 @@ impl Core {
             stop: StopState::new(stop, failure),
             discovery: DiscoverySignals::default(),
             local_rx: RefCell::new(local.as_ref().map(|net| net.listen(me.addr))),
-            schema_gen: Cell::new(0),
             loads: Loads::default(),
             incarnation: crate::codec::auth::incarnation(),
             log_limit: RefCell::new(crate::rpc::ratelog::LogLimit::default()),

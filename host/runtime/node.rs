@@ -87,9 +87,6 @@ pub(crate) struct Core {
     pub(crate) discovery: DiscoverySignals,
     /// In-memory connections to nodes of this process, if enabled.
     pub(crate) local_rx: RefCell<Option<mpsc::UnboundedReceiver<crate::net::stream::MemConn>>>,
-    /// Bumped when the RPC digest changes after registration: connections
-    /// verified under an older schema close and verify again.
-    pub(crate) schema_gen: Cell<u64>,
     /// The load this node reports (`router.setLoad`) and those of others.
     pub(crate) loads: Loads,
     /// Random number of this process start (tells a restarted node apart).
@@ -196,17 +193,9 @@ impl Core {
             warn!(
                 "RPC digest changed from {old:08x} to {new:08x}: every connection verifies again; peers still on the old schema are refused"
             );
-            self.schema_gen.set(self.schema_gen.get() + 1);
-            for p in self.peers.borrow().values() {
-                if !p.is_self {
-                    // nothing more goes out under the old ids
-                    p.link.stale.set(true);
-                }
-                p.link.wake.notify_one();
-            }
-            for l in self.net.inbound.borrow().values() {
-                l.wake.notify_one();
-            }
+            // links stop writing under the old ids, connections close and
+            // verify again (net::Reverify)
+            self.net.reverify.bump();
         }
     }
 
