@@ -49,8 +49,8 @@ function M.init() end
 local function send_to(level, sid, iface, eid, method, ...)
     local m = iface[method]
     if m == nil then error("no method '" .. tostring(method) .. "' in the interface", level) end
-    if m.call then error(m.full .. " is a call; router sends only one-way methods", level) end
-    local ok, err, kind = core.send(sid, eid, m.id, ...)
+    -- wait = false: a call (nothing here waits for its reply) is refused by the host
+    local ok, err, kind = core.request(sid, eid, m.id, false, ...)
     if not ok then raise(err, level, kind) end
 end
 

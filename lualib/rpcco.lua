@@ -15,7 +15,7 @@ local CALL, SEND, REPLY, TIMER, ONLINE, OFFLINE, EVAL, RELOAD, LOST, STOP =
 local create, resume_raw, yield, running, status =
     coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
 local traceback = debug.traceback
-local core_call, core_reply, core_timer = core.call, core.reply, core.timer
+local core_request, core_reply, core_timer = core.request, core.reply, core.timer
 
 local calls = {}                                    -- call id -> coroutine waiting for its reply
 local timers = {}                                   -- timer id -> coroutine waiting for it (sleep, wakeup)
@@ -115,18 +115,21 @@ local function check(ok, ...)
     error((...), 0) -- timeout / node down / remote error, as the host wrote it
 end
 
---- Sends a call and suspends the current coroutine until the reply, a
---- timeout, or the loss of the peer. Used by rpcstub.
-function M.call(sid, eid, mid, ...)
+--- Sends method mid to entity eid on server sid. The host decides from the
+--- schema whether it is a call: then the current coroutine waits for the
+--- reply (or a timeout, or the loss of the peer) and it is returned; a
+--- one-way send returns nothing. Used by rpcstub.
+function M.request(sid, eid, mid, ...)
     local co, main = running()
-    if main then
-        error("a remote call must run inside a coroutine: handlers already do; elsewhere use rpcco.fork", 2)
-    end
-    local id, err, kind = core_call(sid, eid, mid, timeouts[co], ...)
+    local wait = false -- outside a coroutine nothing can wait for a reply
+    if not main then wait = timeouts[co] end -- nil: the cluster's call_timeout
+    local id, err, kind = core_request(sid, eid, mid, wait, ...)
     if not id then raise(err, 2, kind) end
+    if id == 0 then return end
     calls[id] = co
     return check(yield())
 end
+M.call = M.request
 
 --- Runs fn(...) with remote calls made by this coroutine timing out after
 --- secs seconds instead of the cluster default.

@@ -4,32 +4,23 @@
 -- are one-way.
 --   local mb = rpcstub.mailbox(rpcdef.iface("Hall", "FriendMgr"), sid, eid)
 --   mb.hall_notifyFriendOnlineStatus(rid, true, rids)
-local core = require "luahost.core"
 local rpcco = require "rpcco"
 
 local M = {}
 
-local send, call, raise = core.send, rpcco.call, rpcco.raise
+local request = rpcco.request
 
 local function removed(m)
     error(m.full .. " is no longer in the schema", 3)
 end
 
+-- Calls and sends alike: the host decides which from the schema.
 local function method_fn(mb, m, name)
-    if m.call then
-        return function(...)
-            local sid = rawget(mb, "__from")
-            if sid == nil then error("mailbox has no server id for " .. m.full, 2) end
-            if m.removed then removed(m) end
-            return call(sid, mb.__eid, m.id, ...)
-        end
-    end
     return function(...)
         local sid = rawget(mb, "__from")
         if sid == nil then error("mailbox has no server id for " .. m.full, 2) end
         if m.removed then removed(m) end
-        local ok, err, kind = send(sid, mb.__eid, m.id, ...)
-        if not ok then raise(err, 2, kind) end
+        return request(sid, mb.__eid, m.id, ...)
     end
 end
 

@@ -599,3 +599,31 @@ fn a_graceful_stop_leaves_zookeeper_at_once() {
     assert!(registered().is_empty(), "{:?}\n{}", registered(), pb.log());
     a.shutdown();
 }
+
+#[test]
+fn the_host_decides_call_or_send_and_router_refuses_calls() {
+    let dir = TempDir::new("decide");
+    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "");
+    let a = start(&cluster, "a_1");
+    let b = start(&cluster, "b_1");
+    wait_live(&a, &["b_1"]);
+    // one stub for both kinds: a call returns its results, a send nothing
+    assert_eq!(eval(&a, "return to(sidOf('b_1')).echo('x', 7)"), "x\t7");
+    assert_eq!(
+        eval(&a, "return select('#', to(sidOf('b_1')).note(1, {}))"),
+        "0",
+        "a send returns nothing"
+    );
+    // router's one-way sends: a call method is refused by the host, nothing sent
+    let e = eval(
+        &a,
+        "local ok, e = pcall(router.sendByType, ServerType.B, false, rpcdef.iface('B', 'Echo'), 1, 'slow', 0.1) return tostring(e)",
+    );
+    assert!(
+        e.contains("Echo.slow is a call") && e.contains("router sends only one-way methods"),
+        "{e}"
+    );
+    assert_eq!(eval(&a, "return rpcco.errkind(select(2, pcall(router.sendByType, ServerType.B, false, rpcdef.iface('B', 'Echo'), 1, 'slow', 0.1)))"), "nil", "a call-site error has no kind");
+    a.shutdown();
+    b.shutdown();
+}

@@ -15,7 +15,7 @@ use mlua::{Function, Lua, Table, Value, Variadic};
 use tracing::{debug, error, info, warn};
 
 use crate::discovery::config::{ClusterConfig, Setting, SettingKey};
-use crate::lua::LuaHost;
+use crate::lua::{LuaHost, Wait};
 use crate::rpc::ring::{self, Key};
 use crate::schema::Schema;
 
@@ -159,25 +159,32 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
             Err(e) => Ok((None, Some(e))),
         }
     });
-    func!(
-        "send",
-        |c, _l, (sid, eid, mid, args): (u32, i64, u32, Variadic<Value>)| {
-            match c.request(sid, eid, mid, None, false, &args) {
-                Ok(_) => Ok((Some(true), None, None)),
-                Err(e) => Ok((None, Some(e.to_string()), e.kind())),
-            }
-        }
-    );
-    func!("call", |c,
-                   _l,
-                   (sid, eid, mid, tmo, args): (
+    // The one entry for calls and sends: the host decides which from the
+    // schema. `wait`: nil (the cluster's call_timeout), seconds, or false
+    // (nothing can wait for a reply: a call is refused). Returns the call id,
+    // or 0 for a send; or nil, the error text and its kind.
+    func!("request", |c,
+                      _l,
+                      (sid, eid, mid, wait, args): (
         u32,
         i64,
         u32,
-        Option<f64>,
+        Value,
         Variadic<Value>
     )| {
-        match c.request(sid, eid, mid, seconds(tmo), true, &args) {
+        let wait = match wait {
+            Value::Nil => Wait::Default,
+            Value::Boolean(false) => Wait::No,
+            Value::Integer(i) => Wait::Timeout(crate::rpc::clamp_delay(i as f64)),
+            Value::Number(n) => Wait::Timeout(crate::rpc::clamp_delay(n)),
+            other => {
+                return Err(mlua::Error::runtime(format!(
+                    "core.request: wait must be nil, false or seconds, got {}",
+                    other.type_name()
+                )))
+            }
+        };
+        match c.request(sid, eid, mid, wait, &args) {
             Ok(id) => Ok((Some(id), None, None)),
             Err(e) => Ok((None, Some(e.to_string()), e.kind())),
         }

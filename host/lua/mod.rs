@@ -18,6 +18,18 @@ use crate::rpc::ring::Rings;
 use crate::rpc::spec::NodeSpec;
 use crate::schema::Schema;
 
+/// Whether, and how long, the Lua side can wait for a call's reply.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Wait {
+    /// The cluster's `call_timeout`.
+    Default,
+    /// This long (`rpcco.timeout`).
+    Timeout(Duration),
+    /// Not at all (outside a coroutine, or router's one-way sends): a call
+    /// is refused.
+    No,
+}
+
 /// What `luahost.core` needs from the node it runs in: the narrow waist
 /// between Lua and the runtime. Implemented by the runtime; `lua` never sees
 /// the node itself.
@@ -38,20 +50,13 @@ pub(crate) trait LuaHost: 'static {
     ///
     /// A type of the cluster missing from the schema.
     fn register(this: &Rc<Self>, types: HashMap<String, u32>) -> Result<(), String>;
-    /// Encodes a call or send to node `sid`; returns the call id (0 for sends).
+    /// Encodes a call or a send to node `sid`, as the schema says; returns the
+    /// call id, or 0 for a send.
     ///
     /// # Errors
     ///
     /// A [`CallError`]: its text is what a script sees.
-    fn request(
-        &self,
-        sid: u32,
-        eid: i64,
-        mid: u32,
-        timeout: Option<Duration>,
-        call: bool,
-        args: &[Value],
-    ) -> Result<u32, CallError>;
+    fn request(&self, sid: u32, eid: i64, mid: u32, wait: Wait, args: &[Value]) -> Result<u32, CallError>;
     /// Encodes the reply to call `session` that came on connection `conn`.
     ///
     /// # Errors

@@ -87,14 +87,14 @@ pub enum CallError {
     /// The method id is not in this node's schema.
     #[error("unknown method id {0}")]
     UnknownMethod(u32),
-    /// A call to a method declared as a one-way send, or the reverse.
-    #[error("{method} is a {}, not a {}", if *called { "send" } else { "call" }, if *called { "call" } else { "send" })]
-    WrongKind {
+    /// A call (the schema gives it results) where nothing can wait for its
+    /// reply: outside a coroutine, or through router's one-way sends.
+    #[error(
+        "{method} is a call: its reply needs a coroutine to wait in (handlers run in one; elsewhere use rpcco.fork), and router sends only one-way methods"
+    )]
+    CannotWait {
         /// The method's name.
         method: String,
-        /// True when it was called (it is a send), false when it was sent
-        /// (it is a call).
-        called: bool,
     },
     /// An argument or result the schema refused, in the schema's words
     /// (`bad argument #1 's' to Echo.echo: ...`, `... arguments given`).
@@ -171,7 +171,7 @@ impl CallError {
             CallError::Remote { .. } => Some("remote error"),
             CallError::NoSchema
             | CallError::UnknownMethod(_)
-            | CallError::WrongKind { .. }
+            | CallError::CannotWait { .. }
             | CallError::Encoding(_)
             | CallError::TooLarge { .. } => None,
         }
@@ -259,9 +259,8 @@ mod tests {
             },
             CallError::NoSchema,
             CallError::UnknownMethod(7),
-            CallError::WrongKind {
-                method: s("Hall.notify"),
-                called: true,
+            CallError::CannotWait {
+                method: s("Hall.login"),
             },
             CallError::Encoding(s("bad argument #1 'rid' to Hall.login: expected int32, got string")),
             CallError::TooLarge {
@@ -373,22 +372,11 @@ mod tests {
     fn call_site_texts_are_request() {
         assert_eq!(CallError::NoSchema.to_string(), "rpcdef.init has not run: no schema");
         assert_eq!(CallError::UnknownMethod(7).to_string(), "unknown method id 7");
-        assert_eq!(
-            CallError::WrongKind {
-                method: s("Hall.notify"),
-                called: true
-            }
-            .to_string(),
-            "Hall.notify is a send, not a call"
-        );
-        assert_eq!(
-            CallError::WrongKind {
-                method: s("Hall.login"),
-                called: false
-            }
-            .to_string(),
-            "Hall.login is a call, not a send"
-        );
+        assert!(CallError::CannotWait {
+            method: s("Hall.login")
+        }
+        .to_string()
+        .starts_with("Hall.login is a call: its reply needs a coroutine"));
         assert_eq!(
             CallError::TooLarge {
                 method: s("Hall.login"),

@@ -19,6 +19,7 @@ use crate::net::conn::read_loop;
 use crate::net::link::Link;
 use crate::net::PeerState;
 
+use crate::lua::Wait;
 use crate::rpc::error::{CallError, RemoteFault};
 use crate::schema::{self, Method};
 
@@ -28,23 +29,17 @@ const DEADLINE_TICK: Duration = Duration::from_millis(10);
 pub(crate) const SELF_CONN: u64 = 0;
 
 impl Core {
-    /// Encodes a call or send into the queue of node `sid`.
-    /// Returns the call id (0 for sends).
-    pub(crate) fn request(
-        &self,
-        sid: u32,
-        eid: i64,
-        mid: u32,
-        timeout: Option<Duration>,
-        call: bool,
-        args: &[Value],
-    ) -> Result<u32, CallError> {
+    /// Encodes a call or a send (as the schema says) into the queue of node
+    /// `sid`. Returns the call id, or 0 for a send.
+    pub(crate) fn request(&self, sid: u32, eid: i64, mid: u32, wait: Wait, args: &[Value]) -> Result<u32, CallError> {
         let schema = self.schema().ok_or(CallError::NoSchema)?;
         let method = schema.method(mid).ok_or(CallError::UnknownMethod(mid))?;
-        if call != method.results.is_some() {
-            return Err(CallError::WrongKind {
+        // the one call/send decision: the schema's (a method with results is
+        // a call)
+        let call = method.results.is_some();
+        if call && wait == Wait::No {
+            return Err(CallError::CannotWait {
                 method: method.name.clone(),
-                called: call,
             });
         }
         let Some(peer) = self.peer(sid) else {
@@ -110,7 +105,10 @@ impl Core {
         peer.link.flush_if_large();
         let id = if call { id } else { 0 };
         if call {
-            let t = timeout.unwrap_or_else(|| self.cluster.borrow().call_timeout);
+            let t = match wait {
+                Wait::Timeout(t) => t,
+                _ => self.cluster.borrow().call_timeout,
+            };
             peer.pending.borrow_mut().insert(id, mid, t, Instant::now());
         }
         // (the state is read first: no clock read on the hot path)

@@ -43,16 +43,8 @@ impl LuaHost for Core {
     fn register(this: &Rc<Self>, types: HashMap<String, u32>) -> Result<(), String> {
         this.register(types).map_err(|e| e.to_string())
     }
-    fn request(
-        &self,
-        sid: u32,
-        eid: i64,
-        mid: u32,
-        timeout: Option<Duration>,
-        call: bool,
-        args: &[Value],
-    ) -> Result<u32, CallError> {
-        Core::request(self, sid, eid, mid, timeout, call, args)
+    fn request(&self, sid: u32, eid: i64, mid: u32, wait: crate::lua::Wait, args: &[Value]) -> Result<u32, CallError> {
+        Core::request(self, sid, eid, mid, wait, args)
     }
     fn reply(&self, conn: u64, session: u32, mid: u32, ok: bool, vals: &[Value]) -> Result<(), String> {
         Core::reply(self, conn, session, mid, ok, vals)
