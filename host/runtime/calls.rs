@@ -65,6 +65,7 @@ impl Core {
             // (ids pending towards other peers cannot come round again
             // within any call's timeout)
             let id = self
+                .routing
                 .call_ids
                 .borrow_mut()
                 .next(|id| peer.pending.borrow().contains(id))
@@ -145,7 +146,7 @@ impl Core {
     }
 
     pub(crate) fn call_lua(&self, args: MultiValue) {
-        let f = self.dispatch.borrow().clone();
+        let f = self.lua_side.dispatch.borrow().clone();
         if let Some(f) = f {
             if let Err(e) = f.call::<()>(args) {
                 error!("Lua dispatcher failed: {e}");
@@ -235,7 +236,7 @@ impl Core {
             }
             return false;
         }
-        if method.server_type != 0 && method.server_type != self.my_type.get() {
+        if method.server_type != 0 && method.server_type != self.typing.my_type.get() {
             return refuse(format!("{} is not served by {} nodes", method.name, self.me.stype));
         }
         if is_call != method.results.is_some() {
@@ -457,7 +458,7 @@ impl Core {
 
     /// Fails the calls whose deadline has passed.
     pub(crate) fn expire_calls(&self, now: Instant) {
-        let peers: Vec<Rc<Peer>> = self.peers.borrow().values().cloned().collect();
+        let peers: Vec<Rc<Peer>> = self.routing.peers.borrow().values().cloned().collect();
         for peer in peers {
             let expired = {
                 let mut pending = peer.pending.borrow_mut();

@@ -66,7 +66,7 @@ impl LuaHost for Core {
         this.reload_cluster_later().map_err(|e| e.to_string())
     }
     fn rings(&self) -> std::cell::Ref<'_, Rings> {
-        self.rings.borrow()
+        self.routing.rings.borrow()
     }
     fn node_spec(&self, sid: u32) -> Option<NodeSpec> {
         Core::node_spec(self, sid)

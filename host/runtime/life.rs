@@ -17,12 +17,10 @@ use tracing::{error, info, warn};
 use crate::discovery::config::{ClusterConfig, NodeSpec};
 use crate::discovery::DiscoverySignals;
 use crate::net::NetState;
-use crate::rpc::pending::CallIds;
-use crate::rpc::ring::Rings;
 
 use super::calls::{deadline_task, self_task};
 use super::control::{Control, NodeError, NodeOptions, RuntimeError, StopSignal, StopState};
-use super::node::{Core, Loads, Peer};
+use super::node::{Core, Loads, LuaSide, Peer, Routing, Typing};
 use super::timers::{TimerKind, Timers};
 use super::watch::{cluster_watch_task, script_watch_task};
 use crate::lua::dispatch::Dispatch;
@@ -54,22 +52,16 @@ impl Core {
             me: me.clone(),
             cluster: RefCell::new(cluster.clone()),
             started: Instant::now(),
-            my_type: Cell::new(0),
-            type_ids: RefCell::new(HashMap::new()),
-            schema: RefCell::new(None),
-            dispatch: RefCell::new(None),
-            peers: RefCell::new(HashMap::new()),
+            typing: Typing::default(),
+            lua_side: LuaSide::default(),
+            routing: Routing::default(),
             net: NetState {
                 next_conn: Cell::new(1),
                 local: local.clone(),
                 ..NetState::default()
             },
-            call_ids: RefCell::new(CallIds::new()),
             timers: Timers::default(),
-            rings: RefCell::new(Rings::default()),
-            registered: Cell::new(false),
             listener: RefCell::new(Some(listener)),
-            evals: RefCell::new(HashMap::new()),
             watchers: RefCell::new((None, None)),
             stop: StopState::new(stop, failure),
             discovery: DiscoverySignals::default(),
@@ -143,8 +135,8 @@ impl Core {
                 Control::ReloadScripts => self.reload_scripts(None),
                 Control::Eval { code, reply } => {
                     let token = self.timers.next_id();
-                    self.evals.borrow_mut().insert(token, reply);
-                    if self.dispatch.borrow().is_none() {
+                    self.lua_side.evals.borrow_mut().insert(token, reply);
+                    if self.lua_side.dispatch.borrow().is_none() {
                         self.eval_done(token, Err("base.init has not run on this node".into()));
                         continue;
                     }
@@ -165,7 +157,7 @@ impl Core {
         self.graceful_stop(&stop).await;
         info!("node {} stopping", self.me.name);
         let failed = self.stop.failure.lock().map(|f| f.is_some()).unwrap_or(true);
-        if self.zk_mode() && self.registered.get() && stop.count() < 2 && !failed {
+        if self.zk_mode() && self.typing.registered.get() && stop.count() < 2 && !failed {
             self.discovery.leave.notify_one();
             tokio::select! {
                 _ = self.discovery.left.notified() => {}
@@ -179,7 +171,7 @@ impl Core {
             net.unlisten(self.me.addr);
         }
         *self.watchers.borrow_mut() = (None, None);
-        let peers: Vec<Rc<Peer>> = self.peers.borrow().values().cloned().collect();
+        let peers: Vec<Rc<Peer>> = self.routing.peers.borrow().values().cloned().collect();
         for p in peers {
             if let Some(t) = p.task.borrow_mut().take() {
                 t.abort();
@@ -203,14 +195,14 @@ impl Core {
         }
         self.log_summaries();
         // Break the Lua -> Rust cycle so the state can be freed.
-        self.dispatch.borrow_mut().take();
+        self.lua_side.dispatch.borrow_mut().take();
     }
 
     /// The graceful part of a stop (see [`NodeHandle::stop`]): refuse new
     /// work, let Lua wait for its handlers and run the onStop handlers, each
     /// step bounded by `stop_grace`; a second stop request cuts it short.
     pub(crate) async fn graceful_stop(&self, stop: &StopSignal) {
-        if stop.count() >= 2 || self.dispatch.borrow().is_none() {
+        if stop.count() >= 2 || self.lua_side.dispatch.borrow().is_none() {
             return;
         }
         self.stop.stopping.set(true);
@@ -257,7 +249,7 @@ impl Core {
             stype: self.me.stype.clone(),
             where_: "",
         })?;
-        for p in self.peers.borrow().values() {
+        for p in self.routing.peers.borrow().values() {
             if !types.contains_key(&p.spec.stype) {
                 return Err(RuntimeError::UnknownType {
                     node: p.spec.name.clone(),
@@ -266,12 +258,12 @@ impl Core {
                 });
             }
         }
-        if self.registered.replace(true) {
+        if self.typing.registered.replace(true) {
             return Ok(());
         }
-        self.my_type.set(my_type);
-        *self.type_ids.borrow_mut() = types;
-        let peers: Vec<Rc<Peer>> = self.peers.borrow().values().cloned().collect();
+        self.typing.my_type.set(my_type);
+        *self.typing.type_ids.borrow_mut() = types;
+        let peers: Vec<Rc<Peer>> = self.routing.peers.borrow().values().cloned().collect();
         for p in peers {
             self.start_peer(&p);
         }

@@ -77,12 +77,17 @@ impl Core {
     /// True when a connected peer is missing from discovery but still in
     /// its grace period.
     pub(crate) fn has_missing(&self) -> bool {
-        self.peers.borrow().values().any(|p| p.missing_since.get().is_some())
+        self.routing
+            .peers
+            .borrow()
+            .values()
+            .any(|p| p.missing_since.get().is_some())
     }
 
     /// The peers as `rpc::membership` sees them.
     pub(crate) fn known_peers(&self) -> Vec<membership::Known> {
-        self.peers
+        self.routing
+            .peers
             .borrow()
             .values()
             .map(|p| membership::Known {
@@ -96,7 +101,7 @@ impl Core {
     /// Once registered, a check that the schema defines a server type.
     #[allow(clippy::type_complexity)]
     pub(crate) fn type_check(&self) -> Option<Box<dyn Fn(&str) -> bool + '_>> {
-        if self.registered.get() {
+        if self.typing.registered.get() {
             Some(Box::new(|t: &str| self.type_id(t).is_some()))
         } else {
             None
@@ -135,7 +140,7 @@ impl Core {
                 }
                 membership::Action::Connect(spec) => {
                     let peer = self.add_peer(spec.clone());
-                    if self.registered.get() {
+                    if self.typing.registered.get() {
                         self.start_peer(&peer);
                     }
                 }

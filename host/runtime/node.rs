@@ -65,20 +65,17 @@ pub(crate) struct Core {
     pub(crate) me: NodeSpec,
     pub(crate) cluster: RefCell<Arc<ClusterConfig>>,
     pub(crate) started: Instant,
-    pub(crate) my_type: Cell<u32>,
-    pub(crate) type_ids: RefCell<HashMap<String, u32>>,
-    pub(crate) schema: RefCell<Option<Rc<Schema>>>,
-    pub(crate) dispatch: RefCell<Option<Rc<Function>>>,
-    pub(crate) peers: RefCell<HashMap<u32, Rc<Peer>>>,
+    /// The schema, this node's type and the types' ids, registration.
+    pub(crate) typing: Typing,
+    /// The Lua dispatcher and the evals waiting for it.
+    pub(crate) lua_side: LuaSide,
+    /// Peers, rings and call ids.
+    pub(crate) routing: Routing,
     /// Accepted connections and the in-process network.
     pub(crate) net: NetState,
-    pub(crate) call_ids: RefCell<CallIds>,
     /// Timers (Lua's and the node's own).
     pub(crate) timers: Timers,
-    pub(crate) rings: RefCell<Rings>,
-    pub(crate) registered: Cell<bool>,
     pub(crate) listener: RefCell<Option<TcpListener>>,
-    pub(crate) evals: RefCell<HashMap<u64, std::sync::mpsc::Sender<Result<String, String>>>>,
     /// The file watchers: the cluster file, and the scripts when hot reload is on.
     pub(crate) watchers: RefCell<(Option<Watch>, Option<Watch>)>,
     /// Where the node is in stopping.
@@ -130,7 +127,7 @@ impl Core {
             task: RefCell::new(None),
             missing_since: Cell::new(None),
         });
-        self.peers.borrow_mut().insert(peer.spec.sid, peer.clone());
+        self.routing.peers.borrow_mut().insert(peer.spec.sid, peer.clone());
         peer
     }
 
@@ -144,7 +141,7 @@ impl Core {
     /// Takes a peer out of the cluster: its connection closes, its calls
     /// fail, and it goes offline.
     pub(crate) fn remove_peer(self: &Rc<Self>, sid: u32, why: &str) {
-        let Some(peer) = self.peers.borrow_mut().remove(&sid) else {
+        let Some(peer) = self.routing.peers.borrow_mut().remove(&sid) else {
             return;
         };
         self.loads.peers.borrow_mut().remove(&sid);
@@ -156,12 +153,12 @@ impl Core {
     }
 
     pub(crate) fn peer(&self, sid: u32) -> Option<Rc<Peer>> {
-        self.peers.borrow().get(&sid).cloned()
+        self.routing.peers.borrow().get(&sid).cloned()
     }
 
     /// Every node of the cluster, by name.
     pub(crate) fn all_specs(&self) -> Vec<NodeSpec> {
-        let mut v: Vec<NodeSpec> = self.peers.borrow().values().map(|p| p.spec.clone()).collect();
+        let mut v: Vec<NodeSpec> = self.routing.peers.borrow().values().map(|p| p.spec.clone()).collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
@@ -172,7 +169,7 @@ impl Core {
     }
 
     pub(crate) fn type_id(&self, name: &str) -> Option<u32> {
-        self.type_ids.borrow().get(name).copied()
+        self.typing.type_ids.borrow().get(name).copied()
     }
 
     /// Monotonic seconds since the node started.
@@ -182,14 +179,14 @@ impl Core {
 
     /// `rpcdef.Digi`, or 0 before `rpcdef.init`.
     pub(crate) fn digest(&self) -> u32 {
-        self.schema.borrow().as_ref().map(|s| s.digest).unwrap_or(0)
+        self.typing.schema.borrow().as_ref().map(|s| s.digest).unwrap_or(0)
     }
 
     pub(crate) fn set_schema(&self, schema: Schema) {
         let old = self.digest();
         let new = schema.digest;
-        *self.schema.borrow_mut() = Some(Rc::new(schema));
-        if self.registered.get() && old != new {
+        *self.typing.schema.borrow_mut() = Some(Rc::new(schema));
+        if self.typing.registered.get() && old != new {
             warn!(
                 "RPC digest changed from {old:08x} to {new:08x}: every connection verifies again; peers still on the old schema are refused"
             );
@@ -200,18 +197,18 @@ impl Core {
     }
 
     pub(crate) fn schema(&self) -> Option<Rc<Schema>> {
-        self.schema.borrow().clone()
+        self.typing.schema.borrow().clone()
     }
 
     /// Delivers the outcome of an eval started by [`Control::Eval`].
     pub(crate) fn eval_done(&self, token: u64, outcome: Result<String, String>) {
-        if let Some(tx) = self.evals.borrow_mut().remove(&token) {
+        if let Some(tx) = self.lua_side.evals.borrow_mut().remove(&token) {
             let _ = tx.send(outcome);
         }
     }
 
     pub(crate) fn set_dispatch(&self, f: Function) {
-        *self.dispatch.borrow_mut() = Some(Rc::new(f));
+        *self.lua_side.dispatch.borrow_mut() = Some(Rc::new(f));
     }
 
     /// The verified identity this node shows in a handshake, with a fresh nonce.
@@ -268,7 +265,7 @@ impl Core {
     /// with ZooKeeper the znode carries it too).
     pub(crate) fn publish_load(&self) {
         let load = self.loads.mine.get();
-        for p in self.peers.borrow().values() {
+        for p in self.routing.peers.borrow().values() {
             if !p.is_self && p.reconnect.borrow().state() == PeerState::Connected {
                 p.link.push(|o| proto::put_load(o, load));
             }
@@ -284,13 +281,13 @@ impl Core {
             return;
         };
         if online {
-            self.rings.borrow_mut().add(stype, peer.spec.sid);
+            self.routing.rings.borrow_mut().add(stype, peer.spec.sid);
             info!(
                 "{} ({}, sid {}) is online",
                 peer.spec.name, peer.spec.stype, peer.spec.sid
             );
         } else {
-            self.rings.borrow_mut().remove(stype, peer.spec.sid);
+            self.routing.rings.borrow_mut().remove(stype, peer.spec.sid);
             warn!(
                 "{} ({}, sid {}) is offline",
                 peer.spec.name, peer.spec.stype, peer.spec.sid
@@ -321,7 +318,7 @@ impl Core {
 
     /// The server type names of the schema.
     pub(crate) fn type_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.type_ids.borrow().keys().cloned().collect();
+        let mut v: Vec<String> = self.typing.type_ids.borrow().keys().cloned().collect();
         v.sort();
         v
     }
@@ -364,4 +361,40 @@ pub(crate) struct Loads {
     pub(crate) mine: Cell<i64>,
     /// Other nodes', by sid.
     pub(crate) peers: RefCell<HashMap<u32, i64>>,
+}
+
+/// What the node knows of the schema: the compiled schema, this node's
+/// server type id, every type's id, and whether it registered.
+#[derive(Debug, Default)]
+pub(crate) struct Typing {
+    /// The compiled schema, once `rpcdef.init` ran.
+    pub(crate) schema: RefCell<Option<Rc<Schema>>>,
+    /// This node's server type id.
+    pub(crate) my_type: Cell<u32>,
+    /// Server type ids by name.
+    pub(crate) type_ids: RefCell<HashMap<String, u32>>,
+    /// Whether `base.init` registered the node.
+    pub(crate) registered: Cell<bool>,
+}
+
+/// The Lua dispatcher, and the evals of controlling threads waiting for
+/// their outcome.
+#[derive(Debug, Default)]
+pub(crate) struct LuaSide {
+    /// `rpcco.dispatch`.
+    pub(crate) dispatch: RefCell<Option<Rc<Function>>>,
+    /// Evals waiting, by token.
+    pub(crate) evals: RefCell<HashMap<u64, std::sync::mpsc::Sender<Result<String, String>>>>,
+}
+
+/// The peers of the node, the routing rings of live ones, and the ids of
+/// calls to them.
+#[derive(Default)]
+pub(crate) struct Routing {
+    /// Every peer (this node included), by sid.
+    pub(crate) peers: RefCell<HashMap<u32, Rc<Peer>>>,
+    /// Rings of live servers by type.
+    pub(crate) rings: RefCell<Rings>,
+    /// Call ids.
+    pub(crate) call_ids: RefCell<CallIds>,
 }
