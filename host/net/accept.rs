@@ -86,11 +86,11 @@ pub(crate) async fn inbound_task<H: NetHost>(core: Rc<H>, conn: u64, mut rd: Rea
     let theirs = match accept_handshake(&*core, &mut rd, &wr, &mut dec, &mut buf, &link).await {
         Ok(id) => id,
         Err(r) => {
-            if core.limited(r.cause) {
+            if core.limited(r.reason.cause()) {
                 warn!("refused connection from {} at {addr}: {}", r.who, r.reason);
             }
             if r.tell {
-                refuse(&wr, &r.reason).await;
+                refuse(&wr, &r.reason.to_string()).await;
             }
             return;
         }

@@ -26,25 +26,121 @@ pub(crate) async fn refuse(wr: &WriteHalf, reason: &str) {
     let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&out)).await;
 }
 
+/// Why the accepting side refused a connection (the text is what the peer
+/// is told and what is logged).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refused {
+    /// No verify request before the handshake's deadline.
+    #[error("no verify request within {:.1} s", .0.as_secs_f64())]
+    NoVerifyInTime(std::time::Duration),
+    /// The connection broke before it verified.
+    #[error("closed before verifying: {0}")]
+    ClosedBeforeVerifying(String),
+    /// The first message was something else.
+    #[error("the first message must be a verify request")]
+    NotAVerifyRequest,
+    /// The verify request (or the proof) did not parse.
+    #[error("malformed {what}: {detail}")]
+    Malformed {
+        /// "verify request" or "proof".
+        what: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A node this node's cluster does not have.
+    #[error("unknown node {name} (sid {sid}, type {stype}) in {me}'s cluster file")]
+    UnknownNode {
+        /// Who it claimed to be.
+        name: String,
+        /// Its sid.
+        sid: u32,
+        /// Its type.
+        stype: String,
+        /// This node.
+        me: String,
+    },
+    /// No proof came (the connection broke or the deadline passed).
+    #[error("no proof of the cluster secret: {0}")]
+    NoProof(String),
+    /// A process starting with this node's name asked whether it is alive.
+    #[error(
+        "a process starting as {0} asked whether this node is alive (it is, so that process should refuse to start)"
+    )]
+    Probe(String),
+    /// Its proof does not match: it does not know the cluster secret.
+    #[error("wrong cluster secret (its proof does not match)")]
+    WrongSecret,
+    /// It refused this node in the middle of the handshake.
+    #[error("it refused this node: {0}")]
+    RejectedUs(String),
+    /// It proved the secret under this node's own name.
+    #[error("{me} is already running (pid {pid}, at {addr})")]
+    AlreadyRunning {
+        /// This node.
+        me: String,
+        /// This process.
+        pid: u32,
+        /// This node's address.
+        addr: SocketAddr,
+    },
+    /// Its schema differs.
+    #[error("RPC digest mismatch: {name} has {theirs:08x}, {me} has {mine:08x} (their entitydef differs)")]
+    DigestMismatch {
+        /// The peer.
+        name: String,
+        /// Its digest.
+        theirs: u32,
+        /// This node.
+        me: String,
+        /// This node's digest.
+        mine: u32,
+    },
+}
+
+impl Refused {
+    /// The rate-limit cause of this kind of refusal (also the plural the
+    /// summary line uses).
+    pub(crate) fn cause(&self) -> &'static str {
+        match self {
+            Refused::NoVerifyInTime(_) => "connections closed without a verify request in time",
+            Refused::ClosedBeforeVerifying(_) | Refused::NoProof(_) => "connections closed before verifying",
+            Refused::NotAVerifyRequest => "connections that did not start with a verify request",
+            Refused::Malformed { .. } => "malformed verify requests",
+            Refused::UnknownNode { .. } => "connections from unknown nodes",
+            Refused::Probe(_) => "probes by processes starting with this node's name",
+            Refused::WrongSecret => "connections refused for a wrong cluster secret",
+            Refused::RejectedUs(_) => "connections that refused this node",
+            Refused::AlreadyRunning { .. } => "connections from processes starting with this node's name",
+            Refused::DigestMismatch { .. } => "connections refused for an RPC digest mismatch",
+        }
+    }
+}
+
 /// Why an accepted connection did not verify.
 pub(crate) struct Refusal {
-    /// Rate-limit cause (a fixed text per kind of refusal).
-    pub(crate) cause: &'static str,
     /// Who it claimed to be.
     pub(crate) who: String,
-    /// The reason, as told to the peer and logged.
-    pub(crate) reason: String,
+    /// Why.
+    pub(crate) reason: Refused,
     /// Whether to tell the peer (not when it already went away).
     pub(crate) tell: bool,
 }
 
 impl Refusal {
-    pub(crate) fn new(cause: &'static str, who: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// A refusal the peer is told about.
+    pub(crate) fn new(who: impl Into<String>, reason: Refused) -> Self {
         Refusal {
-            cause,
             who: who.into(),
-            reason: reason.into(),
+            reason,
             tell: true,
+        }
+    }
+
+    /// A refusal logged only (the peer is gone or hung up on purpose).
+    pub(crate) fn silent(who: impl Into<String>, reason: Refused) -> Self {
+        Refusal {
+            tell: false,
+            ..Refusal::new(who, reason)
         }
     }
 }
@@ -73,60 +169,33 @@ pub(crate) async fn accept_handshake<H: NetHost>(
     buf: &mut BytesMut,
     link: &Link,
 ) -> Result<Identity, Refusal> {
-    let deadline = Instant::now() + core.settings().verify_timeout;
+    let verify_timeout = core.settings().verify_timeout;
+    let deadline = Instant::now() + verify_timeout;
     let first = read_until(deadline, rd, dec, buf, link).await.map_err(|e| match e {
-        Cause::NoAnswer => Refusal::new(
-            "connections closed without a verify request in time",
-            "unknown",
-            format!(
-                "no verify request within {:.1} s",
-                core.settings().verify_timeout.as_secs_f64()
-            ),
-        ),
-        other => Refusal {
-            tell: false,
-            ..Refusal::new(
-                "connections closed before verifying",
-                "unknown",
-                format!("closed before verifying: {other}"),
-            )
-        },
+        Cause::NoAnswer => Refusal::new("unknown", Refused::NoVerifyInTime(verify_timeout)),
+        other => Refusal::silent("unknown", Refused::ClosedBeforeVerifying(other.to_string())),
     })?;
+    let malformed = |detail: String| Refused::Malformed {
+        what: "verify request",
+        detail,
+    };
     let theirs = match proto::parse(&first.data) {
-        Ok(Envelope::Verify(hello)) => hello.identity().ok_or_else(|| {
-            Refusal::new(
-                "malformed verify requests",
-                "unknown",
-                "malformed verify request: bad nonce",
-            )
-        })?,
-        Ok(_) => {
-            return Err(Refusal::new(
-                "connections that did not start with a verify request",
-                "unknown",
-                "the first message must be a verify request",
-            ))
-        }
-        Err(e) => {
-            return Err(Refusal::new(
-                "malformed verify requests",
-                "unknown",
-                format!("malformed verify request: {e}"),
-            ))
-        }
+        Ok(Envelope::Verify(hello)) => hello
+            .identity()
+            .ok_or_else(|| Refusal::new("unknown", malformed("bad nonce".into())))?,
+        Ok(_) => return Err(Refusal::new("unknown", Refused::NotAVerifyRequest)),
+        Err(e) => return Err(Refusal::new("unknown", malformed(e.to_string()))),
     };
     let who = theirs.name.clone();
     if !core.knows(&theirs) {
         return Err(Refusal::new(
-            "connections from unknown nodes",
             who,
-            format!(
-                "unknown node {} (sid {}, type {}) in {}'s cluster file",
-                theirs.name,
-                theirs.sid,
-                theirs.stype,
-                core.me().name
-            ),
+            Refused::UnknownNode {
+                name: theirs.name.clone(),
+                sid: theirs.sid,
+                stype: theirs.stype.clone(),
+                me: core.me().name.clone(),
+            },
         ));
     }
     let secret = core.secret();
@@ -135,100 +204,72 @@ pub(crate) async fn accept_handshake<H: NetHost>(
     let mut out = BytesMut::new();
     proto::put_challenge(&mut out, &mine, &my_proof);
     if let Err(e) = wr.write_all(&out).await {
-        return Err(Refusal {
-            tell: false,
-            ..Refusal::new(
-                "connections closed before verifying",
-                who,
-                format!("closed before verifying: {e}"),
-            )
-        });
+        return Err(Refusal::silent(who, Refused::ClosedBeforeVerifying(e.to_string())));
     }
     let probe = theirs.name == core.me().name && theirs.incarnation != core.incarnation();
     let second = read_until(deadline, rd, dec, buf, link).await.map_err(|e| {
         if probe {
             // `probe` from a process starting with this node's name: it has
             // its answer (this node is alive) and hangs up.
-            Refusal {
-                tell: false,
-                ..Refusal::new(
-                    "probes by processes starting with this node's name",
-                    who.clone(),
-                    format!(
-                        "a process starting as {} asked whether this node is alive (it is, so that process should refuse to start)",
-                        core.me().name
-                    ),
-                )
-            }
+            Refusal::silent(who.clone(), Refused::Probe(core.me().name.clone()))
         } else {
             Refusal {
                 tell: matches!(e, Cause::NoAnswer),
-                ..Refusal::new(
-                    "connections closed before verifying",
-                    who.clone(),
-                    format!("no proof of the cluster secret: {e}"),
-                )
+                ..Refusal::new(who.clone(), Refused::NoProof(e.to_string()))
             }
         }
     })?;
     match proto::parse(&second.data) {
         Ok(Envelope::Proof { proof }) => {
             if !auth::check(secret.as_bytes(), Side::Connecting, &theirs, &mine, proof) {
-                return Err(Refusal::new(
-                    "connections refused for a wrong cluster secret",
-                    who,
-                    "wrong cluster secret (its proof does not match)",
-                ));
+                return Err(Refusal::new(who, Refused::WrongSecret));
             }
         }
         Ok(Envelope::VerifyFailed { reason }) => {
-            return Err(Refusal {
-                tell: false,
-                ..Refusal::new(
-                    "connections that refused this node",
-                    who,
-                    format!("it refused this node: {}", String::from_utf8_lossy(reason)),
-                )
-            })
+            return Err(Refusal::silent(
+                who,
+                Refused::RejectedUs(String::from_utf8_lossy(reason).into_owned()),
+            ))
         }
         Ok(_) => {
             return Err(Refusal::new(
-                "malformed verify requests",
                 who,
-                "expected a proof of the cluster secret",
+                Refused::Malformed {
+                    what: "proof",
+                    detail: "expected a proof of the cluster secret".into(),
+                },
             ))
         }
         Err(e) => {
             return Err(Refusal::new(
-                "malformed verify requests",
                 who,
-                format!("malformed proof: {e}"),
+                Refused::Malformed {
+                    what: "proof",
+                    detail: e.to_string(),
+                },
             ))
         }
     }
     if theirs.name == core.me().name {
         return Err(Refusal::new(
-            "connections from processes starting with this node's name",
             who,
-            format!(
-                "{} is already running (pid {}, at {})",
-                core.me().name,
-                std::process::id(),
-                core.me().addr
-            ),
+            Refused::AlreadyRunning {
+                me: core.me().name.clone(),
+                pid: std::process::id(),
+                addr: core.me().addr,
+            },
         ));
     }
     let digest = core.digest();
     if theirs.digest != digest {
         return Err(Refusal::new(
-            "connections refused for an RPC digest mismatch",
             who,
-            format!(
-                "RPC digest mismatch: {} has {:08x}, {} has {digest:08x} (their entitydef differs)",
-                theirs.name,
-                theirs.digest,
-                core.me().name
-            ),
+            Refused::DigestMismatch {
+                name: theirs.name.clone(),
+                theirs: theirs.digest,
+                me: core.me().name.clone(),
+                mine: digest,
+            },
         ));
     }
     Ok(theirs)
