@@ -11,7 +11,7 @@
 
 use std::io;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use rmp::decode::bytes::BytesReadError;
 use rmp::decode::{self as dec, Bytes, ValueReadError};
 use rmp::encode as enc;
@@ -60,11 +60,21 @@ pub fn put_bool(out: &mut BytesMut, b: bool) {
 
 /// Appends a signed integer in its shortest form.
 pub fn put_int(out: &mut BytesMut, v: i64) {
+    // fixints (-32..=127) are one byte, written here: the common case on
+    // the hot path (ids, kinds, small values) without a call into rmp
+    if (-32..=127).contains(&v) {
+        out.put_u8(v as i8 as u8);
+        return;
+    }
     put(out, |w| enc::write_sint(w, v));
 }
 
 /// Appends an unsigned integer in its shortest form.
 pub fn put_uint(out: &mut BytesMut, v: u64) {
+    if v <= 127 {
+        out.put_u8(v as u8);
+        return;
+    }
     put(out, |w| enc::write_uint(w, v));
 }
 
@@ -81,7 +91,12 @@ pub fn put_f64(out: &mut BytesMut, v: f64) {
 /// Appends a string (raw bytes; Lua strings need not be UTF-8, so this is
 /// `write_str_len` and the bytes, not `write_str`).
 pub fn put_str(out: &mut BytesMut, s: &[u8]) {
-    put(out, |w| enc::write_str_len(w, s.len() as u32));
+    if s.len() < 32 {
+        // fixstr: the marker carries the length
+        out.put_u8(0xa0 | s.len() as u8);
+    } else {
+        put(out, |w| enc::write_str_len(w, s.len() as u32));
+    }
     out.extend_from_slice(s);
 }
 
@@ -92,6 +107,11 @@ pub fn put_bin(out: &mut BytesMut, s: &[u8]) {
 
 /// Appends an array header for `n` elements.
 pub fn put_array_len(out: &mut BytesMut, n: usize) {
+    if n < 16 {
+        // fixarray
+        out.put_u8(0x90 | n as u8);
+        return;
+    }
     put(out, |w| enc::write_array_len(w, n as u32));
 }
 
