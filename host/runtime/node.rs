@@ -2,7 +2,7 @@
 //! tokio runtime beside it that drives the node's own sockets and timers.
 //!
 //! Nothing here is shared between threads except the control channel of
-//! [`NodeHandle`]. A frame read from a socket is decoded and handed to the
+//! [`NodeHandle`](super::NodeHandle). A frame read from a socket is decoded and handed to the
 //! Lua dispatcher on the same thread, without a thread hop; Lua's sends are
 //! appended to the peer's output buffer and flushed by that peer's writer task
 //! once the current burst of work is done (one write per burst, not per
