@@ -127,22 +127,49 @@ type Events<'a> = Option<(
 /// SIGTERM, or `failed()` becoming true (checked every 200 ms), calls
 /// `stop()` (a graceful stop); another Ctrl-C or SIGTERM calls it again (at
 /// once). Returns when `stopped()` is true.
+/// The process's signal handlers, installed before any node starts: a
+/// Ctrl-C, SIGTERM or SIGHUP that arrives while nodes are starting is
+/// queued for [`serve_signals`] instead of killing the process.
+struct Signals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("signal runtime");
+        let (term, hup, int) = rt.block_on(async {
+            (
+                signal(SignalKind::terminate()).expect("SIGTERM handler"),
+                signal(SignalKind::hangup()).expect("SIGHUP handler"),
+                signal(SignalKind::interrupt()).expect("SIGINT handler"),
+            )
+        });
+        Signals { rt, term, hup, int }
+    }
+}
+
 fn serve_signals(
+    signals: Signals,
     on_hup: &dyn Fn(),
     events: Events<'_>,
     failed: &dyn Fn() -> bool,
     stop: &dyn Fn(),
     stopped: &dyn Fn() -> bool,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("signal runtime");
+    let Signals {
+        rt,
+        mut term,
+        mut hup,
+        mut int,
+    } = signals;
     rt.block_on(async {
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
         let (mut rx, on_event) = match events {
             Some((rx, f)) => (Some(rx), Some(f)),
             None => (None, None),
@@ -207,6 +234,8 @@ fn main() -> ExitCode {
                 watch_scripts: !no_watch,
                 ..Default::default()
             };
+            // before any node starts (see Signals)
+            let signals = Signals::install();
             let c = match LocalCluster::start_opts(cfg, &nodes, opts) {
                 Ok(c) => c,
                 Err(e) => {
@@ -225,6 +254,7 @@ fn main() -> ExitCode {
                 .ok();
             let c = std::cell::RefCell::new(c);
             serve_signals(
+                signals,
                 &|| {},
                 Some((rx, &mut |_: PathBuf| c.borrow_mut().follow())),
                 &|| c.borrow().failure().is_some(),
@@ -298,6 +328,8 @@ fn main() -> ExitCode {
                 watch_scripts: watch,
                 ..Default::default()
             };
+            // before the node starts (see Signals)
+            let signals = Signals::install();
             let h = match luahost::start_with(cfg, &node, opts) {
                 Ok(h) => h,
                 Err(e) => {
@@ -306,6 +338,7 @@ fn main() -> ExitCode {
                 }
             };
             serve_signals(
+                signals,
                 &|| {
                     tracing::info!("SIGHUP: reloading scripts and cluster file");
                     h.reload_scripts();

@@ -627,3 +627,33 @@ fn the_host_decides_call_or_send_and_router_refuses_calls() {
     a.shutdown();
     b.shutdown();
 }
+
+#[test]
+fn ctrl_c_while_up_is_starting_stops_it_gracefully() {
+    let dir = TempDir::new("earlyint");
+    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "");
+    // b_1 takes a second to start (its main script spins first)
+    let main = scripts_dir().join("main.lua");
+    let slow = dir.0.join("slow.lua");
+    std::fs::write(
+        &slow,
+        format!(
+            "local t = os.clock() while os.clock() - t < 1 do end\ndofile({:?})\n",
+            main.display().to_string()
+        ),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&cluster).unwrap();
+    let b_line = text.lines().find(|l| l.contains("b_1 =")).unwrap().to_string();
+    let slow_line = b_line.replace(
+        &format!("{:?}", main.display().to_string()),
+        &format!("{:?}", slow.display().to_string()),
+    );
+    std::fs::write(&cluster, text.replace(&b_line, &slow_line)).unwrap();
+    let mut up = Proc::spawn(&["up", "--no-watch", cluster.to_str().unwrap()]);
+    // a_1 is up, b_1 is still starting
+    assert!(up.wait_log("node a_1", Duration::from_secs(20)), "{}", up.log());
+    up.signal(libc::SIGINT);
+    let status = up.wait_exit(Duration::from_secs(10)).expect("up did not exit");
+    assert!(status.success(), "{status:?}\n{}", up.log());
+}
