@@ -220,7 +220,7 @@ local function finish_call(conn, session, mid, m, ok, ...)
         if not sent then log.ERROR("reply of %s failed: %s", m.full, err) end
     else
         local err = tostring((...))
-        log.ERROR("%s failed: %s", m.full, err)
+        core.error_limited("handler", string.format("%s failed: %s", m.full, err))
         core_reply(conn, session, mid, false, m.full .. ": " .. err)
     end
 end
@@ -231,7 +231,7 @@ local function run_call(conn, session, eid, mid, ...)
     local fn = target and target[m.name]
     if type(fn) ~= "function" then
         local err = string.format("%s: no handler on entity %d", m.full, eid)
-        log.ERROR("%s", err)
+        core.error_limited("nohandler", err)
         core_reply(conn, session, mid, false, err)
         return
     end
@@ -244,13 +244,13 @@ local function run_send(eid, mid, ...)
     local target = target_of(m, eid)
     local fn = target and target[m.name]
     if type(fn) ~= "function" then
-        log.ERROR("send %s to entity %d dropped: no handler", m.full, eid)
+        core.error_limited("nohandler", string.format("send %s to entity %d dropped: no handler", m.full, eid))
         return
     end
     active = active + 1
     local ok, err = xpcall(fn, traceback, target, ...)
     active = active - 1
-    if not ok then log.ERROR("%s failed: %s", m.full, err) end
+    if not ok then core.error_limited("handler", string.format("%s failed: %s", m.full, tostring(err))) end
 end
 
 --- Registers fn to run when the node stops gracefully (base.onStop).

@@ -243,3 +243,40 @@ fn a_verified_peer_trickling_a_frame_is_cut_off_at_the_liveness_bound() {
     assert!(closed < Duration::from_secs(6), "closed after {closed:?}");
     assert!(b.wait_log("no traffic for", Duration::from_secs(5)), "{}", b.log());
 }
+
+#[test]
+fn handler_errors_caused_by_a_peer_are_logged_a_few_times_then_summarised() {
+    let dir = TempDir::new("handlerflood");
+    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "");
+    let b = Proc::run_node(&cluster, "b_1");
+    let a = start(&cluster, "a_1");
+    wait_live(&a, &["b_1"]);
+    // 200 calls whose handler raises, and 200 sends to an entity without one
+    let failed = eval(
+        &a,
+        "local n = 0
+         for i = 1, 200 do
+           if not pcall(to(sidOf('b_1')).fail, 'boom') then n = n + 1 end
+           rpcstub.mailbox(rpcdef.iface('B', 'Echo'), sidOf('b_1'), 77).note(1, {})
+         end
+         return n",
+    );
+    assert_eq!(failed, "200", "every caller still gets its error");
+    assert!(
+        b.wait_log(
+            "errors in handlers of remote calls and sends: 195 more",
+            Duration::from_secs(20)
+        ),
+        "{}",
+        b.log()
+    );
+    assert!(
+        b.wait_log("to entities without a handler: 195 more", Duration::from_secs(5)),
+        "{}",
+        b.log()
+    );
+    let log = b.log();
+    assert_eq!(count(&log, "Echo.fail failed"), 5, "{log}");
+    assert_eq!(count(&log, "dropped: no handler"), 5, "{log}");
+    a.shutdown();
+}

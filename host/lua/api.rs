@@ -129,6 +129,23 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
         }
         Ok(())
     });
+    // An error line a remote party caused (a handler failing on its call or
+    // send, a request for an entity without a handler): rate-limited per
+    // kind like the host's own (a few per 10 s, then a summary).
+    func!(
+        "error_limited",
+        |c, _l, (what, msg): (mlua::LuaString, mlua::LuaString)| {
+            let cause: &'static str = match &*what.as_bytes() {
+                b"handler" => "errors in handlers of remote calls and sends",
+                b"nohandler" => "remote calls and sends to entities without a handler",
+                _ => "other errors caused by remote requests",
+            };
+            if c.limited(cause) {
+                error!("{}", msg.to_string_lossy());
+            }
+            Ok(())
+        }
+    );
     func!("set_dispatch", |c, _l, f: Function| {
         c.set_dispatch(f);
         Ok(())

@@ -89,4 +89,7 @@ pub(crate) trait LuaHost: 'static {
     fn load_of(&self, sid: u32) -> i64;
     /// Sets and publishes this node's load.
     fn set_load(&self, load: i64);
+    /// Whether a log line of `cause` (one a remote party can cause) may be
+    /// written now (the node's rate limit).
+    fn limited(&self, cause: &'static str) -> bool;
 }

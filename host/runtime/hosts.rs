@@ -90,6 +90,9 @@ impl LuaHost for Core {
             self.publish_load();
         }
     }
+    fn limited(&self, cause: &'static str) -> bool {
+        Core::limited(self, cause)
+    }
 }
 
 impl DiscoveryHost for Core {
