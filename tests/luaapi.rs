@@ -574,20 +574,7 @@ fn a_graceful_stop_leaves_zookeeper_at_once() {
         ),
     );
     // children of <root>/servers/B as a plain ZooKeeper client sees them
-    let registered = || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let c = zookeeper_client::Client::connector()
-                .with_session_timeout(Duration::from_secs(4))
-                .connect(&zk.addr())
-                .await
-                .unwrap();
-            c.list_children("/luahost/stoptest/servers/B").await.unwrap_or_default()
-        })
-    };
+    let registered = || common::zk::registered_at(&zk, "/luahost/stoptest/servers/B", None);
     let mut pb = Proc::run_node(&cluster, "b_1");
     let a = start(&cluster, "a_1");
     wait_live(&a, &["b_1"]);

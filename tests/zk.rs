@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::zk::ZkServer;
+use common::zk::{registered_at, registration, zk_client, znode, ZkServer};
 use common::*;
 use luahost::NodeHandle;
 use zookeeper_client::{Acl, Acls, AuthId, CreateMode, Permission};
@@ -29,22 +29,6 @@ fn live_list(n: &NodeHandle) -> String {
 /// Children of <root>/servers/<ty> as seen by a plain ZooKeeper client.
 fn registered(zk: &ZkServer, ty: &str, auth: Option<&str>) -> Vec<String> {
     registered_at(zk, &format!("/luahost/test/servers/{ty}"), auth)
-}
-
-/// A plain ZooKeeper client (digest `auth` if given) and the runtime to drive it.
-fn zk_client(zk: &ZkServer, auth: Option<&str>) -> (tokio::runtime::Runtime, zookeeper_client::Client) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let c = rt.block_on(async {
-        let mut c = zookeeper_client::Client::connector().with_session_timeout(Duration::from_secs(4));
-        if let Some(a) = auth {
-            c = c.with_auth("digest", a.as_bytes());
-        }
-        c.connect(&zk.addr()).await.unwrap()
-    });
-    (rt, c)
 }
 
 /// A listener that claims to be whatever node it is asked to be, without
@@ -590,48 +574,4 @@ fn friends_demo_runs_on_zookeeper() {
         vec!["hall_1", "hall_2"]
     );
     assert!(registered_at(&zk, "/luahost/friends/servers/Hall", None).is_empty());
-}
-
-fn registration(zk: &ZkServer, path: &str) -> luahost::discovery::zk::Registration {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let c = zookeeper_client::Client::connector()
-            .with_session_timeout(Duration::from_secs(4))
-            .connect(&zk.addr())
-            .await
-            .unwrap();
-        let (data, _) = c.get_data(path).await.unwrap();
-        rmp_serde::from_slice(&data).unwrap()
-    })
-}
-
-/// The registration at `path` and its stat, if there is one.
-fn znode(
-    zk: &ZkServer,
-    path: &str,
-    auth: Option<&str>,
-) -> Option<(luahost::discovery::zk::Registration, zookeeper_client::Stat)> {
-    let (rt, c) = zk_client(zk, auth);
-    let (data, stat) = rt.block_on(c.get_data(path)).ok()?;
-    Some((rmp_serde::from_slice(&data).unwrap(), stat))
-}
-
-fn registered_at(zk: &ZkServer, path: &str, auth: Option<&str>) -> Vec<String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut c = zookeeper_client::Client::connector().with_session_timeout(Duration::from_secs(4));
-        if let Some(a) = auth {
-            c = c.with_auth("digest", a.as_bytes());
-        }
-        let c = c.connect(&zk.addr()).await.unwrap();
-        let mut v = c.list_children(path).await.unwrap_or_default();
-        v.sort();
-        v
-    })
 }

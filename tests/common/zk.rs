@@ -365,3 +365,43 @@ impl Drop for ZkServer {
         }
     }
 }
+
+/// A plain ZooKeeper client (digest `auth` if given) and the runtime to drive it.
+pub fn zk_client(zk: &ZkServer, auth: Option<&str>) -> (tokio::runtime::Runtime, zookeeper_client::Client) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = rt.block_on(async {
+        let mut c = zookeeper_client::Client::connector().with_session_timeout(Duration::from_secs(4));
+        if let Some(a) = auth {
+            c = c.with_auth("digest", a.as_bytes());
+        }
+        c.connect(&zk.addr()).await.unwrap()
+    });
+    (rt, c)
+}
+
+/// The registration at `path` and its stat, if there is one.
+pub fn znode(
+    zk: &ZkServer,
+    path: &str,
+    auth: Option<&str>,
+) -> Option<(luahost::discovery::zk::Registration, zookeeper_client::Stat)> {
+    let (rt, c) = zk_client(zk, auth);
+    let (data, stat) = rt.block_on(c.get_data(path)).ok()?;
+    Some((rmp_serde::from_slice(&data).unwrap(), stat))
+}
+
+/// The registration at `path` (which must exist).
+pub fn registration(zk: &ZkServer, path: &str) -> luahost::discovery::zk::Registration {
+    znode(zk, path, None).expect("a registration").0
+}
+
+/// The children of `path`, sorted (none when it does not exist).
+pub fn registered_at(zk: &ZkServer, path: &str, auth: Option<&str>) -> Vec<String> {
+    let (rt, c) = zk_client(zk, auth);
+    let mut v = rt.block_on(c.list_children(path)).unwrap_or_default();
+    v.sort();
+    v
+}
