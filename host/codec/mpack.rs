@@ -137,7 +137,15 @@ pub enum ReadError {
     /// Bytes were left over after the last expected value.
     #[error("{0} unexpected bytes after the message")]
     Trailing(usize),
+    /// Arrays and maps nested deeper than [`MAX_DEPTH`] (only
+    /// [`Reader::skip_value`] checks this).
+    #[error("values nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
 }
+
+/// How deep [`Reader::skip_value`] follows arrays and maps inside each
+/// other before it gives up with [`ReadError::TooDeep`].
+pub const MAX_DEPTH: usize = 64;
 
 /// A number read from MessagePack.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -194,6 +202,11 @@ impl<'a> Reader<'a> {
     /// Bytes not read yet.
     pub fn remaining(&self) -> usize {
         self.buf.len()
+    }
+
+    /// The bytes not read yet, from the cursor on (the cursor does not move).
+    pub fn rest(&self) -> &'a [u8] {
+        self.buf
     }
 
     /// Fails unless every byte was read.
@@ -296,6 +309,117 @@ impl<'a> Reader<'a> {
         let (s, rest) = rest.split_at(n);
         self.buf = rest;
         Ok(s)
+    }
+
+    /// Reads a string (the `str` forms only, not `bin`) and returns its
+    /// bytes, which need not be UTF-8. The length is checked against the
+    /// bytes left.
+    pub fn read_str(&mut self) -> Result<&'a [u8], ReadError> {
+        match self.marker()? {
+            Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => self.read_bytes(),
+            m => Err(ReadError::Unexpected {
+                expected: "string",
+                found: kind_name(m),
+            }),
+        }
+    }
+
+    /// Reads a binary blob (the `bin` forms only, not `str`) and returns its
+    /// bytes. The length is checked against the bytes left.
+    pub fn read_bin(&mut self) -> Result<&'a [u8], ReadError> {
+        match self.marker()? {
+            Marker::Bin8 | Marker::Bin16 | Marker::Bin32 => self.read_bytes(),
+            m => Err(ReadError::Unexpected {
+                expected: "binary",
+                found: kind_name(m),
+            }),
+        }
+    }
+
+    /// Steps over the next value, whatever its kind, checking that it is
+    /// well-formed: every length fits in the bytes left, no byte is the
+    /// reserved marker `0xc1`, and arrays and maps nest at most
+    /// [`MAX_DEPTH`] deep. Strings are not checked for UTF-8. The work is
+    /// linear in the bytes stepped over (every element takes at least one
+    /// byte). On an error the cursor does not move.
+    pub fn skip_value(&mut self) -> Result<(), ReadError> {
+        let start = self.buf;
+        let r = self.skip_nested(0);
+        if r.is_err() {
+            self.buf = start;
+        }
+        r
+    }
+
+    /// Moves the cursor `n` bytes on, or fails if fewer are left.
+    fn advance(&mut self, n: usize) -> Result<(), ReadError> {
+        if n > self.buf.len() {
+            return Err(ReadError::Truncated);
+        }
+        self.buf = &self.buf[n..];
+        Ok(())
+    }
+
+    /// A big-endian length of `width` bytes at `at` (after the marker).
+    fn len_at(&self, at: usize, width: usize) -> Result<usize, ReadError> {
+        let b = self.buf.get(at..at + width).ok_or(ReadError::Truncated)?;
+        Ok(b.iter().fold(0usize, |n, &x| (n << 8) | x as usize))
+    }
+
+    /// [`Reader::skip_value`] at nesting level `depth`.
+    fn skip_nested(&mut self, depth: usize) -> Result<(), ReadError> {
+        use Marker::*;
+        // (bytes of marker and length fields, payload bytes) or, for
+        // arrays and maps, the number of values inside
+        let (head, body, values) = match self.marker()? {
+            FixPos(_) | FixNeg(_) | Null | True | False => (1, 0, 0),
+            U8 | I8 => (2, 0, 0),
+            U16 | I16 => (3, 0, 0),
+            U32 | I32 | F32 => (5, 0, 0),
+            U64 | I64 | F64 => (9, 0, 0),
+            FixStr(n) => (1, n as usize, 0),
+            Str8 | Bin8 => (2, self.len_at(1, 1)?, 0),
+            Str16 | Bin16 => (3, self.len_at(1, 2)?, 0),
+            Str32 | Bin32 => (5, self.len_at(1, 4)?, 0),
+            // marker, type byte, data
+            FixExt1 => (2, 1, 0),
+            FixExt2 => (2, 2, 0),
+            FixExt4 => (2, 4, 0),
+            FixExt8 => (2, 8, 0),
+            FixExt16 => (2, 16, 0),
+            // marker, length, type byte, data
+            Ext8 => (3, self.len_at(1, 1)?, 0),
+            Ext16 => (4, self.len_at(1, 2)?, 0),
+            Ext32 => (6, self.len_at(1, 4)?, 0),
+            FixArray(n) => (1, 0, n as usize),
+            Array16 => (3, 0, self.len_at(1, 2)?),
+            Array32 => (5, 0, self.len_at(1, 4)?),
+            FixMap(n) => (1, 0, 2 * n as usize),
+            Map16 => (3, 0, 2 * self.len_at(1, 2)?),
+            Map32 => (5, 0, self.len_at(1, 4)?.saturating_mul(2)),
+            Reserved => {
+                return Err(ReadError::Unexpected {
+                    expected: "a value",
+                    found: "invalid byte",
+                })
+            }
+        };
+        self.advance(head)?;
+        self.advance(body)?;
+        if values > 0 {
+            if depth >= MAX_DEPTH {
+                return Err(ReadError::TooDeep);
+            }
+            // each value takes at least one byte: a forged count fails here,
+            // before any work
+            if values > self.buf.len() {
+                return Err(ReadError::Truncated);
+            }
+            for _ in 0..values {
+                self.skip_nested(depth + 1)?;
+            }
+        }
+        Ok(())
     }
 
     /// Reads an array header and returns the element count. The count is
@@ -428,5 +552,149 @@ mod tests {
         assert_eq!(r.read_bytes(), Err(ReadError::Truncated));
         let mut r = Reader::new(&[0xc3]);
         assert!(matches!(r.read_num(), Err(ReadError::Unexpected { .. })));
+    }
+
+    /// Every value of `bytes`, skipped one by one: how many there were.
+    fn skip_all(bytes: &[u8]) -> Result<usize, ReadError> {
+        let mut r = Reader::new(bytes);
+        let mut n = 0;
+        while r.remaining() > 0 {
+            r.skip_value()?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    #[test]
+    fn skip_value_steps_over_every_kind() {
+        let mut b = BytesMut::new();
+        put_nil(&mut b);
+        put_bool(&mut b, true);
+        for v in [0i64, -1, 200, -200, 70_000, -70_000, 1 << 40, i64::MIN] {
+            put_int(&mut b, v);
+        }
+        put_uint(&mut b, u64::MAX);
+        put_f32(&mut b, 1.5);
+        put_f64(&mut b, -2.5);
+        for n in [0usize, 31, 32, 255, 256, 70_000] {
+            put_str(&mut b, &vec![b'x'; n]);
+            put_bin(&mut b, &vec![7; n]);
+        }
+        put_array_len(&mut b, 20);
+        for i in 0..20 {
+            put_int(&mut b, i);
+        }
+        put_map_len(&mut b, 2);
+        put_str(&mut b, b"k");
+        put_array_len(&mut b, 0);
+        put_int(&mut b, 1);
+        put_map_len(&mut b, 0);
+        let ext: &[&[u8]] = &[
+            &[0xd4, 1, 0],
+            &[0xd5, 1, 0, 0],
+            &[0xd6, 1, 0, 0, 0, 0],
+            &[0xd7, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[0xd8, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[0xc7, 2, 1, 0, 0],
+            &[0xc8, 0, 2, 1, 0, 0],
+            &[0xc9, 0, 0, 0, 2, 1, 0, 0],
+        ];
+        for e in ext {
+            b.extend_from_slice(e);
+        }
+        // the long forms of lengths too: array16, array32, map16, map32,
+        // str8 of a short string
+        b.extend_from_slice(&[0xdc, 0, 1, 0xc0]);
+        b.extend_from_slice(&[0xdd, 0, 0, 0, 1, 0xc0]);
+        b.extend_from_slice(&[0xde, 0, 1, 0xc0, 0xc0]);
+        b.extend_from_slice(&[0xdf, 0, 0, 0, 1, 0xc0, 0xc0]);
+        b.extend_from_slice(&[0xd9, 1, b'a']);
+        assert_eq!(skip_all(&b), Ok(2 + 8 + 3 + 12 + 2 + 8 + 5));
+    }
+
+    #[test]
+    fn skip_value_agrees_with_rmp_serde() {
+        use std::collections::BTreeMap;
+        let mut m = BTreeMap::new();
+        m.insert("a".to_string(), vec![(1u8, -2i64, "x".to_string())]);
+        m.insert("b".to_string(), vec![]);
+        let v = (m, vec![vec![1.5f64]], Some(true), None::<u8>, vec![1u8, 2, 3]);
+        let bytes = rmp_serde::to_vec(&v).unwrap();
+        let mut r = Reader::new(&bytes);
+        r.skip_value().unwrap();
+        r.finish().unwrap();
+    }
+
+    #[test]
+    fn skip_value_refuses_what_is_not_there() {
+        let cases: &[&[u8]] = &[
+            &[],
+            &[0xcc],
+            &[0xcd, 0],
+            &[0xcf, 0, 0, 0, 0, 0, 0, 0],
+            &[0xa3, b'a', b'b'],
+            &[0xd9],
+            &[0xd9, 2, b'a'],
+            &[0xc4, 1],
+            &[0xdb, 0xff, 0xff, 0xff, 0xff, 0],
+            &[0x92, 1],
+            &[0xdd, 0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+            &[0xdf, 0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+            &[0x81, 1],
+            &[0xd4, 1],
+            &[0xc7, 5, 1, 0],
+        ];
+        for c in cases {
+            let mut r = Reader::new(c);
+            assert_eq!(r.skip_value(), Err(ReadError::Truncated), "{c:02x?}");
+            assert_eq!(r.remaining(), c.len(), "the cursor stays put");
+        }
+        let mut r = Reader::new(&[0x92, 1, 0xc1]);
+        assert!(matches!(r.skip_value(), Err(ReadError::Unexpected { .. })));
+        assert_eq!(r.remaining(), 3);
+    }
+
+    #[test]
+    fn skip_value_limits_nesting() {
+        let deep = |levels: usize| {
+            let mut b = vec![0x91; levels];
+            b.push(0x01);
+            b
+        };
+        let ok = deep(MAX_DEPTH);
+        let mut r = Reader::new(&ok);
+        r.skip_value().unwrap();
+        r.finish().unwrap();
+        let mut r = Reader::new(&[0x91; MAX_DEPTH][..]);
+        assert_eq!(r.skip_value(), Err(ReadError::Truncated));
+        let too = deep(MAX_DEPTH + 1);
+        assert_eq!(Reader::new(&too).skip_value(), Err(ReadError::TooDeep));
+        // maps count as a level too
+        let mut maps = Vec::new();
+        for _ in 0..=MAX_DEPTH {
+            maps.extend_from_slice(&[0x81, 0x01]);
+        }
+        maps.push(0x01);
+        assert_eq!(Reader::new(&maps).skip_value(), Err(ReadError::TooDeep));
+    }
+
+    #[test]
+    fn str_and_bin_are_told_apart() {
+        let mut b = BytesMut::new();
+        put_str(&mut b, b"s");
+        put_bin(&mut b, b"b");
+        let mut r = Reader::new(&b);
+        assert!(matches!(
+            r.read_bin(),
+            Err(ReadError::Unexpected { expected: "binary", .. })
+        ));
+        assert_eq!(r.read_str().unwrap(), b"s");
+        assert!(matches!(
+            r.read_str(),
+            Err(ReadError::Unexpected { expected: "string", .. })
+        ));
+        assert_eq!(r.rest(), &[0xc4, 1, b'b']);
+        assert_eq!(r.read_bin().unwrap(), b"b");
+        r.finish().unwrap();
     }
 }
