@@ -14,9 +14,11 @@
 //! - [`acks`]: the receiver's record of one-way sends handled.
 //! - [`liveness`]: when a silent peer is dead, when to ping.
 //! - [`ratelog`]: rate limits for log lines a remote party can cause.
+//! - [`gate`]: the Gate's sessions and its limits on client connections.
 
 pub(crate) mod acks;
 pub mod error;
+pub mod gate;
 pub(crate) mod liveness;
 pub mod membership;
 pub mod pending;
