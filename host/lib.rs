@@ -13,8 +13,9 @@
 //!   from MessagePack by declared type.
 //! - `rpc`: the protocol logic of node-to-node RPC (rings, outbox accounting,
 //!   liveness, rate limits, ...), free of I/O: time and events are arguments.
-//! - `net`: connections (TCP or in-memory), the handshake, the reader loop,
-//!   writers, liveness drivers.
+//! - [`net`]: connections (TCP or in-memory), the handshake, the reader loop,
+//!   writers, liveness drivers; game clients' connections (TCP or WebSocket,
+//!   optionally TLS) in [`net::client`], the one public part.
 //! - [`discovery`]: who is in the cluster: the cluster file and ZooKeeper.
 //! - [`runtime`]: the node: its thread, peers, calls, timers, reloads.
 //! - `lua`: the `luahost.core` module and the built-in lualib.
@@ -31,7 +32,7 @@ pub mod cluster;
 pub mod codec;
 pub mod discovery;
 mod lua;
-mod net;
+pub mod net;
 mod rpc;
 pub mod runtime;
 pub mod schema;

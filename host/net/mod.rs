@@ -1,14 +1,16 @@
 //! Connections between nodes: the two halves of a TCP socket or an in-memory
-//! pipe ([`stream`]), a connection's output side ([`link`]), the mutual
-//! handshake ([`handshake`]), what every verified connection does (reader,
-//! acknowledgements, liveness: [`conn`]), the accepting side ([`accept`]) and
-//! the connecting side ([`peer`]).
+//! pipe (`stream`), a connection's output side (`link`), the mutual
+//! handshake (`handshake`), what every verified connection does (reader,
+//! acknowledgements, liveness: `conn`), the accepting side (`accept`) and
+//! the connecting side (`peer`). Game clients' connections, both sides,
+//! are [`client`]'s (the only public module here).
 //!
 //! Owns sockets and the tasks that drive them. The decisions (liveness,
 //! backoff, outbox accounting) come from `rpc`; what arrives is handed to
 //! the node through the calls it makes into the runtime.
 
 pub(crate) mod accept;
+pub mod client;
 pub(crate) mod conn;
 pub(crate) mod handshake;
 pub(crate) mod link;

@@ -1,0 +1,1011 @@
+//! Game-client connections, both sides: a Gate accepting them
+//! ([`ClientListener`], [`Incoming`]) and a client dialing one ([`connect`]).
+//!
+//! A client speaks the frames of seed 003 ([`wire`]) over one of four
+//! transports: plain TCP, TCP inside TLS, WebSocket, or WebSocket inside TLS
+//! (`wss://`). TLS is done here with rustls (the ring provider), below the
+//! WebSocket layer; the WebSocket layer is tokio-tungstenite without
+//! compression. Above this module every transport looks the same: a
+//! [`ClientReader`] yielding whole (reassembled) messages and a
+//! [`ClientWriter`] taking whole frames.
+//!
+//! Over WebSocket, frames travel in *binary* messages. The protocol says one
+//! frame per message, and that is what [`ClientWriter::write`] sends; the
+//! reader accepts a binary message holding any number of whole frames back
+//! to back (zero, one or more), but never a frame cut across two messages
+//! ([`ClientNetError::SplitFrame`]). A text message is an error
+//! ([`ClientNetError::TextMessage`]); pings are answered by the library.
+//!
+//! Accepting is in two steps so that a client that connects and never
+//! speaks cannot hold up the accept loop: [`ClientListener::accept`] only
+//! takes the TCP socket; [`Incoming::open`] does the TLS handshake and/or
+//! the WebSocket upgrade, and the caller bounds it with its verify timeout.
+//!
+//! [`wire`]: crate::codec::wire
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+use tokio_tungstenite::tungstenite::http::Uri;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::codec::wire::{self, FrameDecoder, Message, WireError};
+
+/// Room a WebSocket message may take beyond the largest client message:
+/// frame headers and slack (a message of one frame is at most 64 KiB + 2).
+const WS_SLACK: usize = 64 * 1024;
+/// Bytes reserved before each socket read (one client's buffer; small
+/// because a Gate holds many idle clients).
+const READ_RESERVE: usize = 16 * 1024;
+/// The size of tungstenite's read buffer per connection (its default is
+/// 128 KiB, too much for many idle clients).
+const WS_READ_BUFFER: usize = 16 * 1024;
+/// What [`ClientNetError::Cert`] names when the PEM came from memory.
+const IN_MEMORY: &str = "(PEM bytes in memory)";
+
+/// A failure of a client connection, of opening one, or of loading its TLS
+/// files. Each one ends the connection it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientNetError {
+    /// A socket error, including the peer vanishing inside a frame.
+    #[error("i/o error: {0}")]
+    Io(io::Error),
+    /// TLS failed: the handshake (unknown certificate, wrong name, a peer
+    /// that does not speak TLS, an alert from the peer) or a bad record.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The WebSocket upgrade failed or the peer broke the WebSocket
+    /// protocol (including closing the socket without a close frame).
+    #[error("WebSocket: {0}")]
+    WebSocket(String),
+    /// A WebSocket text message arrived; frames travel in binary messages.
+    #[error("a WebSocket text message arrived (frames travel in binary messages only)")]
+    TextMessage,
+    /// A WebSocket binary message ended inside a frame (a frame must not be
+    /// cut across messages).
+    #[error("a WebSocket binary message ended inside a frame")]
+    SplitFrame,
+    /// The bytes broke the frame format (bad flag, short frame, fragments
+    /// out of order). Oversize messages are [`ClientNetError::Oversize`].
+    #[error("bad frame: {0}")]
+    Frame(WireError),
+    /// A message, or a WebSocket message carrying frames, is larger than
+    /// allowed.
+    #[error("message of {size} bytes or more exceeds the maximum of {max} bytes")]
+    Oversize {
+        /// Size reached (at least).
+        size: usize,
+        /// The limit in force.
+        max: usize,
+    },
+    /// [`ClientWriter::write`] was handed bytes that are not whole frames
+    /// back to back (a bug of the caller; nothing was sent).
+    #[error("bytes to write are not whole frames (offset {0})")]
+    NotFrames(usize),
+    /// A certificate or key file (or PEM in memory) could not be used.
+    #[error("{}: {why}", path.display())]
+    Cert {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The target to connect to is unusable (bad URL, TLS missing for
+    /// `wss://` or given for `ws://`, a name that does not resolve).
+    #[error("bad target {target}: {why}")]
+    Target {
+        /// The target as given.
+        target: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+impl From<io::Error> for ClientNetError {
+    /// A TLS error surfaces from tokio-rustls as an `io::Error` wrapping a
+    /// `rustls::Error`: it becomes [`ClientNetError::Tls`].
+    fn from(e: io::Error) -> Self {
+        match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+            Some(tls) => ClientNetError::Tls(tls.to_string()),
+            None => ClientNetError::Io(e),
+        }
+    }
+}
+
+impl From<WireError> for ClientNetError {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::TooLarge { size, max } => ClientNetError::Oversize { size, max },
+            e => ClientNetError::Frame(e),
+        }
+    }
+}
+
+impl From<WsError> for ClientNetError {
+    fn from(e: WsError) -> Self {
+        match e {
+            WsError::Io(e) => e.into(),
+            WsError::Tls(e) => ClientNetError::Tls(e.to_string()),
+            WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+                ClientNetError::Oversize { size, max: max_size }
+            }
+            e => ClientNetError::WebSocket(e.to_string()),
+        }
+    }
+}
+
+/// A TLS handshake failure: names what was being done.
+fn handshake_error(e: io::Error, what: &str) -> ClientNetError {
+    match ClientNetError::from(e) {
+        ClientNetError::Tls(t) => ClientNetError::Tls(format!("{what}: {t}")),
+        ClientNetError::Io(e) => ClientNetError::Io(io::Error::new(e.kind(), format!("{what}: {e}"))),
+        other => other,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// TLS configuration
+
+/// The PEM files of a TLS server: its certificate chain and private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (PEM `CERTIFICATE` blocks).
+    pub cert: PathBuf,
+    /// The private key (PEM `PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE
+    /// KEY`).
+    pub key: PathBuf,
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, ClientNetError> {
+    std::fs::read(path).map_err(|e| ClientNetError::Cert {
+        path: path.to_path_buf(),
+        why: format!("cannot read it: {e}"),
+    })
+}
+
+fn certs_from_pem(pem_bytes: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientNetError> {
+    let certs = CertificateDer::pem_slice_iter(pem_bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ClientNetError::Cert {
+            path: path.to_path_buf(),
+            why: format!("not a valid PEM certificate file: {e}"),
+        })?;
+    if certs.is_empty() {
+        return Err(ClientNetError::Cert {
+            path: path.to_path_buf(),
+            why: "no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)".into(),
+        });
+    }
+    Ok(certs)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Loads a server's certificate chain and key into a rustls configuration
+/// for [`ClientListener::bind`].
+///
+/// # Errors
+///
+/// [`ClientNetError::Cert`] naming the file: missing or unreadable, not
+/// PEM, no certificate or no private key in it, a key rustls cannot use, or
+/// a key that does not belong to the certificate.
+pub fn server_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ClientNetError> {
+    let certs = certs_from_pem(&read_file(&files.cert)?, &files.cert)?;
+    let key_pem = read_file(&files.key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| ClientNetError::Cert {
+        path: files.key.clone(),
+        why: match e {
+            pem::Error::NoItemsFound => {
+                "no PEM private key in it (expected -----BEGIN PRIVATE KEY----- or an RSA/EC key)".into()
+            }
+            e => format!("not a valid PEM key file: {e}"),
+        },
+    })?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientNetError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ClientNetError::Cert {
+            path: files.key.clone(),
+            why: match e {
+                rustls::Error::InconsistentKeys(_) => {
+                    format!(
+                        "this key does not belong to the certificate in {}",
+                        files.cert.display()
+                    )
+                }
+                e => format!("unusable key: {e}"),
+            },
+        })?;
+    Ok(Arc::new(config))
+}
+
+/// What a client needs to dial over TLS: the rustls configuration (its
+/// trusted roots) and the name the server's certificate must carry.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// The rustls client configuration.
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name checked against the server's certificate (for `wss://` too,
+    /// whatever host the URL names).
+    pub server_name: ServerName<'static>,
+}
+
+impl fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// A client TLS setting from a rustls configuration and a server name
+    /// (a DNS name or an IP address).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientNetError::Tls`] when `server_name` is neither.
+    pub fn new(config: Arc<rustls::ClientConfig>, server_name: &str) -> Result<ClientTls, ClientNetError> {
+        let server_name = ServerName::try_from(server_name.to_string())
+            .map_err(|e| ClientNetError::Tls(format!("bad server name {server_name:?}: {e}")))?;
+        Ok(ClientTls { config, server_name })
+    }
+}
+
+/// A client TLS setting that trusts the certificate(s) in the PEM file at
+/// `ca` (a self-signed server certificate, or the CA that signed it) and
+/// expects the server to present `server_name`.
+///
+/// # Errors
+///
+/// [`ClientNetError::Cert`] naming the file (missing, not PEM, no
+/// certificate, a certificate rustls refuses as a root);
+/// [`ClientNetError::Tls`] for a bad server name.
+pub fn client_tls_trusting(ca: impl AsRef<Path>, server_name: &str) -> Result<ClientTls, ClientNetError> {
+    let path = ca.as_ref();
+    client_tls_from(&read_file(path)?, path, server_name)
+}
+
+/// Like [`client_tls_trusting`], with the PEM given as bytes.
+///
+/// # Errors
+///
+/// As [`client_tls_trusting`].
+pub fn client_tls_trusting_pem(ca_pem: &[u8], server_name: &str) -> Result<ClientTls, ClientNetError> {
+    client_tls_from(ca_pem, Path::new(IN_MEMORY), server_name)
+}
+
+fn client_tls_from(ca_pem: &[u8], path: &Path, server_name: &str) -> Result<ClientTls, ClientNetError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs_from_pem(ca_pem, path)? {
+        roots.add(cert).map_err(|e| ClientNetError::Cert {
+            path: path.to_path_buf(),
+            why: format!("cannot trust this certificate: {e}"),
+        })?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientNetError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    ClientTls::new(Arc::new(config), server_name)
+}
+
+// ---------------------------------------------------------------------------
+// The byte stream under everything: TCP, or TLS over TCP.
+
+/// A TCP socket, plain or inside TLS (either side).
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The WebSocket settings of a connection whose WebSocket messages may be
+/// at most `max` bytes. Compression is not offered (tungstenite has none).
+fn ws_config(max: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(WS_READ_BUFFER)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+/// The largest WebSocket message accepted when whole client messages may be
+/// `max_message` bytes: at least one frame of the largest size.
+fn ws_limit(max_message: usize) -> usize {
+    max_message.max(2 + u16::MAX as usize).saturating_add(WS_SLACK)
+}
+
+// ---------------------------------------------------------------------------
+// Accepting side
+
+/// How a Gate's clients speak on one listener (TLS or not is a separate
+/// setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Frames straight on the (possibly TLS) byte stream.
+    Tcp,
+    /// Frames in WebSocket binary messages (`ws://`, or `wss://` with TLS).
+    Ws,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Tcp => "tcp",
+            Transport::Ws => "ws",
+        })
+    }
+}
+
+/// A listening socket for game clients of one transport, optionally TLS.
+pub struct ClientListener {
+    listener: TcpListener,
+    transport: Transport,
+    tls: Option<TlsAcceptor>,
+}
+
+impl fmt::Debug for ClientListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientListener")
+            .field("addr", &self.listener.local_addr().ok())
+            .field("transport", &self.transport)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl ClientListener {
+    /// Listens on `addr` for clients of `transport`, inside TLS when `tls`
+    /// is given (see [`server_tls`]).
+    ///
+    /// # Errors
+    ///
+    /// The socket's (address in use, permission).
+    pub async fn bind(
+        addr: SocketAddr,
+        transport: Transport,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> io::Result<ClientListener> {
+        Ok(ClientListener {
+            listener: TcpListener::bind(addr).await?,
+            transport,
+            tls: tls.map(TlsAcceptor::from),
+        })
+    }
+
+    /// The address it listens on (the port chosen when bound to port 0).
+    ///
+    /// # Errors
+    ///
+    /// The socket's.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Its transport.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// Whether its clients speak TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Takes the next TCP connection (with Nagle off) and returns at once:
+    /// no byte has been read. [`Incoming::open`] does the rest.
+    ///
+    /// # Errors
+    ///
+    /// The socket's (e.g. out of file descriptors): the listener stays
+    /// usable.
+    pub async fn accept(&self) -> io::Result<(Incoming, SocketAddr)> {
+        let (stream, peer) = self.listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok((
+            Incoming {
+                stream,
+                peer,
+                transport: self.transport,
+                tls: self.tls.clone(),
+            },
+            peer,
+        ))
+    }
+}
+
+/// An accepted TCP connection whose TLS handshake and/or WebSocket upgrade
+/// has not happened yet.
+pub struct Incoming {
+    stream: TcpStream,
+    peer: SocketAddr,
+    transport: Transport,
+    tls: Option<TlsAcceptor>,
+}
+
+impl fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("peer", &self.peer)
+            .field("transport", &self.transport)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Incoming {
+    /// The client's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Does the TLS handshake and/or the WebSocket upgrade (nothing for
+    /// plain TCP) and returns the connection, whose reader refuses messages
+    /// over `max_message_before_verify` bytes until
+    /// [`ClientReader::set_max_message`] raises it.
+    ///
+    /// It waits for the client as long as the client takes: bound it with a
+    /// timeout. Dropping the future closes the socket.
+    ///
+    /// A WebSocket message may be at most the larger of
+    /// `max_message_before_verify` and one frame (64 KiB + 2), plus 64 KiB,
+    /// for the life of the connection.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientNetError::Tls`] when the handshake fails (a client that does
+    /// not speak TLS, or that does not trust the certificate),
+    /// [`ClientNetError::WebSocket`] when the upgrade does,
+    /// [`ClientNetError::Io`] when the client goes away.
+    pub async fn open(self, max_message_before_verify: usize) -> Result<ClientConn, ClientNetError> {
+        let Incoming {
+            stream,
+            peer,
+            transport,
+            tls,
+        } = self;
+        let io = match tls {
+            Some(acceptor) => {
+                let s = acceptor
+                    .accept(stream)
+                    .await
+                    .map_err(|e| handshake_error(e, "server handshake"))?;
+                Io::Tls(Box::new(TlsStream::Server(s)))
+            }
+            None => Io::Plain(stream),
+        };
+        let max = max_message_before_verify;
+        match transport {
+            Transport::Tcp => Ok(ClientConn::bytes(io, peer, max)),
+            Transport::Ws => {
+                let ws = tokio_tungstenite::accept_async_with_config(io, Some(ws_config(ws_limit(max))))
+                    .await
+                    .map_err(|e| match ClientNetError::from(e) {
+                        ClientNetError::WebSocket(t) => ClientNetError::WebSocket(format!("upgrade: {t}")),
+                        other => other,
+                    })?;
+                Ok(ClientConn::ws(ws, peer, max))
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A connection, either side
+
+enum ReadSide {
+    Plain(OwnedReadHalf),
+    Tls(tokio::io::ReadHalf<Io>),
+    Ws(SplitStream<WebSocketStream<Io>>),
+}
+
+enum WriteSide {
+    Plain(OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<Io>),
+    Ws(SplitSink<WebSocketStream<Io>, WsMessage>),
+}
+
+/// An open client connection (either side): split it with
+/// [`ClientConn::into_split`] to read and write from two tasks, or use it
+/// whole.
+pub struct ClientConn {
+    reader: ClientReader,
+    writer: ClientWriter,
+}
+
+impl fmt::Debug for ClientConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConn")
+            .field("peer", &self.reader.peer)
+            .field("ws", &matches!(self.reader.side, ReadSide::Ws(_)))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The reading half of a client connection: whole messages.
+pub struct ClientReader {
+    side: ReadSide,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+    peer: SocketAddr,
+}
+
+impl fmt::Debug for ClientReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientReader")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The writing half of a client connection: whole frames.
+pub struct ClientWriter {
+    side: WriteSide,
+    peer: SocketAddr,
+}
+
+impl fmt::Debug for ClientWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientWriter")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientConn {
+    fn bytes(io: Io, peer: SocketAddr, max_message: usize) -> ClientConn {
+        let (rd, wr) = match io {
+            Io::Plain(s) => {
+                let (r, w) = s.into_split();
+                (ReadSide::Plain(r), WriteSide::Plain(w))
+            }
+            tls @ Io::Tls(_) => {
+                let (r, w) = tokio::io::split(tls);
+                (ReadSide::Tls(r), WriteSide::Tls(w))
+            }
+        };
+        ClientConn::from_sides(rd, wr, peer, max_message)
+    }
+
+    fn ws(ws: WebSocketStream<Io>, peer: SocketAddr, max_message: usize) -> ClientConn {
+        let (sink, stream) = ws.split();
+        ClientConn::from_sides(ReadSide::Ws(stream), WriteSide::Ws(sink), peer, max_message)
+    }
+
+    fn from_sides(rd: ReadSide, wr: WriteSide, peer: SocketAddr, max_message: usize) -> ClientConn {
+        ClientConn {
+            reader: ClientReader {
+                side: rd,
+                buf: BytesMut::new(),
+                decoder: FrameDecoder::new(max_message),
+                peer,
+            },
+            writer: ClientWriter { side: wr, peer },
+        }
+    }
+
+    /// The two halves, for a reading task and a writing task.
+    pub fn into_split(self) -> (ClientReader, ClientWriter) {
+        (self.reader, self.writer)
+    }
+
+    /// The address of the other end.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.reader.peer
+    }
+
+    /// See [`ClientReader::next`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ClientReader::next`].
+    pub async fn next(&mut self) -> Result<Option<Message>, ClientNetError> {
+        self.reader.next().await
+    }
+
+    /// See [`ClientReader::set_max_message`].
+    pub fn set_max_message(&mut self, max_message: usize) {
+        self.reader.set_max_message(max_message);
+    }
+
+    /// See [`ClientWriter::write`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ClientWriter::write`].
+    pub async fn write(&mut self, frames: &[u8]) -> Result<(), ClientNetError> {
+        self.writer.write(frames).await
+    }
+
+    /// See [`ClientWriter::send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ClientWriter::write`].
+    pub async fn send(&mut self, session: u32, data: &[u8]) -> Result<(), ClientNetError> {
+        self.writer.send(session, data).await
+    }
+
+    /// See [`ClientWriter::close`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ClientWriter::close`].
+    pub async fn close(&mut self) -> Result<(), ClientNetError> {
+        self.writer.close().await
+    }
+}
+
+impl ClientReader {
+    /// The next whole message (fragments reassembled), or `Ok(None)` when
+    /// the peer closed cleanly: end of stream between frames over TCP (with
+    /// a TLS close_notify over TLS), a close frame over WebSocket.
+    ///
+    /// Cancel-safe: dropping the future loses nothing already read.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientNetError::Oversize`] for a message over the limit,
+    /// [`ClientNetError::Frame`] for a broken frame,
+    /// [`ClientNetError::TextMessage`] and [`ClientNetError::SplitFrame`]
+    /// over WebSocket, [`ClientNetError::Io`] (end of stream inside a frame
+    /// is `UnexpectedEof`), [`ClientNetError::Tls`],
+    /// [`ClientNetError::WebSocket`]. The connection is then unusable.
+    pub async fn next(&mut self) -> Result<Option<Message>, ClientNetError> {
+        loop {
+            if let Some(m) = self.decoder.decode(&mut self.buf)? {
+                return Ok(Some(m));
+            }
+            match &mut self.side {
+                ReadSide::Plain(r) => {
+                    self.buf.reserve(READ_RESERVE);
+                    if r.read_buf(&mut self.buf).await? == 0 {
+                        return self.end_of_stream();
+                    }
+                }
+                ReadSide::Tls(r) => {
+                    self.buf.reserve(READ_RESERVE);
+                    if r.read_buf(&mut self.buf).await? == 0 {
+                        return self.end_of_stream();
+                    }
+                }
+                ReadSide::Ws(s) => {
+                    if !self.buf.is_empty() {
+                        return Err(ClientNetError::SplitFrame);
+                    }
+                    match s.next().await {
+                        None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => return Ok(None),
+                        Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                            return Err(ClientNetError::WebSocket(
+                                "the connection closed without a WebSocket close frame".into(),
+                            ))
+                        }
+                        Some(Err(e)) => return Err(e.into()),
+                        Some(Ok(WsMessage::Binary(b))) => self.buf = BytesMut::from(b),
+                        Some(Ok(WsMessage::Text(_))) => return Err(ClientNetError::TextMessage),
+                        Some(Ok(WsMessage::Close(_))) => return Ok(None),
+                        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn end_of_stream(&self) -> Result<Option<Message>, ClientNetError> {
+        if self.buf.is_empty() {
+            Ok(None)
+        } else {
+            Err(ClientNetError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("connection closed inside a frame ({} bytes pending)", self.buf.len()),
+            )))
+        }
+    }
+
+    /// Changes the largest message accepted from now on (raised once the
+    /// client has verified).
+    pub fn set_max_message(&mut self, max_message: usize) {
+        self.decoder.set_max_message(max_message);
+    }
+
+    /// The address of the other end.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+}
+
+/// Checks that `frames` is whole frames back to back; returns their count.
+fn count_frames(frames: &[u8]) -> Result<usize, ClientNetError> {
+    let mut at = 0;
+    let mut n = 0;
+    while at < frames.len() {
+        if !wire::has_frame(&frames[at..]) {
+            return Err(ClientNetError::NotFrames(at));
+        }
+        at += 2 + u16::from_be_bytes([frames[at], frames[at + 1]]) as usize;
+        n += 1;
+    }
+    Ok(n)
+}
+
+impl ClientWriter {
+    /// Writes `frames`, one or more whole frames back to back (as built by
+    /// [`wire::put_message`]), and flushes them. Over TCP they go as they
+    /// are; over WebSocket each frame is its own binary message.
+    ///
+    /// Waits while the peer does not read (backpressure). Not cancel-safe:
+    /// dropping the future may leave part of the frames written.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientNetError::NotFrames`] (nothing sent) when `frames` does not
+    /// end on a frame boundary; otherwise the transport's error, after which
+    /// the connection is unusable.
+    pub async fn write(&mut self, frames: &[u8]) -> Result<(), ClientNetError> {
+        count_frames(frames)?;
+        match &mut self.side {
+            WriteSide::Plain(w) => {
+                w.write_all(frames).await?;
+            }
+            WriteSide::Tls(w) => {
+                w.write_all(frames).await?;
+                w.flush().await?;
+            }
+            WriteSide::Ws(sink) => {
+                let mut rest = frames;
+                while !rest.is_empty() {
+                    let len = 2 + u16::from_be_bytes([rest[0], rest[1]]) as usize;
+                    sink.feed(WsMessage::Binary(Bytes::copy_from_slice(&rest[..len])))
+                        .await?;
+                    rest = &rest[len..];
+                }
+                sink.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one whole message: frames it (fragmenting a long one) and
+    /// [`ClientWriter::write`]s it.
+    ///
+    /// # Errors
+    ///
+    /// As [`ClientWriter::write`].
+    pub async fn send(&mut self, session: u32, data: &[u8]) -> Result<(), ClientNetError> {
+        let mut out = BytesMut::with_capacity(data.len() + wire::HEADER * (1 + data.len() / wire::FRAGMENT));
+        wire::put_message(&mut out, session, data);
+        self.write(&out).await
+    }
+
+    /// Closes the connection from this side: a WebSocket close frame, or
+    /// the end of the stream (after a TLS close_notify). The reader then
+    /// sees the peer's answer (the peer's close frame, or its end of stream)
+    /// as `Ok(None)`.
+    ///
+    /// # Errors
+    ///
+    /// The transport's (the peer may already be gone).
+    pub async fn close(&mut self) -> Result<(), ClientNetError> {
+        match &mut self.side {
+            WriteSide::Plain(w) => w.shutdown().await?,
+            WriteSide::Tls(w) => w.shutdown().await?,
+            WriteSide::Ws(sink) => sink.close().await?,
+        }
+        Ok(())
+    }
+
+    /// The address of the other end.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Connecting side
+
+/// Where a client connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Frames over TCP to this address (TLS when [`connect`] is given a
+    /// [`ClientTls`]).
+    Tcp(SocketAddr),
+    /// A WebSocket URL, `ws://host:port/path` or `wss://host:port/path`
+    /// (the scheme decides TLS; the Gate ignores the path).
+    Ws(String),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Tcp(addr) => write!(f, "tcp://{addr}"),
+            Target::Ws(url) => f.write_str(url),
+        }
+    }
+}
+
+/// The host, port and TLS-ness of a WebSocket URL.
+fn parse_ws_url(url: &str) -> Result<(String, u16, bool), String> {
+    let uri: Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    let secure = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        Some(other) => return Err(format!("scheme {other}:// is neither ws:// nor wss://")),
+        None => return Err("no scheme (ws:// or wss://)".into()),
+    };
+    let host = uri.host().filter(|h| !h.is_empty()).ok_or("no host")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    Ok((host, port, secure))
+}
+
+async fn dial(addrs: &[SocketAddr]) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address");
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = io::Error::new(e.kind(), format!("connect to {addr}: {e}")),
+        }
+    }
+    Err(last)
+}
+
+async fn wrap_tls(stream: TcpStream, tls: Option<ClientTls>) -> Result<Io, ClientNetError> {
+    let Some(tls) = tls else {
+        return Ok(Io::Plain(stream));
+    };
+    let name = tls.server_name.to_str().into_owned();
+    let s = TlsConnector::from(tls.config)
+        .connect(tls.server_name, stream)
+        .await
+        .map_err(|e| handshake_error(e, &format!("handshake with {name}")))?;
+    Ok(Io::Tls(Box::new(TlsStream::Client(s))))
+}
+
+/// Connects to a Gate: TCP (inside TLS when `tls` is given) or WebSocket
+/// (`wss://` needs `tls`, `ws://` refuses it). The connection's reader
+/// accepts messages up to [`wire::DEFAULT_MAX_MESSAGE`] bytes
+/// ([`ClientConn::set_max_message`] changes it).
+///
+/// Not bounded in time: wrap it in a timeout.
+///
+/// # Errors
+///
+/// [`ClientNetError::Target`] for a bad URL or a scheme that does not match
+/// `tls`, [`ClientNetError::Io`] when the connection fails,
+/// [`ClientNetError::Tls`] when the handshake does (e.g. the server's
+/// certificate is not trusted), [`ClientNetError::WebSocket`] when the
+/// upgrade does.
+pub async fn connect(target: &Target, tls: Option<ClientTls>) -> Result<ClientConn, ClientNetError> {
+    let max = wire::DEFAULT_MAX_MESSAGE;
+    match target {
+        Target::Tcp(addr) => {
+            let stream = dial(&[*addr]).await?;
+            let peer = stream.peer_addr()?;
+            Ok(ClientConn::bytes(wrap_tls(stream, tls).await?, peer, max))
+        }
+        Target::Ws(url) => {
+            let bad = |why: String| ClientNetError::Target {
+                target: url.clone(),
+                why,
+            };
+            let (host, port, secure) = parse_ws_url(url).map_err(bad)?;
+            match (secure, tls.is_some()) {
+                (true, false) => return Err(bad("wss:// needs a TLS setting".into())),
+                (false, true) => return Err(bad("a TLS setting was given for a ws:// URL (use wss://)".into())),
+                _ => {}
+            }
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| bad(format!("cannot resolve {host}: {e}")))?
+                .collect();
+            let stream = dial(&addrs).await?;
+            let peer = stream.peer_addr()?;
+            let io = wrap_tls(stream, tls).await?;
+            let (ws, _response) =
+                tokio_tungstenite::client_async_with_config(url.as_str(), io, Some(ws_config(ws_limit(max))))
+                    .await
+                    .map_err(|e| match ClientNetError::from(e) {
+                        ClientNetError::WebSocket(t) => ClientNetError::WebSocket(format!("upgrade: {t}")),
+                        other => other,
+                    })?;
+            Ok(ClientConn::ws(ws, peer, max))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_urls() {
+        assert_eq!(
+            parse_ws_url("ws://127.0.0.1:8080/x").unwrap(),
+            ("127.0.0.1".into(), 8080, false)
+        );
+        assert_eq!(
+            parse_ws_url("wss://localhost").unwrap(),
+            ("localhost".into(), 443, true)
+        );
+        assert_eq!(parse_ws_url("ws://[::1]:9/").unwrap(), ("::1".into(), 9, false));
+        assert!(parse_ws_url("http://127.0.0.1:1/").is_err());
+        assert!(parse_ws_url("127.0.0.1:1").is_err());
+    }
+
+    #[test]
+    fn frames_are_counted_or_refused() {
+        let mut out = BytesMut::new();
+        wire::put_message(&mut out, 1, b"a");
+        wire::put_message(&mut out, 2, &vec![0u8; wire::FRAGMENT + 1]);
+        assert_eq!(count_frames(&out).unwrap(), 3);
+        assert_eq!(count_frames(&[]).unwrap(), 0);
+        assert!(matches!(
+            count_frames(&out[..out.len() - 1]),
+            Err(ClientNetError::NotFrames(_))
+        ));
+    }
+
+    #[test]
+    fn tls_errors_inside_io_errors_are_tls() {
+        let e = io::Error::new(io::ErrorKind::InvalidData, rustls::Error::DecryptError);
+        assert!(matches!(ClientNetError::from(e), ClientNetError::Tls(_)));
+        let e = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert!(matches!(ClientNetError::from(e), ClientNetError::Io(_)));
+    }
+}
