@@ -846,3 +846,71 @@ fn client_ids_are_dense_over_client_visible_methods_and_only_they_move_client_di
     eval(&a, "rpcdef.init(plainDef()) return true");
     a.shutdown();
 }
+
+#[test]
+fn annotate_writes_luals_files_for_the_sample_schema() {
+    let dir = TempDir::new("annotate");
+    let out_dir = dir.0.join("meta");
+    let entitydef = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/entitydef.lua");
+    let out = Command::new(env!("CARGO_BIN_EXE_luahost"))
+        .args(["annotate", "--entitydef"])
+        .arg(&entitydef)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |name: &str| std::fs::read_to_string(out_dir.join(name)).unwrap();
+    let (types, server, client) = (
+        read("luahost_types.lua"),
+        read("luahost_server.lua"),
+        read("luahost_client.lua"),
+    );
+    for text in [&types, &server, &client] {
+        assert!(text.starts_with("---@meta\n"), "{text}");
+    }
+    assert!(
+        types.contains("---@class FriendPlace\n---@field rid integer # int48\n"),
+        "{types}"
+    );
+    assert!(
+        server.contains("---@class HallFriendMgrStub\n")
+            && server.contains("---@field hall_login fun(rid: integer): (told: integer)\n")
+            && server.contains("---@field hall fun(self: FriendMgrGhosts, sid: integer): HallFriendMgrStub\n")
+            && server.contains("---@class PlayerClient\n")
+            && server.contains("---@field onNotice fun(text: string)\n")
+            && server.contains("---@field hall_kick fun(reason: string)\n"),
+        "{server}"
+    );
+    assert!(
+        client.contains("---@class PlayerServer\n")
+            && client.contains("---@field hall_getFriends fun(): (friends: FriendPlace[])\n")
+            && client.contains("---@field hall_addFriend fun(rid: integer): (ok: boolean)\n")
+            && client.contains("---@class PlayerPushes\n")
+            && client.contains("---@field onFriendOnline fun(rid: integer, online: boolean)\n")
+            && !client.contains("hall_kick")
+            && !client.contains("hall_login"),
+        "{client}"
+    );
+    // a schema error is reported as a node would, and nothing is written
+    let bad = dir.0.join("bad.lua");
+    std::fs::write(
+        &bad,
+        "return { ServerType = { Hall = 1 }, Entity = { P = { Client = { onX = { results = {} } } } } }",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_luahost"))
+        .args(["annotate", "--entitydef"])
+        .arg(&bad)
+        .arg("--out")
+        .arg(dir.0.join("none"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("entitydef.Entity.P.Client.onX: a Client method is a one-way push: results are not allowed"),
+        "{err}"
+    );
+    assert!(!dir.0.join("none").exists());
+}

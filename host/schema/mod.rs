@@ -410,6 +410,7 @@ fn resolve_struct(
     Ok(())
 }
 
+pub mod annotate;
 mod value;
 
 pub use value::{decode, encode, encode_list, TypeError};
