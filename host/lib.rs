@@ -38,4 +38,5 @@ pub mod runtime;
 pub mod schema;
 
 pub use discovery::config::{ClusterConfig, NodeSpec};
+pub use lua::describe::describe_entitydef;
 pub use runtime::{start, start_with, NodeError, NodeHandle, NodeOptions};

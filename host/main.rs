@@ -64,6 +64,22 @@ enum Cmd {
         #[arg(long)]
         id: Option<u32>,
     },
+    /// Write LuaLS annotation files (---@meta) for the schema.
+    ///
+    /// Runs rpcdef.init on the schema file as a node would (so a schema
+    /// error is reported the same way) and writes, into --out:
+    /// luahost_types.lua (the structs), luahost_server.lua (stubs for node
+    /// scripts: HallFriendMgrStub for fm:hall(sid), PlayerClient for
+    /// player.client, ...) and luahost_client.lua (what a game client calls
+    /// and implements, with client ids and the ClientDigi).
+    Annotate {
+        /// The schema file.
+        #[arg(long, default_value = "scripts/entitydef.lua")]
+        entitydef: PathBuf,
+        /// The folder to write to (created if missing).
+        #[arg(long, default_value = "annotations")]
+        out: PathBuf,
+    },
     /// Measure throughput and latency on the real protocol.
     ///
     /// Workloads:
@@ -270,6 +286,27 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
                 None => ExitCode::SUCCESS,
+            }
+        }
+        Cmd::Annotate { entitydef, out } => {
+            let desc = match luahost::describe_entitydef(&entitydef) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match luahost::schema::annotate::write_files(&desc, &out) {
+                Ok(paths) => {
+                    for p in paths {
+                        println!("{}", p.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    tracing::error!("{}: {e}", out.display());
+                    ExitCode::FAILURE
+                }
             }
         }
         Cmd::Bench {

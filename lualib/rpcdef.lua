@@ -7,13 +7,23 @@
 --   Struct       = { Name = { {"field", "type"}, ... } }
 --   Static       = { Iface = { Server = { m = {args=..., results=...} },
 --                              Client = { ... } } }
---   Entity       = { Class = { ServerTypeName = { m = {args=..., results=...} } } }
+--   Entity       = { Class = { ServerTypeName = { m = {args=..., results=...,
+--                                                     client=true|nil} },
+--                              Client = { m = {args=...} } } }
 -- A method with `results` (possibly {}) is a call; without, a one-way send.
 -- args/results are lists of {"name", "type"} (or bare "type").
 --
+-- Clients (through a Gate) see two kinds of method: those of a server type
+-- marked `client = true` (exposed: a client may call or send them), and
+-- those of an entity class's `Client` section (pushes: the client
+-- implements them; one-way only). "Client" is therefore no server type name.
+--
 -- Method ids are the positions of the sorted method keys, and Digi is a hash
 -- of the canonical text of the whole schema: the same schema gives the same
--- ids and digest on every node and every run.
+-- ids and digest on every node and every run. Client-visible methods also
+-- get a client id (cid): their position among the sorted keys of the
+-- client-visible methods only, and ClientDigi hashes only them and the
+-- structs they use, so a change of a server-only method changes neither.
 local core = require "luahost.core"
 local hotfix = require "hotfix"
 
@@ -25,12 +35,17 @@ M.GlobalEntity = {}     -- class name -> eid
 M.rpcStaticServer = {}  -- iface -> { method name -> method }
 M.rpcStaticClient = {}
 M.ServerType = {}
+M.clientMethods = {}    -- cid -> client-visible method (exposed or push)
 
 local impls = {}
 local by_key = {} -- method key -> method table, kept across re-inits
 -- server type name -> entity class name -> { method name -> method }; each
 -- type's table is also M["rpc" .. type name] (the seed's rpcdef.rpcHall)
 local ifaces = {}
+-- entity class name -> { method name -> push method } (its Client section);
+-- also M.rpcClient ("Client" is never a server type name)
+local clientIfaces = {}
+M.rpcClient = clientIfaces
 
 local function normalize(list, where)
     local out = {}
@@ -66,6 +81,10 @@ end
 -- types are set once (the first time) and never change while the node runs.
 local function types_refused(types)
     if type(types) ~= "table" then return "entitydef.ServerType is missing" end
+    if types.Client ~= nil then
+        return "entitydef.ServerType: Client cannot be a server type name (it names the methods "
+            .. "an entity class's clients implement: Entity.<Class>.Client)"
+    end
     if next(M.ServerType) == nil then return nil end
     for k, v in pairs(types) do
         if M.ServerType[k] ~= v then
@@ -125,14 +144,20 @@ function M.init(def)
     end
     for _, cname in ipairs(sorted_keys(def.Entity)) do
         for _, tname in ipairs(sorted_keys(def.Entity[cname])) do
-            local stype = def.ServerType[tname]
-            if not stype then
-                error(string.format("entitydef.Entity.%s.%s: no server type %s in ServerType", cname, tname, tname), 0)
+            -- Entity.<Class>.Client: the methods the class's clients implement
+            local push = tname == "Client"
+            local stype = 0
+            if not push then
+                stype = def.ServerType[tname]
+                if not stype then
+                    error(string.format("entitydef.Entity.%s.%s: no server type %s in ServerType", cname, tname, tname), 0)
+                end
             end
             for _, mname in ipairs(sorted_keys(def.Entity[cname][tname])) do
                 entries[#entries + 1] = {
                     key = "Entity." .. cname .. "." .. tname .. "." .. mname,
-                    iface = cname, tname = tname, name = mname, stype = stype,
+                    iface = cname, tname = (not push) and tname or nil, push = push,
+                    name = mname, stype = stype,
                     def = def.Entity[cname][tname][mname],
                 }
             end
@@ -141,7 +166,7 @@ function M.init(def)
     table.sort(entries, function(a, b) return a.key < b.key end)
 
     -- canonical text
-    local text, ctext = {}, {}
+    local text = {}
     for _, k in ipairs(sorted_keys(def.ServerType)) do text[#text + 1] = "T " .. k .. "=" .. def.ServerType[k] end
     for _, k in ipairs(sorted_keys(def.GlobalEntity)) do text[#text + 1] = "G " .. k .. "=" .. def.GlobalEntity[k] end
     local structs = {}
@@ -149,14 +174,28 @@ function M.init(def)
         local fields = normalize(def.Struct[k], "entitydef.Struct." .. k)
         structs[k] = fields
         text[#text + 1] = "S " .. k .. sig(fields)
-        ctext[#ctext + 1] = text[#text]
     end
 
     -- Build everything first; nothing is changed unless the host accepts it.
-    local list, built = {}, {}
+    local list, built, clist, ctext = {}, {}, {}, {}
     for id, e in ipairs(entries) do
         local d = e.def
         if type(d) ~= "table" then error(e.key .. " must be a table {args=..., results=...}", 0) end
+        local client = d.client
+        if client ~= nil and type(client) ~= "boolean" then
+            error(string.format("entitydef.%s: client must be true or false, got %s", e.key, type(client)), 0)
+        end
+        if client and e.side then
+            error(string.format("entitydef.%s: client = true is only for methods an entity class's server "
+                .. "types serve (Entity.<Class>.<Type>), not for Static interfaces", e.key), 0)
+        end
+        if e.push and client ~= nil then
+            error(string.format("entitydef.%s: client does not apply to a Client method "
+                .. "(the client implements it)", e.key), 0)
+        end
+        if e.push and d.results ~= nil then
+            error(string.format("entitydef.%s: a Client method is a one-way push: results are not allowed", e.key), 0)
+        end
         local m = {
             id = id,
             key = e.key,
@@ -164,18 +203,50 @@ function M.init(def)
             iface = e.iface,
             full = e.iface .. "." .. e.name,
             stype = e.stype,
+            tname = e.tname,
+            side = e.side,
             args = normalize(d.args or {}, e.key .. ".args"),
             results = normalize(d.results, e.key .. ".results"),
+            client = client == true,
+            push = e.push == true,
+            cid = 0,
         }
         m.call = m.results ~= nil
-        text[#text + 1] = e.key .. sig(m.args) .. "->" .. sig(m.results)
-        if e.side then ctext[#ctext + 1] = text[#text] end
+        local line = e.key .. sig(m.args) .. "->" .. sig(m.results)
+        -- (an exposed method is marked in Digi only: ClientDigi lists nothing else)
+        text[#text + 1] = m.client and (line .. " client") or line
+        if m.client or m.push then
+            m.cid = #clist + 1
+            clist[m.cid] = m
+            ctext[m.cid] = line
+        end
         built[id] = { m = m, side = e.side, tname = e.tname }
-        list[#list + 1] = { id = id, name = m.full, stype = m.stype, args = m.args, results = m.results }
+        list[#list + 1] = {
+            id = id, name = m.full, stype = m.stype, args = m.args, results = m.results,
+            client = m.client, push = m.push, cid = m.cid,
+        }
     end
+    -- ClientDigi: the structs client-visible methods use (directly or
+    -- through other structs), by name, then those methods in cid order.
+    local used = {}
+    local function use(ty)
+        for word in ty:gmatch("[%w_]+") do
+            if structs[word] and not used[word] then
+                used[word] = true
+                for _, f in ipairs(structs[word]) do use(f[2]) end
+            end
+        end
+    end
+    for _, m in ipairs(clist) do
+        for _, a in ipairs(m.args) do use(a[2]) end
+        for _, r in ipairs(m.results or {}) do use(r[2]) end
+    end
+    local ctop = {}
+    for _, k in ipairs(sorted_keys(used)) do ctop[#ctop + 1] = "S " .. k .. sig(structs[k]) end
+    for _, line in ipairs(ctext) do ctop[#ctop + 1] = line end
     local digi = core.hash32(table.concat(text, "\n"))
-    local cdigi = core.hash32(table.concat(ctext, "\n"))
-    local ok, err = core.set_schema(digi, list, structs)
+    local cdigi = core.hash32(table.concat(ctop, "\n"))
+    local ok, err = core.set_schema(digi, list, structs, cdigi)
     if not ok then error("entitydef: " .. err, 2) end
 
     -- Commit. Method and interface tables keep their identity across
@@ -186,6 +257,7 @@ function M.init(def)
     for k, v in pairs(def.GlobalEntity or {}) do M.GlobalEntity[k] = v end
     local live = {}
     for k in pairs(M.methods) do M.methods[k] = nil end
+    for k in pairs(M.clientMethods) do M.clientMethods[k] = nil end
     local function iface_table(group, name)
         local t = group[name]
         if t == nil then
@@ -205,11 +277,14 @@ function M.init(def)
         end
         live[m.key] = true
         M.methods[id] = m
+        if m.cid ~= 0 then M.clientMethods[m.cid] = m end
         local group
         if b.side == "Server" then
             group = M.rpcStaticServer
         elseif b.side == "Client" then
             group = M.rpcStaticClient
+        elseif m.push then
+            group = clientIfaces
         else
             group = ifaces[b.tname]
         end
@@ -220,16 +295,35 @@ function M.init(def)
         if not live[key] then
             m.removed = true
             m.id = 0
+            m.cid = 0
             local function drop(group)
                 if group[m.iface] and group[m.iface][m.name] == m then group[m.iface][m.name] = nil end
             end
             drop(M.rpcStaticServer)
             drop(M.rpcStaticClient)
+            drop(clientIfaces)
             for _, group in pairs(ifaces) do drop(group) end
             by_key[key] = nil
         end
     end
     return M
+end
+
+--- The methods the clients of entity class cname implement (its Client
+--- section: pushes, by name), for building the stubs of player.client. The
+--- same table on every call, also reachable as rpcdef.rpcClient[cname]; a
+--- schema reload refills it in place. Empty while the class has no Client
+--- section.
+function M.clientIface(cname)
+    if type(cname) ~= "string" then
+        error("rpcdef.clientIface: the entity class name must be a string, got " .. type(cname), 2)
+    end
+    local t = clientIfaces[cname]
+    if t == nil then
+        t = {}
+        clientIfaces[cname] = t
+    end
+    return t
 end
 
 --- The interface of entity class cname served by server type tname

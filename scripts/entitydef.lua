@@ -1,6 +1,8 @@
--- The schema of the sample game: server types, global entities, structs and
--- the methods each server type serves. rpcdef.init derives method ids and the
--- digests from it; every node loads the same file.
+-- The schema of the sample game: server types, global entities, structs, the
+-- methods each server type serves (those marked `client = true` clients may
+-- call too) and the methods clients implement (an entity class's Client
+-- section). rpcdef.init derives method ids, client ids and the digests from
+-- it; every node loads the same file.
 local entitydef = {}
 
 entitydef.ServerType = {
@@ -40,6 +42,21 @@ entitydef.Entity = {
             hall_notifyFriendOnlineStatus = {
                 args = { { "rid", "int48" }, { "online", "bool" }, { "rids", "array<int48>" } },
             },
+        },
+    },
+    -- A player logged in through a Gate; its entity lives on a Hall.
+    Player = {
+        Hall = {
+            -- `client = true`: the player's client may call it (through the Gate)
+            hall_getFriends = { results = { { "friends", "array<FriendPlace>" } }, client = true },
+            hall_addFriend = { args = { { "rid", "int48" } }, results = { { "ok", "bool" } }, client = true },
+            -- server-only: no client can call it
+            hall_kick = { args = { { "reason", "string" } } },
+        },
+        -- what the client implements: pushes from the server (one-way)
+        Client = {
+            onFriendOnline = { args = { { "rid", "int48" }, { "online", "bool" } } },
+            onNotice = { args = { { "text", "string" } } },
         },
     },
 }

@@ -644,3 +644,273 @@ fn ctrl_c_while_up_is_starting_stops_it_gracefully() {
     let status = up.wait_exit(Duration::from_secs(10)).expect("up did not exit");
     assert!(status.success(), "{status:?}\n{}", up.log());
 }
+
+/// Lua helpers for the client-schema test: `copy(t)` (deep copy) and
+/// `def(edit)`, the test schema plus an entity class Player served by A
+/// (two exposed methods, one server-only) with a Client section, after
+/// `edit(d)` if given.
+const CLIENT_SCHEMA: &str = r#"
+local function copy(t)
+    if type(t) ~= 'table' then return t end
+    local c = {}
+    for k, v in pairs(t) do c[k] = copy(v) end
+    return c
+end
+local plain = copy(require 'entitydef')
+function def(edit)
+    local d = copy(plain)
+    d.Entity.Player = {
+        A = {
+            a_get = { results = { { 'items', 'array<Item>' } }, client = true },
+            a_add = { args = { { 'rid', 'int48' } }, results = { { 'ok', 'bool' } }, client = true },
+            a_kick = { args = { { 'why', 'string' } } },
+            a_note = { args = { { 'n', 'int32' } }, client = false },
+        },
+        Client = {
+            onNotice = { args = { { 'text', 'string' } } },
+            onOnline = { args = { { 'rid', 'int48' }, { 'online', 'bool' } } },
+        },
+    }
+    if edit then edit(d) end
+    return d
+end
+function plainDef() return copy(plain) end
+-- 'cid key' of every client-visible method, in cid order
+function cids()
+    local out = {}
+    for cid, m in ipairs(rpcdef.clientMethods) do out[#out + 1] = cid .. ' ' .. m.key end
+    return table.concat(out, ',')
+end
+function digests() return string.format('%08x %08x', rpcdef.Digi, rpcdef.ClientDigi) end
+function initErr(d)
+    local ok, e = pcall(rpcdef.init, d)
+    return ok and 'accepted' or e
+end
+return true
+"#;
+
+#[test]
+fn client_ids_are_dense_over_client_visible_methods_and_only_they_move_client_digi() {
+    let dir = TempDir::new("cids");
+    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1)], "");
+    let a = start(&cluster, "a_1");
+    eval(&a, CLIENT_SCHEMA);
+    // the test schema has no client-visible method; its Static Client side
+    // (System.pong) stays node-to-node
+    assert_eq!(eval(&a, "return #rpcdef.clientMethods"), "0");
+    assert_eq!(
+        eval(
+            &a,
+            "local p = rpcdef.rpcStaticClient.System.pong return tostring(p.client), tostring(p.push), p.cid"
+        ),
+        "false\tfalse\t0"
+    );
+
+    eval(&a, "rpcdef.init(def()) return true");
+    // 1..n over the sorted keys of the client-visible methods only
+    let before = eval(&a, "return cids()");
+    assert_eq!(
+        before,
+        "1 Entity.Player.A.a_add,2 Entity.Player.A.a_get,3 Entity.Player.Client.onNotice,4 Entity.Player.Client.onOnline"
+    );
+    // every method has client, push and cid; only client-visible ones a cid
+    assert_eq!(
+        eval(
+            &a,
+            "local n, bad = 0, {}
+             for id, m in ipairs(rpcdef.methods) do
+                 if type(m.client) ~= 'boolean' or type(m.push) ~= 'boolean' then bad[#bad + 1] = m.key end
+                 if (m.client or m.push) ~= (m.cid ~= 0) then bad[#bad + 1] = m.key end
+                 if m.cid ~= 0 then
+                     n = n + 1
+                     if rpcdef.clientMethods[m.cid] ~= m then bad[#bad + 1] = m.key end
+                 end
+             end
+             return n, #rpcdef.clientMethods, table.concat(bad, ' ')"
+        ),
+        "4\t4\t"
+    );
+    let p = "local P = rpcdef.iface('A', 'Player') local C = rpcdef.clientIface('Player') \
+             return tostring(P.a_add.client), tostring(P.a_kick.client), tostring(P.a_note.client), \
+             tostring(C.onNotice.push), tostring(C.onNotice.client), P.a_kick.cid, tostring(C.onNotice.call), \
+             C.onNotice.id > 0, C.onNotice.stype";
+    assert_eq!(eval(&a, p), "true\tfalse\tfalse\ttrue\tfalse\t0\tfalse\ttrue\t0");
+    let first = eval(&a, "return digests()");
+    let ids = "return rpcdef.iface('A', 'Player').a_add.id, rpcdef.clientIface('Player').onNotice.id";
+    let ids_before = eval(&a, ids);
+
+    // a server-only method added (before every client method, so node ids
+    // move), a server-only method changed, a struct no client method uses:
+    // Digi changes, ClientDigi and every cid stay
+    let server_only = "rpcdef.init(def(function(d)
+             d.Entity.Aardvark = { A = { a_x = { args = { { 'x', 'int32' } } } } }
+             d.Entity.Player.A.a_kick.args = { { 'why', 'string' }, { 'secs', 'int32' } }
+             d.Struct.Unused = { { 'z', 'bool' } }
+         end)) return digests(), cids()";
+    let after = eval(&a, server_only);
+    let (digests, cids) = after.split_once('\t').unwrap();
+    assert_ne!(&digests[..8], &first[..8], "Digi must change");
+    assert_eq!(&digests[9..], &first[9..], "ClientDigi must not change");
+    assert_eq!(cids, before);
+    assert_ne!(eval(&a, ids), ids_before, "the node ids did move");
+    // marking a method exposed changes both
+    let marked = eval(
+        &a,
+        "rpcdef.init(def(function(d) d.Entity.Player.A.a_kick.client = true end)) return digests(), cids()",
+    );
+    assert_ne!(&marked[9..17], &first[9..], "ClientDigi must change");
+    assert!(marked.contains("3 Entity.Player.A.a_kick"), "{marked}");
+
+    // a Client method added: ClientDigi changes, cids after it move
+    let added = eval(
+        &a,
+        "rpcdef.init(def(function(d) d.Entity.Player.Client.onBye = { args = { { 'why', 'string' } } } end))
+         return digests(), cids()",
+    );
+    assert_ne!(&added[9..17], &first[9..], "ClientDigi must change");
+    assert!(
+        added.ends_with("3 Entity.Player.Client.onBye,4 Entity.Player.Client.onNotice,5 Entity.Player.Client.onOnline"),
+        "{added}"
+    );
+    // so does a changed argument of a client-visible method, or a struct it uses
+    for edit in [
+        "d.Entity.Player.Client.onNotice.args = { { 'text', 'bytes' } }",
+        "d.Entity.Player.A.a_add.results = { { 'ok', 'bool' }, { 'why', 'string?' } }",
+        "d.Struct.Item = { { 'id', 'int32' }, { 'tag', 'string?' }, { 'n', 'int8' } }",
+    ] {
+        let changed = eval(
+            &a,
+            &format!("rpcdef.init(def(function(d) {edit} end)) return digests()"),
+        );
+        assert_ne!(&changed[9..], &first[9..], "ClientDigi must change for {edit}");
+    }
+    // back to the same schema: the same digests and cids
+    assert_eq!(
+        eval(&a, "rpcdef.init(def()) return digests(), cids()"),
+        format!("{first}\t{before}")
+    );
+
+    // clientIface keeps its identity across re-inits; a removed push is
+    // dropped from it and its method table marked
+    assert_eq!(
+        eval(
+            &a,
+            "local C = rpcdef.clientIface('Player') local old = C.onNotice
+             rpcdef.init(def(function(d) d.Entity.Player.Client.onNotice = nil end))
+             local gone = tostring(C.onNotice) .. ' ' .. tostring(old.removed) .. ' ' .. old.cid
+             rpcdef.init(def())
+             return rawequal(C, rpcdef.clientIface('Player')), rawequal(C, rpcdef.rpcClient.Player), gone,
+                    C.onNotice.cid, rawequal(rpcdef.clientMethods[3], C.onNotice)"
+        ),
+        "true\ttrue\tnil true 0\t3\ttrue"
+    );
+    assert_eq!(eval(&a, "return next(rpcdef.clientIface('Nobody'))"), "nil");
+
+    // errors name the method; the schema in force stays
+    let cases = [
+        (
+            "d.Entity.Player.Client.onNotice.results = {}",
+            "entitydef.Entity.Player.Client.onNotice: a Client method is a one-way push: results are not allowed",
+        ),
+        (
+            "d.Static.System.Server.ping.client = true",
+            "entitydef.Static.System.Server.ping: client = true is only for methods an entity class's server types serve (Entity.<Class>.<Type>), not for Static interfaces",
+        ),
+        (
+            "d.Entity.Player.A.a_kick.client = 'yes'",
+            "entitydef.Entity.Player.A.a_kick: client must be true or false, got string",
+        ),
+        (
+            "d.Entity.Player.Client.onNotice.client = true",
+            "entitydef.Entity.Player.Client.onNotice: client does not apply to a Client method (the client implements it)",
+        ),
+        (
+            "d.ServerType.Client = 9",
+            "entitydef.ServerType: Client cannot be a server type name (it names the methods an entity class's clients implement: Entity.<Class>.Client)",
+        ),
+    ];
+    for (edit, want) in cases {
+        assert_eq!(eval(&a, &format!("return initErr(def(function(d) {edit} end))")), want);
+    }
+    assert_eq!(
+        eval(&a, "return digests(), cids()"),
+        format!("{first}\t{before}"),
+        "refused schemas change nothing"
+    );
+    // declareTypes refuses a Client server type too
+    let e = eval(
+        &a,
+        "local ok, e = pcall(rpcdef.declareTypes, {A = 1, B = 2, C = 3, Client = 4}) return e",
+    );
+    assert!(e.contains("Client cannot be a server type name"), "{e}");
+    eval(&a, "rpcdef.init(plainDef()) return true");
+    a.shutdown();
+}
+
+#[test]
+fn annotate_writes_luals_files_for_the_sample_schema() {
+    let dir = TempDir::new("annotate");
+    let out_dir = dir.0.join("meta");
+    let entitydef = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/entitydef.lua");
+    let out = Command::new(env!("CARGO_BIN_EXE_luahost"))
+        .args(["annotate", "--entitydef"])
+        .arg(&entitydef)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |name: &str| std::fs::read_to_string(out_dir.join(name)).unwrap();
+    let (types, server, client) = (
+        read("luahost_types.lua"),
+        read("luahost_server.lua"),
+        read("luahost_client.lua"),
+    );
+    for text in [&types, &server, &client] {
+        assert!(text.starts_with("---@meta\n"), "{text}");
+    }
+    assert!(
+        types.contains("---@class FriendPlace\n---@field rid integer # int48\n"),
+        "{types}"
+    );
+    assert!(
+        server.contains("---@class HallFriendMgrStub\n")
+            && server.contains("---@field hall_login fun(rid: integer): (told: integer)\n")
+            && server.contains("---@field hall fun(self: FriendMgrGhosts, sid: integer): HallFriendMgrStub\n")
+            && server.contains("---@class PlayerClient\n")
+            && server.contains("---@field onNotice fun(text: string)\n")
+            && server.contains("---@field hall_kick fun(reason: string)\n"),
+        "{server}"
+    );
+    assert!(
+        client.contains("---@class PlayerServer\n")
+            && client.contains("---@field hall_getFriends fun(): (friends: FriendPlace[])\n")
+            && client.contains("---@field hall_addFriend fun(rid: integer): (ok: boolean)\n")
+            && client.contains("---@class PlayerPushes\n")
+            && client.contains("---@field onFriendOnline fun(rid: integer, online: boolean)\n")
+            && !client.contains("hall_kick")
+            && !client.contains("hall_login"),
+        "{client}"
+    );
+    // a schema error is reported as a node would, and nothing is written
+    let bad = dir.0.join("bad.lua");
+    std::fs::write(
+        &bad,
+        "return { ServerType = { Hall = 1 }, Entity = { P = { Client = { onX = { results = {} } } } } }",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_luahost"))
+        .args(["annotate", "--entitydef"])
+        .arg(&bad)
+        .arg("--out")
+        .arg(dir.0.join("none"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("entitydef.Entity.P.Client.onX: a Client method is a one-way push: results are not allowed"),
+        "{err}"
+    );
+    assert!(!dir.0.join("none").exists());
+}

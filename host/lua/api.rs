@@ -150,15 +150,18 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
         c.set_dispatch(f);
         Ok(())
     });
+    // (digest, methods, structs, client_digest): see rpcdef.init
     func!("set_schema", |c,
                          _l,
-                         (digest, methods, structs): (
+                         (digest, methods, structs, client_digest): (
         u32,
         Table,
-        Option<Table>
+        Option<Table>,
+        Option<u32>
     )| {
         match Schema::from_lua(digest, &methods, structs.as_ref()) {
-            Ok(s) => {
+            Ok(mut s) => {
+                s.client_digest = client_digest.unwrap_or(0);
                 c.set_schema(s);
                 Ok((Some(true), None))
             }

@@ -1,8 +1,10 @@
 //! The Lua side of the host: the `luahost.core` module lualib builds on
 //! ([`api`]), the kinds of event Lua's dispatcher receives ([`dispatch`]),
-//! and the lualib built into the binary ([`lualib`]).
+//! the lualib built into the binary ([`lualib`]), and reading a schema file
+//! outside a node ([`describe`]).
 
 pub(crate) mod api;
+pub(crate) mod describe;
 pub(crate) mod dispatch;
 pub(crate) mod lualib;
 

@@ -399,6 +399,9 @@ mod tests {
             server_type: 0,
             args: vec![(s("rid"), int32.clone()), (s("zone"), int32)],
             results: Some(vec![]),
+            client: false,
+            push: false,
+            cid: 0,
         };
         let mut out = bytes::BytesMut::new();
         let three = [

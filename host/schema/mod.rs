@@ -150,6 +150,15 @@ pub struct Method {
     pub args: Vec<(String, Ty)>,
     /// Typed results; `None` for a one-way send.
     pub results: Option<Vec<(String, Ty)>>,
+    /// Exposed: a server method clients may call (`client = true`).
+    pub client: bool,
+    /// A push: a method of an entity class's `Client` section, which clients
+    /// implement (always one-way). Its `server_type` is 0.
+    pub push: bool,
+    /// The client id (`rpcdef`'s `m.cid`) of an exposed method or a push: its
+    /// position, from 1, among the sorted keys of the client-visible methods
+    /// only; 0 for every other method.
+    pub cid: u32,
 }
 
 /// Every method of the schema by id, with the digest it was derived under.
@@ -157,7 +166,11 @@ pub struct Method {
 pub struct Schema {
     /// `rpcdef.Digi`.
     pub digest: u32,
+    /// `rpcdef.ClientDigi`: the digest a client's verify must carry.
+    pub client_digest: u32,
     methods: Vec<Option<Rc<Method>>>,
+    /// Client-visible methods by client id (index 0 unused).
+    clients: Vec<Option<Rc<Method>>>,
     /// Named structs, for type expressions checked from Lua (`rpctype.check`).
     pub structs: HashMap<String, Rc<StructDef>>,
 }
@@ -167,7 +180,9 @@ impl Schema {
     pub fn new(digest: u32) -> Self {
         Schema {
             digest,
+            client_digest: 0,
             methods: Vec::new(),
+            clients: Vec::new(),
             structs: HashMap::new(),
         }
     }
@@ -176,7 +191,9 @@ impl Schema {
     ///
     /// # Errors
     ///
-    /// When its id is 0 or already taken.
+    /// When its id is 0 or already taken; when it is both exposed and a
+    /// push, a push with results, a client-visible method without a client
+    /// id, another method with a client id, or its client id is taken.
     pub fn add(&mut self, m: Method) -> Result<(), SchemaError> {
         let id = m.id as usize;
         if id == 0 || id > 1_000_000 {
@@ -191,8 +208,62 @@ impl Schema {
                 old.name, m.name
             )));
         }
-        self.methods[id] = Some(Rc::new(m));
+        if m.client && m.push {
+            return Err(SchemaError(format!(
+                "method {} is both exposed to clients and a push",
+                m.name
+            )));
+        }
+        if m.push && m.results.is_some() {
+            return Err(SchemaError(format!("push {} has results: pushes are one-way", m.name)));
+        }
+        let visible = m.client || m.push;
+        let cid = m.cid as usize;
+        if visible && cid == 0 {
+            return Err(SchemaError(format!(
+                "client-visible method {} has no client id",
+                m.name
+            )));
+        }
+        if !visible && cid != 0 {
+            return Err(SchemaError(format!(
+                "method {} has client id {cid} but is not client-visible",
+                m.name
+            )));
+        }
+        if cid > 1_000_000 {
+            return Err(SchemaError(format!("method {} has invalid client id {cid}", m.name)));
+        }
+        let m = Rc::new(m);
+        if visible {
+            if self.clients.len() <= cid {
+                self.clients.resize(cid + 1, None);
+            }
+            if let Some(old) = &self.clients[cid] {
+                return Err(SchemaError(format!(
+                    "methods {} and {} share client id {cid}",
+                    old.name, m.name
+                )));
+            }
+            self.clients[cid] = Some(m.clone());
+        }
+        self.methods[id] = Some(m);
         Ok(())
+    }
+
+    /// Checks that the client ids are dense: 1..n with none missing.
+    ///
+    /// # Errors
+    ///
+    /// The first client id no method has.
+    pub fn check_client_ids(&self) -> Result<(), SchemaError> {
+        match self.clients.iter().enumerate().skip(1).find(|(_, m)| m.is_none()) {
+            Some((cid, _)) => Err(SchemaError(format!(
+                "no method has client id {cid} (client ids must be 1..{})",
+                self.clients.len() - 1
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The method with this id.
@@ -200,9 +271,20 @@ impl Schema {
         self.methods.get(id as usize).and_then(|m| m.as_ref())
     }
 
+    /// The client-visible method (exposed or push) with this client id.
+    pub fn by_cid(&self, cid: u32) -> Option<&Rc<Method>> {
+        self.clients.get(cid as usize).and_then(|m| m.as_ref())
+    }
+
+    /// How many methods are client-visible (their client ids are 1..=n).
+    pub fn client_count(&self) -> usize {
+        self.clients.len().saturating_sub(1)
+    }
+
     /// Builds a schema from the description `rpcdef.init` hands over: a list
-    /// of `{id=, name=, stype=, args={{name,type}...}, results=...|nil}` and a
-    /// map of struct name to its field list.
+    /// of `{id=, name=, stype=, args={{name,type}...}, results=...|nil,
+    /// client=bool|nil, push=bool|nil, cid=n|nil}` and a map of struct name
+    /// to its field list. Its `client_digest` is 0: the caller sets it.
     ///
     /// # Errors
     ///
@@ -249,20 +331,27 @@ impl Schema {
             };
             let args = parse_list("args")?.unwrap_or_default();
             let results = parse_list("results")?;
+            let client = m.get::<Option<bool>>("client").map_err(lerr)?.unwrap_or(false);
+            let push = m.get::<Option<bool>>("push").map_err(lerr)?.unwrap_or(false);
+            let cid = m.get::<Option<u32>>("cid").map_err(lerr)?.unwrap_or(0);
             schema.add(Method {
                 id,
                 name,
                 server_type,
                 args,
                 results,
+                client,
+                push,
+                cid,
             })?;
         }
+        schema.check_client_ids()?;
         Ok(schema)
     }
 }
 
 /// Reads `{{"name","type"}, ...}` (or `{"type", ...}`, names then `#i`).
-fn field_list(t: &Table) -> mlua::Result<Vec<(String, String)>> {
+pub(crate) fn field_list(t: &Table) -> mlua::Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for (i, v) in t.sequence_values::<Value>().enumerate() {
         match v? {
@@ -321,6 +410,7 @@ fn resolve_struct(
     Ok(())
 }
 
+pub mod annotate;
 mod value;
 
 pub use value::{decode, encode, encode_list, TypeError};
@@ -435,5 +525,114 @@ mod tests {
         assert!(e.ends_with("key 2.5"), "{e}");
         let e = enc("{[true] = 1}").unwrap_err();
         assert!(e.ends_with("a boolean key"), "{e}");
+    }
+
+    fn method(id: u32, name: &str, client: bool, push: bool, cid: u32, results: Option<Vec<(String, Ty)>>) -> Method {
+        Method {
+            id,
+            name: name.into(),
+            server_type: if push { 0 } else { 4 },
+            args: vec![("rid".into(), Ty::Bool)],
+            results,
+            client,
+            push,
+            cid,
+        }
+    }
+
+    #[test]
+    fn client_methods_are_found_by_client_id() {
+        let mut s = Schema::new(7);
+        s.add(method(1, "Player.hall_addFriend", true, false, 1, Some(vec![])))
+            .unwrap();
+        s.add(method(2, "Player.hall_kick", false, false, 0, None)).unwrap();
+        s.add(method(3, "Player.onNotice", false, true, 2, None)).unwrap();
+        s.check_client_ids().unwrap();
+        assert_eq!(s.client_count(), 2);
+        assert_eq!(s.by_cid(1).unwrap().name, "Player.hall_addFriend");
+        let push = s.by_cid(2).unwrap();
+        assert!(push.push && !push.client && push.id == 3);
+        // the same method by id and by client id
+        assert!(Rc::ptr_eq(push, s.method(3).unwrap()));
+        assert!(s.by_cid(0).is_none());
+        assert!(s.by_cid(3).is_none());
+        assert!(s.method(2).unwrap().cid == 0);
+        // no client-visible method at all
+        let mut none = Schema::new(1);
+        none.add(method(1, "A.x", false, false, 0, None)).unwrap();
+        none.check_client_ids().unwrap();
+        assert_eq!(none.client_count(), 0);
+        assert!(none.by_cid(1).is_none());
+    }
+
+    #[test]
+    fn client_ids_are_checked() {
+        let err = |ms: Vec<Method>| {
+            let mut s = Schema::new(1);
+            for m in ms {
+                s.add(m)?;
+            }
+            s.check_client_ids()
+        };
+        let e = err(vec![
+            method(1, "P.a", true, false, 1, None),
+            method(2, "P.b", true, false, 1, None),
+        ])
+        .unwrap_err();
+        assert_eq!(e.to_string(), "methods P.a and P.b share client id 1");
+        let e = err(vec![
+            method(1, "P.a", true, false, 1, None),
+            method(2, "P.b", false, true, 3, None),
+        ])
+        .unwrap_err();
+        assert_eq!(e.to_string(), "no method has client id 2 (client ids must be 1..3)");
+        let e = err(vec![method(1, "P.onX", false, true, 1, Some(vec![]))]).unwrap_err();
+        assert_eq!(e.to_string(), "push P.onX has results: pushes are one-way");
+        let e = err(vec![method(1, "P.a", true, false, 0, None)]).unwrap_err();
+        assert_eq!(e.to_string(), "client-visible method P.a has no client id");
+        let e = err(vec![method(1, "P.a", false, false, 1, None)]).unwrap_err();
+        assert_eq!(e.to_string(), "method P.a has client id 1 but is not client-visible");
+        let e = err(vec![method(1, "P.a", true, true, 1, None)]).unwrap_err();
+        assert_eq!(e.to_string(), "method P.a is both exposed to clients and a push");
+    }
+
+    #[test]
+    fn from_lua_reads_client_fields_and_checks_them() {
+        let lua = Lua::new();
+        let build = |src: &str| {
+            let methods: Table = lua.load(src).eval().unwrap();
+            Schema::from_lua(9, &methods, None)
+        };
+        let s = build(
+            "return {
+                {id = 1, name = 'P.hall_get', stype = 4, args = {}, results = {{'n', 'int32'}}, client = true, push = false, cid = 1},
+                {id = 2, name = 'P.hall_kick', stype = 4, args = {{'why', 'string'}}, client = false, push = false, cid = 0},
+                {id = 3, name = 'P.onNotice', stype = 0, args = {{'text', 'string'}}, client = false, push = true, cid = 2},
+                {id = 4, name = 'System.ping', stype = 0, args = {{'t', 'int64'}}, results = {{'t', 'int64'}}},
+            }",
+        )
+        .unwrap();
+        assert_eq!(s.client_digest, 0);
+        assert_eq!(s.client_count(), 2);
+        assert_eq!(s.by_cid(1).unwrap().id, 1);
+        assert!(s.by_cid(1).unwrap().client);
+        assert_eq!(s.by_cid(2).unwrap().name, "P.onNotice");
+        let ping = s.method(4).unwrap();
+        assert!(!ping.client && !ping.push && ping.cid == 0);
+        // a gap in the client ids
+        let e = build(
+            "return {
+                {id = 1, name = 'P.a', stype = 4, args = {}, client = true, cid = 2},
+            }",
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "no method has client id 1 (client ids must be 1..2)");
+        let e = build(
+            "return {
+                {id = 1, name = 'P.onX', stype = 0, args = {}, results = {}, push = true, cid = 1},
+            }",
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "push P.onX has results: pushes are one-way");
     }
 }
