@@ -28,6 +28,7 @@
 //! returns a [`NodeHandle`].
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod cluster;
 pub mod codec;
 pub mod discovery;

@@ -138,6 +138,7 @@ function M.init(sname)
     rpcco.init()
 
     rpcdef.implements("System", System)
+    require("gate").init()
     initGlobalEntity()
     event.EventMng:subscribe(event.Event.Server.Online, onServerOnline)
     event.EventMng:subscribe(event.Event.Server.Offline, onServerOffline)

@@ -28,10 +28,16 @@ end
 --- Makes cls a class deriving from base (default Entity) and gives it
 --- cls.new(sid, flags, eid, ...), which builds an instance with fields
 --- sid and eid and calls instance:__init(...) when the class has one.
+--- name, when given, is the class's name in the schema (entitydef.Entity),
+--- which an entity owning a client needs (gate: entity:setClient).
 --- The class table keeps its identity, so hot reload can patch it in place.
-function M.declareObject(cls, base)
+function M.declareObject(cls, base, name)
     base = base or Entity
     cls.__index = cls
+    if name ~= nil then
+        assert(type(name) == "string", "declareObject: name must be a string")
+        cls.__name = name
+    end
     local mt = getmetatable(cls)
     if mt == nil then
         setmetatable(cls, { __index = base })

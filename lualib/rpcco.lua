@@ -11,6 +11,7 @@ local M = {}
 local K = core.kinds
 local CALL, SEND, REPLY, TIMER, ONLINE, OFFLINE, EVAL, RELOAD, LOST, STOP =
     K.CALL, K.SEND, K.REPLY, K.TIMER, K.ONLINE, K.OFFLINE, K.EVAL, K.RELOAD, K.LOST, K.STOP
+local CLIENT_CALL, CLIENT_SEND, CLIENT = K.CLIENT_CALL, K.CLIENT_SEND, K.CLIENT
 
 local create, resume_raw, yield, running, status =
     coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
@@ -253,6 +254,73 @@ local function run_send(eid, mid, ...)
     if not ok then core.error_limited("handler", string.format("%s failed: %s", m.full, tostring(err))) end
 end
 
+--- The metatable of an error a handler raises for its client to see
+--- (gate.fail); any other error reaches a client as "internal error".
+M.ClientFail = { __tostring = function(e) return "client: " .. e.client_text end }
+local ClientFail = M.ClientFail
+
+-- The entity a client's request is for, if the client is still bound to it.
+local function client_target(csess, eid)
+    local target = entity_get(eid)
+    local c = target and target.client
+    if c == nil or c.session ~= csess then return nil end
+    return target
+end
+
+local function finish_client_call(conn, session, mid, m, ok, ...)
+    active = active - 1
+    if ok then
+        local sent, err = core_reply(conn, session, mid, true, ...)
+        if not sent then
+            log.ERROR("reply of %s to a client failed: %s", m.full, err)
+            core_reply(conn, session, mid, false, m.full .. ": bad results")
+        end
+        return
+    end
+    local err = ...
+    if getmetatable(err) == ClientFail then
+        core_reply(conn, session, mid, false, "client: " .. err.client_text)
+    else
+        core.error_limited("handler", string.format("%s (called by a client) failed: %s", m.full, tostring(err)))
+        core_reply(conn, session, mid, false, m.full .. ": " .. tostring(err))
+    end
+end
+
+local function client_traceback(err)
+    if getmetatable(err) == ClientFail then return err end
+    return traceback(tostring(err), 2)
+end
+
+-- a client's call, relayed by its Gate (csess: its session there)
+local function run_client_call(conn, session, csess, eid, mid, ...)
+    local m = methods[mid]
+    local target = client_target(csess, eid)
+    local fn = target and target[m.name]
+    if type(fn) ~= "function" then
+        core_reply(conn, session, mid, false, "client: this session is not bound to a player here")
+        return
+    end
+    active = active + 1
+    return finish_client_call(conn, session, mid, m, xpcall(fn, client_traceback, target, ...))
+end
+
+local function run_client_send(csess, eid, mid, ...)
+    local m = methods[mid]
+    local target = client_target(csess, eid)
+    local fn = target and target[m.name]
+    if type(fn) ~= "function" then return end
+    active = active + 1
+    local ok, err = xpcall(fn, client_traceback, target, ...)
+    active = active - 1
+    if not ok and getmetatable(err) ~= ClientFail then
+        core.error_limited("handler", string.format("%s (sent by a client) failed: %s", m.full, tostring(err)))
+    end
+end
+
+local function run_client_event(...)
+    require("gate").event(...)
+end
+
 --- Registers fn to run when the node stops gracefully (base.onStop).
 function M.on_stop(fn)
     assert(type(fn) == "function", "onStop needs a function")
@@ -308,6 +376,12 @@ function M.dispatch(kind, a, b, ...)
         end
     elseif kind == SEND then
         resume(take(), run_send, ...)
+    elseif kind == CLIENT_CALL then
+        resume(take(), run_client_call, a, b, ...)
+    elseif kind == CLIENT_SEND then
+        resume(take(), run_client_send, a, b, ...)
+    elseif kind == CLIENT then
+        resume(take(), run_client_event, a, b, ...)
     elseif kind == TIMER then
         local co = timers[a]
         if co then

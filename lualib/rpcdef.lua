@@ -121,10 +121,44 @@ function M.declareTypes(types)
     set_types(types)
 end
 
+-- The interface between Gates and the nodes their clients are bound to
+-- (lualib/gate.lua): part of every schema.
+local CLIENT_CTL = {
+    Server = {
+        bind = {
+            args = { { "session", "uint64" }, { "account", "string" }, { "gate", "uint32" }, { "stamp", "int64" } },
+            results = { { "eid", "int64" }, { "code", "string" }, { "text", "string" } },
+        },
+        adopt = {
+            args = { { "session", "uint64" }, { "account", "string" }, { "gate", "uint32" }, { "stamp", "int64" },
+                { "eid", "int64" } },
+            results = { { "ok", "bool" }, { "why", "string" } },
+        },
+        lost = { args = { { "session", "uint64" }, { "account", "string" }, { "reason", "string" } } },
+        kick = { args = { { "session", "uint64" }, { "code", "string" }, { "text", "string" } } },
+        give = { args = { { "session", "uint64" }, { "sid", "uint32" }, { "eid", "int64" } } },
+    },
+}
+
+-- def with the built-in interfaces added (def itself is not changed).
+local function with_builtins(def)
+    if def.Static and def.Static.ClientCtl then
+        error("entitydef.Static.ClientCtl is reserved (the Gate's built-in interface)", 0)
+    end
+    local static = {}
+    for k, v in pairs(def.Static or {}) do static[k] = v end
+    static.ClientCtl = CLIENT_CTL
+    local out = {}
+    for k, v in pairs(def) do out[k] = v end
+    out.Static = static
+    return out
+end
+
 --- Loads the schema. May be called again (hot reload): the tables keep their
 --- identity and are refilled; the server types must stay the same.
 function M.init(def)
     assert(type(def) == "table", "rpcdef.init needs the entitydef table")
+    def = with_builtins(def)
     local refused = types_refused(def.ServerType)
     if refused then error(refused, 0) end
     local entries = {}

@@ -16,6 +16,16 @@
 //! | 9 proof | `[9, proof]` | 0 |
 //! | 10 ack | `[10, last send sequence handed to Lua]` | 0 |
 //! | 11 load | `[11, load]` | 0 |
+//! | 12 push | `[12, target, client method id, args...]` (backend to Gate) | send sequence number |
+//! | 13 client call | `[13, client session, eid, method id, args...]` (Gate to backend) | call id |
+//! | 14 client send | `[14, client session, eid, method id, args...]` (Gate to backend) | send sequence number |
+//!
+//! A push's `target` is a client session id (one client), an array of
+//! account names (each client of those accounts on that Gate), or nil (every
+//! client of that Gate). Client calls and sends carry the arguments exactly
+//! as the client wrote them; the Gate copies them without decoding (the
+//! backend checks them by type like any request). Pushes and client sends
+//! are sequenced and acknowledged like sends.
 //!
 //! The handshake (hello, challenge, proof, verify-ok) is described in
 //! [`crate::codec::auth`]: no secret travels, both sides prove they know it. Sends
@@ -55,6 +65,23 @@ pub const KIND_PROOF: u8 = 9;
 pub const KIND_ACK: u8 = 10;
 /// Kind tag of a load report.
 pub const KIND_LOAD: u8 = 11;
+/// Kind tag of a push to clients (backend to Gate).
+pub const KIND_PUSH: u8 = 12;
+/// Kind tag of a client's call relayed by a Gate.
+pub const KIND_CLIENT_CALL: u8 = 13;
+/// Kind tag of a client's send relayed by a Gate.
+pub const KIND_CLIENT_SEND: u8 = 14;
+
+/// Whom a push is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushTarget<'a> {
+    /// One client session.
+    Session(u64),
+    /// Every client of these accounts on the Gate.
+    Accounts(Vec<&'a [u8]>),
+    /// Every client of the Gate.
+    All,
+}
 
 /// A decoded payload. Arguments stay undecoded in `args` until the schema
 /// says what they are.
@@ -132,6 +159,33 @@ pub enum Envelope<'a> {
     Ping,
     /// Answer to a ping.
     Pong,
+    /// A message for clients of this Gate (sequenced like a send).
+    Push {
+        /// Whom it is for.
+        target: PushTarget<'a>,
+        /// The client method's id (its `cid`).
+        cid: u32,
+        /// Number of argument values.
+        nargs: usize,
+        /// The argument values.
+        args: Reader<'a>,
+    },
+    /// A client's call (`call`) or send relayed by a Gate; a call's frame
+    /// session is the Gate's call id, a send's its sequence number.
+    Client {
+        /// True for a call.
+        call: bool,
+        /// The client's session on the Gate.
+        session: u64,
+        /// The entity the client is bound to.
+        eid: i64,
+        /// Method id (node-wide).
+        mid: u32,
+        /// Number of argument values.
+        nargs: usize,
+        /// The argument values, as the client wrote them.
+        args: Reader<'a>,
+    },
 }
 
 /// Who is speaking in a handshake message.
@@ -299,6 +353,48 @@ pub fn parse(data: &[u8]) -> Result<Envelope<'_>, ProtoError> {
         }
         KIND_PING => Envelope::Ping,
         KIND_PONG => Envelope::Pong,
+        KIND_PUSH => {
+            need(3)?;
+            let target = if r.peek_nil() {
+                r.read_nil()?;
+                PushTarget::All
+            } else if r.peek_kind()? == "array" {
+                let n = r.read_array_len()?;
+                // each account takes at least one byte: a count beyond the
+                // bytes left is malformed, not an allocation
+                if n > r.remaining() {
+                    return Err(ProtoError::Malformed(ReadError::Truncated));
+                }
+                let mut accounts = Vec::with_capacity(n);
+                for _ in 0..n {
+                    accounts.push(r.read_bytes()?);
+                }
+                PushTarget::Accounts(accounts)
+            } else {
+                PushTarget::Session(r.read_u64()?)
+            };
+            let cid = r.read_u32()?;
+            Envelope::Push {
+                target,
+                cid,
+                nargs: len - 3,
+                args: r,
+            }
+        }
+        KIND_CLIENT_CALL | KIND_CLIENT_SEND => {
+            need(4)?;
+            let session = r.read_u64()?;
+            let eid = r.read_i64()?;
+            let mid = r.read_u32()?;
+            Envelope::Client {
+                call: kind == KIND_CLIENT_CALL,
+                session,
+                eid,
+                mid,
+                nargs: len - 4,
+                args: r,
+            }
+        }
         k => return Err(ProtoError::UnknownKind(k as u64)),
     };
     Ok(env)
@@ -389,6 +485,51 @@ pub fn begin_request(out: &mut BytesMut, call: bool, eid: i64, mid: u32, nargs: 
     start
 }
 
+/// Starts a push to clients: frame header and envelope head. The caller
+/// appends exactly `nargs` values and finishes the message with the send's
+/// sequence number.
+pub fn begin_push(out: &mut BytesMut, target: &PushTarget<'_>, cid: u32, nargs: usize) -> usize {
+    let start = wire::begin_message(out);
+    mpack::put_array_len(out, 3 + nargs);
+    mpack::put_uint(out, KIND_PUSH as u64);
+    match target {
+        PushTarget::Session(s) => mpack::put_uint(out, *s),
+        PushTarget::Accounts(list) => {
+            mpack::put_array_len(out, list.len());
+            for a in list {
+                mpack::put_str(out, a);
+            }
+        }
+        PushTarget::All => mpack::put_nil(out),
+    }
+    mpack::put_uint(out, cid as u64);
+    start
+}
+
+/// Appends a client's call or send relayed to the backend, with the
+/// arguments (`nargs` values in `raw_args`) copied as the client wrote them.
+/// `id` is the Gate's call id or the send's sequence number.
+#[allow(clippy::too_many_arguments)]
+pub fn put_client_request(
+    out: &mut BytesMut,
+    call: bool,
+    id: u32,
+    session: u64,
+    eid: i64,
+    mid: u32,
+    nargs: usize,
+    raw_args: &[u8],
+) {
+    let start = wire::begin_message(out);
+    mpack::put_array_len(out, 4 + nargs);
+    mpack::put_uint(out, if call { KIND_CLIENT_CALL } else { KIND_CLIENT_SEND } as u64);
+    mpack::put_uint(out, session);
+    mpack::put_int(out, eid);
+    mpack::put_uint(out, mid as u64);
+    out.extend_from_slice(raw_args);
+    wire::finish_message(out, start, id);
+}
+
 /// Starts a successful reply carrying `nres` results.
 pub fn begin_reply(out: &mut BytesMut, nres: usize) -> usize {
     let start = wire::begin_message(out);
@@ -476,6 +617,63 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn gate_envelopes_round_trip() {
+        let mut out = BytesMut::new();
+        for target in [
+            PushTarget::Session(1 << 40),
+            PushTarget::Accounts(vec![b"ann", b"bob"]),
+            PushTarget::All,
+        ] {
+            let start = begin_push(&mut out, &target, 3, 2);
+            mpack::put_int(&mut out, 7);
+            mpack::put_bool(&mut out, true);
+            wire::finish_message(&mut out, start, 5);
+            let mut dec = FrameDecoder::default();
+            let m = dec.decode(&mut out).unwrap().unwrap();
+            assert_eq!(m.session, 5);
+            match parse(&m.data).unwrap() {
+                Envelope::Push {
+                    target: t,
+                    cid,
+                    nargs,
+                    mut args,
+                } => {
+                    assert_eq!((t, cid, nargs), (target, 3, 2));
+                    assert_eq!(args.read_i64().unwrap(), 7);
+                    assert!(args.read_bool().unwrap());
+                    args.finish().unwrap();
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let mut raw = BytesMut::new();
+        mpack::put_str(&mut raw, b"hi");
+        mpack::put_int(&mut raw, -1);
+        for call in [true, false] {
+            put_client_request(&mut out, call, 77, u64::MAX, -3, 12, 2, &raw);
+            let mut dec = FrameDecoder::default();
+            let m = dec.decode(&mut out).unwrap().unwrap();
+            assert_eq!(m.session, 77);
+            match parse(&m.data).unwrap() {
+                Envelope::Client {
+                    call: c,
+                    session,
+                    eid,
+                    mid,
+                    nargs,
+                    args,
+                } => {
+                    assert_eq!((c, session, eid, mid, nargs), (call, u64::MAX, -3, 12, 2));
+                    assert_eq!(args.rest(), &raw[..]);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // an account count beyond the bytes left is refused, not allocated
+        assert!(parse(&[0x93, 0x0c, 0xdd, 0x7f, 0xff, 0xff, 0xff]).is_err());
     }
 
     #[test]

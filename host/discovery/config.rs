@@ -230,6 +230,9 @@ pub struct ClusterConfig {
     pub settings: Settings,
     /// Each node's own `settings` table, by node name.
     pub node_settings: BTreeMap<String, Settings>,
+    /// The client listeners and limits of each Gate node (its `gate`
+    /// table), by node name.
+    pub gates: BTreeMap<String, crate::discovery::gate::GateConfig>,
 }
 
 /// Secrets shorter than this get a warning at start.
@@ -406,6 +409,7 @@ impl ClusterConfig {
         )
         .map_err(invalid)?;
         let mut node_settings = BTreeMap::new();
+        let mut gates = BTreeMap::new();
         let nodes_t: Table = root
             .get::<Option<Table>>("nodes")
             .map_err(|e| invalid(e.to_string()))?
@@ -438,6 +442,14 @@ impl ClusterConfig {
             .map_err(invalid)?;
             if !own.is_empty() {
                 node_settings.insert(name.clone(), own);
+            }
+            if let Some(g) = t
+                .get::<Option<Table>>("gate")
+                .map_err(|e| invalid(format!("node {name}: gate: {e}")))?
+            {
+                let g = crate::discovery::gate::GateConfig::parse(&g, &dir)
+                    .map_err(|e| invalid(format!("node {name}: {e}")))?;
+                gates.insert(name.clone(), g);
             }
             let main = match field("main")? {
                 Some(m) => dir.join(m),
@@ -492,6 +504,7 @@ impl ClusterConfig {
             zookeeper,
             settings,
             node_settings,
+            gates,
         })
     }
 

@@ -6,6 +6,7 @@
 //! open node connections.
 
 pub mod config;
+pub mod gate;
 pub mod watch;
 pub mod zk;
 

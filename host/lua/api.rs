@@ -209,6 +209,74 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
             Err(e) => Ok((None, Some(e.to_string()), e.kind())),
         }
     });
+    // A push to clients of Gate `sid`: `target` is a client session id, a
+    // list of account names, or nil (every client of that Gate). Returns
+    // true, or nil, the error text and its kind.
+    func!("push", |c,
+                   _l,
+                   (sid, target, mid, args): (
+        u32,
+        Value,
+        u32,
+        Variadic<Value>
+    )| {
+        let names: Vec<mlua::LuaString>;
+        let held: Vec<mlua::BorrowedBytes>;
+        let target = match &target {
+            Value::Nil => crate::codec::proto::PushTarget::All,
+            Value::Integer(i) if *i > 0 => crate::codec::proto::PushTarget::Session(*i as u64),
+            Value::Table(t) => {
+                names = t.sequence_values::<mlua::LuaString>().collect::<mlua::Result<_>>()?;
+                held = names.iter().map(|s| s.as_bytes()).collect();
+                crate::codec::proto::PushTarget::Accounts(held.iter().map(|b| &b[..]).collect())
+            }
+            other => {
+                return Err(mlua::Error::runtime(format!(
+                    "core.push: target must be a session id, a list of accounts or nil, got {}",
+                    other.type_name()
+                )))
+            }
+        };
+        match c.push(sid, &target, mid, &args) {
+            Ok(()) => Ok((Some(true), None, None)),
+            Err(e) => Ok((None, Some(e.to_string()), e.kind())),
+        }
+    });
+    // The Gate's side of client sessions (gate.lua); errors as nil, text.
+    func!("gate_accept", |c, _l, (session, sid, eid): (u64, u32, i64)| {
+        match c.gate_accept(session, sid, eid) {
+            Ok(()) => Ok((Some(true), None)),
+            Err(e) => Ok((None, Some(e))),
+        }
+    });
+    func!("gate_refuse", |c, _l, (session, code, text): (u64, String, String)| {
+        c.gate_refuse(session, &code, &text);
+        Ok(())
+    });
+    func!("gate_bind", |c, _l, (session, sid, eid): (u64, u32, i64)| {
+        match c.gate_bind(session, sid, eid) {
+            Ok(()) => Ok((Some(true), None)),
+            Err(e) => Ok((None, Some(e))),
+        }
+    });
+    func!("gate_kick", |c, _l, (session, code, text): (u64, String, String)| Ok(
+        c.gate_kick(session, &code, &text)
+    ));
+    func!("gate_notice", |c, _l, (session, code, text): (u64, String, String)| Ok(
+        c.gate_notice(session, &code, &text)
+    ));
+    func!("gate_token", |c, _l, (account, ttl): (String, f64)| {
+        if ttl.is_nan() || ttl <= 0.0 {
+            return Ok((
+                None,
+                Some("gate.token: ttl must be a positive number of seconds".to_string()),
+            ));
+        }
+        match c.gate_token(&account, crate::rpc::clamp_delay(ttl)) {
+            Ok(t) => Ok((Some(t), None)),
+            Err(e) => Ok((None, Some(e))),
+        }
+    });
     func!("reply", |c,
                     _l,
                     (conn, session, mid, ok, vals): (

@@ -29,11 +29,20 @@ pub(crate) enum Dispatch {
     Lost = 9,
     /// `(STOP, grace_secs)`: a graceful stop began.
     Stop = 10,
+    /// `(CLIENT_CALL, conn, session, client_session, eid, mid, args...)`: a
+    /// client's call relayed by a Gate, to serve like a call.
+    ClientCall = 11,
+    /// `(CLIENT_SEND, client_session, eid, mid, args...)`: a client's
+    /// one-way send relayed by a Gate.
+    ClientSend = 12,
+    /// `(CLIENT, event, session, account, ...)`: on a Gate, something
+    /// happened to a client session (`login`, `lost`, `backend_lost`).
+    Client = 13,
 }
 
 impl Dispatch {
     /// Every kind, in id order.
-    pub(crate) const ALL: [Dispatch; 10] = [
+    pub(crate) const ALL: [Dispatch; 13] = [
         Dispatch::Call,
         Dispatch::Send,
         Dispatch::Reply,
@@ -44,6 +53,9 @@ impl Dispatch {
         Dispatch::Reload,
         Dispatch::Lost,
         Dispatch::Stop,
+        Dispatch::ClientCall,
+        Dispatch::ClientSend,
+        Dispatch::Client,
     ];
 
     /// The id Lua receives.
@@ -64,6 +76,9 @@ impl Dispatch {
             Dispatch::Reload => "RELOAD",
             Dispatch::Lost => "LOST",
             Dispatch::Stop => "STOP",
+            Dispatch::ClientCall => "CLIENT_CALL",
+            Dispatch::ClientSend => "CLIENT_SEND",
+            Dispatch::Client => "CLIENT",
         }
     }
 }

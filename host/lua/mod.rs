@@ -59,6 +59,43 @@ pub(crate) trait LuaHost: 'static {
     ///
     /// A [`CallError`]: its text is what a script sees.
     fn request(&self, sid: u32, eid: i64, mid: u32, wait: Wait, args: &[Value]) -> Result<u32, CallError>;
+    /// Encodes a push of client method `mid` to `target` on Gate `sid`.
+    ///
+    /// # Errors
+    ///
+    /// A [`CallError`]: its text is what a script sees.
+    fn push(
+        &self,
+        sid: u32,
+        target: &crate::codec::proto::PushTarget<'_>,
+        mid: u32,
+        args: &[Value],
+    ) -> Result<(), CallError>;
+    /// Gate: the login of client `session` is accepted, bound to entity
+    /// `eid` on node `sid`.
+    ///
+    /// # Errors
+    ///
+    /// Not a Gate, or no such session.
+    fn gate_accept(&self, session: u64, sid: u32, eid: i64) -> Result<(), String>;
+    /// Gate: the login of client `session` is refused with `code`.
+    fn gate_refuse(&self, session: u64, code: &str, text: &str);
+    /// Gate: client `session` is bound to entity `eid` on node `sid` now.
+    ///
+    /// # Errors
+    ///
+    /// Not a Gate, or no such session.
+    fn gate_bind(&self, session: u64, sid: u32, eid: i64) -> Result<(), String>;
+    /// Gate: ends client `session` with a closing notice; false if unknown.
+    fn gate_kick(&self, session: u64, code: &str, text: &str) -> bool;
+    /// Gate: a notice to client `session`; false if it is not connected.
+    fn gate_notice(&self, session: u64, code: &str, text: &str) -> bool;
+    /// A login token for `account`, valid for `ttl`.
+    ///
+    /// # Errors
+    ///
+    /// An account that is empty or too long.
+    fn gate_token(&self, account: &str, ttl: Duration) -> Result<String, String>;
     /// Encodes the reply to call `session` that came on connection `conn`.
     ///
     /// # Errors

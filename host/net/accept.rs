@@ -110,10 +110,10 @@ pub(crate) async fn inbound_task<H: NetHost>(core: Rc<H>, conn: u64, mut rd: Rea
                 return Some(Cause::Reverify);
             }
             match env {
-                Envelope::Call { .. } => {
+                Envelope::Call { .. } | Envelope::Client { call: true, .. } => {
                     core.on_request(conn, &from, msg, env, Some(&link));
                 }
-                Envelope::Send { .. } => {
+                Envelope::Send { .. } | Envelope::Client { call: false, .. } | Envelope::Push { .. } => {
                     let seq = msg.session;
                     // a duplicate (resent after a reconnect) is acknowledged
                     // again; a send refused because this node is stopping is

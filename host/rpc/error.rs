@@ -12,6 +12,14 @@
 
 use std::time::Duration;
 
+/// How a backend's refusal of a client's request starts (a Gate answers its
+/// client `bad_request` with the rest).
+pub const BAD_REQUEST: &str = "bad_request: ";
+/// How a backend's error reply to a client's call starts when the handler
+/// chose the text the client sees (`gate.fail`); any other error reaches
+/// the client as "internal error".
+pub const CLIENT_ERROR: &str = "client: ";
+
 /// The kinds of [`CallError`] a script can test with `rpcco.errkind`, in the
 /// order of `rpcco.KINDS` (which `luahost.core` hands over as `error_kinds`).
 pub const KINDS: [&str; 5] = ["timeout", "node down", "no such node", "remote error", "busy"];
@@ -96,6 +104,13 @@ pub enum CallError {
         /// The method's name.
         method: String,
     },
+    /// `client.<method>` on a method that is not in a `Client` section (only
+    /// those are pushed to clients).
+    #[error("{method} is not a client method (declare it in the entity class's Client section)")]
+    NotAPush {
+        /// The method's name.
+        method: String,
+    },
     /// An argument or result the schema refused, in the schema's words
     /// (`bad argument #1 's' to Echo.echo: ...`, `... arguments given`).
     #[error("{0}")]
@@ -172,6 +187,7 @@ impl CallError {
             CallError::NoSchema
             | CallError::UnknownMethod(_)
             | CallError::CannotWait { .. }
+            | CallError::NotAPush { .. }
             | CallError::Encoding(_)
             | CallError::TooLarge { .. } => None,
         }
@@ -260,6 +276,9 @@ mod tests {
             CallError::NoSchema,
             CallError::UnknownMethod(7),
             CallError::CannotWait {
+                method: s("Hall.login"),
+            },
+            CallError::NotAPush {
                 method: s("Hall.login"),
             },
             CallError::Encoding(s("bad argument #1 'rid' to Hall.login: expected int32, got string")),

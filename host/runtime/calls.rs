@@ -12,7 +12,7 @@ use tracing::{debug, error, info};
 
 use super::node::{Core, Peer};
 use crate::codec::mpack::Reader;
-use crate::codec::proto::{self, Envelope};
+use crate::codec::proto::{self, Envelope, PushTarget};
 use crate::codec::wire::{self, FrameDecoder, Message};
 use crate::lua::dispatch::Dispatch;
 use crate::net::conn::read_loop;
@@ -120,6 +120,67 @@ impl Core {
         Ok(id)
     }
 
+    /// Encodes a push of client method `mid` (a method of a `Client`
+    /// section) for `target` on Gate `sid`, sequenced and acknowledged like
+    /// a send (a lost one is reported by method).
+    pub(crate) fn push(&self, sid: u32, target: &PushTarget<'_>, mid: u32, args: &[Value]) -> Result<(), CallError> {
+        let schema = self.schema().ok_or(CallError::NoSchema)?;
+        let method = schema.method(mid).ok_or(CallError::UnknownMethod(mid))?;
+        if !method.push {
+            return Err(CallError::NotAPush {
+                method: method.name.clone(),
+            });
+        }
+        let Some(peer) = self.peer(sid) else {
+            return Err(CallError::NoSuchNode {
+                sid,
+                method: method.name.clone(),
+            });
+        };
+        let (max_message, max_queue) = {
+            let c = self.cluster.borrow();
+            (c.max_message, c.max_queue)
+        };
+        let held = peer.link.held();
+        if held > max_queue {
+            return Err(CallError::Busy {
+                node: peer.spec.name.clone(),
+                held,
+                max_queue,
+                method: method.name.clone(),
+            });
+        }
+        let seq = peer.next_seq.get();
+        peer.link
+            .push_request(crate::net::link::Req::Send { seq, mid }, |out| {
+                let start = proto::begin_push(out, target, method.cid, method.args.len());
+                if let Err(e) = schema::encode_list(out, method, &method.args, "argument", args.iter()) {
+                    wire::abort_message(out, start);
+                    return Err(CallError::Encoding(e));
+                }
+                let size = out.len() - start - wire::HEADER;
+                if size > max_message {
+                    wire::abort_message(out, start);
+                    return Err(CallError::TooLarge {
+                        method: method.name.clone(),
+                        node: peer.spec.name.clone(),
+                        size,
+                        max: max_message,
+                    });
+                }
+                wire::finish_message(out, start, seq);
+                Ok(())
+            })?;
+        peer.next_seq.set(seq.wrapping_add(1));
+        peer.link.wake.notify_one();
+        peer.link.flush_if_large();
+        let disconnected = peer.reconnect.borrow().state() == PeerState::Disconnected;
+        if disconnected && peer.reconnect.borrow_mut().kick(Instant::now()).is_some() {
+            peer.kick.notify_one();
+        }
+        Ok(())
+    }
+
     /// Encodes the reply to call `session` that arrived on connection `conn`.
     pub(crate) fn reply(&self, conn: u64, session: u32, mid: u32, ok: bool, vals: &[Value]) -> Result<(), String> {
         let schema = self.schema().ok_or("no schema")?;
@@ -157,6 +218,9 @@ impl Core {
     /// Ends call `id` with `err`: Lua gets its text (which starts with its
     /// kind) and the kind itself.
     pub(crate) fn fail_call(&self, id: u32, err: CallError) {
+        if self.relay_fail(id, &err) {
+            return;
+        }
         let mut args = MultiValue::with_capacity(5);
         args.push_back(Value::Integer(Dispatch::Reply.id()));
         args.push_back(Value::Integer(id as i64));
@@ -192,12 +256,33 @@ impl Core {
         env: Envelope<'_>,
         link: Option<&Link>,
     ) -> bool {
-        let (is_call, eid, mid, nargs, mut args) = match env {
-            Envelope::Call { eid, mid, nargs, args } => (true, eid, mid, nargs, args),
-            Envelope::Send { eid, mid, nargs, args } => (false, eid, mid, nargs, args),
+        // `client`: the client session of a request a Gate relayed
+        let (is_call, eid, mid, nargs, mut args, client) = match env {
+            Envelope::Call { eid, mid, nargs, args } => (true, eid, mid, nargs, args, None),
+            Envelope::Send { eid, mid, nargs, args } => (false, eid, mid, nargs, args, None),
+            Envelope::Client {
+                call,
+                session,
+                eid,
+                mid,
+                nargs,
+                args,
+            } => (call, eid, mid, nargs, args, Some(session)),
+            Envelope::Push {
+                target,
+                cid,
+                nargs,
+                args,
+            } => return self.on_push(from, target, cid, nargs, args),
             _ => return true,
         };
         let refuse = |text: String| {
+            // a Gate tells its client only the kind of a refusal
+            let text = if client.is_some() {
+                format!("{}{text}", crate::rpc::error::BAD_REQUEST)
+            } else {
+                text
+            };
             if self.limited("requests refused (unknown method, wrong node type or bad arguments)") {
                 error!("refused {} from {from}: {text}", if is_call { "call" } else { "send" });
             }
@@ -239,6 +324,9 @@ impl Core {
         if method.server_type != 0 && method.server_type != self.typing.my_type.get() {
             return refuse(format!("{} is not served by {} nodes", method.name, self.me.stype));
         }
+        if client.is_some() && !method.client {
+            return refuse(format!("{} is not exposed to clients", method.name));
+        }
         if is_call != method.results.is_some() {
             return refuse(format!(
                 "{} arrived as a {}",
@@ -253,14 +341,22 @@ impl Core {
                 method.args.len()
             ));
         }
-        let mut mv = MultiValue::with_capacity(5 + nargs);
-        mv.push_back(Value::Integer(if is_call {
-            Dispatch::Call.id()
-        } else {
-            Dispatch::Send.id()
-        }));
-        mv.push_back(Value::Integer(conn as i64));
-        mv.push_back(Value::Integer(msg.session as i64));
+        let mut mv = MultiValue::with_capacity(6 + nargs);
+        let kind = match (is_call, client.is_some()) {
+            (true, false) => Dispatch::Call,
+            (false, false) => Dispatch::Send,
+            (true, true) => Dispatch::ClientCall,
+            (false, true) => Dispatch::ClientSend,
+        };
+        mv.push_back(Value::Integer(kind.id()));
+        if kind != Dispatch::ClientSend {
+            mv.push_back(Value::Integer(conn as i64));
+            mv.push_back(Value::Integer(msg.session as i64));
+        }
+        if let Some(session) = client {
+            // (session ids stay below 2^63: see rpc::gate)
+            mv.push_back(Value::Integer(session as i64));
+        }
         mv.push_back(Value::Integer(eid));
         mv.push_back(Value::Integer(mid as i64));
         for (i, (name, ty)) in method.args.iter().enumerate() {
@@ -286,6 +382,9 @@ impl Core {
             );
             return;
         };
+        if self.relay_reply(session, ok, nvals, vals.clone()) {
+            return;
+        }
         let schema = self.schema();
         let method = schema.as_ref().and_then(|s| s.method(p.mid).cloned());
         let mname = method
@@ -545,7 +644,7 @@ pub(crate) async fn self_task(core: Rc<Core>, me: Rc<Peer>) {
     let mut buf = BytesMut::new();
     let reader = read_loop(&mut rd, &mut dec, &mut buf, &me.link, |msg, env| {
         match env {
-            Envelope::Call { .. } | Envelope::Send { .. } => {
+            Envelope::Call { .. } | Envelope::Send { .. } | Envelope::Client { .. } | Envelope::Push { .. } => {
                 if !core.on_request(SELF_CONN, &core.me.name, msg, env, None) {
                     debug!("a send to itself was not handled: this node is stopping");
                 }

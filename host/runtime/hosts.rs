@@ -49,6 +49,33 @@ impl LuaHost for Core {
     fn reply(&self, conn: u64, session: u32, mid: u32, ok: bool, vals: &[Value]) -> Result<(), String> {
         Core::reply(self, conn, session, mid, ok, vals)
     }
+    fn push(
+        &self,
+        sid: u32,
+        target: &crate::codec::proto::PushTarget<'_>,
+        mid: u32,
+        args: &[Value],
+    ) -> Result<(), CallError> {
+        Core::push(self, sid, target, mid, args)
+    }
+    fn gate_accept(&self, session: u64, sid: u32, eid: i64) -> Result<(), String> {
+        Core::gate_accept(self, session, sid, eid)
+    }
+    fn gate_refuse(&self, session: u64, code: &str, text: &str) {
+        Core::gate_refuse_session(self, session, code, text)
+    }
+    fn gate_bind(&self, session: u64, sid: u32, eid: i64) -> Result<(), String> {
+        Core::gate_bind(self, session, sid, eid)
+    }
+    fn gate_kick(&self, session: u64, code: &str, text: &str) -> bool {
+        Core::gate_kick(self, session, code, text)
+    }
+    fn gate_notice(&self, session: u64, code: &str, text: &str) -> bool {
+        Core::gate_notice(self, session, code, text)
+    }
+    fn gate_token(&self, account: &str, ttl: Duration) -> Result<String, String> {
+        Core::gate_token(self, account, ttl)
+    }
     fn eval_done(&self, token: u64, outcome: Result<String, String>) {
         Core::eval_done(self, token, outcome)
     }

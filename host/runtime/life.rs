@@ -38,6 +38,17 @@ impl Core {
             addr: me.addr,
             source,
         })?;
+        let gate = match cluster.gates.get(&me.name) {
+            Some(cfg) => Some(
+                super::gate::GateState::bind(cfg.clone(), &cluster.secret)
+                    .await
+                    .map_err(|message| NodeError::Script {
+                        node: me.name.clone(),
+                        message,
+                    })?,
+            ),
+            None => None,
+        };
         // SAFETY: the debug library is needed for tracebacks and hot reload
         // of upvalues; scripts are the game's own trusted code, and no network
         // data is ever loaded as code.
@@ -70,6 +81,7 @@ impl Core {
             incarnation: crate::codec::auth::incarnation(),
             log_limit: RefCell::new(crate::rpc::ratelog::LogLimit::default()),
             send_seqs: RefCell::new(HashMap::new()),
+            gate,
         });
         // With ZooKeeper the peers are discovered; the file only describes this node.
         for spec in cluster.nodes.values() {
@@ -112,6 +124,7 @@ impl Core {
             let local = self.local_rx.borrow_mut().take();
             tokio::task::spawn_local(crate::net::accept::accept_task(self.clone(), listener, local));
         }
+        super::gate::start(&self);
         let (file_tx, file_rx) = mpsc::unbounded_channel();
         self.watch_cluster_file(file_tx);
         tokio::task::spawn_local(cluster_watch_task(self.clone(), file_rx));
@@ -155,6 +168,11 @@ impl Core {
             }
         }
         self.graceful_stop(&stop).await;
+        if self.gate.is_some() {
+            // clients hear why they are closed
+            self.gate_shutdown();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         info!("node {} stopping", self.me.name);
         let failed = self.stop.failure.lock().map(|f| f.is_some()).unwrap_or(true);
         if self.zk_mode() && self.typing.registered.get() && stop.count() < 2 && !failed {

@@ -12,6 +12,8 @@
 //! - `node`: the node's state, its peers, small queries.
 //! - `life`: boot, the run loop, the graceful stop, the node's own tasks.
 //! - `calls`: calls and sends: encode, handle what arrives, fail, report.
+//! - `gate`: game clients on a Gate node: their connections, verify,
+//!   relaying both ways, sessions and resume.
 //! - `timers`: the timers (pure: time passed in).
 //! - `membership`: carrying out cluster-file and ZooKeeper changes.
 //! - `watch`: the cluster file and script watchers, hot reload.
@@ -19,6 +21,7 @@
 
 mod calls;
 mod control;
+mod gate;
 mod handle;
 mod hosts;
 mod life;

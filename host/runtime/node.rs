@@ -93,6 +93,8 @@ pub(crate) struct Core {
     /// The last send handled from each sender, by name (duplicates resent
     /// after a reconnect are dropped).
     pub(crate) send_seqs: RefCell<HashMap<String, Rc<SendSeqs>>>,
+    /// Game clients, when this node is a Gate (its cluster entry has `gate`).
+    pub(crate) gate: Option<super::gate::GateState>,
 }
 
 impl Core {
@@ -307,6 +309,9 @@ impl Core {
             }
         }
         self.call_lua(mv);
+        if !online {
+            self.gate_backend_lost(peer.spec.sid);
+        }
     }
 
     /// This node joins or leaves its own ring (and Lua hears of it).

@@ -1,0 +1,971 @@
+//! The Gate: game clients' connections on a node whose cluster entry has a
+//! `gate` table (see docs/protocol.md for what clients speak).
+//!
+//! A client connection is served by one task of the node's thread
+//! ([`client_task`]): it opens TLS / WebSocket, waits for the verify, then
+//! reads messages and relays them. The decisions are the pure parts in
+//! `rpc::gate` (sessions, resume buffers, limits); the node's Lua decides
+//! only where a verified client is bound (`gate.lua`). Client calls and sends
+//! go to the bound entity's node with their arguments copied as the client
+//! wrote them ([`proto::put_client_request`]); the reply comes back through
+//! the node's pending calls ([`Core::relay_reply`]); pushes from backends are
+//! sequenced per session and kept for a resume ([`Core::on_push`]).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use mlua::{MultiValue, Value};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::node::Core;
+use crate::codec::client::{self, ClientMsg};
+use crate::codec::mpack::Reader;
+use crate::codec::proto::{self, PushTarget};
+use crate::codec::token::{self, TokenError, TokenKey};
+use crate::codec::wire::Message;
+use crate::discovery::gate::GateConfig;
+use crate::lua::dispatch::Dispatch;
+use crate::net::client::{ClientListener, ClientWriter, Incoming, Transport};
+use crate::net::link::Req;
+use crate::net::PeerState;
+use crate::rpc::error::{CallError, BAD_REQUEST, CLIENT_ERROR};
+use crate::rpc::gate::limits::{Admission, Fault, Faults, Idle, TokenBucket};
+use crate::rpc::gate::sessions::{Binding, SessionConfig, Sessions};
+
+/// Largest message from a client before it verified.
+const MAX_VERIFY_MESSAGE: usize = 4096;
+/// How long a closing connection may take to write what is queued for it.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Refused messages (rate limit) in a row after which a client is closed.
+const FLOOD_CLOSE: u32 = 1000;
+
+/// One client connection's output side and state.
+pub(crate) struct ClientLink {
+    /// Connection id (unique on this Gate).
+    pub(crate) id: u64,
+    /// Where it comes from.
+    pub(crate) addr: SocketAddr,
+    out: RefCell<BytesMut>,
+    wake: Notify,
+    /// Set when the connection must close once what is queued is written.
+    closing: Cell<Option<&'static str>>,
+    closed: Notify,
+    /// Its session once verified (0 before).
+    pub(crate) session: Cell<u64>,
+    /// The session's resume token (told to the client at verify-ok).
+    resume_token: Cell<[u8; 16]>,
+    /// Set by Lua's accept (true) or refusal (false) of the login.
+    decided: Cell<Option<bool>>,
+    decided_wake: Notify,
+    last_rx: Cell<Instant>,
+    faults: RefCell<Faults>,
+    bucket: RefCell<TokenBucket>,
+    refused_in_a_row: Cell<u32>,
+    max_out: usize,
+}
+
+impl ClientLink {
+    fn new(id: u64, addr: SocketAddr, cfg: &GateConfig, now: Instant) -> Self {
+        ClientLink {
+            id,
+            addr,
+            out: RefCell::new(BytesMut::new()),
+            wake: Notify::new(),
+            closing: Cell::new(None),
+            closed: Notify::new(),
+            session: Cell::new(0),
+            resume_token: Cell::new([0; 16]),
+            decided: Cell::new(None),
+            decided_wake: Notify::new(),
+            last_rx: Cell::new(now),
+            faults: RefCell::new(Faults::default()),
+            bucket: RefCell::new(TokenBucket::new(cfg.rate, cfg.burst, now)),
+            refused_in_a_row: Cell::new(0),
+            max_out: cfg.max_out,
+        }
+    }
+
+    /// Queues frames for the client; false (and the connection closes as
+    /// `slow`) when the client has not read what was queued before.
+    pub(crate) fn send(&self, f: impl FnOnce(&mut BytesMut)) -> bool {
+        if self.closing.get().is_some() {
+            return false;
+        }
+        let mut out = self.out.borrow_mut();
+        f(&mut out);
+        if out.len() > self.max_out {
+            out.clear();
+            drop(out);
+            self.close("slow");
+            return false;
+        }
+        drop(out);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Closes after what is queued is written (a notice, a verify-failed).
+    pub(crate) fn close(&self, why: &'static str) {
+        if self.closing.get().is_none() {
+            self.closing.set(Some(why));
+            self.wake.notify_one();
+            self.closed.notify_one();
+        }
+    }
+
+    /// Sends a notice; `closing` closes the connection after it.
+    pub(crate) fn notice(&self, code: &'static str, text: &str, closing: bool) {
+        let sent = self.send(|o| client::put_notice(o, code, text, closing));
+        if closing && sent {
+            self.close(code);
+        }
+    }
+
+    fn decide(&self, ok: bool) {
+        self.decided.set(Some(ok));
+        self.decided_wake.notify_one();
+    }
+
+    /// Records bad input; true the first time this cause is seen on this
+    /// connection (it is logged once per client, not per message).
+    fn fault(&self, f: Fault) -> bool {
+        self.faults.borrow_mut().record(f)
+    }
+}
+
+/// A client's call relayed to a backend, by the Gate's call id.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Relay {
+    conn: u64,
+    call: u32,
+}
+
+/// Counters a Gate keeps (`core.gate_stats`).
+#[derive(Debug, Default)]
+pub(crate) struct GateStats {
+    pub(crate) accepted: Cell<u64>,
+    pub(crate) verified: Cell<u64>,
+    pub(crate) refused: Cell<u64>,
+    pub(crate) resumed: Cell<u64>,
+    pub(crate) replaced: Cell<u64>,
+    pub(crate) faults: Cell<u64>,
+    pub(crate) busy: Cell<u64>,
+}
+
+/// What a Gate node keeps.
+pub(crate) struct GateState {
+    pub(crate) cfg: GateConfig,
+    key: TokenKey,
+    pub(crate) sessions: RefCell<Sessions>,
+    conns: RefCell<HashMap<u64, Rc<ClientLink>>>,
+    relays: RefCell<HashMap<u32, Relay>>,
+    admission: RefCell<Admission>,
+    next_conn: Cell<u64>,
+    expiry: Notify,
+    pub(crate) stats: GateStats,
+    listeners: RefCell<Vec<ClientListener>>,
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("the system's random source failed");
+    b
+}
+
+impl GateState {
+    /// Binds the Gate's listeners (TLS loaded from its files).
+    pub(crate) async fn bind(cfg: GateConfig, secret: &str) -> Result<GateState, String> {
+        let tls = match &cfg.tls {
+            Some(t) => Some(
+                crate::net::client::server_tls(&crate::net::client::TlsFiles {
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                })
+                .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        let mut listeners = Vec::new();
+        for (addr, transport) in [(cfg.tcp, Transport::Tcp), (cfg.ws, Transport::Ws)] {
+            if let Some(addr) = addr {
+                let l = ClientListener::bind(addr, transport, tls.clone())
+                    .await
+                    .map_err(|e| format!("gate: cannot listen on {addr}: {e}"))?;
+                listeners.push(l);
+            }
+        }
+        let seed = u64::from_le_bytes(random::<8>()) >> 2;
+        Ok(GateState {
+            key: TokenKey::from_secret(secret),
+            sessions: RefCell::new(Sessions::new(
+                SessionConfig {
+                    resume_grace: cfg.resume_grace,
+                    replay_max: cfg.replay_max,
+                    replay_bytes: cfg.replay_bytes,
+                },
+                seed,
+            )),
+            conns: RefCell::new(HashMap::new()),
+            relays: RefCell::new(HashMap::new()),
+            admission: RefCell::new(Admission::new(cfg.max_verifying, cfg.max_verifying_per_ip)),
+            next_conn: Cell::new(1),
+            expiry: Notify::new(),
+            stats: GateStats::default(),
+            listeners: RefCell::new(listeners),
+            cfg,
+        })
+    }
+
+    fn conn(&self, id: u64) -> Option<Rc<ClientLink>> {
+        self.conns.borrow().get(&id).cloned()
+    }
+
+    fn session_conn(&self, session: u64) -> Option<Rc<ClientLink>> {
+        let conn = self.sessions.borrow().get(session).and_then(|s| s.conn())?;
+        self.conn(conn)
+    }
+}
+
+/// Holds a place among the connections verifying at once.
+struct Admitted<'a>(&'a GateState, std::net::IpAddr);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.admission.borrow_mut().release(self.1);
+    }
+}
+
+/// Starts the Gate's accept loops and its session expiry.
+pub(crate) fn start(core: &Rc<Core>) {
+    let Some(g) = core.gate.as_ref() else { return };
+    for l in g.listeners.borrow_mut().drain(..) {
+        if let Ok(addr) = l.local_addr() {
+            info!(
+                "gate of {} accepting clients on {addr} ({})",
+                core.me.name,
+                l.transport()
+            );
+        }
+        tokio::task::spawn_local(accept_loop(core.clone(), l));
+    }
+    tokio::task::spawn_local(expiry_task(core.clone()));
+}
+
+async fn accept_loop(core: Rc<Core>, listener: ClientListener) {
+    loop {
+        match listener.accept().await {
+            Ok((incoming, addr)) => {
+                tokio::task::spawn_local(client_task(core.clone(), incoming, addr));
+            }
+            Err(e) => {
+                if core.limited("client accept failures") {
+                    warn!("gate: accept failed: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Serves one client connection from accept to close.
+async fn client_task(core: Rc<Core>, incoming: Incoming, addr: SocketAddr) {
+    let Some(g) = core.gate.as_ref() else { return };
+    g.stats.accepted.set(g.stats.accepted.get() + 1);
+    if g.admission.borrow_mut().try_admit(addr.ip()).is_err() {
+        g.stats.busy.set(g.stats.busy.get() + 1);
+        if core.limited("clients refused: too many verifying") {
+            warn!("gate: client {addr} closed: too many clients verifying (max_verifying / max_verifying_per_ip)");
+        }
+        return;
+    }
+    let admitted = Admitted(g, addr.ip());
+    let deadline = Instant::now() + g.cfg.verify_timeout;
+    let conn = match tokio::time::timeout_at(deadline, incoming.open(MAX_VERIFY_MESSAGE)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            if core.limited("client handshakes failed (TLS or WebSocket)") {
+                warn!("gate: client {addr}: {e}");
+            }
+            return;
+        }
+        Err(_) => {
+            if core.limited("clients that did not verify in time") {
+                info!("gate: client {addr} closed: no TLS/WebSocket handshake within verify_timeout");
+            }
+            return;
+        }
+    };
+    let (mut rd, wr) = conn.into_split();
+    let id = g.next_conn.get();
+    g.next_conn.set(id + 1);
+    let link = Rc::new(ClientLink::new(id, addr, &g.cfg, Instant::now()));
+    g.conns.borrow_mut().insert(id, link.clone());
+    let verified = async {
+        let first = match tokio::time::timeout_at(deadline, rd.next()).await {
+            Err(_) => {
+                link.send(|o| client::put_verify_failed(o, "timeout", "no verify within verify_timeout"));
+                link.close("timeout");
+                if core.limited("clients that did not verify in time") {
+                    info!("gate: client {addr} closed: no verify within verify_timeout");
+                }
+                return false;
+            }
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) => return false,
+            Ok(Err(e)) => {
+                if core.limited("client connections failed before verify") {
+                    info!("gate: client {addr} before verify: {e}");
+                }
+                return false;
+            }
+        };
+        if !core.gate_verify(&link, &first) {
+            return false;
+        }
+        // Lua decides where the client goes (gate.lua); the bind is a call,
+        // bounded by call_timeout
+        let limit = core.cluster.borrow().call_timeout + g.cfg.verify_timeout;
+        let wait = async {
+            loop {
+                if let Some(ok) = link.decided.get() {
+                    return ok;
+                }
+                link.decided_wake.notified().await;
+            }
+        };
+        match tokio::time::timeout(limit, wait).await {
+            Ok(ok) => ok,
+            Err(_) => {
+                core.gate_refuse_session(
+                    link.session.get(),
+                    "no_backend",
+                    "the server did not take the client in time",
+                );
+                false
+            }
+        }
+    };
+    let (wr, ok) = {
+        let mut wr = wr;
+        let ok = tokio::select! {
+            ok = verified => ok,
+            _ = write_loop(&link, &mut wr) => false,
+        };
+        (wr, ok)
+    };
+    drop(admitted);
+    if ok {
+        rd.set_max_message(g.cfg.max_message);
+        link.last_rx.set(Instant::now());
+        let heartbeat = g.cfg.heartbeat;
+        let reader = async {
+            loop {
+                match rd.next().await {
+                    Ok(Some(m)) => {
+                        link.last_rx.set(Instant::now());
+                        core.gate_on_message(&link, &m);
+                        if link.closing.get().is_some() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        if link.fault(Fault::BadFrame) && core.limited("client protocol errors") {
+                            info!("gate: client {addr} (session {}): {e}", link.session.get());
+                        }
+                        link.notice("bad_frame", "malformed message", true);
+                        return;
+                    }
+                }
+            }
+        };
+        let idle = async {
+            let mut rule = Idle::new(heartbeat, Instant::now());
+            loop {
+                rule.seen(link.last_rx.get());
+                tokio::time::sleep_until(rule.deadline()).await;
+                rule.seen(link.last_rx.get());
+                if rule.expired(Instant::now()) {
+                    link.notice("idle", "no message for three heartbeats", true);
+                    return;
+                }
+            }
+        };
+        let mut wr = wr;
+        tokio::select! {
+            _ = reader => {}
+            _ = idle => {}
+            _ = link.closed.notified() => {}
+            _ = write_loop(&link, &mut wr) => {}
+        }
+        // what was queued (a notice) goes out, within a bound
+        let _ = tokio::time::timeout(CLOSE_GRACE, write_loop(&link, &mut wr)).await;
+        let _ = wr.close().await;
+    } else {
+        let mut wr = wr;
+        let _ = tokio::time::timeout(CLOSE_GRACE, write_loop(&link, &mut wr)).await;
+        let _ = wr.close().await;
+    }
+    core.gate_conn_closed(&link);
+}
+
+/// Writes what is queued for the client; returns when the connection must
+/// close (and everything queued was written) or the write fails.
+async fn write_loop(link: &ClientLink, wr: &mut ClientWriter) {
+    loop {
+        let chunk = link.out.borrow_mut().split();
+        if !chunk.is_empty() {
+            if wr.write(&chunk).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        if link.closing.get().is_some() {
+            return;
+        }
+        link.wake.notified().await;
+    }
+}
+
+/// Tells Lua that sessions detached for longer than the resume grace are
+/// lost.
+async fn expiry_task(core: Rc<Core>) {
+    let Some(g) = core.gate.as_ref() else { return };
+    loop {
+        let next = g.sessions.borrow().next_deadline();
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = g.expiry.notified() => continue,
+                }
+            }
+            None => {
+                g.expiry.notified().await;
+                continue;
+            }
+        }
+        let expired = g.sessions.borrow_mut().expire(Instant::now());
+        for e in expired {
+            debug!("gate: session {} of {} lost (no resume in time)", e.id, e.account);
+            core.client_event("lost", e.id, &e.account, e.binding, None);
+        }
+    }
+}
+
+fn token_code(e: &TokenError) -> &'static str {
+    match e {
+        TokenError::Expired => "expired",
+        _ => "bad_token",
+    }
+}
+
+impl Core {
+    /// Handles the first message of a client: a verify. Returns true when
+    /// the client is verified and waits for Lua to bind it (a fresh login)
+    /// or was resumed (then it is decided already).
+    fn gate_verify(&self, link: &Rc<ClientLink>, msg: &Message) -> bool {
+        let Some(g) = self.gate.as_ref() else { return false };
+        let fail = |code: &'static str, text: &str| {
+            g.stats.refused.set(g.stats.refused.get() + 1);
+            link.send(|o| client::put_verify_failed(o, code, text));
+            link.close(code);
+            if self.limited("clients refused at verify") {
+                info!("gate: client {} refused: {code}: {text}", link.addr);
+            }
+            false
+        };
+        let req = match client::parse_client(&msg.data) {
+            Ok(ClientMsg::Verify(v)) => v,
+            Ok(_) => return fail("malformed", "the first message must be a verify"),
+            Err(e) => return fail("malformed", &e.to_string()),
+        };
+        let Some(schema) = self.schema() else {
+            return fail("no_backend", "the Gate is not ready");
+        };
+        if req.client_digi != schema.client_digest {
+            return fail(
+                "digest",
+                &format!(
+                    "client digest {:08x} does not match the server's {:08x}: update the client",
+                    req.client_digi, schema.client_digest
+                ),
+            );
+        }
+        let now = Instant::now();
+        if let Some(r) = &req.resume {
+            let res = g
+                .sessions
+                .borrow_mut()
+                .resume(r.session_id, r.resume_token, r.last_seq, link.id, now);
+            return match res {
+                Ok(resumed) => {
+                    if let Some(old) = resumed.previous_conn.and_then(|c| g.conn(c)) {
+                        old.notice("replaced", "this session resumed on another connection", true);
+                    }
+                    link.session.set(r.session_id);
+                    let mut token = [0u8; 16];
+                    token.copy_from_slice(r.resume_token);
+                    link.resume_token.set(token);
+                    let hb = g.cfg.heartbeat.as_millis() as u32;
+                    link.send(|o| {
+                        client::put_verify_ok(o, r.session_id, &token, hb, true, resumed.last_seq);
+                        for f in &resumed.replay {
+                            o.extend_from_slice(f);
+                        }
+                    });
+                    g.stats.resumed.set(g.stats.resumed.get() + 1);
+                    debug!(
+                        "gate: session {} of {} resumed from {} ({} pushes replayed)",
+                        r.session_id,
+                        resumed.account,
+                        link.addr,
+                        resumed.replay.len()
+                    );
+                    link.decide(true);
+                    true
+                }
+                Err(e) => fail("resume_expired", &e.to_string()),
+            };
+        }
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if let Err(e) = token::check(&g.key, req.token, req.account, unix) {
+            return fail(token_code(&e), &e.to_string());
+        }
+        let resume_token = random::<16>();
+        let login = g.sessions.borrow_mut().login(req.account, link.id, resume_token, now);
+        link.session.set(login.id);
+        link.resume_token.set(resume_token);
+        if let Some(old) = login.replaced {
+            g.stats.replaced.set(g.stats.replaced.get() + 1);
+            if let Some(c) = old.conn.and_then(|c| g.conn(c)) {
+                c.notice("replaced", "a newer login of this account took over", true);
+            }
+            self.client_event("replaced", old.id, req.account, old.binding, None);
+        }
+        self.client_event("login", login.id, req.account, None, Some(&link.addr.to_string()));
+        true
+    }
+
+    /// Lua accepted the login of `session`: it is bound to entity `eid` on
+    /// node `sid`, and its client hears verify-ok.
+    pub(crate) fn gate_accept(&self, session: u64, sid: u32, eid: i64) -> Result<(), String> {
+        let g = self.gate.as_ref().ok_or("this node is not a Gate")?;
+        let last_seq = {
+            let mut s = g.sessions.borrow_mut();
+            let last = s
+                .get(session)
+                .ok_or_else(|| format!("no session {session}"))?
+                .last_seq();
+            s.bind(session, Binding { sid, eid });
+            last
+        };
+        let Some(link) = g.session_conn(session) else {
+            return Err(format!("session {session} has no connection"));
+        };
+        let token = link.resume_token.get();
+        let hb = g.cfg.heartbeat.as_millis() as u32;
+        link.send(|o| client::put_verify_ok(o, session, &token, hb, false, last_seq));
+        g.stats.verified.set(g.stats.verified.get() + 1);
+        link.decide(true);
+        Ok(())
+    }
+
+    /// Lua refused the login of `session`: verify-failed, close, forget it.
+    pub(crate) fn gate_refuse_session(&self, session: u64, code: &str, text: &str) {
+        let Some(g) = self.gate.as_ref() else { return };
+        let link = g.session_conn(session);
+        g.sessions.borrow_mut().remove(session);
+        if let Some(link) = link {
+            g.stats.refused.set(g.stats.refused.get() + 1);
+            link.send(|o| client::put_verify_failed(o, code, text));
+            link.close("refused");
+            link.decide(false);
+        }
+    }
+
+    /// Moves `session` to entity `eid` on node `sid` (the entity handed its
+    /// client on, or Lua rebound it after its node was lost).
+    pub(crate) fn gate_bind(&self, session: u64, sid: u32, eid: i64) -> Result<(), String> {
+        let g = self.gate.as_ref().ok_or("this node is not a Gate")?;
+        if g.sessions.borrow_mut().bind(session, Binding { sid, eid }) {
+            Ok(())
+        } else {
+            Err(format!("no session {session}"))
+        }
+    }
+
+    /// Ends `session`: its client gets a closing notice; no `lost` event
+    /// follows (whoever kicked knows). False when there was no such session.
+    pub(crate) fn gate_kick(&self, session: u64, code: &str, text: &str) -> bool {
+        let Some(g) = self.gate.as_ref() else { return false };
+        let link = g.session_conn(session);
+        let existed = g.sessions.borrow_mut().remove(session).is_some();
+        if let Some(link) = link {
+            link.send(|o| client::put_notice(o, code, text, true));
+            link.close("kicked");
+            link.decide(false);
+        }
+        existed
+    }
+
+    /// A notice to the client of `session` (not closing). False when it is
+    /// not connected.
+    pub(crate) fn gate_notice(&self, session: u64, code: &str, text: &str) -> bool {
+        let Some(g) = self.gate.as_ref() else { return false };
+        match g.session_conn(session) {
+            Some(link) => link.send(|o| client::put_notice(o, code, text, false)),
+            None => false,
+        }
+    }
+
+    /// A login token for `account`, valid `ttl` (on any node: the key comes
+    /// from the cluster secret).
+    pub(crate) fn gate_token(&self, account: &str, ttl: Duration) -> Result<String, String> {
+        if account.is_empty() || account.len() > 128 {
+            return Err("gate.token: the account must be 1 to 128 bytes".into());
+        }
+        let key = TokenKey::from_secret(&self.cluster.borrow().secret);
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Ok(token::make(&key, account, unix + ttl.as_secs().max(1), random::<8>()))
+    }
+
+    /// A message from a verified client.
+    fn gate_on_message(&self, link: &Rc<ClientLink>, msg: &Message) {
+        let Some(g) = self.gate.as_ref() else { return };
+        let parsed = match client::parse_client(&msg.data) {
+            Ok(m) => m,
+            Err(e) => {
+                self.client_fault(link, Fault::BadFrame, &e.to_string());
+                link.notice("bad_frame", "malformed message", true);
+                return;
+            }
+        };
+        let (call, method, nargs, args) = match parsed {
+            ClientMsg::Ping => {
+                link.send(client::put_pong);
+                return;
+            }
+            ClientMsg::Ack { seq } => {
+                if let Err(e) = g.sessions.borrow_mut().ack(link.session.get(), seq) {
+                    self.client_fault(link, Fault::BadFrame, &format!("bad ack: {e}"));
+                }
+                return;
+            }
+            ClientMsg::Verify(_) => {
+                self.client_fault(link, Fault::BadFrame, "a second verify");
+                link.notice("bad_frame", "already verified", true);
+                return;
+            }
+            ClientMsg::Call { method, nargs, args } => (true, method, nargs, args),
+            ClientMsg::Send { method, nargs, args } => (false, method, nargs, args),
+        };
+        let err = |code: &'static str, text: &str| {
+            if call {
+                link.send(|o| client::put_reply_err(o, msg.session, code, text));
+            }
+        };
+        if !link.bucket.borrow_mut().take(Instant::now()) {
+            let n = link.refused_in_a_row.get() + 1;
+            link.refused_in_a_row.set(n);
+            self.client_fault(link, Fault::Flood, "above the message rate limit");
+            if n >= FLOOD_CLOSE {
+                link.notice("flood", "too many messages", true);
+            } else {
+                err("rate_limited", "too many messages; slow down");
+            }
+            return;
+        }
+        link.refused_in_a_row.set(0);
+        let Some(schema) = self.schema() else {
+            return err("busy", "the Gate is not ready");
+        };
+        let m = match schema.by_cid(method) {
+            Some(m) if m.client && !m.push => m,
+            _ => {
+                self.client_fault(
+                    link,
+                    Fault::NotExposed,
+                    &format!("method {method} is not callable by clients"),
+                );
+                return err("bad_request", &format!("no method {method} for clients"));
+            }
+        };
+        if call != m.results.is_some() {
+            self.client_fault(link, Fault::BadArgs, &format!("{} sent as the wrong kind", m.name));
+            return err(
+                "bad_request",
+                &format!("{} is a {}", m.name, if call { "send" } else { "call" }),
+            );
+        }
+        if nargs != m.args.len() {
+            self.client_fault(link, Fault::BadArgs, &format!("{}: {nargs} arguments", m.name));
+            return err(
+                "bad_request",
+                &format!("{}: {nargs} arguments, {} declared", m.name, m.args.len()),
+            );
+        }
+        let session = link.session.get();
+        let Some(b) = g.sessions.borrow().binding(session) else {
+            return err("node_down", "the session is not bound to a server");
+        };
+        let Some(peer) = self.peer(b.sid) else {
+            return err("node_down", "the server is gone");
+        };
+        let (max_queue, timeout) = {
+            let c = self.cluster.borrow();
+            (c.max_queue, c.call_timeout)
+        };
+        if peer.link.held() > max_queue {
+            return err("busy", "the server is busy");
+        }
+        let mid = m.id;
+        if call {
+            let id = self
+                .routing
+                .call_ids
+                .borrow_mut()
+                .next(|id| peer.pending.borrow().contains(id));
+            let Some(id) = id else {
+                return err("busy", "the server is busy");
+            };
+            let pushed = peer.link.push_request(Req::Call(id), |out| {
+                proto::put_client_request(out, true, id, session, b.eid, mid, nargs, args);
+                Ok::<(), CallError>(())
+            });
+            if pushed.is_err() {
+                return err("busy", "the server is busy");
+            }
+            peer.pending.borrow_mut().insert(id, mid, timeout, Instant::now());
+            g.relays.borrow_mut().insert(
+                id,
+                Relay {
+                    conn: link.id,
+                    call: msg.session,
+                },
+            );
+        } else {
+            let seq = peer.next_seq.get();
+            let pushed = peer.link.push_request(Req::Send { seq, mid }, |out| {
+                proto::put_client_request(out, false, seq, session, b.eid, mid, nargs, args);
+                Ok::<(), CallError>(())
+            });
+            if pushed.is_err() {
+                return;
+            }
+            peer.next_seq.set(seq.wrapping_add(1));
+        }
+        peer.link.wake.notify_one();
+        peer.link.flush_if_large();
+        let disconnected = peer.reconnect.borrow().state() == PeerState::Disconnected;
+        if disconnected && peer.reconnect.borrow_mut().kick(Instant::now()).is_some() {
+            peer.kick.notify_one();
+        }
+    }
+
+    fn client_fault(&self, link: &ClientLink, f: Fault, what: &str) {
+        if let Some(g) = self.gate.as_ref() {
+            g.stats.faults.set(g.stats.faults.get() + 1);
+        }
+        if link.fault(f) && self.limited("bad input from clients") {
+            warn!(
+                "gate: client {} (session {}): {what} (logged once per client and cause)",
+                link.addr,
+                link.session.get()
+            );
+        }
+    }
+
+    /// A client connection ended: its session waits for a resume.
+    fn gate_conn_closed(&self, link: &ClientLink) {
+        let Some(g) = self.gate.as_ref() else { return };
+        g.conns.borrow_mut().remove(&link.id);
+        let session = link.session.get();
+        if session != 0 && g.sessions.borrow_mut().detach(session, link.id, Instant::now()) {
+            g.expiry.notify_one();
+        }
+    }
+
+    /// The reply to call `id`, if it was a client's relayed call: passed on
+    /// to the client (results as the backend wrote them). True when it was.
+    pub(crate) fn relay_reply(&self, id: u32, ok: bool, nvals: usize, mut vals: Reader<'_>) -> bool {
+        let Some(g) = self.gate.as_ref() else { return false };
+        let Some(r) = g.relays.borrow_mut().remove(&id) else {
+            return false;
+        };
+        let Some(link) = g.conn(r.conn) else { return true };
+        if ok {
+            link.send(|o| client::put_reply_ok(o, r.call, nvals, vals.rest()));
+        } else {
+            let text = vals
+                .read_bytes()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            let (code, shown) = client_error(&text);
+            link.send(|o| client::put_reply_err(o, r.call, code, shown));
+        }
+        true
+    }
+
+    /// A relayed call failed here (timeout, node down): its client gets the
+    /// kind. True when call `id` was a relayed one.
+    pub(crate) fn relay_fail(&self, id: u32, err: &CallError) -> bool {
+        let Some(g) = self.gate.as_ref() else { return false };
+        let Some(r) = g.relays.borrow_mut().remove(&id) else {
+            return false;
+        };
+        if let Some(link) = g.conn(r.conn) {
+            let (code, text) = match err.kind() {
+                Some("timeout") => ("timeout", "the server did not answer in time"),
+                Some("node down") => ("node_down", "the server was lost"),
+                Some("busy") => ("busy", "the server is busy"),
+                _ => ("error", "internal error"),
+            };
+            link.send(|o| client::put_reply_err(o, r.call, code, text));
+        }
+        true
+    }
+
+    /// A push from a backend for clients of this Gate.
+    pub(crate) fn on_push(&self, from: &str, target: PushTarget<'_>, cid: u32, nargs: usize, args: Reader<'_>) -> bool {
+        let Some(g) = self.gate.as_ref() else {
+            if self.limited("pushes to a node that is not a Gate") {
+                warn!("push from {from} dropped: this node is not a Gate");
+            }
+            return true;
+        };
+        let raw = args.rest();
+        let ids: Vec<u64> = {
+            let s = g.sessions.borrow();
+            match &target {
+                PushTarget::Session(id) => vec![*id],
+                PushTarget::Accounts(list) => list
+                    .iter()
+                    .filter_map(|a| std::str::from_utf8(a).ok().and_then(|a| s.by_account(a)))
+                    .collect(),
+                PushTarget::All => s.iter().map(|st| st.id()).collect(),
+            }
+        };
+        for id in ids {
+            let out = g.sessions.borrow_mut().push(id, |seq| {
+                let mut b = BytesMut::new();
+                client::put_push(&mut b, seq, cid, nargs, raw);
+                b.freeze()
+            });
+            if let Some((_, frame, Some(conn))) = out {
+                if let Some(link) = g.conn(conn) {
+                    link.send(|o| o.extend_from_slice(&frame));
+                }
+            }
+        }
+        true
+    }
+
+    /// Node `sid` went offline: the Gate's Lua hears of each session bound
+    /// to it (`backend_lost`), and decides.
+    pub(crate) fn gate_backend_lost(&self, sid: u32) {
+        let Some(g) = self.gate.as_ref() else { return };
+        let ids = g.sessions.borrow().bound_to(sid);
+        for id in ids {
+            let (account, binding) = {
+                let s = g.sessions.borrow();
+                match s.get(id) {
+                    Some(st) => (st.account().to_string(), s.binding(id)),
+                    None => continue,
+                }
+            };
+            self.client_event("backend_lost", id, &account, binding, None);
+        }
+    }
+
+    /// `(CLIENT, event, session, account, sid, eid, extra)` to the Gate's Lua.
+    fn client_event(&self, event: &str, session: u64, account: &str, binding: Option<Binding>, extra: Option<&str>) {
+        let build = || -> mlua::Result<MultiValue> {
+            let mut mv = MultiValue::with_capacity(7);
+            mv.push_back(Value::Integer(Dispatch::Client.id()));
+            mv.push_back(Value::String(self.lua.create_string(event)?));
+            mv.push_back(Value::Integer(session as i64));
+            mv.push_back(Value::String(self.lua.create_string(account)?));
+            match binding {
+                Some(b) => {
+                    mv.push_back(Value::Integer(b.sid as i64));
+                    mv.push_back(Value::Integer(b.eid));
+                }
+                None => {
+                    mv.push_back(Value::Nil);
+                    mv.push_back(Value::Nil);
+                }
+            }
+            match extra {
+                Some(x) => mv.push_back(Value::String(self.lua.create_string(x)?)),
+                None => mv.push_back(Value::Nil),
+            }
+            Ok(mv)
+        };
+        match build() {
+            Ok(mv) => self.call_lua(mv),
+            Err(e) => warn!("gate: cannot tell Lua about {event} of session {session}: {e}"),
+        }
+    }
+
+    /// Closes every client (the node stops).
+    pub(crate) fn gate_shutdown(&self) {
+        let Some(g) = self.gate.as_ref() else { return };
+        let conns: Vec<Rc<ClientLink>> = g.conns.borrow().values().cloned().collect();
+        for c in conns {
+            c.notice("shutdown", "the server is stopping", true);
+        }
+    }
+}
+
+/// What a client sees of a backend's error reply to its call: the code and
+/// the text (only what the handler chose to tell).
+fn client_error(text: &str) -> (&'static str, &str) {
+    if let Some(rest) = text.strip_prefix(BAD_REQUEST) {
+        ("bad_request", rest)
+    } else if let Some(rest) = text.find(CLIENT_ERROR).map(|i| &text[i + CLIENT_ERROR.len()..]) {
+        // (the backend's lualib puts the method's name before it)
+        ("error", rest.lines().next().unwrap_or(""))
+    } else if text.starts_with("node down:") {
+        ("node_down", "the server is stopping")
+    } else {
+        ("error", "internal error")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_see_only_what_handlers_chose_to_tell() {
+        assert_eq!(
+            client_error("bad_request: bad argument #1 'rid'"),
+            ("bad_request", "bad argument #1 'rid'")
+        );
+        assert_eq!(
+            client_error("Player.hall_addFriend: client: no such player\nstack traceback:\n..."),
+            ("error", "no such player")
+        );
+        assert_eq!(
+            client_error("Player.hall_addFriend: scripts/hall.lua:10: attempt to index nil\nstack traceback:"),
+            ("error", "internal error")
+        );
+        assert_eq!(
+            client_error("node down: hall_1: stopping (x)"),
+            ("node_down", "the server is stopping")
+        );
+    }
+}

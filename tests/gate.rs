@@ -1,0 +1,457 @@
+//! Game clients through a Gate (docs/protocol.md): verify, relay both ways
+//! over TCP and WebSocket, refusals, limits, duplicate logins, resume.
+//! Real nodes, real sockets, the Rust client library.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use luahost::client::{Client, ClientError, Event, Login, Target};
+use luahost::codec::mpack;
+use tokio::runtime::Runtime;
+
+use common::*;
+
+fn gate_scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gate/scripts")
+}
+
+struct Cluster {
+    _dir: TempDir,
+    gate: luahost::NodeHandle,
+    halls: Vec<luahost::NodeHandle>,
+    tcp: std::net::SocketAddr,
+    ws: std::net::SocketAddr,
+    digi: u32,
+    rt: Runtime,
+}
+
+/// A Gate and `halls` Hall nodes in this process; `gate_extra` goes into
+/// the Gate's `gate` table.
+fn cluster(tag: &str, halls: usize, gate_extra: &str) -> Cluster {
+    let dir = TempDir::new(tag);
+    let scripts = gate_scripts();
+    let port = |_| free_port();
+    let (tcp, ws) = (port(0), port(1));
+    let mut nodes = format!(
+        "    gate_1 = {{ type = \"Gate\", id = 1, addr = \"127.0.0.1:{}\", main = {:?},\n      gate = {{ tcp = \"127.0.0.1:{tcp}\", ws = \"127.0.0.1:{ws}\", {gate_extra} }} }},\n",
+        free_port(),
+        scripts.join("main.lua").display().to_string()
+    );
+    for i in 0..halls {
+        nodes.push_str(&format!(
+            "    hall_{n} = {{ type = \"Hall\", id = {id}, addr = \"127.0.0.1:{}\", main = {:?} }},\n",
+            free_port(),
+            scripts.join("main.lua").display().to_string(),
+            n = i + 1,
+            id = 11 + i,
+        ));
+    }
+    let text = format!(
+        "return {{\n  secret = \"gate-test-secret-0123\",\n  call_timeout = 3,\n  liveness = 2,\n  scripts = {{ {:?} }},\n  nodes = {{\n{nodes}  }},\n}}\n",
+        scripts.display().to_string()
+    );
+    let file = dir.0.join("cluster.lua");
+    std::fs::write(&file, text).unwrap();
+    let gate = start(&file, "gate_1");
+    let halls: Vec<_> = (0..halls).map(|i| start(&file, &format!("hall_{}", i + 1))).collect();
+    let names: Vec<String> = (0..halls.len()).map(|i| format!("hall_{}", i + 1)).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    wait_live(&gate, &names);
+    let digi: u32 = eval(&gate, "return rpcdef.ClientDigi").parse().unwrap();
+    Cluster {
+        _dir: dir,
+        gate,
+        halls,
+        tcp: format!("127.0.0.1:{tcp}").parse().unwrap(),
+        ws: format!("127.0.0.1:{ws}").parse().unwrap(),
+        digi,
+        rt: tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap(),
+    }
+}
+
+impl Cluster {
+    fn login(&self, account: &str) -> Login {
+        let token = eval(&self.gate, &format!("return gate_mod.token({account:?}, 600)"));
+        Login {
+            account: account.into(),
+            token,
+            client_digi: self.digi,
+        }
+    }
+
+    fn cid(&self, method: &str) -> u32 {
+        eval(
+            &self.gate,
+            &format!("return rpcdef.iface('Hall', 'Player').{method}.cid"),
+        )
+        .parse()
+        .unwrap()
+    }
+
+    fn connect(&self, target: &Target, login: &Login) -> Result<Client, ClientError> {
+        self.rt
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), Client::connect(target, None, login, None)).await
+            })
+            .expect("connect hung")
+    }
+
+    fn tcp(&self) -> Target {
+        Target::Tcp(self.tcp)
+    }
+
+    fn ws(&self) -> Target {
+        Target::Ws(format!("ws://{}/", self.ws))
+    }
+}
+
+fn args(f: impl FnOnce(&mut BytesMut)) -> BytesMut {
+    let mut b = BytesMut::new();
+    f(&mut b);
+    b
+}
+
+/// echo(s, n) through the Gate: returns what came back.
+fn echo(c: &Cluster, client: &Client, s: &str, n: i64) -> Result<(String, i64), ClientError> {
+    let a = args(|b| {
+        mpack::put_str(b, s.as_bytes());
+        mpack::put_int(b, n);
+    });
+    let (nvals, vals) = c.rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), client.call_raw(c.cid("echo"), 2, &a))
+            .await
+            .expect("call hung")
+    })?;
+    assert_eq!(nvals, 2);
+    let mut r = mpack::Reader::new(&vals);
+    let s = String::from_utf8(r.read_bytes().unwrap().to_vec()).unwrap();
+    Ok((s, r.read_i64().unwrap()))
+}
+
+fn call0(
+    c: &Cluster,
+    client: &Client,
+    method: &str,
+    a: &[u8],
+    nargs: usize,
+) -> Result<(usize, bytes::Bytes), ClientError> {
+    let cid = c.cid(method);
+    c.rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), client.call_raw(cid, nargs, a))
+            .await
+            .expect("call hung")
+    })
+}
+
+/// The next event within `limit`.
+fn next_event(c: &Cluster, client: &mut Client, limit: Duration) -> Option<Event> {
+    c.rt.block_on(async { tokio::time::timeout(limit, client.next_event()).await.ok().flatten() })
+}
+
+fn push_of(ev: &Event) -> (u32, String, i64) {
+    match ev {
+        Event::Push { seq, args, nargs, .. } => {
+            assert_eq!(*nargs, 2);
+            let mut r = mpack::Reader::new(args);
+            let t = String::from_utf8(r.read_bytes().unwrap().to_vec()).unwrap();
+            (*seq, t, r.read_i64().unwrap())
+        }
+        other => panic!("expected a push, got {other:?}"),
+    }
+}
+
+#[test]
+fn verify_ok_and_every_refusal() {
+    let c = cluster("gate-verify", 1, "verify_timeout = 0.5");
+    // ok, over both transports
+    for target in [c.tcp(), c.ws()] {
+        let client = c.connect(&target, &c.login("ann")).unwrap();
+        assert!(!client.session().resumed);
+        assert_eq!(echo(&c, &client, "hi", 7).unwrap(), ("hi".into(), 7));
+    }
+    // a token for another account, a forged one, an expired one
+    let mut l = c.login("bob");
+    l.account = "eve".into();
+    let e = c.connect(&c.tcp(), &l).err().unwrap();
+    assert_eq!(e.code(), Some("bad_token"), "{e}");
+    let mut l = c.login("bob");
+    l.token.push('x');
+    assert_eq!(c.connect(&c.tcp(), &l).err().unwrap().code(), Some("bad_token"));
+    let key = luahost::codec::token::TokenKey::from_secret("gate-test-secret-0123");
+    let past = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 10;
+    let l = Login {
+        account: "bob".into(),
+        token: luahost::codec::token::make(&key, "bob", past, [1; 8]),
+        client_digi: c.digi,
+    };
+    assert_eq!(c.connect(&c.tcp(), &l).err().unwrap().code(), Some("expired"));
+    // a client built for another schema
+    let mut l = c.login("bob");
+    l.client_digi ^= 1;
+    let e = c.connect(&c.ws(), &l).err().unwrap();
+    assert_eq!(e.code(), Some("digest"), "{e}");
+    assert!(e.to_string().contains("update the client"), "{e}");
+    // a connection that never verifies is closed after verify_timeout
+    let t0 = std::time::Instant::now();
+    let closed = c.rt.block_on(async {
+        use tokio::io::AsyncReadExt;
+        let mut s = tokio::net::TcpStream::connect(c.tcp).await.unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .is_ok()
+    });
+    assert!(closed, "an unverified connection stayed open");
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn calls_sends_and_pushes_relay_both_ways_over_tcp_and_websocket() {
+    let c = cluster("gate-relay", 2, "");
+    for (i, target) in [c.tcp(), c.ws()].into_iter().enumerate() {
+        let account = format!("player{i}");
+        let mut client = c.connect(&target, &c.login(&account)).unwrap();
+        // the call reaches the account's Player on the Hall the router picked
+        let (n, vals) = call0(&c, &client, "whoami", &[], 0).unwrap();
+        assert_eq!(n, 2);
+        let mut r = mpack::Reader::new(&vals);
+        assert_eq!(r.read_bytes().unwrap(), account.as_bytes());
+        let node = String::from_utf8(r.read_bytes().unwrap().to_vec()).unwrap();
+        let sid = eval(&c.gate, &format!("return router.route(ServerType.Hall, {account:?})"));
+        assert_eq!(eval(&c.gate, &format!("return router.nodeName({sid})")), node);
+        // structs travel as the client wrote them
+        let p = args(|b| {
+            mpack::put_array_len(b, 2);
+            mpack::put_int(b, 5);
+            mpack::put_str(b, b"five");
+        });
+        let (_, vals) = call0(&c, &client, "pair", &p, 1).unwrap();
+        assert_eq!(mpack::Reader::new(&vals).read_bytes().unwrap(), b"five:5");
+        // a one-way send that makes the server push three events back
+        client
+            .send_raw(c.cid("ping"), 1, &args(|b| mpack::put_int(b, 3)))
+            .unwrap();
+        for i in 1..=3 {
+            let ev = next_event(&c, &mut client, Duration::from_secs(5)).expect("no push");
+            assert_eq!(push_of(&ev), (i as u32, "ping".into(), i));
+        }
+        // a push started on the backend itself (player.client.onEvent)
+        let hall = c.halls.iter().find(|h| h.name() == node).unwrap();
+        assert_eq!(eval(hall, &format!("return pushTo({account:?}, 2)")), "ok");
+        for i in 1..=2 {
+            let ev = next_event(&c, &mut client, Duration::from_secs(5)).expect("no push");
+            assert_eq!(push_of(&ev), (3 + i as u32, "push".into(), i));
+        }
+        assert_eq!(client.last_seq(), 5);
+    }
+}
+
+#[test]
+fn clients_reach_only_exposed_methods_with_the_right_types_and_see_no_internals() {
+    let c = cluster("gate-refuse", 1, "");
+    let client = c.connect(&c.tcp(), &c.login("mallory")).unwrap();
+    // a method not exposed to clients: no client id at all, so any id that
+    // is not a client method is refused
+    let secret_cid = eval(&c.gate, "return tostring(rpcdef.iface('Hall', 'Player').secret.cid)");
+    assert!(secret_cid == "nil" || secret_cid == "0", "{secret_cid}");
+    let e = c.rt.block_on(client.call_raw(9999, 0, &[])).err().unwrap();
+    assert_eq!(e.code(), Some("bad_request"), "{e}");
+    // a push method is not callable
+    let push_cid: u32 = eval(&c.gate, "return rpcdef.clientIface('Player').onEvent.cid")
+        .parse()
+        .unwrap();
+    let two = args(|b| {
+        mpack::put_str(b, b"x");
+        mpack::put_int(b, 1);
+    });
+    let e = c.rt.block_on(client.call_raw(push_cid, 2, &two)).err().unwrap();
+    assert_eq!(e.code(), Some("bad_request"), "{e}");
+    // wrong argument types: named, refused by the backend's schema check
+    let bad = args(|b| {
+        mpack::put_int(b, 1);
+        mpack::put_int(b, 2);
+    });
+    let e = call0(&c, &client, "echo", &bad, 2).err().unwrap();
+    assert_eq!(e.code(), Some("bad_request"), "{e}");
+    assert!(e.to_string().contains("'s'"), "{e}");
+    // wrong count
+    let e = call0(&c, &client, "echo", &[], 0).err().unwrap();
+    assert_eq!(e.code(), Some("bad_request"), "{e}");
+    // a handler's chosen text reaches the client; an internal error does not
+    let e = call0(&c, &client, "fail", &args(|b| mpack::put_str(b, b"not enough gold")), 1)
+        .err()
+        .unwrap();
+    assert_eq!(
+        e,
+        ClientError::Reply {
+            code: "error".into(),
+            text: "not enough gold".into()
+        }
+    );
+    let e = call0(&c, &client, "crash", &[], 0).err().unwrap();
+    assert_eq!(
+        e,
+        ClientError::Reply {
+            code: "error".into(),
+            text: "internal error".into()
+        }
+    );
+    // and the connection is still fine
+    assert_eq!(echo(&c, &client, "still", 1).unwrap().0, "still");
+}
+
+#[test]
+fn floods_are_limited_per_client() {
+    let c = cluster("gate-flood", 1, "rate = 5, burst = 5");
+    let flooder = c.connect(&c.tcp(), &c.login("flood")).unwrap();
+    let calm = c.connect(&c.tcp(), &c.login("calm")).unwrap();
+    let cid = c.cid("echo");
+    let a = args(|b| {
+        mpack::put_str(b, b"x");
+        mpack::put_int(b, 1);
+    });
+    let results = c.rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..30 {
+            v.push(flooder.call_raw(cid, 2, &a));
+        }
+        futures_join_all(v).await
+    });
+    let limited = results
+        .iter()
+        .filter(|r| matches!(r, Err(e) if e.code() == Some("rate_limited")))
+        .count();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert!(limited >= 20, "limited {limited}, ok {ok}");
+    assert!(ok >= 5, "ok {ok}");
+    // the other client is not affected
+    assert_eq!(echo(&c, &calm, "calm", 2).unwrap().0, "calm");
+}
+
+async fn futures_join_all<F: std::future::Future>(v: Vec<F>) -> Vec<F::Output> {
+    let mut out = Vec::with_capacity(v.len());
+    let handles: Vec<_> = v.into_iter().map(Box::pin).collect();
+    for h in handles {
+        out.push(h.await);
+    }
+    out
+}
+
+#[test]
+fn the_newest_login_always_wins_in_a_reconnect_loop() {
+    let c = cluster("gate-dup", 1, "");
+    let mut previous: Option<Client> = None;
+    let mut last_session = 0;
+    for i in 0..30 {
+        let target = if i % 2 == 0 { c.tcp() } else { c.ws() };
+        let client = c.connect(&target, &c.login("twin")).unwrap();
+        last_session = client.session().id;
+        if let Some(mut old) = previous.take() {
+            // the older session is told and closed
+            let ev = next_event(&c, &mut old, Duration::from_secs(5));
+            assert!(
+                matches!(&ev, Some(Event::Notice { code, closing: true, .. }) if code == "replaced"),
+                "round {i}: {ev:?}"
+            );
+        }
+        // the newest one works
+        assert_eq!(echo(&c, &client, "me", i).unwrap().1, i);
+        previous = Some(client);
+    }
+    // the backend has exactly the newest session bound, one Player, no logout
+    let hall = &c.halls[0];
+    assert_eq!(
+        eval(hall, "return tostring(gate_mod.client('twin').session)"),
+        last_session.to_string()
+    );
+    assert_eq!(eval(hall, "return #losses"), "0");
+    // quick reconnects racing each other: all at once, the last to verify
+    // wins and every other is told
+    let logins: Vec<Login> = (0..8).map(|_| c.login("twin")).collect();
+    let clients: Vec<Client> = c.rt.block_on(async {
+        let target = Target::Tcp(c.tcp);
+        let mut v = Vec::new();
+        for l in &logins {
+            v.push(Client::connect(&target, None, l, None));
+        }
+        let mut out = Vec::new();
+        for f in v {
+            if let Ok(cl) = f.await {
+                out.push(cl);
+            }
+        }
+        out
+    });
+    assert!(!clients.is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    let bound = eval(hall, "return tostring(gate_mod.client('twin').session)");
+    let mut working = 0;
+    for cl in &clients {
+        if echo(&c, cl, "x", 1).is_ok() {
+            working += 1;
+            assert_eq!(
+                cl.session().id.to_string(),
+                bound,
+                "a session that is not the bound one still works"
+            );
+        }
+    }
+    assert_eq!(working, 1, "exactly one session of the account works");
+}
+
+#[test]
+fn resume_replays_missed_pushes_and_keeps_the_player() {
+    let c = cluster("gate-resume", 1, "resume_grace = 1.5");
+    let login = c.login("roamer");
+    let mut client = c.connect(&c.tcp(), &login).unwrap();
+    let hall = &c.halls[0];
+    assert_eq!(eval(hall, "return pushTo('roamer', 3)"), "ok");
+    for _ in 0..3 {
+        next_event(&c, &mut client, Duration::from_secs(5)).expect("push");
+    }
+    let session = client.session().clone();
+    let seen = client.last_seq();
+    assert_eq!(seen, 3);
+    drop(client); // the connection drops
+    std::thread::sleep(Duration::from_millis(200));
+    // pushes while the client is away are kept
+    assert_eq!(eval(hall, "return pushTo('roamer', 2)"), "ok");
+    let mut back =
+        c.rt.block_on(Client::resume(&c.ws(), None, &login, &session, seen))
+            .unwrap();
+    assert!(back.session().resumed);
+    assert_eq!(back.session().id, session.id);
+    let a = next_event(&c, &mut back, Duration::from_secs(5)).expect("replay");
+    let b = next_event(&c, &mut back, Duration::from_secs(5)).expect("replay");
+    assert_eq!(push_of(&a), (4, "push".into(), 1));
+    assert_eq!(push_of(&b), (5, "push".into(), 2));
+    // same Player, no logout
+    assert_eq!(echo(&c, &back, "back", 9).unwrap().1, 9);
+    assert_eq!(eval(hall, "return #losses .. ' ' .. #logins"), "0 1");
+    // too late: the session is gone and the Player was told
+    drop(back);
+    std::thread::sleep(Duration::from_millis(2500));
+    let e =
+        c.rt.block_on(Client::resume(&c.tcp(), None, &login, &session, 5))
+            .err()
+            .unwrap();
+    assert_eq!(e.code(), Some("resume_expired"), "{e}");
+    assert!(wait_until(Duration::from_secs(5), || eval(
+        hall,
+        "return table.concat(losses, ',')"
+    ) == "roamer:lost"));
+    // a fresh login works
+    let again = c.connect(&c.tcp(), &login).unwrap();
+    assert_eq!(echo(&c, &again, "new", 1).unwrap().0, "new");
+}
