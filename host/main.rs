@@ -1,6 +1,7 @@
 //! The `luahost` command: thin argument parsing over the library.
 
 mod bench;
+mod bot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -114,6 +115,49 @@ enum Cmd {
         /// Pin both nodes to this CPU (avoids cross-core wake-ups).
         #[arg(long)]
         pin: Option<usize>,
+    },
+    /// Drive a Gate with many game clients, each run by a Lua script.
+    ///
+    /// A test and load tool: it signs each account's token (<prefix><i>)
+    /// with the key of the cluster secret, so it needs the cluster file (a
+    /// real client gets its token from a login server). The schema (method
+    /// ids, ClientDigi, types) comes from entitydef.lua in the cluster's
+    /// script roots. Each client has its own Lua state; the script defines
+    /// function bot.run(client) (README.md, "Bots"); without --script each
+    /// client calls echo("bot", i) in a loop.
+    ///
+    /// Prints one line at the end:
+    /// RESULT workload=bot clients=N connected=C failed=F msgs=M rate=R p50_us=P p99_us=P resumes=0 kicks=K
+    #[command(verbatim_doc_comment)]
+    Bot {
+        /// The Gate's client address (ip:port of its tcp or ws listener).
+        #[arg(long)]
+        gate: String,
+        /// Connect over WebSocket (ws://ADDR/, wss:// with --ca).
+        #[arg(long)]
+        ws: bool,
+        /// Concurrent clients (1..=2000).
+        #[arg(long, default_value_t = 10)]
+        clients: u32,
+        /// How long the scripts run, in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
+        /// The Lua script defining bot.run(client); default: an echo loop.
+        #[arg(long)]
+        script: Option<PathBuf>,
+        /// The cluster file (its secret signs the tokens; its scripts hold
+        /// entitydef.lua).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// Accounts are <prefix><index>.
+        #[arg(long, default_value = "bot")]
+        account_prefix: String,
+        /// Use TLS, trusting this CA certificate (PEM).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// The name the Gate's certificate must carry, with --ca.
+        #[arg(long, requires = "ca", default_value = "localhost")]
+        server_name: String,
     },
 }
 
@@ -335,6 +379,37 @@ fn main() -> ExitCode {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("bench failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Bot {
+            gate,
+            ws,
+            clients,
+            secs,
+            script,
+            cluster,
+            account_prefix,
+            ca,
+            server_name,
+        } => {
+            let spec = bot::BotSpec {
+                gate,
+                ws,
+                clients,
+                secs,
+                script,
+                cluster,
+                prefix: account_prefix,
+                ca,
+                server_name: Some(server_name),
+            };
+            match bot::run(&spec) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("bot: {e}");
                     ExitCode::FAILURE
                 }
             }
