@@ -669,6 +669,11 @@ impl Core {
                 link.notice("bad_frame", "already verified", true);
                 return;
             }
+            ClientMsg::Call { .. } if msg.session == 0 => {
+                self.client_fault(link, Fault::BadFrame, "a call with session 0");
+                link.notice("bad_frame", "a call needs a session id other than 0", true);
+                return;
+            }
             ClientMsg::Call { method, nargs, args } => (true, method, nargs, args),
             ClientMsg::Send { method, nargs, args } => (false, method, nargs, args),
         };
