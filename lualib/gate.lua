@@ -44,6 +44,14 @@ function M.fail(text)
     error(setmetatable({ client_text = tostring(text) }, rpcco.ClientFail), 2)
 end
 
+--- Gate: its counters and what it holds now (see docs/architecture.md,
+--- "Game clients"): accepted, verified, refused, resumed, replaced, faults,
+--- busy, sessions, conns, queued (bytes not yet written to clients). nil on
+--- a node that is not a Gate.
+function M.stats()
+    return core.gate_stats()
+end
+
 --- Backend: fn(client, old_entity) is called when a client is bound to this
 --- node; it returns the entity that owns the client (which gets
 --- entity.client), or nil and a reason to refuse the login. old_entity is

@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use luahost::client::{Client, ClientError, Event, Login, Target};
 use luahost::codec::mpack;
+use luahost::net::client::client_tls_trusting;
 use tokio::runtime::Runtime;
 
 use common::*;
@@ -22,6 +23,8 @@ struct Cluster {
     _dir: TempDir,
     gate: luahost::NodeHandle,
     halls: Vec<luahost::NodeHandle>,
+    /// Hall nodes run as `luahost run` processes (`cluster_with`), by index.
+    procs: Vec<Proc>,
     tcp: std::net::SocketAddr,
     ws: std::net::SocketAddr,
     digi: u32,
@@ -31,6 +34,12 @@ struct Cluster {
 /// A Gate and `halls` Hall nodes in this process; `gate_extra` goes into
 /// the Gate's `gate` table.
 fn cluster(tag: &str, halls: usize, gate_extra: &str) -> Cluster {
+    cluster_with(tag, halls, gate_extra, false)
+}
+
+/// As [`cluster`]; with `hall_procs` the Halls run as separate processes
+/// (in `Cluster::procs`, so they can be killed) and `Cluster::halls` is empty.
+fn cluster_with(tag: &str, halls: usize, gate_extra: &str, hall_procs: bool) -> Cluster {
     let dir = TempDir::new(tag);
     let scripts = gate_scripts();
     let port = |_| free_port();
@@ -55,9 +64,20 @@ fn cluster(tag: &str, halls: usize, gate_extra: &str) -> Cluster {
     );
     let file = dir.0.join("cluster.lua");
     std::fs::write(&file, text).unwrap();
+    let procs: Vec<Proc> = if hall_procs {
+        (0..halls)
+            .map(|i| Proc::run_node(&file, &format!("hall_{}", i + 1)))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let gate = start(&file, "gate_1");
-    let halls: Vec<_> = (0..halls).map(|i| start(&file, &format!("hall_{}", i + 1))).collect();
-    let names: Vec<String> = (0..halls.len()).map(|i| format!("hall_{}", i + 1)).collect();
+    let names: Vec<String> = (0..halls).map(|i| format!("hall_{}", i + 1)).collect();
+    let halls: Vec<_> = if hall_procs {
+        Vec::new()
+    } else {
+        names.iter().map(|n| start(&file, n)).collect()
+    };
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     wait_live(&gate, &names);
     let digi: u32 = eval(&gate, "return rpcdef.ClientDigi").parse().unwrap();
@@ -65,6 +85,7 @@ fn cluster(tag: &str, halls: usize, gate_extra: &str) -> Cluster {
         _dir: dir,
         gate,
         halls,
+        procs,
         tcp: format!("127.0.0.1:{tcp}").parse().unwrap(),
         ws: format!("127.0.0.1:{ws}").parse().unwrap(),
         digi,
@@ -454,4 +475,286 @@ fn resume_replays_missed_pushes_and_keeps_the_player() {
     // a fresh login works
     let again = c.connect(&c.tcp(), &login).unwrap();
     assert_eq!(echo(&c, &again, "new", 1).unwrap().0, "new");
+}
+
+/// A self-signed certificate for "localhost" in `dir`: (cert, key) paths.
+fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (c, k) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+impl Cluster {
+    fn connect_tls(&self, target: &Target, ca: &Path, login: &Login) -> Result<Client, ClientError> {
+        let tls = client_tls_trusting(ca, "localhost").unwrap();
+        self.rt
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), Client::connect(target, Some(tls), login, None)).await
+            })
+            .expect("connect hung")
+    }
+
+    /// `gate.stats()[key]` on the Gate.
+    fn stat(&self, key: &str) -> u64 {
+        eval(&self.gate, &format!("return gate_mod.stats().{key}"))
+            .parse()
+            .unwrap()
+    }
+}
+
+#[test]
+fn tls_on_tcp_and_websocket() {
+    let certs = TempDir::new("gate-tls-certs");
+    let (cert, key) = self_signed(&certs.0, "gate");
+    let (other, _) = self_signed(&certs.0, "other");
+    let c = cluster(
+        "gate-tls",
+        1,
+        &format!(
+            "tls = {{ cert = {:?}, key = {:?} }}",
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+    );
+    let wss = Target::Ws(format!("wss://127.0.0.1:{}/", c.ws.port()));
+    for (i, target) in [c.tcp(), wss.clone()].into_iter().enumerate() {
+        let client = c.connect_tls(&target, &cert, &c.login(&format!("secure{i}"))).unwrap();
+        assert_eq!(
+            echo(&c, &client, "sealed", i as i64).unwrap(),
+            ("sealed".into(), i as i64)
+        );
+    }
+    // a client that trusts another certificate fails (an error, not a hang)
+    for target in [c.tcp(), wss.clone()] {
+        let t0 = std::time::Instant::now();
+        let e = c
+            .connect_tls(&target, &other, &c.login("doubter"))
+            .err()
+            .expect("connected");
+        assert!(matches!(e, ClientError::Connect(_)), "{target}: {e}");
+        assert!(t0.elapsed() < Duration::from_secs(5), "{target}: {:?}", t0.elapsed());
+    }
+    // a plaintext client on the TLS listeners fails too
+    for target in [c.tcp(), c.ws()] {
+        assert!(c.connect(&target, &c.login("plain")).is_err(), "{target}");
+    }
+    // the Gate still serves trusting clients
+    let client = c.connect_tls(&c.tcp(), &cert, &c.login("secure9")).unwrap();
+    assert_eq!(echo(&c, &client, "again", 9).unwrap().1, 9);
+}
+
+#[test]
+fn a_client_that_does_not_read_is_disconnected_without_growing_memory() {
+    use luahost::codec::client::{parse_server, put_verify, ServerMsg};
+    use luahost::codec::wire::FrameDecoder;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const MAX_OUT: u64 = 65536;
+    let c = cluster("gate-slow", 1, &format!("max_out = {MAX_OUT}"));
+    let hall = &c.halls[0];
+    let steady = c.connect(&c.tcp(), &c.login("steady")).unwrap();
+    // the sloth verifies by hand, then never reads again
+    let login = c.login("sloth");
+    let mut sloth = c.rt.block_on(async {
+        let mut s = tokio::net::TcpStream::connect(c.tcp).await.unwrap();
+        let mut out = BytesMut::new();
+        put_verify(&mut out, &login.account, &login.token, login.client_digi, None);
+        s.write_all(&out).await.unwrap();
+        let mut dec = FrameDecoder::new(1 << 20);
+        let mut buf = BytesMut::new();
+        let msg = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(m) = dec.decode(&mut buf).unwrap() {
+                    return m;
+                }
+                assert!(s.read_buf(&mut buf).await.unwrap() > 0, "closed before verify-ok");
+            }
+        })
+        .await
+        .expect("no verify-ok");
+        assert!(
+            matches!(parse_server(&msg.data).unwrap(), ServerMsg::VerifyOk { .. }),
+            "{msg:?}"
+        );
+        s
+    });
+    assert!(wait_until(Duration::from_secs(5), || eval(
+        hall,
+        "return tostring(gate_mod.client('sloth') ~= nil)"
+    ) == "true"));
+    assert_eq!(c.stat("conns"), 2);
+    // a client that reads is not closed for a burst bigger than max_out
+    // (it is queued before the Gate's writer has its turn)
+    let mut steady = steady;
+    assert_eq!(eval(hall, "return pushBig('steady', 20, 8000)"), "ok");
+    for i in 1..=20 {
+        match next_event(&c, &mut steady, Duration::from_secs(5)) {
+            Some(Event::Push { seq, .. }) => assert_eq!(seq, i),
+            other => panic!("a reading client lost its pushes: {other:?}"),
+        }
+    }
+    assert_eq!(c.stat("conns"), 2);
+    // the Hall pushes 80 KB a round at the sloth (16 MB at most), until the
+    // Gate gives up on it; what the Gate holds is sampled every round
+    const SIZE: u64 = 8000;
+    const PER_ROUND: u64 = 10;
+    let mut pushed = 0;
+    let mut max_queued = 0;
+    let mut closed_after = None;
+    let mut ping = BytesMut::new();
+    {
+        let start = luahost::codec::wire::begin_message(&mut ping);
+        mpack::put_array_len(&mut ping, 1);
+        mpack::put_uint(&mut ping, 6);
+        luahost::codec::wire::finish_message(&mut ping, start, 0);
+    }
+    let t0 = std::time::Instant::now();
+    for round in 0..200 {
+        // pings keep the sloth from being closed as idle: only `slow` applies
+        c.rt.block_on(sloth.write_all(&ping)).unwrap();
+        assert_eq!(
+            eval(hall, &format!("return pushBig('sloth', {PER_ROUND}, {SIZE})")),
+            "ok"
+        );
+        pushed += PER_ROUND * SIZE;
+        max_queued = max_queued.max(c.stat("queued"));
+        // the other client is served throughout
+        assert_eq!(echo(&c, &steady, "steady", round).unwrap().1, round);
+        if c.stat("conns") == 1 {
+            closed_after = Some(round);
+            break;
+        }
+    }
+    if closed_after.is_none() && wait_until(Duration::from_secs(2), || c.stat("conns") == 1) {
+        closed_after = Some(200);
+    }
+    let round = closed_after.expect("the Gate never closed a client that does not read");
+    eprintln!(
+        "slow client closed after round {round} ({:?}): {pushed} bytes pushed, at most {max_queued} queued",
+        t0.elapsed()
+    );
+    assert!(pushed > MAX_OUT, "closed after only {pushed} bytes");
+    // the Gate never held more than its bound for the two clients
+    assert!(max_queued <= 4 * MAX_OUT + 2 * SIZE, "queued {max_queued}");
+    // reading again: what the kernel held, then the end (EOF or reset), in bounded time
+    let ended = c.rt.block_on(async {
+        let mut buf = vec![0u8; 1 << 16];
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match sloth.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok()
+    });
+    assert!(ended, "the slow client's socket never ended");
+    assert!(c.stat("queued") <= MAX_OUT);
+    assert_eq!(echo(&c, &steady, "after", 1).unwrap().0, "after");
+}
+
+#[test]
+fn backend_killed_while_100_clients_are_bound() {
+    use futures_util::future::join_all;
+    let mut c = cluster_with("gate-kill", 2, "", true);
+    let accounts: Vec<String> = (0..100).map(|i| format!("p{i}")).collect();
+    let on_hall: Vec<String> = accounts
+        .iter()
+        .map(|a| {
+            eval(
+                &c.gate,
+                &format!("return router.nodeName(router.route(ServerType.Hall, {a:?}))"),
+            )
+        })
+        .collect();
+    let mut clients: Vec<Client> = accounts
+        .iter()
+        .map(|a| c.connect(&c.tcp(), &c.login(a)).unwrap())
+        .collect();
+    for (i, cl) in clients.iter().enumerate() {
+        assert_eq!(echo(&c, cl, "bound", i as i64).unwrap().1, i as i64);
+    }
+    let doomed: Vec<usize> = (0..100).filter(|&i| on_hall[i] == "hall_1").collect();
+    let safe: Vec<usize> = (0..100).filter(|&i| on_hall[i] == "hall_2").collect();
+    assert_eq!(doomed.len() + safe.len(), 100);
+    assert!(
+        !doomed.is_empty() && !safe.is_empty(),
+        "{} / {}",
+        doomed.len(),
+        safe.len()
+    );
+
+    let t0 = std::time::Instant::now();
+    c.procs[0].signal(libc::SIGKILL);
+    assert!(c.procs[0].wait_exit(Duration::from_secs(5)).is_some());
+    // a call from every client right after the kill returns (ok or an error) in time
+    let cid = c.cid("echo");
+    let a = args(|b| {
+        mpack::put_str(b, b"k");
+        mpack::put_int(b, 1);
+    });
+    let results = c.rt.block_on(join_all(clients.iter().map(|cl| async {
+        tokio::time::timeout(Duration::from_secs(10), cl.call_raw(cid, 2, &a)).await
+    })));
+    for (i, r) in results.iter().enumerate() {
+        let r = r
+            .as_ref()
+            .unwrap_or_else(|_| panic!("client {i} ({}): call hung", on_hall[i]));
+        if on_hall[i] == "hall_2" {
+            assert!(r.is_ok(), "client {i} on the surviving Hall: {r:?}");
+        }
+    }
+    // every client of the killed Hall is told, then works again or is closed
+    let deadline = t0 + Duration::from_secs(2 + 10);
+    let (mut rebound, mut closed) = (0, 0);
+    let mut told_at = Vec::new();
+    for &i in &doomed {
+        let mut saw_lost = false;
+        let outcome = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let ev = next_event(&c, &mut clients[i], left);
+            match ev {
+                Some(Event::Notice {
+                    code, closing: false, ..
+                }) if code == "backend_lost" => {
+                    saw_lost = true;
+                    told_at.push(t0.elapsed());
+                }
+                Some(Event::Notice {
+                    code, closing: false, ..
+                }) if code == "rebound" => {
+                    assert!(saw_lost, "client {i}: rebound without backend_lost");
+                    break "rebound";
+                }
+                Some(Event::Notice { closing: true, .. }) | Some(Event::Closed) => break "closed",
+                Some(Event::Push { .. }) | Some(Event::Notice { .. }) => {}
+                None => panic!("client {i}: not told within {:?} of the kill", deadline - t0),
+            }
+        };
+        if outcome == "rebound" {
+            rebound += 1;
+            let (_, n) =
+                echo(&c, &clients[i], "again", i as i64).unwrap_or_else(|e| panic!("client {i} after rebound: {e}"));
+            assert_eq!(n, i as i64);
+        } else {
+            closed += 1;
+        }
+    }
+    told_at.sort();
+    eprintln!(
+        "{} clients on the killed Hall: {rebound} rebound, {closed} closed; told backend_lost {:?}..{:?} after the kill; all settled by {:?}",
+        doomed.len(),
+        told_at.first(),
+        told_at.last(),
+        t0.elapsed()
+    );
+    // the survivors kept working throughout
+    for &i in &safe {
+        assert_eq!(echo(&c, &clients[i], "safe", i as i64).unwrap().1, i as i64);
+    }
 }

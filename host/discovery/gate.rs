@@ -55,7 +55,8 @@ pub struct GateConfig {
     /// Messages a client may send in a burst (`burst`, default 400).
     pub burst: f64,
     /// Bytes queued towards a client that does not read before it is closed
-    /// (`max_out`, default 1 MiB).
+    /// (`max_out`, default 1 MiB): more than this while a write to it is
+    /// pending, or four times this in one burst.
     pub max_out: usize,
     /// Pushes kept for a resume (`replay_max`, default 1024).
     pub replay_max: usize,

@@ -265,6 +265,17 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
     func!("gate_notice", |c, _l, (session, code, text): (u64, String, String)| Ok(
         c.gate_notice(session, &code, &text)
     ));
+    // The Gate's counters (nil on a node that is not a Gate).
+    func!("gate_stats", |c, l, (): ()| {
+        let Some(stats) = c.gate_stats() else {
+            return Ok(Value::Nil);
+        };
+        let t = l.create_table()?;
+        for (k, v) in stats {
+            t.set(k, v)?;
+        }
+        Ok(Value::Table(t))
+    });
     func!("gate_token", |c, _l, (account, ttl): (String, f64)| {
         if ttl.is_nan() || ttl <= 0.0 {
             return Ok((

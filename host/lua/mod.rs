@@ -90,6 +90,11 @@ pub(crate) trait LuaHost: 'static {
     fn gate_kick(&self, session: u64, code: &str, text: &str) -> bool;
     /// Gate: a notice to client `session`; false if it is not connected.
     fn gate_notice(&self, session: u64, code: &str, text: &str) -> bool;
+    /// Gate: its counters (`accepted`, `verified`, `refused`, `resumed`,
+    /// `replaced`, `faults`, `busy`), `sessions` and `conns` now, and
+    /// `queued`: bytes queued for clients and not yet written. None when
+    /// this node is not a Gate.
+    fn gate_stats(&self) -> Option<Vec<(&'static str, u64)>>;
     /// A login token for `account`, valid for `ttl`.
     ///
     /// # Errors

@@ -68,7 +68,14 @@ pub(crate) struct ClientLink {
     bucket: RefCell<TokenBucket>,
     refused_in_a_row: Cell<u32>,
     max_out: usize,
+    /// True while a write to the socket is pending (the client is not
+    /// taking bytes as fast as they come).
+    writing: Cell<bool>,
 }
+
+/// A burst queued while the writer has not had its turn may reach this
+/// many times `max_out` before the client counts as slow.
+const BURST_OUT: usize = 4;
 
 impl ClientLink {
     fn new(id: u64, addr: SocketAddr, cfg: &GateConfig, now: Instant) -> Self {
@@ -88,18 +95,24 @@ impl ClientLink {
             bucket: RefCell::new(TokenBucket::new(cfg.rate, cfg.burst, now)),
             refused_in_a_row: Cell::new(0),
             max_out: cfg.max_out,
+            writing: Cell::new(false),
         }
     }
 
     /// Queues frames for the client; false (and the connection closes as
-    /// `slow`) when the client has not read what was queued before.
+    /// `slow`) when the client has not read what was queued before: more
+    /// than `max_out` bytes wait while a write to it is pending, or more
+    /// than `BURST_OUT * max_out` in any case (a burst from a backend is
+    /// queued before the writer gets its turn, so it alone is no sign of a
+    /// slow client).
     pub(crate) fn send(&self, f: impl FnOnce(&mut BytesMut)) -> bool {
         if self.closing.get().is_some() {
             return false;
         }
         let mut out = self.out.borrow_mut();
         f(&mut out);
-        if out.len() > self.max_out {
+        let len = out.len();
+        if len > self.max_out && (self.writing.get() || len > self.max_out.saturating_mul(BURST_OUT)) {
             out.clear();
             drop(out);
             self.close("slow");
@@ -359,6 +372,8 @@ async fn client_task(core: Rc<Core>, incoming: Incoming, addr: SocketAddr) {
         };
         (wr, ok)
     };
+    // a write dropped by the select above is not pending any more
+    link.writing.set(false);
     drop(admitted);
     if ok {
         rd.set_max_message(g.cfg.max_message);
@@ -421,7 +436,10 @@ async fn write_loop(link: &ClientLink, wr: &mut ClientWriter) {
     loop {
         let chunk = link.out.borrow_mut().split();
         if !chunk.is_empty() {
-            if wr.write(&chunk).await.is_err() {
+            link.writing.set(true);
+            let r = wr.write(&chunk).await;
+            link.writing.set(false);
+            if r.is_err() {
                 return;
             }
             continue;
@@ -630,6 +648,26 @@ impl Core {
 
     /// A login token for `account`, valid `ttl` (on any node: the key comes
     /// from the cluster secret).
+    /// The Gate's counters and what it holds now (`core.gate_stats`).
+    pub(crate) fn gate_stats(&self) -> Option<Vec<(&'static str, u64)>> {
+        let g = self.gate.as_ref()?;
+        let s = &g.stats;
+        let conns = g.conns.borrow();
+        let queued: usize = conns.values().map(|l| l.out.borrow().len()).sum();
+        Some(vec![
+            ("accepted", s.accepted.get()),
+            ("verified", s.verified.get()),
+            ("refused", s.refused.get()),
+            ("resumed", s.resumed.get()),
+            ("replaced", s.replaced.get()),
+            ("faults", s.faults.get()),
+            ("busy", s.busy.get()),
+            ("sessions", g.sessions.borrow().len() as u64),
+            ("conns", conns.len() as u64),
+            ("queued", queued as u64),
+        ])
+    }
+
     pub(crate) fn gate_token(&self, account: &str, ttl: Duration) -> Result<String, String> {
         if account.is_empty() || account.len() > 128 {
             return Err("gate.token: the account must be 1 to 128 bytes".into());

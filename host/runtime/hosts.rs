@@ -73,6 +73,9 @@ impl LuaHost for Core {
     fn gate_notice(&self, session: u64, code: &str, text: &str) -> bool {
         Core::gate_notice(self, session, code, text)
     }
+    fn gate_stats(&self) -> Option<Vec<(&'static str, u64)>> {
+        Core::gate_stats(self)
+    }
     fn gate_token(&self, account: &str, ttl: Duration) -> Result<String, String> {
         Core::gate_token(self, account, ttl)
     }

@@ -57,3 +57,12 @@ function sidOf(name)
     end
     error("no node " .. name)
 end
+
+--- Pushes n events of size bytes each to account's client (slow-reader test).
+function pushBig(account, n, size)
+    local c = gate.client(account)
+    if not c then return "no client" end
+    local s = string.rep("x", size)
+    for i = 1, n do c.onEvent(s, i) end
+    return "ok"
+end
