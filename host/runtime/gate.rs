@@ -11,32 +11,29 @@
 //! the node's pending calls ([`Core::relay_reply`]); pushes from backends are
 //! sequenced per session and kept for a resume ([`Core::on_push`]).
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use mlua::{MultiValue, Value};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::gatestate::{random, ClientLink, GateState, Relay};
 use super::node::Core;
 use crate::codec::client::{self, ClientMsg};
 use crate::codec::mpack::Reader;
 use crate::codec::proto::{self, PushTarget};
 use crate::codec::token::{self, TokenError, TokenKey};
 use crate::codec::wire::Message;
-use crate::discovery::gate::GateConfig;
 use crate::lua::dispatch::Dispatch;
-use crate::net::client::{ClientListener, ClientWriter, Incoming, Transport};
+use crate::net::client::{ClientListener, ClientWriter, Incoming};
 use crate::net::link::Req;
 use crate::net::PeerState;
 use crate::rpc::error::{CallError, BAD_REQUEST, CLIENT_ERROR};
-use crate::rpc::gate::limits::{Admission, Fault, Faults, Idle, TokenBucket};
-use crate::rpc::gate::sessions::{Binding, SessionConfig, Sessions};
+use crate::rpc::gate::limits::{Fault, Idle};
+use crate::rpc::gate::sessions::Binding;
 
 /// Largest message from a client before it verified.
 const MAX_VERIFY_MESSAGE: usize = 4096;
@@ -44,206 +41,6 @@ const MAX_VERIFY_MESSAGE: usize = 4096;
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Refused messages (rate limit) in a row after which a client is closed.
 const FLOOD_CLOSE: u32 = 1000;
-
-/// One client connection's output side and state.
-pub(crate) struct ClientLink {
-    /// Connection id (unique on this Gate).
-    pub(crate) id: u64,
-    /// Where it comes from.
-    pub(crate) addr: SocketAddr,
-    out: RefCell<BytesMut>,
-    wake: Notify,
-    /// Set when the connection must close once what is queued is written.
-    closing: Cell<Option<&'static str>>,
-    closed: Notify,
-    /// Its session once verified (0 before).
-    pub(crate) session: Cell<u64>,
-    /// The session's resume token (told to the client at verify-ok).
-    resume_token: Cell<[u8; 16]>,
-    /// Set by Lua's accept (true) or refusal (false) of the login.
-    decided: Cell<Option<bool>>,
-    decided_wake: Notify,
-    last_rx: Cell<Instant>,
-    faults: RefCell<Faults>,
-    bucket: RefCell<TokenBucket>,
-    refused_in_a_row: Cell<u32>,
-    max_out: usize,
-    /// True while a write to the socket is pending (the client is not
-    /// taking bytes as fast as they come).
-    writing: Cell<bool>,
-}
-
-/// A burst queued while the writer has not had its turn may reach this
-/// many times `max_out` before the client counts as slow.
-const BURST_OUT: usize = 4;
-
-impl ClientLink {
-    fn new(id: u64, addr: SocketAddr, cfg: &GateConfig, now: Instant) -> Self {
-        ClientLink {
-            id,
-            addr,
-            out: RefCell::new(BytesMut::new()),
-            wake: Notify::new(),
-            closing: Cell::new(None),
-            closed: Notify::new(),
-            session: Cell::new(0),
-            resume_token: Cell::new([0; 16]),
-            decided: Cell::new(None),
-            decided_wake: Notify::new(),
-            last_rx: Cell::new(now),
-            faults: RefCell::new(Faults::default()),
-            bucket: RefCell::new(TokenBucket::new(cfg.rate, cfg.burst, now)),
-            refused_in_a_row: Cell::new(0),
-            max_out: cfg.max_out,
-            writing: Cell::new(false),
-        }
-    }
-
-    /// Queues frames for the client; false (and the connection closes as
-    /// `slow`) when the client has not read what was queued before: more
-    /// than `max_out` bytes wait while a write to it is pending, or more
-    /// than `BURST_OUT * max_out` in any case (a burst from a backend is
-    /// queued before the writer gets its turn, so it alone is no sign of a
-    /// slow client).
-    pub(crate) fn send(&self, f: impl FnOnce(&mut BytesMut)) -> bool {
-        if self.closing.get().is_some() {
-            return false;
-        }
-        let mut out = self.out.borrow_mut();
-        f(&mut out);
-        let len = out.len();
-        if len > self.max_out && (self.writing.get() || len > self.max_out.saturating_mul(BURST_OUT)) {
-            out.clear();
-            drop(out);
-            self.close("slow");
-            return false;
-        }
-        drop(out);
-        self.wake.notify_one();
-        true
-    }
-
-    /// Closes after what is queued is written (a notice, a verify-failed).
-    pub(crate) fn close(&self, why: &'static str) {
-        if self.closing.get().is_none() {
-            self.closing.set(Some(why));
-            self.wake.notify_one();
-            self.closed.notify_one();
-        }
-    }
-
-    /// Sends a notice; `closing` closes the connection after it.
-    pub(crate) fn notice(&self, code: &'static str, text: &str, closing: bool) {
-        let sent = self.send(|o| client::put_notice(o, code, text, closing));
-        if closing && sent {
-            self.close(code);
-        }
-    }
-
-    fn decide(&self, ok: bool) {
-        self.decided.set(Some(ok));
-        self.decided_wake.notify_one();
-    }
-
-    /// Records bad input; true the first time this cause is seen on this
-    /// connection (it is logged once per client, not per message).
-    fn fault(&self, f: Fault) -> bool {
-        self.faults.borrow_mut().record(f)
-    }
-}
-
-/// A client's call relayed to a backend, by the Gate's call id.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Relay {
-    conn: u64,
-    call: u32,
-}
-
-/// Counters a Gate keeps (`core.gate_stats`).
-#[derive(Debug, Default)]
-pub(crate) struct GateStats {
-    pub(crate) accepted: Cell<u64>,
-    pub(crate) verified: Cell<u64>,
-    pub(crate) refused: Cell<u64>,
-    pub(crate) resumed: Cell<u64>,
-    pub(crate) replaced: Cell<u64>,
-    pub(crate) faults: Cell<u64>,
-    pub(crate) busy: Cell<u64>,
-}
-
-/// What a Gate node keeps.
-pub(crate) struct GateState {
-    pub(crate) cfg: GateConfig,
-    key: TokenKey,
-    pub(crate) sessions: RefCell<Sessions>,
-    conns: RefCell<HashMap<u64, Rc<ClientLink>>>,
-    relays: RefCell<HashMap<u32, Relay>>,
-    admission: RefCell<Admission>,
-    next_conn: Cell<u64>,
-    expiry: Notify,
-    pub(crate) stats: GateStats,
-    listeners: RefCell<Vec<ClientListener>>,
-}
-
-fn random<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    getrandom::fill(&mut b).expect("the system's random source failed");
-    b
-}
-
-impl GateState {
-    /// Binds the Gate's listeners (TLS loaded from its files).
-    pub(crate) async fn bind(cfg: GateConfig, secret: &str) -> Result<GateState, String> {
-        let tls = match &cfg.tls {
-            Some(t) => Some(
-                crate::net::client::server_tls(&crate::net::client::TlsFiles {
-                    cert: t.cert.clone(),
-                    key: t.key.clone(),
-                })
-                .map_err(|e| e.to_string())?,
-            ),
-            None => None,
-        };
-        let mut listeners = Vec::new();
-        for (addr, transport) in [(cfg.tcp, Transport::Tcp), (cfg.ws, Transport::Ws)] {
-            if let Some(addr) = addr {
-                let l = ClientListener::bind(addr, transport, tls.clone())
-                    .await
-                    .map_err(|e| format!("gate: cannot listen on {addr}: {e}"))?;
-                listeners.push(l);
-            }
-        }
-        let seed = u64::from_le_bytes(random::<8>()) >> 2;
-        Ok(GateState {
-            key: TokenKey::from_secret(secret),
-            sessions: RefCell::new(Sessions::new(
-                SessionConfig {
-                    resume_grace: cfg.resume_grace,
-                    replay_max: cfg.replay_max,
-                    replay_bytes: cfg.replay_bytes,
-                },
-                seed,
-            )),
-            conns: RefCell::new(HashMap::new()),
-            relays: RefCell::new(HashMap::new()),
-            admission: RefCell::new(Admission::new(cfg.max_verifying, cfg.max_verifying_per_ip)),
-            next_conn: Cell::new(1),
-            expiry: Notify::new(),
-            stats: GateStats::default(),
-            listeners: RefCell::new(listeners),
-            cfg,
-        })
-    }
-
-    fn conn(&self, id: u64) -> Option<Rc<ClientLink>> {
-        self.conns.borrow().get(&id).cloned()
-    }
-
-    fn session_conn(&self, session: u64) -> Option<Rc<ClientLink>> {
-        let conn = self.sessions.borrow().get(session).and_then(|s| s.conn())?;
-        self.conn(conn)
-    }
-}
 
 /// Holds a place among the connections verifying at once.
 struct Admitted<'a>(&'a GateState, std::net::IpAddr);

@@ -40,7 +40,7 @@ impl Core {
         })?;
         let gate = match cluster.gates.get(&me.name) {
             Some(cfg) => Some(
-                super::gate::GateState::bind(cfg.clone(), &cluster.secret)
+                super::gatestate::GateState::bind(cfg.clone(), &cluster.secret)
                     .await
                     .map_err(|message| NodeError::Script {
                         node: me.name.clone(),

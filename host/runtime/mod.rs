@@ -13,7 +13,8 @@
 //! - `life`: boot, the run loop, the graceful stop, the node's own tasks.
 //! - `calls`: calls and sends: encode, handle what arrives, fail, report.
 //! - `gate`: game clients on a Gate node: their connections, verify,
-//!   relaying both ways, sessions and resume.
+//!   relaying both ways, sessions and resume; `gatestate`: what a Gate
+//!   keeps (sessions, connections' output sides, relays, counters).
 //! - `timers`: the timers (pure: time passed in).
 //! - `membership`: carrying out cluster-file and ZooKeeper changes.
 //! - `watch`: the cluster file and script watchers, hot reload.
@@ -22,6 +23,7 @@
 mod calls;
 mod control;
 mod gate;
+mod gatestate;
 mod handle;
 mod hosts;
 mod life;

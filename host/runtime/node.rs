@@ -94,7 +94,7 @@ pub(crate) struct Core {
     /// after a reconnect are dropped).
     pub(crate) send_seqs: RefCell<HashMap<String, Rc<SendSeqs>>>,
     /// Game clients, when this node is a Gate (its cluster entry has `gate`).
-    pub(crate) gate: Option<super::gate::GateState>,
+    pub(crate) gate: Option<super::gatestate::GateState>,
 }
 
 impl Core {
