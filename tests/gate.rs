@@ -883,3 +883,51 @@ fn connections_verifying_at_once_are_bounded_per_address_and_oversize_messages_c
     assert!(saw_notice, "the oversize client was not told why");
     assert_eq!(echo(&c, &fine, "fine", 2).unwrap().0, "fine");
 }
+
+#[test]
+fn typed_calls_from_the_schema() {
+    use luahost::client::typed::{ClientSchema, Val};
+    let c = cluster("gate-typed", 1, "");
+    let schema = ClientSchema::load(&gate_scripts().join("entitydef.lua")).unwrap();
+    assert_eq!(
+        schema.client_digi, c.digi,
+        "the client computes the server's ClientDigi"
+    );
+    let mut client = c.connect(&c.tcp(), &c.login("typed")).unwrap();
+    let r =
+        c.rt.block_on(client.call_typed(&schema, "echo", &[Val::Str("hi".into()), Val::Int(3)]))
+            .unwrap();
+    assert_eq!(r, vec![Val::Str("hi".into()), Val::Int(3)]);
+    let p = Val::Struct(vec![("a".into(), Val::Int(4)), ("b".into(), Val::Str("four".into()))]);
+    let r = c.rt.block_on(client.call_typed(&schema, "Player.pair", &[p])).unwrap();
+    assert_eq!(r, vec![Val::Str("four:4".into())]);
+    // checked before anything is sent
+    let e =
+        c.rt.block_on(client.call_typed(&schema, "echo", &[Val::Int(1), Val::Int(3)]))
+            .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("bad argument #1 's' to Player.echo: expected string"),
+        "{e}"
+    );
+    let e =
+        c.rt.block_on(client.call_typed(&schema, "echo", &[Val::Str("x".into()), Val::Int(1 << 40)]))
+            .unwrap_err();
+    assert!(e.to_string().contains("out of range for int32"), "{e}");
+    assert!(
+        schema.encode("secret", &[]).is_err(),
+        "a server-only method has no client id"
+    );
+    // pushes decode by their types
+    client.send_typed(&schema, "ping", &[Val::Int(1)]).unwrap();
+    match next_event(&c, &mut client, Duration::from_secs(5)).expect("push") {
+        Event::Push {
+            method, nargs, args, ..
+        } => {
+            let (name, vals) = schema.decode_push(method, nargs, &args).unwrap();
+            assert_eq!(name, "Player.onEvent");
+            assert_eq!(vals, vec![Val::Str("ping".into()), Val::Int(1)]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
