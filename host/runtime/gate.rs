@@ -161,18 +161,24 @@ async fn client_task(core: Rc<Core>, incoming: Incoming, addr: SocketAddr) {
             }
         }
     };
-    let (wr, ok) = {
+    // The writer is a task of its own: a write is never cancelled half way
+    // (a frame cut in two), whatever ends the connection.
+    let writer = tokio::task::spawn_local({
+        let link = link.clone();
         let mut wr = wr;
-        let ok = tokio::select! {
-            ok = verified => ok,
-            _ = write_loop(&link, &mut wr) => false,
-        };
-        (wr, ok)
+        async move {
+            write_loop(&link, &mut wr).await;
+            let _ = wr.close().await;
+            // (a failed write ends the connection too)
+            link.close("closed");
+        }
+    });
+    let ok = tokio::select! {
+        ok = verified => ok,
+        _ = link.closed.notified() => false,
     };
-    // a write dropped by the select above is not pending any more
-    link.writing.set(false);
     drop(admitted);
-    if ok {
+    if ok && link.closing.get().is_none() {
         rd.set_max_message(g.cfg.max_message);
         link.last_rx.set(Instant::now());
         let heartbeat = g.cfg.heartbeat;
@@ -209,20 +215,17 @@ async fn client_task(core: Rc<Core>, incoming: Incoming, addr: SocketAddr) {
                 }
             }
         };
-        let mut wr = wr;
         tokio::select! {
             _ = reader => {}
             _ = idle => {}
             _ = link.closed.notified() => {}
-            _ = write_loop(&link, &mut wr) => {}
         }
-        // what was queued (a notice) goes out, within a bound
-        let _ = tokio::time::timeout(CLOSE_GRACE, write_loop(&link, &mut wr)).await;
-        let _ = wr.close().await;
-    } else {
-        let mut wr = wr;
-        let _ = tokio::time::timeout(CLOSE_GRACE, write_loop(&link, &mut wr)).await;
-        let _ = wr.close().await;
+    }
+    // what was queued (a notice) goes out, within a bound
+    link.close("closed");
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(CLOSE_GRACE, writer).await.is_err() {
+        abort.abort();
     }
     core.gate_conn_closed(&link);
 }
