@@ -50,6 +50,7 @@ pub struct BotSpec {
     pub script: Option<PathBuf>,
     pub cluster: PathBuf,
     pub prefix: String,
+    pub first: u32,
     pub ca: Option<PathBuf>,
     pub server_name: Option<String>,
 }
@@ -84,6 +85,7 @@ struct Shared {
     script: String,
     script_name: String,
     prefix: String,
+    first: u32,
     deadline: Instant,
     stats: Stats,
 }
@@ -141,6 +143,7 @@ pub fn run(spec: &BotSpec) -> Result<bool, String> {
         script,
         script_name,
         prefix: spec.prefix.clone(),
+        first: spec.first,
         deadline: start + Duration::from_secs_f64(spec.secs),
         stats: Stats::default(),
     });
@@ -320,7 +323,7 @@ fn now_unix() -> u64 {
 /// One bot client: log in, run the script; returns its call latencies (us).
 fn client_main(h: &tokio::runtime::Handle, i: u32, sh: &Arc<Shared>) -> Vec<u32> {
     let st = &sh.stats;
-    let account = format!("{}{i}", sh.prefix);
+    let account = format!("{}{}", sh.prefix, sh.first as u64 + i as u64);
     let mut nonce = [0u8; token::NONCE_LEN];
     if getrandom::fill(&mut nonce).is_err() {
         nonce[..4].copy_from_slice(&i.to_le_bytes());

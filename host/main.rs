@@ -149,9 +149,13 @@ enum Cmd {
         /// entitydef.lua).
         #[arg(long)]
         cluster: PathBuf,
-        /// Accounts are <prefix><index>.
+        /// Accounts are <prefix><first + index>.
         #[arg(long, default_value = "bot")]
         account_prefix: String,
+        /// The number of the first account (`--account-prefix "" --first-account 1001`
+        /// gives accounts 1001, 1002, ...).
+        #[arg(long, default_value_t = 0)]
+        first_account: u32,
         /// Use TLS, trusting this CA certificate (PEM).
         #[arg(long)]
         ca: Option<PathBuf>,
@@ -391,6 +395,7 @@ fn main() -> ExitCode {
             script,
             cluster,
             account_prefix,
+            first_account,
             ca,
             server_name,
         } => {
@@ -402,6 +407,7 @@ fn main() -> ExitCode {
                 script,
                 cluster,
                 prefix: account_prefix,
+                first: first_account,
                 ca,
                 server_name: Some(server_name),
             };

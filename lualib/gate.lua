@@ -227,6 +227,14 @@ function Ctl:give(session, sid, eid)
     core.gate_bind(session, sid, eid)
 end
 
+--- Backend: ends client's session: its Gate sends it a `kicked` notice
+--- with text and closes it; the entity forgets the client
+--- (onClientLost("kicked")).
+function M.kick(client, text)
+    ctl(client.gate).kick(client.session, "kicked", tostring(text or "kicked"))
+    Ctl.lost(nil, client.session, client.account, "kicked")
+end
+
 --- Backend: the client bound here for account, if any.
 function M.client(account)
     return clients[account]

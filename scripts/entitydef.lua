@@ -35,6 +35,10 @@ entitydef.Entity = {
                 args = { { "rid", "int48" }, { "hall", "uint32" } },
                 results = { { "friends", "array<FriendPlace>" } },
             },
+            -- every friend of rid, with the hall each is online on (0: offline)
+            db_getFriends = { args = { { "rid", "int48" } }, results = { { "friends", "array<FriendPlace>" } } },
+            -- makes a and b friends; false when either is no player or they already are
+            db_addFriend = { args = { { "a", "int48" }, { "b", "int48" } }, results = { { "ok", "bool" } } },
         },
         Hall = {
             hall_login = { args = { { "rid", "int48" } }, results = { { "told", "int32" } } },

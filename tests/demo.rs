@@ -7,39 +7,64 @@ use std::time::Duration;
 use common::*;
 
 #[test]
-fn friends_demo_notifies_friends_on_their_halls_and_stops_cleanly() {
+fn friends_demo_players_log_in_through_the_gate_and_hear_of_their_friends() {
     let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/friends");
     let mut p = Proc::spawn(&["up", demo.to_str().unwrap()]);
-    // Wait until a Hall has told another node about a friend coming online,
-    // and that node has logged hearing it.
-    let mut matched = None;
-    let found = wait_until(Duration::from_secs(40), || {
+    assert!(
+        p.wait_log("accepting clients on 127.0.0.1:7300", Duration::from_secs(30)),
+        "the demo's Gate did not listen; log:\n{}",
+        p.log()
+    );
+    // the Gate sees both Halls, and each Hall the DB
+    assert!(wait_until(Duration::from_secs(20), || {
         let log = p.log();
-        for line in log.lines() {
-            // "... INFO hall_2 player 1009 online: told hall_1 about friends 1008"
-            let Some(rest) = line.split(" player ").nth(1) else {
-                continue;
-            };
-            let Some((rid, told)) = rest.split_once(" online: told ") else {
-                continue;
-            };
-            let Some((hall, friends)) = told.split_once(" about friends ") else {
-                continue;
-            };
-            let heard = format!(" {hall} friends {friends} hear that {rid} is online");
-            if log.contains(&heard) {
-                matched = Some(heard);
-                return true;
-            }
-        }
-        false
-    });
-    assert!(found, "no friend notification was delivered; log:\n{}", p.log());
+        [
+            "gate_1 hall_1 (Hall",
+            "gate_1 hall_2 (Hall",
+            "hall_1 db_1 (DB",
+            "hall_2 db_1 (DB",
+        ]
+        .iter()
+        .all(|s| log.contains(s))
+    }));
+    // 20 players log in through the Gate, as the README says
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_luahost"))
+        .args([
+            "bot",
+            "--gate",
+            "127.0.0.1:7300",
+            "--cluster",
+            demo.to_str().unwrap(),
+            "--account-prefix",
+            "",
+            "--first-account",
+            "1001",
+            "--clients",
+            "20",
+            "--secs",
+            "4",
+            "--script",
+            demo.join("bot.lua").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bot failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("RESULT workload=bot clients=20 connected=20 failed=0"),
+        "{stdout}\n{stderr}"
+    );
+    // their clients heard of friends coming online (pushes)
+    assert!(
+        stdout.contains(" is online"),
+        "no onFriendOnline push reached a bot:\n{stdout}"
+    );
     let log = p.log();
     assert!(log.contains("router.route(Hall, "), "the gate logs the routing choice");
     assert!(log.contains("logged in here"), "a hall logs the login");
+    assert!(log.contains(" hear that "), "a hall hears of a friend online:\n{log}");
     assert!(!log.contains(" ERROR "), "errors in the demo log:\n{log}");
-    eprintln!("matched:{}", matched.unwrap());
     // Ctrl-C stops it cleanly
     p.signal(libc::SIGINT);
     let status = p

@@ -19,7 +19,8 @@ return {
     },
     nodes = {
         db_1   = { type = "DB",   id = 1,  addr = "127.0.0.1:7201" },
-        gate_1 = { type = "Gate", id = 21, addr = "127.0.0.1:7202" },
+        gate_1 = { type = "Gate", id = 21, addr = "127.0.0.1:7202",
+                   gate = { tcp = "127.0.0.1:7310", ws = "127.0.0.1:7311" } },
         hall_1 = { type = "Hall", id = 11, addr = "127.0.0.1:7203" },
         hall_2 = { type = "Hall", id = 12, addr = "127.0.0.1:7204" },
     },

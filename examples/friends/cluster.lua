@@ -1,6 +1,7 @@
 -- The demo cluster: one DB, two Halls, one Gate, all on this machine.
 -- `luahost up examples/friends` runs it in one process; `luahost run
 -- --cluster examples/friends --node hall_1` runs one node as its own process.
+-- Players log in through the Gate: `luahost bot` (see README) or a browser.
 return {
     secret = "friends-demo-secret",
     call_timeout = 5,
@@ -10,9 +11,9 @@ return {
     lualib = "../../lualib",
     nodes = {
         db_1   = { type = "DB",   id = 1,  addr = "127.0.0.1:7101" },
-        -- settings: fields of conf on this node (a top-level settings
-        -- table gives every node some; the node's own win)
-        gate_1 = { type = "Gate", id = 21, addr = "127.0.0.1:7102", settings = { DemoTick = 0.3 } },
+        -- the Gate: game clients connect to its tcp and ws listeners
+        gate_1 = { type = "Gate", id = 21, addr = "127.0.0.1:7102",
+                   gate = { tcp = "127.0.0.1:7300", ws = "127.0.0.1:7301", resume_grace = 5 } },
         hall_1 = { type = "Hall", id = 11, addr = "127.0.0.1:7103" },
         hall_2 = { type = "Hall", id = 12, addr = "127.0.0.1:7104" },
     },

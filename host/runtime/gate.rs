@@ -389,7 +389,15 @@ impl Core {
         };
         let token = link.resume_token.get();
         let hb = g.cfg.heartbeat.as_millis() as u32;
-        link.send(|o| client::put_verify_ok(o, session, &token, hb, false, last_seq));
+        let early = std::mem::take(&mut *link.early.borrow_mut());
+        // (pushes that came before: verify-ok says no push was sent yet)
+        let first = early.len() as u32;
+        link.send(|o| {
+            client::put_verify_ok(o, session, &token, hb, false, last_seq.wrapping_sub(first));
+            for f in &early {
+                o.extend_from_slice(f);
+            }
+        });
         g.stats.verified.set(g.stats.verified.get() + 1);
         link.decide(true);
         Ok(())
@@ -706,7 +714,12 @@ impl Core {
             });
             if let Some((_, frame, Some(conn))) = out {
                 if let Some(link) = g.conn(conn) {
-                    link.send(|o| o.extend_from_slice(&frame));
+                    if link.decided.get() == Some(true) {
+                        link.send(|o| o.extend_from_slice(&frame));
+                    } else {
+                        // verify-ok has not gone out yet
+                        link.early.borrow_mut().push(frame);
+                    }
                 }
             }
         }

@@ -35,6 +35,9 @@ pub(crate) struct ClientLink {
     pub(crate) resume_token: Cell<[u8; 16]>,
     /// Set by Lua's accept (true) or refusal (false) of the login.
     pub(crate) decided: Cell<Option<bool>>,
+    /// Pushes that arrived before verify-ok went out (a push and the bind's
+    /// answer come over different connections): written right after it.
+    pub(crate) early: RefCell<Vec<bytes::Bytes>>,
     pub(crate) decided_wake: Notify,
     pub(crate) last_rx: Cell<Instant>,
     pub(crate) faults: RefCell<Faults>,
@@ -62,6 +65,7 @@ impl ClientLink {
             session: Cell::new(0),
             resume_token: Cell::new([0; 16]),
             decided: Cell::new(None),
+            early: RefCell::new(Vec::new()),
             decided_wake: Notify::new(),
             last_rx: Cell::new(now),
             faults: RefCell::new(Faults::default()),

@@ -34,6 +34,25 @@ function FriendMgr:db_setOnline(rid, hall)
     return out
 end
 
+function FriendMgr:db_getFriends(rid)
+    local friends = FriendDB.friends[rid]
+    if not friends then error("no player " .. rid) end
+    local out = {}
+    for _, f in ipairs(friends) do out[#out + 1] = { rid = f, hall = FriendDB.online[f] or 0 } end
+    return out
+end
+
+function FriendMgr:db_addFriend(a, b)
+    local fa, fb = FriendDB.friends[a], FriendDB.friends[b]
+    if not fa or not fb or a == b then return false end
+    for _, f in ipairs(fa) do
+        if f == b then return false end
+    end
+    table.insert(fa, b)
+    table.insert(fb, a)
+    return true
+end
+
 -- Players on a Hall that went away are offline.
 if not FriendDB.watching then
     FriendDB.watching = true

@@ -7,6 +7,7 @@ local function db()
 end
 
 -- Tells every hall that has online friends of rid, one message per hall.
+-- Returns how many friends are online.
 local function tellFriends(self, rid, online)
     local friends = self:db(db()).db_setOnline(rid, online and conf.ServerID or 0)
     local byHall = {}
@@ -34,8 +35,18 @@ function FriendMgr:hall_logout(rid)
     return tellFriends(self, rid, false)
 end
 
+--- (rid, online): tells rid's online friends, wherever they are (player.lua).
+function FriendMgr.tellFriends(rid, online)
+    return tellFriends(base.global("FriendMgr"), rid, online)
+end
+
 function FriendMgr:hall_notifyFriendOnlineStatus(rid, online, rids)
     INFO("friends %s hear that %d is %s", table.concat(rids, ","), rid, online and "online" or "offline")
+    -- each friend's client gets a push
+    for _, f in ipairs(rids) do
+        local p = Entity.get(f)
+        if p and p.client then p.client.onFriendOnline(rid, online) end
+    end
 end
 
 return FriendMgr

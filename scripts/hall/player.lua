@@ -1,0 +1,61 @@
+-- Players: a game client logged in through a Gate is bound to a Player
+-- entity on the Hall that router.route(ServerType.Hall, account) picks. The
+-- player's friends hear of it through FriendMgr (friendmgr.lua), and the
+-- client through pushes (player.client.onFriendOnline).
+local gate = require "gate"
+
+Player = Player or {}
+declareObject(Player, Entity, "Player")
+
+local fm -- the FriendMgr global entity (base.global, after base.init)
+
+function Player:__init(rid)
+    self.rid = rid
+end
+
+local function db()
+    return router.route(ServerType.DB, 0) or gate.fail("the friend service is not online")
+end
+
+-- the client may call these (client = true in entitydef)
+function Player:hall_getFriends()
+    return fm:db(db()).db_getFriends(self.rid)
+end
+
+function Player:hall_addFriend(rid)
+    local ok = fm:db(db()).db_addFriend(self.rid, rid)
+    if ok then INFO("player %d and %d are friends now", self.rid, rid) end
+    return ok
+end
+
+-- server-only
+function Player:hall_kick(reason)
+    if self.client then gate.kick(self.client, reason) end
+end
+
+function Player:onClientLost(reason)
+    INFO("player %d left (%s)", self.rid, reason)
+    Entity.remove(self.eid)
+    fm.tellFriends(self.rid, false)
+end
+
+-- A client of account "1001".."1020" logs in: its Player, kept when the
+-- same account logs in again while it is here.
+gate.onLogin(function(client, old)
+    local rid = tonumber(client.account)
+    if rid == nil or math.type(rid) ~= "integer" then return nil, "accounts are player ids such as 1001" end
+    if old then
+        INFO("player %d logged in here again (its previous session is replaced)", rid)
+        return old
+    end
+    local p = Player.new(conf.ServerID, 0, rid, rid)
+    Entity.set(rid, p)
+    INFO("player %d logged in here", rid)
+    local told = fm.tellFriends(rid, true)
+    INFO("player %d: %d friends online were told", rid, told)
+    return p
+end)
+
+return {
+    init = function() fm = base.global("FriendMgr") end,
+}
