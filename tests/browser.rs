@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-const PAGE: &str = "http://127.0.0.1:7380";
+/// The demo Gate's HTTP listener (`gate.http` in examples/friends/cluster.lua).
+const HTTP: &str = "127.0.0.1:7380";
 
 /// A headless Chromium in its own process group (killed whole on drop) with
 /// a fresh profile.
@@ -32,7 +33,7 @@ impl Chromium {
         assert!(
             Path::new(CHROMIUM).exists(),
             "{CHROMIUM} is missing: this test needs Debian's chromium package. \
-             tests/run installs it (as root: apt-get install chromium)"
+             tests/run installs it (or, as root: apt-get install chromium)"
         );
         use std::os::unix::process::CommandExt;
         let dir = TempDir::new("chromium");
@@ -92,9 +93,21 @@ impl Chromium {
 
 impl Drop for Chromium {
     fn drop(&mut self) {
-        // the browser and its renderers, GPU and zygote processes
+        // the browser and its renderer, GPU and zygote processes: asked to
+        // stop (so that the browser reaps its children), then killed
+        let group = -(self.child.id() as i32);
         unsafe {
-            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+            libc::kill(group, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        unsafe {
+            libc::kill(group, libc::SIGKILL);
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -245,7 +258,7 @@ fn wait_page(cdp: &mut Cdp, session: &str, limit: Duration, ok: impl Fn(&PageVie
 
 /// GET over plain HTTP/1.0; the status line and body, or None.
 fn http_get(path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect("127.0.0.1:7380").ok()?;
+    let mut s = std::net::TcpStream::connect(HTTP).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut out = String::new();
@@ -282,15 +295,22 @@ fn friends_page_in_headless_chromium_shows_friends_going_online_and_offline() {
     assert!(
         Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is missing: this test needs Debian's chromium package. \
-         tests/run installs it (as root: apt-get install chromium)"
+         tests/run installs it (or, as root: apt-get install chromium)"
     );
     let demo = Proc::spawn(&["up", demo_dir().to_str().unwrap()]);
     let up = wait_until(Duration::from_secs(60), || {
         http_get("/luahost/config.json").is_some_and(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"))
     });
-    assert!(up, "the demo's Gate never served /luahost/config.json; log:\n{}", demo.log());
+    assert!(
+        up,
+        "the demo's Gate never served /luahost/config.json; log:\n{}",
+        demo.log()
+    );
     let index = http_get("/luahost.js").unwrap_or_default();
-    assert!(index.contains("export async function connect"), "GET /luahost.js: {index:.300}");
+    assert!(
+        index.contains("export async function connect"),
+        "GET /luahost.js: {index:.300}"
+    );
 
     let mut browser = Chromium::launch();
     let url = browser.devtools_url();
@@ -300,7 +320,7 @@ fn friends_page_in_headless_chromium_shows_friends_going_online_and_offline() {
 
     // player 1001 logs in: the page goes online and lists its friends
     let opened = Instant::now();
-    let (_t1, p1) = cdp.open(&format!("{PAGE}/?player=1001"));
+    let (_t1, p1) = cdp.open(&format!("http://{HTTP}/?player=1001"));
     let (ok, v) = wait_page(&mut cdp, &p1, Duration::from_secs(30), |v| v.state == "online");
     assert!(ok, "page 1001 never went online: {v:?}\ndemo log:\n{}", demo.log());
     let to_online = opened.elapsed();
@@ -317,6 +337,20 @@ fn friends_page_in_headless_chromium_shows_friends_going_online_and_offline() {
         assert!(f.online == "true" || f.online == "false", "{f:?}");
     }
 
+    // the page's WebSocket drops: luahost.js reconnects and resumes the
+    // session (the server sees no logout), and the page is online again
+    let dropped = Instant::now();
+    cdp.eval(&p1, "window.luahostPage.client.sock.close(); true");
+    let (ok, v) = wait_page(&mut cdp, &p1, Duration::from_secs(10), |v| {
+        v.state == "online" && v.log.contains("online again (session resumed)")
+    });
+    assert!(ok, "page 1001 did not resume after its socket closed: {v:?}");
+    eprintln!(
+        "page 1001: socket closed -> resumed and online after {:?}\n{}",
+        dropped.elapsed(),
+        v.log
+    );
+
     // a friend that is offline logs in in a second tab: its dot on the first
     // page turns online (the onFriendOnline push arrived)
     let friend = v
@@ -325,13 +359,17 @@ fn friends_page_in_headless_chromium_shows_friends_going_online_and_offline() {
         .find(|f| f.online == "false")
         .unwrap_or_else(|| panic!("every friend of 1001 is online already: {v:?}"))
         .rid;
-    let (t2, p2) = cdp.open(&format!("{PAGE}/?player={friend}"));
+    let (t2, p2) = cdp.open(&format!("http://{HTTP}/?player={friend}"));
     let (ok, v2) = wait_page(&mut cdp, &p2, Duration::from_secs(30), |v| v.state == "online");
     assert!(ok, "page {friend} never went online: {v2:?}");
     let (ok, v) = wait_page(&mut cdp, &p1, Duration::from_secs(5), |v| {
         v.friend(friend).is_some_and(|f| f.online == "true")
     });
-    assert!(ok, "page 1001 never showed {friend} online: {v:?}\ndemo log:\n{}", demo.log());
+    assert!(
+        ok,
+        "page 1001 never showed {friend} online: {v:?}\ndemo log:\n{}",
+        demo.log()
+    );
     let push_ms = v.friend(friend).unwrap().at - v2.times["online"];
     eprintln!("friend {friend} online -> shown on page 1001 after {push_ms} ms (from its tab's verify-ok)");
 
