@@ -194,7 +194,7 @@ impl Cdp {
         let r = self.call(
             Some(session),
             "Runtime.evaluate",
-            json!({ "expression": expr, "returnByValue": true }),
+            json!({ "expression": expr, "returnByValue": true, "awaitPromise": true }),
         );
         assert!(r.get("exceptionDetails").is_none(), "{expr}: {r}");
         r["result"]["value"].clone()
@@ -285,6 +285,82 @@ fn resume_grace(cluster: &Path) -> Duration {
     Duration::from_secs_f64(secs)
 }
 
+/// One MessagePack array written by the host's encoder (luahost::codec::mpack),
+/// each value in its shortest form, and the JS type luahost.js must decode
+/// each element to.
+fn mpack_sample() -> (Vec<u8>, Vec<&'static str>) {
+    use luahost::codec::mpack::*;
+    let mut out = bytes::BytesMut::new();
+    let mut kinds = Vec::new();
+    let uints: [u64; 14] = [
+        0,
+        127,
+        128,
+        255,
+        256,
+        65535,
+        65536,
+        u32::MAX as u64,
+        1 << 32,
+        (1 << 53) - 1,
+        1 << 53,
+        1 << 63,
+        u64::MAX,
+        1_000_001,
+    ];
+    let ints: [i64; 11] = [
+        -1,
+        -32,
+        -33,
+        -128,
+        -129,
+        -32768,
+        -32769,
+        i32::MIN as i64,
+        i32::MIN as i64 - 1,
+        -(1 << 53) + 1,
+        i64::MIN,
+    ];
+    let strs = ["".to_string(), "héllo".to_string(), "x".repeat(40), "y".repeat(300)];
+    let bins = [vec![0u8, 1, 255], vec![7u8; 300]];
+    put_array_len(&mut out, 3 + uints.len() + ints.len() + 2 + strs.len() + bins.len() + 2);
+    put_nil(&mut out);
+    put_bool(&mut out, true);
+    put_bool(&mut out, false);
+    kinds.extend(["nil", "boolean", "boolean"]);
+    for u in uints {
+        put_uint(&mut out, u);
+        // beyond 2^53 - 1 a Number would not be exact
+        kinds.push(if u < (1 << 53) { "number" } else { "bigint" });
+    }
+    for i in ints {
+        put_int(&mut out, i);
+        kinds.push(if i > -(1 << 53) { "number" } else { "bigint" });
+    }
+    put_f64(&mut out, 1.5);
+    put_f64(&mut out, -1e300);
+    kinds.extend(["number", "number"]);
+    for s in &strs {
+        put_str(&mut out, s.as_bytes());
+        kinds.push("string");
+    }
+    for b in &bins {
+        put_bin(&mut out, b);
+        kinds.push("bin");
+    }
+    put_array_len(&mut out, 20);
+    for i in 0..20 {
+        put_uint(&mut out, i);
+    }
+    put_map_len(&mut out, 2);
+    put_str(&mut out, b"rid");
+    put_uint(&mut out, 1002);
+    put_str(&mut out, b"hall");
+    put_uint(&mut out, 11);
+    kinds.extend(["array", "object"]);
+    (out.to_vec(), kinds)
+}
+
 fn demo_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/friends")
 }
@@ -336,6 +412,34 @@ fn friends_page_in_headless_chromium_shows_friends_going_online_and_offline() {
     for f in &v.friends {
         assert!(f.online == "true" || f.online == "false", "{f:?}");
     }
+
+    // luahost.js's MessagePack agrees with the host's: values the host
+    // encodes decode in the page to the JS types the module promises and
+    // encode back to the same bytes
+    let (bytes, kinds) = mpack_sample();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let answer = cdp.eval(
+        &p1,
+        &format!(
+            r#"import('/luahost.js').then(m => {{
+                const hex = '{hex}';
+                const b = new Uint8Array(hex.length / 2).map((_, i) => parseInt(hex.substr(2 * i, 2), 16));
+                const v = m.decode(b);
+                const kind = x => x === null ? 'nil' : x instanceof Uint8Array ? 'bin' : Array.isArray(x) ? 'array' : typeof x;
+                return JSON.stringify({{
+                    hex: Array.from(m.encode(v), x => x.toString(16).padStart(2, '0')).join(''),
+                    kinds: v.map(kind),
+                }});
+            }})"#
+        ),
+    );
+    let answer: Value = serde_json::from_str(answer.as_str().unwrap()).unwrap();
+    assert_eq!(answer["kinds"], json!(kinds), "types decoded by luahost.js");
+    assert_eq!(
+        answer["hex"].as_str().unwrap(),
+        hex,
+        "luahost.js re-encoded other bytes"
+    );
 
     // the page's WebSocket drops: luahost.js reconnects and resumes the
     // session (the server sees no logout), and the page is online again
