@@ -495,6 +495,31 @@ fn friends_page_in_headless_chromium_shows_friends_going_online_and_offline() {
         closed.elapsed()
     );
     assert_eq!(v.state, "online", "page 1001 stayed online throughout: {v:?}");
+
+    // typed calls through the page's client: an int48 argument, a struct
+    // array result as objects, arguments refused before they are sent
+    let calls = cdp.eval(
+        &p1,
+        r#"(async () => {
+            const c = window.luahostPage.client;
+            const err = p => p.then(() => 'resolved', e => e.code);
+            return JSON.stringify({
+                added: await c.call('hall_addFriend', 1010),
+                again: await c.call('hall_addFriend', 1010),
+                friends: (await c.call('hall_getFriends'))[0],
+                float: await err(c.call('hall_addFriend', 1.5)),
+                unknown: await err(c.call('hall_nope')),
+            });
+        })()"#,
+    );
+    let calls: Value = serde_json::from_str(calls.as_str().unwrap()).unwrap();
+    assert_eq!(calls["added"], json!([true]), "{calls}");
+    assert_eq!(calls["again"], json!([false]), "{calls}");
+    let friends = calls["friends"].as_array().unwrap();
+    assert!(friends.contains(&json!({ "rid": 1010, "hall": 0 })), "{calls}");
+    assert!(friends.contains(&json!({ "rid": 1002, "hall": 0 })), "{calls}");
+    assert_eq!(calls["float"], "bad_request", "{calls}");
+    assert_eq!(calls["unknown"], "bad_request", "{calls}");
     assert!(!v.log.contains("hall_getFriends failed"), "page 1001's log: {}", v.log);
     drop(cdp);
     drop(browser);
