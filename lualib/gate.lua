@@ -8,7 +8,7 @@
 --   gate.fail(text)                 raise from a client-called handler: the client sees text
 -- On a Gate node:
 --   gate.backendType                server type clients are bound to ("Hall")
---   gate.onVerify(fn)               fn(account, addr) -> true | false, reason
+--   gate.onVerify(fn)               fn(account, addr, token?) -> true | false, reason
 --   gate.onBackendLost(fn)          fn(session, account, sid) -> "rebind" | "close"
 --
 -- The Gate and its backends talk through the built-in static interface
@@ -62,8 +62,12 @@ function M.onLogin(fn)
     hooks.login = fn
 end
 
---- Gate: fn(account, addr) decides whether a client whose token is valid
---- may log in (return false, reason to refuse).
+--- Gate: fn(account, addr, token) decides whether a client may log in
+--- (return false, reason to refuse). With `verify = "token"` (the default)
+--- the token was checked already and is not passed; with `verify = "lua"`
+--- in the Gate's cluster entry this hook alone decides, given the token the
+--- client sent (a custom login: it runs in a coroutine and may call a
+--- backend to check it).
 function M.onVerify(fn)
     assert(type(fn) == "function", "gate.onVerify needs a function")
     hooks.verify = fn
@@ -258,9 +262,13 @@ local function bind(session, account)
     return sid, eid
 end
 
-local function on_login(session, account, addr)
+local function on_login(session, account, addr, token, lua_verify)
+    if lua_verify and hooks.verify == nil then
+        -- verify = "lua" in the cluster file, and nothing to check with
+        return core.gate_refuse(session, "refused", "this Gate checks logins in Lua, and has no gate.onVerify")
+    end
     if hooks.verify then
-        local ok, allowed, why = xpcall(hooks.verify, debug.traceback, account, addr)
+        local ok, allowed, why = xpcall(hooks.verify, debug.traceback, account, addr, token)
         if not ok then
             log.ERROR("gate.onVerify failed: %s", tostring(allowed))
             return core.gate_refuse(session, "refused", "internal error")
@@ -300,9 +308,9 @@ local function on_backend_lost(session, account, sid)
 end
 
 -- (event, session, account, sid, eid, extra) from the host
-function M.event(event, session, account, sid, eid, extra)
+function M.event(event, session, account, sid, eid, extra, token, mode)
     if event == "login" then
-        on_login(session, account, extra)
+        on_login(session, account, extra, token, mode == "lua")
     elseif event == "lost" then
         if sid then ctl(sid).lost(session, account, event) end
     elseif event == "replaced" then

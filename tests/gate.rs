@@ -758,3 +758,176 @@ fn backend_killed_while_100_clients_are_bound() {
         assert_eq!(echo(&c, &clients[i], "safe", i as i64).unwrap().1, i as i64);
     }
 }
+
+#[test]
+fn an_entity_hands_its_client_to_another_node_without_a_reconnect() {
+    let c = cluster("gate-handoff", 2, "");
+    let mut client = c.connect(&c.tcp(), &c.login("heir")).unwrap();
+    let (_, vals) = call0(&c, &client, "whoami", &[], 0).unwrap();
+    let mut r = mpack::Reader::new(&vals);
+    r.read_bytes().unwrap();
+    let first = String::from_utf8(r.read_bytes().unwrap().to_vec()).unwrap();
+    let other = c.halls.iter().find(|h| h.name() != first).unwrap();
+    assert_eq!(eval(other, "return makePlayer(7777, 'heir')"), "ok");
+    let sid: u32 = eval(other, &format!("return sidOf('{}')", other.name()))
+        .parse()
+        .unwrap();
+    let a = args(|b| {
+        mpack::put_uint(b, sid as u64);
+        mpack::put_int(b, 7777);
+    });
+    let (_, vals) = call0(&c, &client, "handoff", &a, 2).unwrap();
+    assert!(mpack::Reader::new(&vals).read_bool().unwrap());
+    // the same connection now reaches the other node's entity
+    let (_, vals) = call0(&c, &client, "whoami", &[], 0).unwrap();
+    let mut r = mpack::Reader::new(&vals);
+    assert_eq!(r.read_bytes().unwrap(), b"heir");
+    assert_eq!(r.read_bytes().unwrap(), other.name().as_bytes());
+    assert_eq!(eval(other, "return given"), "1");
+    // and pushes come from there
+    assert_eq!(eval(other, "return pushTo('heir', 1)"), "ok");
+    let ev = next_event(&c, &mut client, Duration::from_secs(5)).expect("push from the new node");
+    assert_eq!(push_of(&ev).1, "push");
+    let first_hall = c.halls.iter().find(|h| h.name() == first).unwrap();
+    assert_eq!(eval(first_hall, "return pushTo('heir', 1)"), "no client");
+}
+
+#[test]
+fn broadcasts_reach_listed_accounts_or_every_client_in_one_message_per_gate() {
+    let c = cluster("gate-broadcast", 1, "");
+    let mut a = c.connect(&c.tcp(), &c.login("a")).unwrap();
+    let mut b = c.connect(&c.ws(), &c.login("b")).unwrap();
+    let mut z = c.connect(&c.tcp(), &c.login("z")).unwrap();
+    let hall = &c.halls[0];
+    eval(
+        hall,
+        "gate_mod.broadcast('Player', 'onEvent', {'a', 'b', 'nobody'}, 'listed', 1) return 1",
+    );
+    for cl in [&mut a, &mut b] {
+        let ev = next_event(&c, cl, Duration::from_secs(5)).expect("broadcast");
+        assert_eq!(push_of(&ev), (1, "listed".into(), 1));
+    }
+    eval(hall, "gate_mod.broadcast('Player', 'onEvent', nil, 'all', 2) return 1");
+    for (cl, seq) in [(&mut a, 2), (&mut b, 2), (&mut z, 1)] {
+        let ev = next_event(&c, cl, Duration::from_secs(5)).expect("broadcast to all");
+        assert_eq!(push_of(&ev), (seq, "all".into(), 2));
+    }
+    // z was not in the list: its first push is the one to all
+    assert!(next_event(&c, &mut z, Duration::from_millis(300)).is_none());
+}
+
+#[test]
+fn a_custom_login_checks_the_clients_ticket_in_lua() {
+    let c = cluster("gate-custom", 1, "verify = \"lua\"");
+    let login = |ticket: &str| Login {
+        account: "platform-user-9".into(),
+        token: ticket.into(),
+        client_digi: c.digi,
+    };
+    let client = c.connect(&c.tcp(), &login("open-sesame")).unwrap();
+    assert_eq!(echo(&c, &client, "in", 1).unwrap().0, "in");
+    let e = c.connect(&c.ws(), &login("guess")).err().unwrap();
+    assert_eq!(
+        e,
+        ClientError::Refused {
+            code: "refused".into(),
+            text: "wrong ticket".into()
+        }
+    );
+    // a signed token means nothing here: the hook decides
+    let e = c.connect(&c.tcp(), &c.login("platform-user-9")).err().unwrap();
+    assert_eq!(e.code(), Some("refused"));
+}
+
+#[test]
+fn connections_verifying_at_once_are_bounded_per_address_and_oversize_messages_close_only_their_client() {
+    let c = cluster("gate-admit", 1, "max_verifying_per_ip = 2, verify_timeout = 3");
+    let (held, third_closed_at_once) = c.rt.block_on(async {
+        use tokio::io::AsyncReadExt;
+        let s1 = tokio::net::TcpStream::connect(c.tcp).await.unwrap();
+        let s2 = tokio::net::TcpStream::connect(c.tcp).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut s3 = tokio::net::TcpStream::connect(c.tcp).await.unwrap();
+        let mut buf = [0u8; 16];
+        let closed = matches!(
+            tokio::time::timeout(Duration::from_secs(1), s3.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        );
+        ((s1, s2), closed)
+    });
+    assert!(
+        third_closed_at_once,
+        "a third unverified connection from one address was kept"
+    );
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    // with the places free again, clients get in
+    let mut big = c.connect(&c.tcp(), &c.login("big")).unwrap();
+    let fine = c.connect(&c.tcp(), &c.login("fine")).unwrap();
+    // a message over max_message (64 KiB) closes that client alone
+    let huge = "x".repeat(100 * 1024);
+    let e = echo(&c, &big, &huge, 1).err().unwrap();
+    assert_eq!(e, ClientError::Closed, "{e}");
+    let mut saw_notice = false;
+    while let Some(ev) = next_event(&c, &mut big, Duration::from_secs(2)) {
+        if let Event::Notice {
+            code, closing: true, ..
+        } = &ev
+        {
+            saw_notice |= code == "bad_frame";
+        }
+        if ev == Event::Closed {
+            break;
+        }
+    }
+    assert!(saw_notice, "the oversize client was not told why");
+    assert_eq!(echo(&c, &fine, "fine", 2).unwrap().0, "fine");
+}
+
+#[test]
+fn typed_calls_from_the_schema() {
+    use luahost::client::typed::{ClientSchema, Val};
+    let c = cluster("gate-typed", 1, "");
+    let schema = ClientSchema::load(&gate_scripts().join("entitydef.lua")).unwrap();
+    assert_eq!(
+        schema.client_digi, c.digi,
+        "the client computes the server's ClientDigi"
+    );
+    let mut client = c.connect(&c.tcp(), &c.login("typed")).unwrap();
+    let r =
+        c.rt.block_on(client.call_typed(&schema, "echo", &[Val::Str("hi".into()), Val::Int(3)]))
+            .unwrap();
+    assert_eq!(r, vec![Val::Str("hi".into()), Val::Int(3)]);
+    let p = Val::Struct(vec![("a".into(), Val::Int(4)), ("b".into(), Val::Str("four".into()))]);
+    let r = c.rt.block_on(client.call_typed(&schema, "Player.pair", &[p])).unwrap();
+    assert_eq!(r, vec![Val::Str("four:4".into())]);
+    // checked before anything is sent
+    let e =
+        c.rt.block_on(client.call_typed(&schema, "echo", &[Val::Int(1), Val::Int(3)]))
+            .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("bad argument #1 's' to Player.echo: expected string"),
+        "{e}"
+    );
+    let e =
+        c.rt.block_on(client.call_typed(&schema, "echo", &[Val::Str("x".into()), Val::Int(1 << 40)]))
+            .unwrap_err();
+    assert!(e.to_string().contains("out of range for int32"), "{e}");
+    assert!(
+        schema.encode("secret", &[]).is_err(),
+        "a server-only method has no client id"
+    );
+    // pushes decode by their types
+    client.send_typed(&schema, "ping", &[Val::Int(1)]).unwrap();
+    match next_event(&c, &mut client, Duration::from_secs(5)).expect("push") {
+        Event::Push {
+            method, nargs, args, ..
+        } => {
+            let (name, vals) = schema.decode_push(method, nargs, &args).unwrap();
+            assert_eq!(name, "Player.onEvent");
+            assert_eq!(vals, vec![Val::Str("ping".into()), Val::Int(1)]);
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -27,6 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::codec::client::{self as proto, ServerMsg};
 pub use crate::net::client::{client_tls_trusting, ClientNetError, ClientTls, Target};
 
+pub mod typed;
+
 /// Who logs in.
 #[derive(Debug, Clone)]
 pub struct Login {

@@ -62,6 +62,11 @@ pub struct GateConfig {
     pub replay_max: usize,
     /// Bytes of pushes kept for a resume (`replay_bytes`, default 1 MiB).
     pub replay_bytes: usize,
+    /// How clients prove who they are (`verify`): `"token"` (default: a
+    /// token from `gate.token`, checked by the Gate), or `"lua"` (the
+    /// Gate's `gate.onVerify(account, addr, token)` decides alone: custom
+    /// logins, e.g. a platform's session ticket checked on a backend).
+    pub lua_verify: bool,
     /// The server type clients are bound to by default (`backend`, default
     /// "Hall"); the Gate's Lua may choose otherwise.
     pub backend: String,
@@ -86,6 +91,7 @@ impl GateConfig {
             replay_max: 1024,
             replay_bytes: 1024 * 1024,
             backend: "Hall".into(),
+            lua_verify: false,
         }
     }
 
@@ -98,7 +104,8 @@ impl GateConfig {
         let mut c = GateConfig::new();
         for pair in t.pairs::<String, Value>() {
             let (k, _) = pair.map_err(|e| e.to_string())?;
-            const KNOWN: [&str; 15] = [
+            const KNOWN: [&str; 16] = [
+                "verify",
                 "tcp",
                 "ws",
                 "tls",
@@ -179,6 +186,15 @@ impl GateConfig {
         };
         rate("rate", &mut c.rate)?;
         rate("burst", &mut c.burst)?;
+        match t
+            .get::<Option<String>>("verify")
+            .map_err(|e| format!("gate.verify: {e}"))?
+            .as_deref()
+        {
+            None | Some("token") => {}
+            Some("lua") => c.lua_verify = true,
+            Some(other) => return Err(format!("gate.verify '{other}' must be \"token\" or \"lua\"")),
+        }
         if let Some(b) = t
             .get::<Option<String>>("backend")
             .map_err(|e| format!("gate.backend: {e}"))?
@@ -233,5 +249,14 @@ mod tests {
         assert!(parse(r#"{ tcp = "127.0.0.1:1", max_message = 10 }"#)
             .unwrap_err()
             .contains("at least 1024"));
+    }
+
+    #[test]
+    fn verify_is_token_or_lua() {
+        assert!(!parse(r#"{ tcp = "127.0.0.1:1" }"#).unwrap().lua_verify);
+        assert!(parse(r#"{ tcp = "127.0.0.1:1", verify = "lua" }"#).unwrap().lua_verify);
+        assert!(parse(r#"{ tcp = "127.0.0.1:1", verify = "none" }"#)
+            .unwrap_err()
+            .contains("gate.verify 'none'"));
     }
 }

@@ -269,7 +269,7 @@ async fn expiry_task(core: Rc<Core>) {
         let expired = g.sessions.borrow_mut().expire(Instant::now());
         for e in expired {
             debug!("gate: session {} of {} lost (no resume in time)", e.id, e.account);
-            core.client_event("lost", e.id, &e.account, e.binding, None);
+            core.client_event("lost", e.id, &e.account, e.binding, &[]);
         }
     }
 }
@@ -353,8 +353,10 @@ impl Core {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        if let Err(e) = token::check(&g.key, req.token, req.account, unix) {
-            return fail(token_code(&e), &e.to_string());
+        if !g.cfg.lua_verify {
+            if let Err(e) = token::check(&g.key, req.token, req.account, unix) {
+                return fail(token_code(&e), &e.to_string());
+            }
         }
         let resume_token = random::<16>();
         let login = g.sessions.borrow_mut().login(req.account, link.id, resume_token, now);
@@ -365,9 +367,15 @@ impl Core {
             if let Some(c) = old.conn.and_then(|c| g.conn(c)) {
                 c.notice("replaced", "a newer login of this account took over", true);
             }
-            self.client_event("replaced", old.id, req.account, old.binding, None);
+            self.client_event("replaced", old.id, req.account, old.binding, &[]);
         }
-        self.client_event("login", login.id, req.account, None, Some(&link.addr.to_string()));
+        let addr = link.addr.to_string();
+        // (with verify = "lua" the Gate's Lua checks the token itself)
+        if g.cfg.lua_verify {
+            self.client_event("login", login.id, req.account, None, &[&addr, req.token, "lua"]);
+        } else {
+            self.client_event("login", login.id, req.account, None, &[&addr]);
+        }
         true
     }
 
@@ -739,12 +747,13 @@ impl Core {
                     None => continue,
                 }
             };
-            self.client_event("backend_lost", id, &account, binding, None);
+            self.client_event("backend_lost", id, &account, binding, &[]);
         }
     }
 
-    /// `(CLIENT, event, session, account, sid, eid, extra)` to the Gate's Lua.
-    fn client_event(&self, event: &str, session: u64, account: &str, binding: Option<Binding>, extra: Option<&str>) {
+    /// `(CLIENT, event, session, account, sid, eid, extra...)` to the Gate's
+    /// Lua.
+    fn client_event(&self, event: &str, session: u64, account: &str, binding: Option<Binding>, extra: &[&str]) {
         let build = || -> mlua::Result<MultiValue> {
             let mut mv = MultiValue::with_capacity(7);
             mv.push_back(Value::Integer(Dispatch::Client.id()));
@@ -761,9 +770,8 @@ impl Core {
                     mv.push_back(Value::Nil);
                 }
             }
-            match extra {
-                Some(x) => mv.push_back(Value::String(self.lua.create_string(x)?)),
-                None => mv.push_back(Value::Nil),
+            for x in extra {
+                mv.push_back(Value::String(self.lua.create_string(x)?));
             }
             Ok(mv)
         };

@@ -90,7 +90,10 @@ impl ClientLink {
         f(&mut out);
         let len = out.len();
         if len > self.max_out && (self.writing.get() || len > self.max_out.saturating_mul(BURST_OUT)) {
+            // what is queued is dropped; the client is told why, if it
+            // ever reads again
             out.clear();
+            client::put_notice(&mut out, "slow", "the client did not read what was sent to it", true);
             drop(out);
             self.close("slow");
             return false;

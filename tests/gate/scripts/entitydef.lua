@@ -21,6 +21,8 @@ entitydef.Entity = {
             -- a client asks for n pushes (one-way)
             ping = { args = { { "n", "int32" } }, client = true },
             whoami = { args = {}, results = { { "account", "string" }, { "node", "string" } }, client = true },
+            -- hands the client to entity eid on node sid (giveClientTo)
+            handoff = { args = { { "sid", "uint32" }, { "eid", "int64" } }, results = { { "ok", "bool" } }, client = true },
             -- not for clients
             secret = { args = {}, results = { { "s", "string" } } },
         },

@@ -25,8 +25,31 @@ function Player:whoami() return self.account, conf.NodeName end
 function Player:ping(n)
     for i = 1, n do self.client.onEvent("ping", i) end
 end
+function Player:handoff(sid, eid)
+    self:giveClientTo(rpcstub.mailbox(rpcdef.iface("Hall", "Player"), sid, eid))
+    return true
+end
+function Player:onClientGiven(client)
+    given = (given or 0) + 1
+end
 function Player:onClientLost(reason)
     losses[#losses + 1] = self.account .. ":" .. reason
+end
+
+-- With verify = "lua" (tests/gate.rs custom_login) the token is a
+-- ticket only this hook knows; with tokens it is not passed.
+if conf.NodeType == "Gate" then
+    gate.onVerify(function(account, addr, token)
+        if token == nil then return true end
+        return token == "open-sesame", "wrong ticket"
+    end)
+end
+
+--- A Player not bound to any client yet (the heir of a handoff).
+function makePlayer(eid, account)
+    local p = Player.new(conf.ServerID, 0, eid, account)
+    Entity.set(eid, p)
+    return "ok"
 end
 
 if conf.NodeType == "Hall" then
