@@ -607,7 +607,8 @@ export async function fetchConfig(base = "") {
  * After a lost connection it reconnects (0.5 s backoff doubling to 5 s) and
  * resumes the session (pushes after the last one received are replayed); when
  * the Gate answers resume_expired it logs in afresh with the same token.
- * Calls in flight when a connection drops reject with {code: "closed"}.
+ * Calls in flight when a connection drops reject with {code: "closed"};
+ * calls made while not online reject with {code: "offline"}.
  * The first connect rejects with {code, text} when it fails. */
 export async function connect(opts) {
   const config = opts.config || (await fetchConfig());
