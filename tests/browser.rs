@@ -496,6 +496,15 @@ fn friends_page_in_headless_chromium_shows_friends_going_online_and_offline() {
     );
     assert_eq!(v.state, "online", "page 1001 stayed online throughout: {v:?}");
 
+    // a wrong password: the login endpoint refuses, the page says so and stays offline
+    let (t3, p3) = cdp.open(&format!("http://{HTTP}/?player=1003&password=nope"));
+    let (ok, v3) = wait_page(&mut cdp, &p3, Duration::from_secs(10), |v| {
+        v.log.contains("login failed: refused")
+    });
+    assert!(ok, "a wrong password was not refused: {v3:?}");
+    assert_eq!(v3.state, "offline", "{v3:?}");
+    cdp.close(&t3);
+
     // typed calls through the page's client: an int48 argument, a struct
     // array result as objects, arguments refused before they are sent
     let calls = cdp.eval(
