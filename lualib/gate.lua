@@ -10,6 +10,7 @@
 --   gate.backendType                server type clients are bound to ("Hall")
 --   gate.onVerify(fn)               fn(account, addr, token?) -> true | false, reason
 --   gate.onBackendLost(fn)          fn(session, account, sid) -> "rebind" | "close"
+--   gate.onWebLogin(fn)             fn(account, password, addr) -> true | false, reason
 --
 -- The Gate and its backends talk through the built-in static interface
 -- ClientCtl (rpcdef adds it to every schema): bind, adopt, lost (to the
@@ -79,6 +80,16 @@ end
 function M.onBackendLost(fn)
     assert(type(fn) == "function", "gate.onBackendLost needs a function")
     hooks.backend_lost = fn
+end
+
+--- Gate: fn(account, password, addr) decides a browser's login on the web
+--- listener (POST /luahost/login; gate.http in the cluster file): true,
+--- and the browser gets a login token for account (valid one hour); false,
+--- reason to refuse. It runs in a coroutine and may call other nodes
+--- (within call_timeout). Never log the password.
+function M.onWebLogin(fn)
+    assert(type(fn) == "function", "gate.onWebLogin needs a function")
+    hooks.web_login = fn
 end
 
 local function ctl(sid)
@@ -307,9 +318,28 @@ local function on_backend_lost(session, account, sid)
     core.gate_notice(session, "rebound", "bound to a new server")
 end
 
--- (event, session, account, sid, eid, extra) from the host
+local function on_web_login(id, account, password, addr)
+    if hooks.web_login == nil then
+        return core.gate_web_reply(id, false, "this Gate has no web login (gate.onWebLogin)", 404)
+    end
+    local ok, allowed, why = xpcall(hooks.web_login, debug.traceback, account, password, addr)
+    if not ok then
+        log.ERROR("gate.onWebLogin failed: %s", tostring(allowed))
+        return core.gate_web_reply(id, false, "internal error", 500)
+    end
+    if allowed then
+        core.gate_web_reply(id, true)
+    else
+        core.gate_web_reply(id, false, tostring(why or "refused"))
+    end
+end
+
+-- (event, session, account, sid, eid, extra...) from the host; a web
+-- login is ("web_login", request_id, account, password, addr)
 function M.event(event, session, account, sid, eid, extra, token, mode)
-    if event == "login" then
+    if event == "web_login" then
+        on_web_login(session, account, sid, eid)
+    elseif event == "login" then
         on_login(session, account, extra, token, mode == "lua")
     elseif event == "lost" then
         if sid then ctl(sid).lost(session, account, event) end

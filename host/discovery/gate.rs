@@ -4,7 +4,8 @@
 //! ```lua
 //! gate_1 = { type = "Gate", addr = "127.0.0.1:7102",
 //!            gate = { tcp = "127.0.0.1:7300", ws = "127.0.0.1:7301",
-//!                     tls = { cert = "gate.crt", key = "gate.key" } } },
+//!                     tls = { cert = "gate.crt", key = "gate.key" },
+//!                     http = "127.0.0.1:7380", web = "web" } },
 //! ```
 //!
 //! Every other field is optional (defaults below). Paths are relative to the
@@ -32,8 +33,14 @@ pub struct GateConfig {
     pub tcp: Option<SocketAddr>,
     /// WebSocket listener for clients (`ws`).
     pub ws: Option<SocketAddr>,
-    /// TLS on both listeners (`tls = { cert =, key = }`).
+    /// TLS on every listener (`tls = { cert =, key = }`).
     pub tls: Option<GateTls>,
+    /// HTTP/1.1 listener for browsers (`http`; HTTPS with `tls`): the web
+    /// page, `/luahost/config.json` and `/luahost/login`.
+    pub http: Option<SocketAddr>,
+    /// The folder whose files the HTTP listener serves (`web`, relative to
+    /// the cluster file); without it only the `/luahost/` paths are served.
+    pub web: Option<PathBuf>,
     /// Time a client has to connect and send its verify (`verify_timeout`,
     /// default 5 s).
     pub verify_timeout: Duration,
@@ -79,6 +86,8 @@ impl GateConfig {
             tcp: None,
             ws: None,
             tls: None,
+            http: None,
+            web: None,
             verify_timeout: Duration::from_secs(5),
             heartbeat: Duration::from_secs(10),
             resume_grace: Duration::from_secs(30),
@@ -104,11 +113,13 @@ impl GateConfig {
         let mut c = GateConfig::new();
         for pair in t.pairs::<String, Value>() {
             let (k, _) = pair.map_err(|e| e.to_string())?;
-            const KNOWN: [&str; 16] = [
+            const KNOWN: [&str; 18] = [
                 "verify",
                 "tcp",
                 "ws",
                 "tls",
+                "http",
+                "web",
                 "verify_timeout",
                 "heartbeat",
                 "resume_grace",
@@ -136,6 +147,13 @@ impl GateConfig {
         c.ws = addr("ws")?;
         if c.tcp.is_none() && c.ws.is_none() {
             return Err("gate needs a listener: tcp = \"ip:port\" and/or ws = \"ip:port\"".into());
+        }
+        c.http = addr("http")?;
+        if let Some(w) = t.get::<Option<String>>("web").map_err(|e| format!("gate.web: {e}"))? {
+            if c.http.is_none() {
+                return Err("gate.web needs gate.http (the listener that serves it)".into());
+            }
+            c.web = Some(dir.join(w));
         }
         if let Some(tls) = t.get::<Option<Table>>("tls").map_err(|e| format!("gate.tls: {e}"))? {
             let path = |k: &str| -> Result<PathBuf, String> {
@@ -231,6 +249,23 @@ mod tests {
         assert_eq!(c.heartbeat, Duration::from_secs(2));
         assert_eq!(c.resume_grace, Duration::from_secs(30));
         assert_eq!(c.backend, "Hall");
+        assert_eq!(c.http, None);
+        assert_eq!(c.web, None);
+    }
+
+    #[test]
+    fn http_and_web() {
+        let c = parse(r#"{ ws = "127.0.0.1:7301", http = "127.0.0.1:7380", web = "web" }"#).unwrap();
+        assert_eq!(c.http, Some("127.0.0.1:7380".parse().unwrap()));
+        assert_eq!(c.web, Some(PathBuf::from("/etc/game/web")));
+        let c = parse(r#"{ ws = "127.0.0.1:7301", http = "127.0.0.1:7380" }"#).unwrap();
+        assert_eq!(c.web, None);
+        assert!(parse(r#"{ ws = "127.0.0.1:7301", web = "web" }"#)
+            .unwrap_err()
+            .contains("gate.web needs gate.http"));
+        assert!(parse(r#"{ ws = "127.0.0.1:7301", http = "x" }"#)
+            .unwrap_err()
+            .contains("gate.http 'x'"));
     }
 
     #[test]

@@ -288,6 +288,18 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
             Err(e) => Ok((None, Some(e))),
         }
     });
+    // The answer to a web login (Dispatch::Client "web_login"): ok, or a
+    // refusal with its reason and, optionally, its HTTP status.
+    func!("gate_web_reply", |c,
+                             _l,
+                             (id, ok, reason, status): (
+        u64,
+        bool,
+        Option<String>,
+        Option<u16>
+    )| {
+        Ok(c.gate_web_reply(id, ok, reason.as_deref().unwrap_or(""), status))
+    });
     func!("reply", |c,
                     _l,
                     (conn, session, mid, ok, vals): (

@@ -36,7 +36,9 @@ pub(crate) enum Dispatch {
     /// one-way send relayed by a Gate.
     ClientSend = 12,
     /// `(CLIENT, event, session, account, ...)`: on a Gate, something
-    /// happened to a client session (`login`, `lost`, `backend_lost`).
+    /// happened to a client session (`login`, `lost`, `backend_lost`), or
+    /// `(CLIENT, "web_login", request_id, account, password, addr)`: a
+    /// browser's login, answered by `core.gate_web_reply`.
     Client = 13,
 }
 

@@ -101,6 +101,9 @@ pub(crate) trait LuaHost: 'static {
     ///
     /// An account that is empty or too long.
     fn gate_token(&self, account: &str, ttl: Duration) -> Result<String, String>;
+    /// Gate: Lua's answer to web login `id` (`ok`, or refused for `reason`
+    /// with HTTP `status`, 403 when None); false when no such login waits.
+    fn gate_web_reply(&self, id: u64, ok: bool, reason: &str, status: Option<u16>) -> bool;
     /// Encodes the reply to call `session` that came on connection `conn`.
     ///
     /// # Errors

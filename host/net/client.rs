@@ -541,6 +541,59 @@ impl Incoming {
             }
         }
     }
+
+    /// Does the TLS handshake (nothing without TLS) and returns the byte
+    /// stream as it is, whatever the listener's transport: for the Gate's
+    /// HTTP listener, which speaks neither frames nor WebSocket. Bound it
+    /// with a timeout, as [`Incoming::open`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientNetError::Tls`] when the handshake fails.
+    pub async fn open_raw(self) -> Result<RawConn, ClientNetError> {
+        let io = match self.tls {
+            Some(acceptor) => {
+                let s = acceptor
+                    .accept(self.stream)
+                    .await
+                    .map_err(|e| handshake_error(e, "server handshake"))?;
+                Io::Tls(Box::new(TlsStream::Server(s)))
+            }
+            None => Io::Plain(self.stream),
+        };
+        Ok(RawConn(io))
+    }
+}
+
+/// An accepted connection's bytes, inside TLS or not ([`Incoming::open_raw`]).
+pub struct RawConn(Io);
+
+impl fmt::Debug for RawConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawConn")
+            .field("tls", &matches!(self.0, Io::Tls(_)))
+            .finish()
+    }
+}
+
+impl AsyncRead for RawConn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for RawConn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
 }
 
 // ---------------------------------------------------------------------------

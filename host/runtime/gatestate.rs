@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use bytes::BytesMut;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::codec::client;
@@ -151,6 +151,16 @@ pub(crate) struct GateStats {
     pub(crate) busy: Cell<u64>,
 }
 
+/// Lua's answer to a web login (`core.gate_web_reply`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WebAnswer {
+    pub(crate) ok: bool,
+    pub(crate) reason: String,
+    /// The HTTP status of a refusal, when not 403 (404: no login hook,
+    /// 500: the hook failed).
+    pub(crate) status: Option<u16>,
+}
+
 /// What a Gate node keeps.
 pub(crate) struct GateState {
     pub(crate) cfg: GateConfig,
@@ -163,6 +173,11 @@ pub(crate) struct GateState {
     pub(crate) expiry: Notify,
     pub(crate) stats: GateStats,
     pub(crate) listeners: RefCell<Vec<ClientListener>>,
+    /// The web listener (`gate.http`), until its accept loop takes it.
+    pub(crate) http: RefCell<Option<ClientListener>>,
+    /// Web logins waiting for Lua's answer, by request id.
+    pub(crate) web_logins: RefCell<HashMap<u64, oneshot::Sender<WebAnswer>>>,
+    pub(crate) next_web: Cell<u64>,
 }
 
 pub(crate) fn random<const N: usize>() -> [u8; N] {
@@ -193,6 +208,15 @@ impl GateState {
                 listeners.push(l);
             }
         }
+        let http = match cfg.http {
+            Some(addr) => Some(
+                // (Transport::Tcp: the web driver reads the bytes itself)
+                ClientListener::bind(addr, Transport::Tcp, tls.clone())
+                    .await
+                    .map_err(|e| format!("gate: cannot listen on {addr} (http): {e}"))?,
+            ),
+            None => None,
+        };
         let seed = u64::from_le_bytes(random::<8>()) >> 2;
         Ok(GateState {
             key: TokenKey::from_secret(secret),
@@ -211,6 +235,9 @@ impl GateState {
             expiry: Notify::new(),
             stats: GateStats::default(),
             listeners: RefCell::new(listeners),
+            http: RefCell::new(http),
+            web_logins: RefCell::new(HashMap::new()),
+            next_web: Cell::new(1),
             cfg,
         })
     }

@@ -79,6 +79,9 @@ impl LuaHost for Core {
     fn gate_token(&self, account: &str, ttl: Duration) -> Result<String, String> {
         Core::gate_token(self, account, ttl)
     }
+    fn gate_web_reply(&self, id: u64, ok: bool, reason: &str, status: Option<u16>) -> bool {
+        Core::gate_web_reply(self, id, ok, reason, status)
+    }
     fn eval_done(&self, token: u64, outcome: Result<String, String>) {
         Core::eval_done(self, token, outcome)
     }

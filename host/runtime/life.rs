@@ -125,6 +125,7 @@ impl Core {
             tokio::task::spawn_local(crate::net::accept::accept_task(self.clone(), listener, local));
         }
         super::gate::start(&self);
+        super::gateweb::start(&self);
         let (file_tx, file_rx) = mpsc::unbounded_channel();
         self.watch_cluster_file(file_tx);
         tokio::task::spawn_local(cluster_watch_task(self.clone(), file_rx));

@@ -14,7 +14,8 @@
 //! - `calls`: calls and sends: encode, handle what arrives, fail, report.
 //! - `gate`: game clients on a Gate node: their connections, verify,
 //!   relaying both ways, sessions and resume; `gatestate`: what a Gate
-//!   keeps (sessions, connections' output sides, relays, counters).
+//!   keeps (sessions, connections' output sides, relays, counters);
+//!   `gateweb`: the Gate's web listener (files, config.json, login).
 //! - `timers`: the timers (pure: time passed in).
 //! - `membership`: carrying out cluster-file and ZooKeeper changes.
 //! - `watch`: the cluster file and script watchers, hot reload.
@@ -24,6 +25,7 @@ mod calls;
 mod control;
 mod gate;
 mod gatestate;
+mod gateweb;
 mod handle;
 mod hosts;
 mod life;

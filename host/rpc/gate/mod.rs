@@ -10,8 +10,11 @@
 //!   bindings to backend entities.
 //! - [`limits`]: per-connection flood limit, admission of verifying
 //!   connections, the heartbeat rule, fault counters.
+//! - [`web`]: the web listener's HTTP: request heads, routes, responses,
+//!   the JSON of `/luahost/config.json` and `/luahost/login`.
 
 #[allow(dead_code)] // accessors for the tests and stats
 pub mod limits;
 #[allow(dead_code)] // accessors for the tests and stats
 pub mod sessions;
+pub mod web;

@@ -63,6 +63,14 @@ if conf.NodeType == "Hall" then
     end)
 end
 
+if conf.NodeType == "Gate" then
+    -- the web login of tests/gateweb.rs: password "pw", anything else refused
+    gate.onWebLogin(function(account, password, addr)
+        if password == "pw" then return true end
+        return false, "wrong password"
+    end)
+end
+
 base.init(conf.NodeType)
 
 --- Pushes n events to account's client (from a test's eval on its Hall).
