@@ -931,3 +931,89 @@ fn typed_calls_from_the_schema() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Reads whole messages from a raw client socket until `limit`; returns the
+/// server messages' kinds and codes (as text) and whether the socket closed.
+async fn read_raw(s: &mut tokio::net::TcpStream, limit: Duration) -> (Vec<String>, bool) {
+    use luahost::codec::client::{parse_server, ServerMsg};
+    use tokio::io::AsyncReadExt;
+    let mut dec = luahost::codec::wire::FrameDecoder::new(1 << 20);
+    let mut buf = BytesMut::new();
+    let mut seen = Vec::new();
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        while let Ok(Some(m)) = dec.decode(&mut buf) {
+            seen.push(match parse_server(&m.data) {
+                Ok(ServerMsg::VerifyOk { .. }) => "verify-ok".to_string(),
+                Ok(ServerMsg::VerifyFailed { code, .. }) => format!("verify-failed {code}"),
+                Ok(ServerMsg::Notice { code, closing, .. }) => format!("notice {code} {closing}"),
+                Ok(other) => format!("{other:?}"),
+                Err(e) => format!("bad: {e}"),
+            });
+        }
+        match tokio::time::timeout_at(end, s.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (seen, true),
+            Ok(Ok(_)) => {}
+            Err(_) => return (seen, false),
+        }
+    }
+}
+
+#[test]
+fn unverified_calls_silent_clients_and_clients_too_far_behind_are_told() {
+    use luahost::codec::client::{put_call, put_verify};
+    use tokio::io::AsyncWriteExt;
+    let c = cluster("gate-life", 1, "heartbeat = 0.3, replay_max = 4, resume_grace = 10");
+    let login = c.login("quiet");
+    let digi = c.digi;
+    let (before_verify, idle) = c.rt.block_on(async {
+        // a call before verify: refused, closed
+        let mut s = tokio::net::TcpStream::connect(c.tcp).await.unwrap();
+        let mut out = BytesMut::new();
+        put_call(&mut out, 1, 1, 0, &[]);
+        s.write_all(&out).await.unwrap();
+        let before = read_raw(&mut s, Duration::from_secs(5)).await;
+        // a verified client that then sends nothing: closed as idle after
+        // three heartbeats (about 0.9 s), told why
+        let mut s = tokio::net::TcpStream::connect(c.tcp).await.unwrap();
+        let mut out = BytesMut::new();
+        put_verify(&mut out, &login.account, &login.token, digi, None);
+        s.write_all(&out).await.unwrap();
+        let t0 = std::time::Instant::now();
+        let idle = read_raw(&mut s, Duration::from_secs(5)).await;
+        (before, (idle, t0.elapsed()))
+    });
+    assert_eq!(before_verify, (vec!["verify-failed malformed".to_string()], true));
+    let ((seen, closed), took) = idle;
+    assert_eq!(seen, vec!["verify-ok".to_string(), "notice idle true".to_string()]);
+    assert!(closed);
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    // too far behind: more pushes while away than the Gate keeps
+    let login = c.login("behind");
+    let client = c.connect(&c.tcp(), &login).unwrap();
+    let session = client.session().clone();
+    drop(client);
+    std::thread::sleep(Duration::from_millis(200));
+    // (a call to the Gate after the pushes, on the same connection: when it
+    // returns, the Gate has handled them)
+    assert_eq!(
+        eval(
+            &c.halls[0],
+            "local r = pushTo('behind', 10)
+             rpcstub.mailbox(rpcdef.rpcStaticServer.ClientCtl, sidOf('gate_1'), 0).adopt(0, 'x', 0, 0, 424242)
+             return r"
+        ),
+        "ok"
+    );
+    let e =
+        c.rt.block_on(Client::resume(&c.tcp(), None, &login, &session, 0))
+            .err()
+            .unwrap();
+    assert_eq!(e.code(), Some("resume_expired"), "{e}");
+    // the Gate counted the refusal
+    let refused: u64 = eval(&c.gate, "return gate_mod.stats().refused").parse().unwrap();
+    assert!(refused >= 2, "refused {refused}");
+}
