@@ -11,9 +11,12 @@ return {
     lualib = "../../lualib",
     nodes = {
         db_1   = { type = "DB",   id = 1,  addr = "127.0.0.1:7101" },
-        -- the Gate: game clients connect to its tcp and ws listeners
+        -- the Gate: game clients connect to its tcp and ws listeners; its
+        -- http listener serves the browser page in web/ (open
+        -- http://127.0.0.1:7380/?player=1001), config.json and the login
         gate_1 = { type = "Gate", id = 21, addr = "127.0.0.1:7102",
-                   gate = { tcp = "127.0.0.1:7300", ws = "127.0.0.1:7301", resume_grace = 5 } },
+                   gate = { tcp = "127.0.0.1:7300", ws = "127.0.0.1:7301",
+                            http = "127.0.0.1:7380", web = "web", resume_grace = 5 } },
         hall_1 = { type = "Hall", id = 11, addr = "127.0.0.1:7103" },
         hall_2 = { type = "Hall", id = 12, addr = "127.0.0.1:7104" },
     },
