@@ -26,6 +26,11 @@ pub enum Workload {
     LocalCall,
     /// Hot reload: from a file write to the new code answering.
     Reload,
+    /// The Gate's memory per idle verified client (`benchgate`).
+    GateIdle,
+    /// Clients' calls through a Gate to a Hall (`benchgate`), interleaved
+    /// with `call` at the same concurrency.
+    GateRtt,
 }
 
 impl Workload {
@@ -36,6 +41,8 @@ impl Workload {
             Workload::Send => "send",
             Workload::LocalCall => "local-call",
             Workload::Reload => "reload",
+            Workload::GateIdle => "gate-idle",
+            Workload::GateRtt => "gate-rtt",
         }
     }
 }
@@ -54,6 +61,10 @@ pub struct BenchSpec {
     /// Pin both nodes to this CPU (a deployment choice that avoids
     /// cross-core wake-ups; reported in the RESULT line).
     pub pin: Option<usize>,
+    /// Game clients (gate-idle, gate-rtt).
+    pub clients: u32,
+    /// Clients speak WebSocket instead of TCP (gate-idle, gate-rtt).
+    pub ws: bool,
 }
 
 /// The figures of one run.
@@ -86,7 +97,7 @@ impl BenchResult {
     }
 }
 
-fn bench_scripts() -> PathBuf {
+pub(crate) fn bench_scripts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bench/scripts")
 }
 
@@ -136,7 +147,7 @@ fn pin_to(cpu: usize) -> Result<(), String> {
 }
 
 /// CPU seconds used so far by process `pid` (user + system).
-fn cpu_secs(pid: u32) -> f64 {
+pub(crate) fn cpu_secs(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
@@ -392,6 +403,16 @@ pub fn run(spec: &BenchSpec, runs: u32) -> Result<Vec<BenchResult>, String> {
     if let Some(cpu) = spec.pin {
         pin_to(cpu)?;
     }
+    match spec.workload {
+        Workload::GateIdle => {
+            for _ in 0..runs.max(1) {
+                println!("{}", crate::benchgate::run_idle(spec.clients, spec.ws)?);
+            }
+            return Ok(Vec::new());
+        }
+        Workload::GateRtt => return run_gate_rtt(spec, runs),
+        _ => {}
+    }
     let mut results = Vec::new();
     for _ in 0..runs.max(1) {
         let r = run_once(spec)?;
@@ -412,5 +433,36 @@ pub fn run(spec: &BenchSpec, runs: u32) -> Result<Vec<BenchResult>, String> {
         };
         println!("MEDIAN {}", m.line(spec).trim_start_matches("RESULT "));
     }
+    Ok(results)
+}
+
+/// gate-rtt and `call` at the same concurrency, interleaved run by run;
+/// then the ratio of the median rates.
+fn run_gate_rtt(spec: &BenchSpec, runs: u32) -> Result<Vec<BenchResult>, String> {
+    let call = BenchSpec {
+        workload: Workload::Call,
+        conc: spec.clients,
+        ..spec.clone()
+    };
+    let (mut gate_rates, mut call_rates) = (Vec::new(), Vec::new());
+    let mut results = Vec::new();
+    for _ in 0..runs.max(1) {
+        let g = crate::benchgate::run_rtt(spec.clients, spec.ws, spec.secs)?;
+        println!("{}", g.line);
+        gate_rates.push(g.rate);
+        let c = run_once(&call)?;
+        println!("{}", c.line(&call));
+        call_rates.push(c.rate);
+        results.push(c);
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (g, c) = (med(&mut gate_rates), med(&mut call_rates));
+    println!(
+        "RESULT workload=gate-vs-call ratio={:.2} gate_rate={g:.0} call_rate={c:.0}",
+        g / c.max(1e-9)
+    );
     Ok(results)
 }

@@ -1,6 +1,7 @@
 //! The `luahost` command: thin argument parsing over the library.
 
 mod bench;
+mod benchgate;
 mod bot;
 
 use std::path::PathBuf;
@@ -91,14 +92,22 @@ enum Cmd {
     ///   local-call  calls between two nodes of this one process
     ///   reload      20 edits of a handler module; p50_us/p99_us are the median
     ///               and max time from the file write to the new code answering
+    ///   gate-idle   --clients idle verified game clients (another process) on a
+    ///               Gate process: its VmRSS growth per client
+    ///               RESULT workload=gate-idle clients=N connected=C bytes_per_client=B ...
+    ///   gate-rtt    --clients game clients (another process) each keeping one
+    ///               echo call in flight through a Gate to a Hall, then `call`
+    ///               with --conc = --clients, interleaved per run:
+    ///               RESULT workload=gate-rtt transport=tcp|ws clients=N rate=R p50_us=P p99_us=Q ...
+    ///               RESULT workload=gate-vs-call ratio=<gate rate / call rate> ...
     ///
     /// Prints one line per run:
     /// RESULT workload=call conc=1 payload=0 rate=<per s> p50_us=<n> p99_us=<n> cpu_pct=<both nodes>
     /// Build with --release for meaningful figures.
     #[command(verbatim_doc_comment)]
     Bench {
-        /// call, send, local-call or reload.
-        #[arg(value_parser = ["call", "send", "local-call", "reload"])]
+        /// call, send, local-call, reload, gate-idle or gate-rtt.
+        #[arg(value_parser = ["call", "send", "local-call", "reload", "gate-idle", "gate-rtt"])]
         workload: String,
         /// Concurrent caller coroutines.
         #[arg(long, default_value_t = 1)]
@@ -115,6 +124,28 @@ enum Cmd {
         /// Pin both nodes to this CPU (avoids cross-core wake-ups).
         #[arg(long)]
         pin: Option<usize>,
+        /// Game clients (gate-idle, gate-rtt); capped by the open-file limit.
+        #[arg(long, default_value_t = 1000)]
+        clients: u32,
+        /// Clients speak WebSocket (gate-idle, gate-rtt).
+        #[arg(long)]
+        ws: bool,
+    },
+    /// The client process of `bench gate-idle` / `gate-rtt` (internal).
+    #[command(hide = true)]
+    BenchClient {
+        #[arg(long)]
+        cluster: PathBuf,
+        #[arg(long)]
+        gate: String,
+        #[arg(long)]
+        ws: bool,
+        #[arg(long)]
+        mode: String,
+        #[arg(long)]
+        clients: u32,
+        #[arg(long)]
+        secs: f64,
     },
     /// Drive a Gate with many game clients, each run by a Lua script.
     ///
@@ -281,6 +312,8 @@ fn serve_signals(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    // a Gate holds one socket per client: as many as the hard limit allows
+    benchgate::raise_fd_limit();
     match cli.cmd {
         Cmd::Up {
             cluster,
@@ -364,12 +397,16 @@ fn main() -> ExitCode {
             secs,
             runs,
             pin,
+            clients,
+            ws,
         } => {
             use bench::{BenchSpec, Workload};
             let workload = match workload.as_str() {
                 "call" => Workload::Call,
                 "send" => Workload::Send,
                 "reload" => Workload::Reload,
+                "gate-idle" => Workload::GateIdle,
+                "gate-rtt" => Workload::GateRtt,
                 _ => Workload::LocalCall,
             };
             let spec = BenchSpec {
@@ -378,11 +415,37 @@ fn main() -> ExitCode {
                 payload,
                 secs,
                 pin,
+                clients: clients.max(1),
+                ws,
             };
             match bench::run(&spec, runs) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("bench failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::BenchClient {
+            cluster,
+            gate,
+            ws,
+            mode,
+            clients,
+            secs,
+        } => {
+            let spec = benchgate::ClientSpec {
+                cluster,
+                gate,
+                ws,
+                mode,
+                clients,
+                secs,
+            };
+            match benchgate::client_process(&spec) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("bench-client: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -74,6 +74,70 @@ fn friends_demo_players_log_in_through_the_gate_and_hear_of_their_friends() {
     assert!(p.log().contains("node hall_1 stopping"));
 }
 
+/// The value of `key=` in a RESULT line.
+fn result_field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("no {key}= in {line}"))
+}
+
+#[test]
+fn bench_gate_workloads_run_end_to_end() {
+    let run = |args: &[&str]| -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_luahost"))
+            .args(args)
+            .env("LUAHOST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let stdout = run(&["bench", "gate-idle", "--clients", "50"]);
+    let idle = stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT workload=gate-idle "))
+        .expect("a gate-idle RESULT line");
+    assert_eq!(result_field(idle, "clients"), "50", "{idle}");
+    assert_eq!(result_field(idle, "connected"), "50", "{idle}");
+    let per: u64 = result_field(idle, "bytes_per_client").parse().unwrap();
+    assert!(per < 1 << 20, "{idle}");
+
+    for ws in [false, true] {
+        let mut args = vec!["bench", "gate-rtt", "--clients", "20", "--secs", "0.5"];
+        if ws {
+            args.push("--ws");
+        }
+        let stdout = run(&args);
+        let rtt = stdout
+            .lines()
+            .find(|l| l.starts_with("RESULT workload=gate-rtt "))
+            .expect("a gate-rtt RESULT line");
+        assert_eq!(result_field(rtt, "transport"), if ws { "ws" } else { "tcp" });
+        assert_eq!(result_field(rtt, "clients"), "20", "{rtt}");
+        assert_eq!(result_field(rtt, "connected"), "20", "{rtt}");
+        assert_eq!(result_field(rtt, "errors"), "0", "{rtt}");
+        let rate: f64 = result_field(rtt, "rate").parse().unwrap();
+        assert!(rate > 0.0, "{rtt}");
+        for k in ["p50_us", "p99_us"] {
+            let _: u64 = result_field(rtt, k).parse().unwrap();
+        }
+        assert!(
+            stdout.lines().any(|l| l.starts_with("RESULT workload=call conc=20 ")),
+            "{stdout}"
+        );
+        let ratio = stdout
+            .lines()
+            .find(|l| l.starts_with("RESULT workload=gate-vs-call "))
+            .expect("a gate-vs-call RESULT line");
+        let r: f64 = result_field(ratio, "ratio").parse().unwrap();
+        assert!(r > 0.0, "{ratio}");
+    }
+}
+
 #[test]
 fn bench_command_prints_result_lines_and_checks_every_send() {
     for args in [

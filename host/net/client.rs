@@ -51,12 +51,14 @@ use crate::codec::wire::{self, FrameDecoder, Message, WireError};
 /// Room a WebSocket message may take beyond the largest client message:
 /// frame headers and slack (a message of one frame is at most 64 KiB + 2).
 const WS_SLACK: usize = 64 * 1024;
-/// Bytes reserved before each socket read (one client's buffer; small
-/// because a Gate holds many idle clients).
+/// The most bytes one socket read takes (over plain TCP a connection keeps
+/// no buffer between messages: see [`ClientReader::next`]).
 const READ_RESERVE: usize = 16 * 1024;
-/// The size of tungstenite's read buffer per connection (its default is
-/// 128 KiB, too much for many idle clients).
-const WS_READ_BUFFER: usize = 16 * 1024;
+/// The size of tungstenite's read buffer per connection, which it keeps
+/// (and zero-fills) for the life of the connection: small, because a Gate
+/// holds many idle clients (its default is 128 KiB). It is the most one
+/// read takes; a longer WebSocket frame gets room for all of it.
+const WS_READ_BUFFER: usize = 2 * 1024;
 /// What [`ClientNetError::Cert`] names when the PEM came from memory.
 const IN_MEMORY: &str = "(PEM bytes in memory)";
 
@@ -763,7 +765,19 @@ impl ClientReader {
                 return Ok(Some(m));
             }
             match &mut self.side {
+                ReadSide::Plain(r) if self.buf.is_empty() => {
+                    // Between messages a connection holds no read buffer (a
+                    // Gate holds many idle clients): read into the stack
+                    // and keep only what came.
+                    self.buf = BytesMut::new();
+                    let buf = &mut self.buf;
+                    let n = std::future::poll_fn(|cx| read_into(r, cx, buf)).await?;
+                    if n == 0 {
+                        return self.end_of_stream();
+                    }
+                }
                 ReadSide::Plain(r) => {
+                    // inside a message: read the rest in place
                     self.buf.reserve(READ_RESERVE);
                     if r.read_buf(&mut self.buf).await? == 0 {
                         return self.end_of_stream();
@@ -817,6 +831,23 @@ impl ClientReader {
     /// The address of the other end.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+}
+
+/// Polls one read of at most [`READ_RESERVE`] bytes into `buf` (the count;
+/// 0 at end of stream). The bytes land on the stack first (uninitialised:
+/// nothing to clear), so `buf` grows by what came, not by a whole
+/// reservation, and nothing is held while the socket is not readable.
+fn read_into(r: &mut OwnedReadHalf, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+    let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_RESERVE];
+    let mut rb = ReadBuf::uninit(&mut chunk);
+    match Pin::new(r).poll_read(cx, &mut rb) {
+        Poll::Ready(Ok(())) => {
+            buf.extend_from_slice(rb.filled());
+            Poll::Ready(Ok(rb.filled().len()))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
     }
 }
 

@@ -247,6 +247,14 @@ async fn write_loop(link: &ClientLink, wr: &mut ClientWriter) {
         if link.closing.get().is_some() {
             return;
         }
+        {
+            // an idle client keeps no output buffer (the allocation just
+            // written from stays shared with the empty queue until replaced)
+            let mut out = link.out.borrow_mut();
+            if out.is_empty() {
+                *out = BytesMut::new();
+            }
+        }
         link.wake.notified().await;
     }
 }

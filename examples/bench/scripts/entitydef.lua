@@ -1,7 +1,9 @@
 -- Schema of the benchmark: an Echo node serving the Bench entity, and a
--- Caller node that drives it. Same stubs and typed codec as any game.
+-- Caller node that drives it; for `bench gate-idle` / `gate-rtt`, a Gate and
+-- a Hall holding one Player entity per game client, whose `echo` clients
+-- call. Same stubs and typed codec as any game.
 return {
-    ServerType = { Echo = 1, Caller = 2 },
+    ServerType = { Echo = 1, Caller = 2, Gate = 3, Hall = 4 },
     GlobalEntity = { Bench = 1 },
     Entity = {
         Bench = {
@@ -11,6 +13,11 @@ return {
                 note = { args = { { "n", "int64" } } },
                 count = { results = { { "n", "int64" } } },
                 reset = { results = {} },
+            },
+        },
+        Player = {
+            Hall = {
+                echo = { args = { { "s", "string" }, { "n", "int64" } }, results = { { "s", "string" }, { "n", "int64" } }, client = true },
             },
         },
     },
