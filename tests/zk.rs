@@ -559,8 +559,50 @@ fn friends_demo_runs_on_zookeeper() {
     let zk = ZkServer::start();
     let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/friends-zk");
     let p = Proc::spawn_env(&["up", demo.to_str().unwrap()], &[("LUAHOST_ZK", &zk.addr())]);
+    // players log in through the Gate once it sees both Halls
     assert!(
-        p.wait_log("hear that", Duration::from_secs(40)),
+        wait_until(Duration::from_secs(40), || {
+            let log = p.log();
+            [
+                "gate_1 hall_1 (Hall",
+                "gate_1 hall_2 (Hall",
+                "hall_1 db_1 (DB",
+                "hall_2 db_1 (DB",
+            ]
+            .iter()
+            .all(|s| log.contains(s))
+        }),
+        "the Gate never saw both Halls, or a Hall the DB:\n{}",
+        p.log()
+    );
+    let bot = std::process::Command::new(env!("CARGO_BIN_EXE_luahost"))
+        .args([
+            "bot",
+            "--gate",
+            "127.0.0.1:7310",
+            "--cluster",
+            demo.to_str().unwrap(),
+            "--account-prefix",
+            "",
+            "--first-account",
+            "1001",
+            "--clients",
+            "20",
+            "--secs",
+            "3",
+            "--script",
+            demo.join("../friends/bot.lua").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&bot.stdout);
+    assert!(
+        out.contains("connected=20 failed=0"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&bot.stderr)
+    );
+    assert!(
+        p.wait_log("hear that", Duration::from_secs(10)),
         "no notification on the ZooKeeper demo:\n{}",
         p.log()
     );

@@ -36,7 +36,8 @@ end
 function Player:onClientLost(reason)
     INFO("player %d left (%s)", self.rid, reason)
     Entity.remove(self.eid)
-    fm.tellFriends(self.rid, false)
+    local ok, err = pcall(fm.tellFriends, self.rid, false)
+    if not ok then WARN("player %d: friends not told: %s", self.rid, tostring(err)) end
 end
 
 -- A client of account "1001".."1020" logs in: its Player, kept when the
@@ -51,8 +52,12 @@ gate.onLogin(function(client, old)
     local p = Player.new(conf.ServerID, 0, rid, rid)
     Entity.set(rid, p)
     INFO("player %d logged in here", rid)
-    local told = fm.tellFriends(rid, true)
-    INFO("player %d: %d friends online were told", rid, told)
+    local ok, told = pcall(fm.tellFriends, rid, true)
+    if ok then
+        INFO("player %d: %d friends online were told", rid, told)
+    else
+        WARN("player %d: friends not told: %s", rid, tostring(told))
+    end
     return p
 end)
 
