@@ -132,14 +132,38 @@ function M.request(sid, eid, mid, ...)
 end
 M.call = M.request
 
+-- How many coroutines have a timeout of their own (rpcco.timeout): while
+-- none has, a stub need not look its coroutine up (rpcstub reads it).
+local own = { n = 0 }
+M.own_timeouts = own
+
+--- How long coroutine co may wait for a reply: nil for the cluster's
+--- call_timeout, or the seconds rpcco.timeout set. (Outside a coroutine
+--- nothing can wait: pass false instead.) For stubs that call core.request
+--- themselves (rpcstub), with rpcco.await after.
+function M.timeout_of(co)
+    return timeouts[co]
+end
+
+--- The rest of rpcco.request for a stub that called core.request itself:
+--- raises its error, or (a call: id > 0) waits for the reply in co.
+function M.await(co, id, err, kind)
+    -- (a tail call from the stub: level 2 is the stub's caller)
+    if not id then raise(err, 2, kind) end
+    calls[id] = co
+    return check(yield())
+end
+
 --- Runs fn(...) with remote calls made by this coroutine timing out after
 --- secs seconds instead of the cluster default.
 function M.timeout(secs, fn, ...)
     local co = need_co("rpcco.timeout")
     local old = timeouts[co]
     timeouts[co] = secs
+    if old == nil then own.n = own.n + 1 end
     local res = table.pack(pcall(fn, ...))
     timeouts[co] = old
+    if old == nil then own.n = own.n - 1 end
     if not res[1] then error(res[2], 0) end
     return table.unpack(res, 2, res.n)
 end

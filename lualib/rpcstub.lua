@@ -4,23 +4,37 @@
 -- are one-way.
 --   local mb = rpcstub.mailbox(rpcdef.iface("Hall", "FriendMgr"), sid, eid)
 --   mb.hall_notifyFriendOnlineStatus(rid, true, rids)
+local core = require "luahost.core"
 local rpcco = require "rpcco"
 
 local M = {}
 
-local request = rpcco.request
+local core_request, timeout_of, await, own = core.request, rpcco.timeout_of, rpcco.await, rpcco.own_timeouts
+local running = coroutine.running
 
 local function removed(m)
     error(m.full .. " is no longer in the schema", 3)
 end
 
--- Calls and sends alike: the host decides which from the schema.
+-- Calls and sends alike: the host decides which from the schema (this is
+-- rpcco.request written out, without its extra frame: a send returns at
+-- once, a call waits in rpcco.await).
 local function method_fn(mb, m, name)
     return function(...)
         local sid = rawget(mb, "__from")
         if sid == nil then error("mailbox has no server id for " .. m.full, 2) end
         if m.removed then removed(m) end
-        return request(sid, mb.__eid, m.id, ...)
+        local co, main = running()
+        -- how long it may wait: false outside a coroutine, else nil (the
+        -- cluster's call_timeout) unless rpcco.timeout says otherwise
+        local wait = false
+        if not main then
+            wait = nil
+            if own.n ~= 0 then wait = timeout_of(co) end
+        end
+        local id, err, kind = core_request(sid, mb.__eid, m.id, wait, ...)
+        if id == 0 then return end
+        return await(co, id, err, kind)
     end
 end
 
