@@ -17,7 +17,18 @@ pub enum ClusterError {
     Node(#[from] NodeError),
 }
 
-/// Every node of a cluster file, each on its own thread, in this process.
+/// The options node `name` (the `i`-th started) runs with: on a pool, the
+/// worker its `thread = k` asks for, else the next one in turn.
+fn placed(config: &ClusterConfig, opts: &NodeOptions, name: &str, i: usize) -> NodeOptions {
+    let mut o = opts.clone();
+    if let Some(pool) = &opts.pool {
+        o.worker = config.threads.get(name).copied().unwrap_or(i) % pool.len();
+    }
+    o
+}
+
+/// Every node of a cluster file in this process: each on its own thread, or
+/// on the worker threads of a pool ([`NodeOptions::pool`]).
 #[derive(Debug)]
 pub struct LocalCluster {
     /// The configuration the nodes run with.
@@ -67,8 +78,9 @@ impl LocalCluster {
             only.to_vec()
         };
         let mut nodes = Vec::new();
-        for name in names {
-            match node::start_with(config.clone(), &name, opts.clone()) {
+        for (i, name) in names.into_iter().enumerate() {
+            let opts = placed(&config, &opts, &name, i);
+            match node::start_with(config.clone(), &name, opts) {
                 Ok(h) => nodes.push(h),
                 Err(e) => {
                     for h in nodes {
@@ -136,11 +148,11 @@ impl LocalCluster {
             n.shutdown();
         }
         let running: Vec<String> = self.nodes.iter().map(|n| n.name().to_string()).collect();
-        for name in config.nodes.keys() {
+        for (i, name) in config.nodes.keys().enumerate() {
             if running.contains(name) {
                 continue;
             }
-            match node::start_with(config.clone(), name, self.opts.clone()) {
+            match node::start_with(config.clone(), name, placed(&config, &self.opts, name, i)) {
                 Ok(h) => {
                     tracing::info!("{name} joined the cluster file: started");
                     self.nodes.push(h);

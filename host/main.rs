@@ -27,9 +27,10 @@ struct Cli {
 enum Cmd {
     /// Run every node of a cluster in this one process (development).
     ///
-    /// Each node gets its own Lua state and thread; they talk through
-    /// in-memory pipes (the same protocol as TCP), and listen on the cluster
-    /// file's addresses for nodes running elsewhere. Ctrl-C or SIGTERM stops
+    /// Each node gets its own Lua state; they run on a few worker threads
+    /// (--threads) and talk through in-memory pipes (the same protocol as
+    /// TCP), and listen on the cluster file's addresses for nodes running
+    /// elsewhere. Ctrl-C or SIGTERM stops
     /// them gracefully (base.onStop handlers run); a second one at once.
     Up {
         /// A cluster file, or a folder holding cluster.lua (e.g. examples/friends).
@@ -40,6 +41,11 @@ enum Cmd {
         /// Do not hot-reload scripts when they change.
         #[arg(long)]
         no_watch: bool,
+        /// Worker threads the nodes share (default: the number of cores; a
+        /// node's `thread = k` in the cluster file places it on worker k,
+        /// else they are dealt out in name order); 0: a thread per node.
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Run one node of a cluster as this process (production).
     ///
@@ -200,15 +206,49 @@ fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LUAHOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    // Node threads are named after their node, so the thread name is the
-    // node name on every line a node logs.
+    // Every line a node logs carries the node's name (its span), whichever
+    // thread runs it; other lines the thread's name.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .with_thread_names(true)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        .event_format(NodeLines)
         .init();
+}
+
+/// `<time> <LEVEL> <node> <message>`.
+struct NodeLines;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for NodeLines
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use tracing_subscriber::fmt::time::FormatTime;
+        tracing_subscriber::fmt::time::SystemTime.format_time(&mut w)?;
+        write!(w, " {:>5} ", event.metadata().level())?;
+        let mut who = None;
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                if span.name() == "node" {
+                    let ext = span.extensions();
+                    if let Some(f) = ext.get::<tracing_subscriber::fmt::FormattedFields<N>>() {
+                        who = Some(f.fields.trim_start_matches("name=").to_string());
+                    }
+                }
+            }
+        }
+        let who = who.unwrap_or_else(|| std::thread::current().name().unwrap_or("-").to_string());
+        write!(w, "{who} ")?;
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
 }
 
 /// A channel of events and what to do with each.
@@ -319,6 +359,7 @@ fn main() -> ExitCode {
             cluster,
             nodes,
             no_watch,
+            threads,
         } => {
             let cfg = match ClusterConfig::load(&cluster) {
                 Ok(c) => Arc::new(c),
@@ -327,8 +368,21 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+            let pool = if threads == 0 {
+                None
+            } else {
+                match luahost::runtime::Workers::new(threads) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::error!("cannot start {threads} worker threads: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            };
             let opts = luahost::NodeOptions {
                 watch_scripts: !no_watch,
+                pool,
                 ..Default::default()
             };
             // before any node starts (see Signals)

@@ -233,6 +233,9 @@ pub struct ClusterConfig {
     /// The client listeners and limits of each Gate node (its `gate`
     /// table), by node name.
     pub gates: BTreeMap<String, crate::discovery::gate::GateConfig>,
+    /// The worker thread each node asks for under `luahost up --threads`
+    /// (its `thread = k`), by node name.
+    pub threads: BTreeMap<String, usize>,
 }
 
 /// Secrets shorter than this get a warning at start.
@@ -410,6 +413,7 @@ impl ClusterConfig {
         .map_err(invalid)?;
         let mut node_settings = BTreeMap::new();
         let mut gates = BTreeMap::new();
+        let mut threads = BTreeMap::new();
         let nodes_t: Table = root
             .get::<Option<Table>>("nodes")
             .map_err(|e| invalid(e.to_string()))?
@@ -442,6 +446,15 @@ impl ClusterConfig {
             .map_err(invalid)?;
             if !own.is_empty() {
                 node_settings.insert(name.clone(), own);
+            }
+            if let Some(k) = t
+                .get::<Option<i64>>("thread")
+                .map_err(|e| invalid(format!("node {name}: thread: {e}")))?
+            {
+                if !(0..=1024).contains(&k) {
+                    return Err(invalid(format!("node {name}: thread {k} must be 0..1024")));
+                }
+                threads.insert(name.clone(), k as usize);
             }
             if let Some(g) = t
                 .get::<Option<Table>>("gate")
@@ -505,6 +518,7 @@ impl ClusterConfig {
             settings,
             node_settings,
             gates,
+            threads,
         })
     }
 

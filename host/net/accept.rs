@@ -57,7 +57,7 @@ pub(crate) async fn accept_task<H: NetHost>(
         }
         let conn = core.net().next_conn.get();
         core.net().next_conn.set(conn + 1);
-        tokio::task::spawn_local(inbound_task(core.clone(), conn, rd, wr, addr));
+        crate::net::spawn(inbound_task(core.clone(), conn, rd, wr, addr));
     }
 }
 

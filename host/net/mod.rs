@@ -37,6 +37,18 @@ use stream::LocalNet;
 
 pub use crate::rpc::reconnect::ConnState as PeerState;
 
+/// Spawns a task of the current node on this thread's `LocalSet`, inside
+/// the node's tracing span (so its log lines name the node even when
+/// several nodes share a worker thread).
+pub(crate) fn spawn<F>(f: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + 'static,
+    F::Output: 'static,
+{
+    use tracing::Instrument;
+    tokio::task::spawn_local(f.in_current_span())
+}
+
 /// The limits a connection obeys (from the cluster file).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NetSettings {

@@ -96,6 +96,11 @@ pub struct NodeOptions {
     /// Nodes of this process that talk in memory instead of over loopback
     /// TCP (shared by the nodes a [`LocalCluster`](crate::cluster::LocalCluster) starts).
     pub local: Option<Arc<crate::net::stream::LocalNet>>,
+    /// Run the node on this pool of worker threads (with other nodes)
+    /// instead of a thread of its own.
+    pub pool: Option<Arc<super::workers::Workers>>,
+    /// Which worker of the pool (taken modulo its size).
+    pub worker: usize,
 }
 
 /// Why [`NodeHandle::eval`](super::NodeHandle::eval) gave no result.

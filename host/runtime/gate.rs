@@ -62,16 +62,16 @@ pub(crate) fn start(core: &Rc<Core>) {
                 l.transport()
             );
         }
-        tokio::task::spawn_local(accept_loop(core.clone(), l));
+        crate::net::spawn(accept_loop(core.clone(), l));
     }
-    tokio::task::spawn_local(expiry_task(core.clone()));
+    crate::net::spawn(expiry_task(core.clone()));
 }
 
 async fn accept_loop(core: Rc<Core>, listener: ClientListener) {
     loop {
         match listener.accept().await {
             Ok((incoming, addr)) => {
-                tokio::task::spawn_local(client_task(core.clone(), incoming, addr));
+                crate::net::spawn(client_task(core.clone(), incoming, addr));
             }
             Err(e) => {
                 if core.limited("client accept failures") {
@@ -163,7 +163,7 @@ async fn client_task(core: Rc<Core>, incoming: Incoming, addr: SocketAddr) {
     };
     // The writer is a task of its own: a write is never cancelled half way
     // (a frame cut in two), whatever ends the connection.
-    let writer = tokio::task::spawn_local({
+    let writer = crate::net::spawn({
         let link = link.clone();
         let mut wr = wr;
         async move {

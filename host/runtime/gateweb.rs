@@ -51,14 +51,14 @@ pub(crate) fn start(core: &Rc<Core>) {
         let scheme = if l.is_tls() { "https" } else { "http" };
         info!("gate of {} serving the web on {scheme}://{addr}/", core.me.name);
     }
-    tokio::task::spawn_local(accept_loop(core.clone(), l));
+    crate::net::spawn(accept_loop(core.clone(), l));
 }
 
 async fn accept_loop(core: Rc<Core>, listener: ClientListener) {
     loop {
         match listener.accept().await {
             Ok((incoming, addr)) => {
-                tokio::task::spawn_local(http_task(core.clone(), incoming, addr));
+                crate::net::spawn(http_task(core.clone(), incoming, addr));
             }
             Err(e) => {
                 if core.limited("web accept failures") {

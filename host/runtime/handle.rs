@@ -1,5 +1,5 @@
-//! A node as other threads see it: starting it on its own thread, its
-//! control mailbox, stopping it ([`NodeHandle`]).
+//! A node as other threads see it: starting it on its own thread or on a
+//! worker of a pool, its control mailbox, stopping it ([`NodeHandle`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,16 +8,22 @@ use tokio::sync::mpsc;
 
 use super::control::{Control, EvalError, NodeError, NodeOptions, StopSignal, CONTROL_MAILBOX};
 use super::node::Core;
+use super::workers::{Done, SetOnDrop};
 use crate::discovery::config::ClusterConfig;
 
-/// A node running on its own thread.
+/// A node running on its own thread or on a worker of a pool.
 #[derive(Debug)]
 pub struct NodeHandle {
     pub(crate) name: String,
     pub(crate) ctrl: mpsc::Sender<Control>,
     pub(crate) stop: Arc<StopSignal>,
     pub(crate) failure: Arc<std::sync::Mutex<Option<String>>>,
+    /// Its own thread, when it has one.
     pub(crate) thread: Option<std::thread::JoinHandle<()>>,
+    /// Set when the node has ended.
+    pub(crate) done: Arc<Done>,
+    /// The worker of the pool it runs on, if any.
+    pub(crate) worker: Option<usize>,
 }
 
 impl NodeHandle {
@@ -48,9 +54,23 @@ impl NodeHandle {
         self.stop.request();
     }
 
-    /// True once the node's thread has ended.
+    /// True once the node has ended.
     pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(|t| t.is_finished())
+        self.done.is_set()
+    }
+
+    /// The worker thread of the pool it runs on (`worker-<k>`), or `None`
+    /// when it has a thread of its own.
+    pub fn worker(&self) -> Option<usize> {
+        self.worker
+    }
+
+    /// Waits for the node to end, and for its own thread if it has one.
+    fn wait_ended(&mut self) {
+        self.done.wait();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 
     /// Asks the node to hot-reload its changed scripts.
@@ -93,16 +113,12 @@ impl NodeHandle {
     /// thread to end.
     pub fn shutdown(mut self) {
         self.stop();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.wait_ended();
     }
 
-    /// Waits until the node's thread ends (after [`NodeHandle::stop`] or a fatal error).
+    /// Waits until the node ends (after [`NodeHandle::stop`] or a fatal error).
     pub fn join(mut self) {
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.wait_ended();
     }
 }
 
@@ -110,12 +126,10 @@ impl NodeHandle {
 /// for a graceful stop).
 impl Drop for NodeHandle {
     fn drop(&mut self) {
-        if self.thread.is_some() {
+        if !self.done.is_set() {
             self.stop_now();
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.wait_ended();
     }
 }
 
@@ -147,50 +161,90 @@ pub fn start_with(cluster: Arc<ClusterConfig>, name: &str, opts: NodeOptions) ->
     let failure_in = failure.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let thread_name = spec.name.clone();
-    let thread = std::thread::Builder::new()
-        .name(thread_name.clone())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
+    let done = Arc::new(Done::default());
+    let done_in = done.clone();
+    let pool = opts.pool.clone();
+    let worker = opts.worker;
+    // the node: boot, then run until stopped; its log lines carry its name
+    // (the span), whichever thread runs it
+    let node = move || {
+        use tracing::Instrument;
+        let span = tracing::info_span!("node", name = %spec.name);
+        async move {
+            let _done = SetOnDrop(done_in);
+            match Core::boot(cluster, spec, stop_rx.clone(), failure_in, opts.local.clone()).await {
                 Err(e) => {
-                    let _ = ready_tx.send(Err(NodeError::Thread {
-                        node: spec.name.clone(),
-                        source: e,
-                    }));
-                    return;
+                    let _ = ready_tx.send(Err(e));
                 }
-            };
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, async move {
-                match Core::boot(cluster, spec, stop_rx.clone(), failure_in, opts.local.clone()).await {
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
-                    Ok(core) => {
-                        let _ = ready_tx.send(Ok(()));
-                        core.run(ctrl_rx, stop_rx, opts).await;
-                    }
+                Ok(core) => {
+                    let _ = ready_tx.send(Ok(()));
+                    core.run(ctrl_rx, stop_rx, opts).await;
                 }
-            });
-        })
-        .map_err(|e| NodeError::Thread {
-            node: thread_name.clone(),
-            source: e,
-        })?;
+            }
+        }
+        .instrument(span)
+    };
+    let thread = match &pool {
+        Some(pool) => {
+            let submitted = pool.submit(
+                worker,
+                Box::new(move || {
+                    // the node's tasks live in a LocalSet of their own,
+                    // dropped (so cancelled: listeners closed, peers gone)
+                    // when the node ends, as its own thread would be
+                    tokio::task::spawn_local(async move {
+                        let local = tokio::task::LocalSet::new();
+                        local.run_until(node()).await;
+                    });
+                }),
+            );
+            if !submitted {
+                return Err(NodeError::Script {
+                    node: thread_name,
+                    message: "its worker thread has ended".into(),
+                });
+            }
+            None
+        }
+        None => Some(
+            std::thread::Builder::new()
+                .name(thread_name.clone())
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            // (the node never started: its ready channel closes)
+                            tracing::error!("cannot start a runtime: {e}");
+                            return;
+                        }
+                    };
+                    let local = tokio::task::LocalSet::new();
+                    local.block_on(&rt, node());
+                })
+                .map_err(|e| NodeError::Thread {
+                    node: thread_name.clone(),
+                    source: e,
+                })?,
+        ),
+    };
+    let worker = pool.as_ref().map(|p| worker % p.len());
+    let handle = |thread| NodeHandle {
+        name: thread_name.clone(),
+        ctrl: ctrl_tx.clone(),
+        stop: stop.clone(),
+        failure: failure.clone(),
+        thread,
+        done: done.clone(),
+        worker,
+    };
     match ready_rx.recv() {
-        Ok(Ok(())) => Ok(NodeHandle {
-            name: thread_name,
-            ctrl: ctrl_tx,
-            stop,
-            failure,
-            thread: Some(thread),
-        }),
+        Ok(Ok(())) => Ok(handle(thread)),
         Ok(Err(e)) => {
-            let _ = thread.join();
+            handle(thread).wait_ended();
             Err(e)
         }
         Err(_) => {
-            let _ = thread.join();
+            handle(thread).wait_ended();
             Err(NodeError::Script {
                 node: thread_name,
                 message: "node thread ended while starting".into(),

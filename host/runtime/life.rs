@@ -94,9 +94,9 @@ impl Core {
             message: e.to_string(),
         };
         crate::lua::api::install(&core.lua, &core, &cluster).map_err(script_err)?;
-        tokio::task::spawn_local(timer_task(core.clone()));
-        tokio::task::spawn_local(deadline_task(core.clone()));
-        tokio::task::spawn_local(log_summary_task(core.clone()));
+        crate::net::spawn(timer_task(core.clone()));
+        crate::net::spawn(deadline_task(core.clone()));
+        crate::net::spawn(log_summary_task(core.clone()));
         let main = std::fs::read_to_string(&me.main).map_err(|e| NodeError::Script {
             node: me.name.clone(),
             message: format!("cannot read {}: {e}", me.main.display()),
@@ -122,17 +122,17 @@ impl Core {
         let listener = self.listener.borrow_mut().take();
         if let Some(listener) = listener {
             let local = self.local_rx.borrow_mut().take();
-            tokio::task::spawn_local(crate::net::accept::accept_task(self.clone(), listener, local));
+            crate::net::spawn(crate::net::accept::accept_task(self.clone(), listener, local));
         }
         super::gate::start(&self);
         super::gateweb::start(&self);
         let (file_tx, file_rx) = mpsc::unbounded_channel();
         self.watch_cluster_file(file_tx);
-        tokio::task::spawn_local(cluster_watch_task(self.clone(), file_rx));
+        crate::net::spawn(cluster_watch_task(self.clone(), file_rx));
         if opts.watch_scripts {
             let (tx, rx) = mpsc::unbounded_channel();
             self.watch_scripts(tx);
-            tokio::task::spawn_local(script_watch_task(self.clone(), rx));
+            crate::net::spawn(script_watch_task(self.clone(), rx));
         }
         loop {
             let msg = tokio::select! {
@@ -287,13 +287,13 @@ impl Core {
             self.start_peer(&p);
         }
         if let Some(me) = self.peer(self.me.sid) {
-            tokio::task::spawn_local(self_task(self.clone(), me));
+            crate::net::spawn(self_task(self.clone(), me));
         }
         let zk = self.cluster.borrow().zookeeper.clone();
         match zk {
             // online once registered in ZooKeeper
             Some(cfg) => {
-                tokio::task::spawn_local(crate::discovery::zk::zk_task(self.clone(), cfg));
+                crate::net::spawn(crate::discovery::zk::zk_task(self.clone(), cfg));
             }
             None => self.timers.push(Instant::now(), TimerKind::SelfOnline),
         }

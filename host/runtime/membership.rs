@@ -23,7 +23,7 @@ impl Core {
         match ClusterConfig::load(&file) {
             Ok(new) => {
                 let core = self.clone();
-                tokio::task::spawn_local(async move {
+                crate::net::spawn(async move {
                     core.apply_cluster(new);
                 });
                 Ok(format!("{} loaded; applying it", file.display()))

@@ -20,6 +20,7 @@
 //! - `membership`: carrying out cluster-file and ZooKeeper changes.
 //! - `watch`: the cluster file and script watchers, hot reload.
 //! - `hosts`: the traits of the layers below, implemented by the node.
+//! - `workers`: the pool of worker threads several nodes share (`up`).
 
 mod calls;
 mod control;
@@ -33,8 +34,10 @@ mod membership;
 pub mod node;
 mod timers;
 mod watch;
+mod workers;
 
 pub use crate::net::PeerState;
 pub use crate::rpc::MAX_DELAY;
 pub use control::{Control, EvalError, NodeError, NodeOptions, RuntimeError, CONTROL_MAILBOX};
 pub use handle::{start, start_with, NodeHandle};
+pub use workers::Workers;

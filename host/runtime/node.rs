@@ -135,7 +135,7 @@ impl Core {
 
     pub(crate) fn start_peer(self: &Rc<Self>, peer: &Rc<Peer>) {
         if !peer.is_self {
-            let handle = tokio::task::spawn_local(crate::net::peer::peer_task(self.clone(), peer.clone()));
+            let handle = crate::net::spawn(crate::net::peer::peer_task(self.clone(), peer.clone()));
             *peer.task.borrow_mut() = Some(handle);
         }
     }
