@@ -197,3 +197,29 @@ pub fn run(spec: &CompareSpec) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skynet_figures_take_both_forms_and_skip_payloads() {
+        let dir = std::env::temp_dir().join(format!("luahost-skynet-figures-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("f.txt");
+        std::fs::write(
+            &f,
+            "# comment\nworkload=send rate=100\nworkload=send conc=1 rate=300\nworkload=send rate=200\n\
+             threads=2 port=27001 RESULT mode=ccall conc=100 payload=0 n=5 rate=19000 p50_us=1\n\
+             RESULT mode=ccall conc=100 payload=65536 rate=3000\nmode=lcall conc=1 payload=0 rate=120000\nno rate here\n",
+        )
+        .unwrap();
+        let rows = read_skynet(&f).unwrap();
+        let get = |w: &str, c: u32| rows.iter().find(|r| r.0 == w && r.1 == c).map(|r| r.2);
+        assert_eq!(get("send", 1), Some(200.0));
+        assert_eq!(get("call", 100), Some(19000.0));
+        assert_eq!(get("local-call", 1), Some(120000.0));
+        assert_eq!(rows.len(), 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
