@@ -31,6 +31,8 @@ pub enum Workload {
     /// Clients' calls through a Gate to a Hall (`benchgate`), interleaved
     /// with `call` at the same concurrency.
     GateRtt,
+    /// The raw loopback limit: echoed frames, no Lua (`benchraw`).
+    Raw,
 }
 
 impl Workload {
@@ -43,6 +45,7 @@ impl Workload {
             Workload::Reload => "reload",
             Workload::GateIdle => "gate-idle",
             Workload::GateRtt => "gate-rtt",
+            Workload::Raw => "raw",
         }
     }
 }
@@ -192,6 +195,9 @@ impl Drop for Kill {
 /// A message when the nodes could not start, the run did not finish in time,
 /// or (for `send`) the receiver did not count every message.
 pub fn run_once(spec: &BenchSpec) -> Result<BenchResult, String> {
+    if spec.workload == Workload::Raw {
+        return crate::benchraw::run_once(spec);
+    }
     let dir = std::env::temp_dir().join(format!(
         "luahost-bench-{}-{}",
         std::process::id(),

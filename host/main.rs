@@ -1,7 +1,9 @@
 //! The `luahost` command: thin argument parsing over the library.
 
 mod bench;
+mod benchcompare;
 mod benchgate;
+mod benchraw;
 mod bot;
 
 use std::path::PathBuf;
@@ -106,14 +108,24 @@ enum Cmd {
     ///               with --conc = --clients, interleaved per run:
     ///               RESULT workload=gate-rtt transport=tcp|ws clients=N rate=R p50_us=P p99_us=Q ...
     ///               RESULT workload=gate-vs-call ratio=<gate rate / call rate> ...
+    ///   raw         the loopback limit with no Lua and no MessagePack: an echo
+    ///               server and a client process (one thread each) speaking
+    ///               the node frames, --conc requests in flight on one TCP
+    ///               connection, --payload bytes of data (0: 16)
+    ///   compare     interleaved rounds (--rounds) of call against raw at 1 and
+    ///               100 callers and, with --skynet FILE, of local-call 1/100,
+    ///               send and call against skynet's figures in FILE; then per pair
+    ///               RESULT workload=<w> conc=<n> ratio=<luahost/reference>
+    ///                 luahost=<rate> reference=<rate> ref=raw|skynet goal=<g> met=yes|no
+    ///               (docs/performance.md, examples/bench/vs-skynet.sh)
     ///
     /// Prints one line per run:
     /// RESULT workload=call conc=1 payload=0 rate=<per s> p50_us=<n> p99_us=<n> cpu_pct=<both nodes>
     /// Build with --release for meaningful figures.
     #[command(verbatim_doc_comment)]
     Bench {
-        /// call, send, local-call, reload, gate-idle or gate-rtt.
-        #[arg(value_parser = ["call", "send", "local-call", "reload", "gate-idle", "gate-rtt"])]
+        /// call, send, local-call, reload, gate-idle, gate-rtt, raw or compare.
+        #[arg(value_parser = ["call", "send", "local-call", "reload", "gate-idle", "gate-rtt", "raw", "compare"])]
         workload: String,
         /// Concurrent caller coroutines.
         #[arg(long, default_value_t = 1)]
@@ -136,6 +148,26 @@ enum Cmd {
         /// Clients speak WebSocket (gate-idle, gate-rtt).
         #[arg(long)]
         ws: bool,
+        /// Interleaved rounds (compare).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Skynet's figures measured in the same session (compare).
+        #[arg(long)]
+        skynet: Option<PathBuf>,
+    },
+    /// A peer process of `bench raw` (internal).
+    #[command(hide = true)]
+    BenchRawPeer {
+        #[arg(long)]
+        serve: bool,
+        #[arg(long)]
+        connect: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        conc: u32,
+        #[arg(long, default_value_t = 0)]
+        payload: usize,
+        #[arg(long, default_value_t = 1.0)]
+        secs: f64,
     },
     /// The client process of `bench gate-idle` / `gate-rtt` (internal).
     #[command(hide = true)]
@@ -453,9 +485,22 @@ fn main() -> ExitCode {
             pin,
             clients,
             ws,
+            rounds,
+            skynet,
         } => {
             use bench::{BenchSpec, Workload};
+            if workload == "compare" {
+                let spec = benchcompare::CompareSpec { secs, rounds, skynet };
+                return match benchcompare::run(&spec) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!("bench compare failed: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
             let workload = match workload.as_str() {
+                "raw" => Workload::Raw,
                 "call" => Workload::Call,
                 "send" => Workload::Send,
                 "reload" => Workload::Reload,
@@ -476,6 +521,28 @@ fn main() -> ExitCode {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("bench failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::BenchRawPeer {
+            serve,
+            connect,
+            conc,
+            payload,
+            secs,
+        } => {
+            let spec = benchraw::PeerSpec {
+                serve,
+                connect,
+                conc,
+                payload,
+                secs,
+            };
+            match benchraw::peer_process(&spec) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("bench-raw-peer: {e}");
                     ExitCode::FAILURE
                 }
             }

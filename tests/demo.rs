@@ -169,3 +169,92 @@ fn bench_command_prints_result_lines_and_checks_every_send() {
         assert!(line.contains(&format!("workload={}", args[1])), "{line}");
     }
 }
+
+#[test]
+fn bench_raw_and_compare_print_rates_and_ratios() {
+    let run = |args: &[&str]| -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_luahost"))
+            .args(args)
+            .env("LUAHOST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let stdout = run(&["bench", "raw", "--conc", "4", "--secs", "0.3"]);
+    let raw = stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT workload=raw "))
+        .expect("a raw RESULT line");
+    assert_eq!(result_field(raw, "conc"), "4", "{raw}");
+    assert_eq!(result_field(raw, "payload"), "0", "{raw}");
+    let rate: f64 = result_field(raw, "rate").parse().unwrap();
+    assert!(rate > 0.0, "{raw}");
+    for k in ["p50_us", "p99_us"] {
+        let _: u64 = result_field(raw, k).parse().unwrap();
+    }
+    let _: f64 = result_field(raw, "cpu_pct").parse().unwrap();
+
+    // skynet's figures as the harness writes them, and one of skynet's own lines
+    let dir = std::env::temp_dir().join(format!("luahost-compare-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let figures = dir.join("skynet.txt");
+    std::fs::write(
+        &figures,
+        "workload=call conc=1 rate=4000\nworkload=call conc=100 rate=20000\nworkload=send rate=60000\n\
+         workload=local-call conc=1 rate=100000\n\
+         RESULT mode=lcall conc=100 payload=0 n=1 elapsed=1 rate=120000 p50_us=0 p99_us=0\n",
+    )
+    .unwrap();
+    for skynet in [false, true] {
+        let mut args = vec!["bench", "compare", "--secs", "0.3", "--rounds", "1"];
+        if skynet {
+            args.extend(["--skynet", figures.to_str().unwrap()]);
+        }
+        let stdout = run(&args);
+        let ratios: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.starts_with("RESULT ") && l.contains(" ratio="))
+            .collect();
+        let want: &[(&str, &str, &str, &str)] = if skynet {
+            &[
+                ("call", "1", "raw", "0.9"),
+                ("call", "100", "raw", "0.5"),
+                ("local-call", "1", "skynet", "1.5"),
+                ("local-call", "100", "skynet", "10"),
+                ("send", "1", "skynet", "20"),
+                ("call", "1", "skynet", "none"),
+                ("call", "100", "skynet", "none"),
+            ]
+        } else {
+            &[("call", "1", "raw", "0.9"), ("call", "100", "raw", "0.5")]
+        };
+        assert_eq!(ratios.len(), want.len(), "{stdout}");
+        for (line, (w, conc, r, goal)) in ratios.iter().zip(want) {
+            assert_eq!(result_field(line, "workload"), *w, "{line}");
+            assert_eq!(result_field(line, "conc"), *conc, "{line}");
+            assert_eq!(result_field(line, "ref"), *r, "{line}");
+            assert_eq!(result_field(line, "goal"), *goal, "{line}");
+            let ratio: f64 = result_field(line, "ratio").parse().unwrap();
+            let (l, rf): (f64, f64) = (
+                result_field(line, "luahost").parse().unwrap(),
+                result_field(line, "reference").parse().unwrap(),
+            );
+            assert!(ratio > 0.0 && l > 0.0 && rf > 0.0, "{line}");
+            let met = result_field(line, "met");
+            if *goal == "none" {
+                assert_eq!(met, "-", "{line}");
+            } else {
+                let g: f64 = goal.parse().unwrap();
+                assert_eq!(met, if ratio >= g { "yes" } else { "no" }, "{line}");
+            }
+        }
+        // every run of the rounds is printed too
+        assert!(stdout.contains("RESULT workload=raw conc=100 "), "{stdout}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
