@@ -64,6 +64,8 @@ pub struct BenchSpec {
     /// Pin both nodes to this CPU (a deployment choice that avoids
     /// cross-core wake-ups; reported in the RESULT line).
     pub pin: Option<usize>,
+    /// local-call: worker threads the nodes share (0: a thread per node).
+    pub threads: usize,
     /// Game clients (gate-idle, gate-rtt).
     pub clients: u32,
     /// Clients speak WebSocket instead of TCP (gate-idle, gate-rtt).
@@ -233,7 +235,21 @@ fn caller_ready(c: &LocalCluster) -> Result<&luahost::runtime::NodeHandle, Strin
 
 fn run_local(spec: &BenchSpec, cluster: &Path) -> Result<BenchResult, String> {
     let cfg = Arc::new(ClusterConfig::load(cluster).map_err(|e| e.to_string())?);
-    let c = LocalCluster::start_with(cfg, &[]).map_err(|e| e.to_string())?;
+    let pool = match spec.threads {
+        0 => None,
+        n => Some(luahost::runtime::Workers::new(n).map_err(|e| e.to_string())?),
+    };
+    // both nodes on worker 0 (they talk a lot: what `thread = 0` on both
+    // does under `up`)
+    let mut cfg = (*cfg).clone();
+    for name in cfg.nodes.keys().cloned().collect::<Vec<_>>() {
+        cfg.threads.insert(name, 0);
+    }
+    let opts = luahost::NodeOptions {
+        pool,
+        ..Default::default()
+    };
+    let c = LocalCluster::start_opts(Arc::new(cfg), &[], opts).map_err(|e| e.to_string())?;
     let caller = caller_ready(&c)?;
     let me = std::process::id();
     let cpu0 = cpu_secs(me);

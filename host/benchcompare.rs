@@ -136,6 +136,7 @@ pub fn run(spec: &CompareSpec) -> Result<(), String> {
         payload: 0,
         secs: spec.secs,
         pin: None,
+        threads: 1,
         clients: 1,
         ws: false,
     };

@@ -142,6 +142,12 @@ enum Cmd {
         /// Pin both nodes to this CPU (avoids cross-core wake-ups).
         #[arg(long)]
         pin: Option<usize>,
+        /// local-call: run the two nodes on this many worker threads as
+        /// under `up`, both on worker 0 (as `thread = 0` on both places
+        /// nodes that talk a lot); default 0: a thread per node (the
+        /// figures before worker threads).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
         /// Game clients (gate-idle, gate-rtt); capped by the open-file limit.
         #[arg(long, default_value_t = 1000)]
         clients: u32,
@@ -483,6 +489,7 @@ fn main() -> ExitCode {
             secs,
             runs,
             pin,
+            threads,
             clients,
             ws,
             rounds,
@@ -514,6 +521,7 @@ fn main() -> ExitCode {
                 payload,
                 secs,
                 pin,
+                threads,
                 clients: clients.max(1),
                 ws,
             };
