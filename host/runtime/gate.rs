@@ -731,6 +731,23 @@ impl Core {
                 client::put_push(&mut b, seq, cid, nargs, raw);
                 b.freeze()
             });
+            if out.is_none() {
+                // every push sequence number of the session is used up: it
+                // must log in again (and its backend forgets it)
+                let gone = {
+                    let s = g.sessions.borrow();
+                    s.get(id).map(|st| (st.account().to_string(), s.binding(id)))
+                };
+                if let Some((account, binding)) = gone {
+                    self.gate_kick(
+                        id,
+                        "kicked",
+                        "this session has used up its push sequence numbers; log in again",
+                    );
+                    self.client_event("lost", id, &account, binding, &[]);
+                }
+                continue;
+            }
             if let Some((_, frame, Some(conn))) = out {
                 if let Some(link) = g.conn(conn) {
                     if link.decided.get() == Some(true) {
