@@ -1,7 +1,8 @@
 //! Bytes on the wire, free of I/O: seed 003's frames ([`wire`]), the
 //! envelopes inside them between nodes ([`proto`]) and between game clients
 //! and a Gate ([`client`]), the MessagePack used for all of them
-//! ([`mpack`]), the proofs of the mutual handshake ([`auth`]), and the
+//! ([`mpack`]), the relay prefix of messages through a Router
+//! ([`relay`]), the proofs of the mutual handshake ([`auth`]), and the
 //! clients' login tokens ([`token`]).
 //!
 //! Owns the wire format (documented in each module); knows nothing of
@@ -12,5 +13,6 @@ pub mod auth;
 pub mod client;
 pub mod mpack;
 pub mod proto;
+pub mod relay;
 pub mod token;
 pub mod wire;

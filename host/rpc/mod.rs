@@ -13,6 +13,8 @@
 //! - [`ring`]: consistent-hash rings behind `router.route`.
 //! - [`acks`]: the receiver's record of one-way sends handled.
 //! - [`liveness`]: when a silent peer is dead, when to ping.
+//! - [`relay`]: through which Router a message goes (`topology = "router"`),
+//!   and the cluster as the Routers announce it.
 //! - [`ratelog`]: rate limits for log lines a remote party can cause.
 //! - [`gate`]: the Gate's sessions and its limits on client connections.
 
@@ -24,6 +26,8 @@ pub mod membership;
 pub mod pending;
 pub(crate) mod ratelog;
 pub mod reconnect;
+#[allow(dead_code)] // groundwork of issue 13: the runtime wires it next
+pub mod relay;
 pub mod ring;
 pub mod spec;
 
