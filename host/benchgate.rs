@@ -127,7 +127,7 @@ impl Rig {
     fn start(mode: &str, clients: u32, ws: bool, secs: f64) -> Result<Rig, String> {
         let dir = std::env::temp_dir().join(format!("luahost-benchgate-{}-{}", std::process::id(), port()?.1));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let (cluster, tcp, wsaddr) = write_cluster(&dir, &super::bench::bench_scripts())?;
+        let (cluster, tcp, wsaddr) = write_cluster(&dir, &super::benchspec::bench_scripts())?;
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let node = |name: &str| -> Result<Kill, String> {
             let log = std::fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
@@ -278,7 +278,7 @@ pub fn run_rtt(clients: u32, ws: bool, secs: f64) -> Result<Rtt, String> {
     let connected: u64 = field(&ready, "connected").unwrap_or(0);
     // CPU of the Gate, the Hall and the client process over the run
     let pids = [rig.gate.0.id(), rig.hall.0.id(), rig.client.0.id()];
-    let cpu = || pids.map(super::bench::cpu_secs);
+    let cpu = || pids.map(super::benchspec::cpu_secs);
     let (t0, cpu0) = (Instant::now(), cpu());
     let data = rig.expect("RTTDATA", Duration::from_secs_f64(secs + 60.0))?;
     let (wall, cpu1) = (t0.elapsed().as_secs_f64().max(1e-3), cpu());

@@ -28,7 +28,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::bench::{cpu_secs, BenchResult, BenchSpec};
+use crate::benchspec::{cpu_secs, BenchResult, BenchSpec};
 
 /// Longest a peer process lives, whatever happens (a bound on every loop).
 const PEER_MAX: Duration = Duration::from_secs(900);

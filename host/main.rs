@@ -4,6 +4,7 @@ mod bench;
 mod benchcompare;
 mod benchgate;
 mod benchraw;
+mod benchspec;
 mod bot;
 
 use std::path::PathBuf;
