@@ -22,6 +22,7 @@
 //! Owns the database connections and their threads. May use `codec` and
 //! `schema`; knows nothing of sockets, Lua or the node.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
@@ -32,6 +33,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
+pub use postgres::Postgres;
 pub use sqlite::{Sqlite, SqliteOptions, Synchronous};
 
 /// The key of a document in its collection. `Int(1)` and `Str("1")` are two

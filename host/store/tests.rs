@@ -5,9 +5,43 @@ use std::time::Instant;
 
 use super::*;
 
-fn open(dir: &tempfile::TempDir) -> Sqlite {
-    Sqlite::open(dir.path().join("store.db")).unwrap()
+/// The tests every backend passes, as `fn(Arc<dyn Backend>)`; each gets a
+/// fresh, empty store.
+macro_rules! suite {
+    ($make:expr) => {
+        suite!(@ $make; round_trip_and_versions, version_conflict_keeps_the_newer_data,
+            epochs_fence_superseded_writers, delete_with_expect_and_versions_go_on,
+            query_by_index_follows_updates, batch_is_all_or_nothing,
+            concurrent_saves_one_winner_per_version, store_handle_races_and_closes);
+    };
+    (@ $make:expr; $($name:ident),*) => {
+        $(
+            #[test]
+            fn $name() {
+                let (_keep, db) = $make;
+                super::$name(db);
+            }
+        )*
+    };
 }
+
+mod sqlite {
+    use super::*;
+
+    fn fresh() -> (tempfile::TempDir, Arc<dyn Backend>) {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = SqliteOptions {
+            synchronous: Synchronous::Normal,
+            ..Default::default()
+        };
+        let db = Sqlite::open_with(dir.path().join("store.db"), opts).unwrap();
+        (dir, Arc::new(db))
+    }
+
+    suite!(fresh());
+}
+
+mod postgres;
 
 fn doc(value: &[u8], version: u64, epoch: u64) -> Doc {
     Doc {
@@ -17,10 +51,7 @@ fn doc(value: &[u8], version: u64, epoch: u64) -> Doc {
     }
 }
 
-#[test]
-fn round_trip_and_versions() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(&dir);
+fn round_trip_and_versions(db: Arc<dyn Backend>) {
     assert_eq!(db.load("players", &Key::Int(1)).unwrap(), None);
     assert_eq!(db.save(&Save::new("players", 1, &b"\x91\x01"[..]).epoch(3)).unwrap(), 1);
     assert_eq!(db.save(&Save::new("players", 1, &b"\x91\x02"[..]).epoch(3)).unwrap(), 2);
@@ -39,10 +70,7 @@ fn round_trip_and_versions() {
     assert_eq!(db.load("blobs", &Key::Int(i64::MIN)).unwrap().unwrap().value, big);
 }
 
-#[test]
-fn version_conflict_keeps_the_newer_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(&dir);
+fn version_conflict_keeps_the_newer_data(db: Arc<dyn Backend>) {
     db.save(&Save::new("p", 7, &b"v1"[..]).expect(Expect::Absent)).unwrap();
     // two writers load version 1
     let a = db.load("p", &Key::Int(7)).unwrap().unwrap();
@@ -77,10 +105,7 @@ fn version_conflict_keeps_the_newer_data() {
     assert_eq!(db.load("p", &Key::Int(8)).unwrap(), None);
 }
 
-#[test]
-fn epochs_fence_superseded_writers() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(&dir);
+fn epochs_fence_superseded_writers(db: Arc<dyn Backend>) {
     db.save(&Save::new("p", "alice", &b"old owner"[..]).epoch(4)).unwrap();
     // the successor (epoch 5) takes over
     db.save(&Save::new("p", "alice", &b"new owner"[..]).epoch(5)).unwrap();
@@ -124,10 +149,7 @@ fn epochs_fence_superseded_writers() {
     assert_eq!(db.load("p", &"alice".into()).unwrap(), Some(doc(b"next", 4, 9)));
 }
 
-#[test]
-fn delete_with_expect_and_versions_go_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(&dir);
+fn delete_with_expect_and_versions_go_on(db: Arc<dyn Backend>) {
     let k = Key::Int(1);
     assert_eq!(db.delete("p", &k, Expect::Any, 0), Ok(false));
     db.save(&Save::new("p", 1, &b"a"[..]).index("name", "a")).unwrap();
@@ -158,10 +180,7 @@ fn delete_with_expect_and_versions_go_on() {
     ));
 }
 
-#[test]
-fn query_by_index_follows_updates() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(&dir);
+fn query_by_index_follows_updates(db: Arc<dyn Backend>) {
     for (id, guild, level) in [(1, "red", 10), (2, "blue", 10), (3, "red", 20), (4, "red", 10)] {
         db.save(
             &Save::new("p", id, format!("player {id}").into_bytes())
@@ -215,10 +234,7 @@ fn query_by_index_follows_updates() {
     assert_eq!(keys("guild", "red".into(), 10), vec![Key::Int(1), Key::Int(4)]);
 }
 
-#[test]
-fn batch_is_all_or_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(&dir);
+fn batch_is_all_or_nothing(db: Arc<dyn Backend>) {
     db.save(&Save::new("p", 2, &b"two"[..]).index("g", "x")).unwrap();
     let batch = vec![
         Save::new("p", 1, &b"one"[..]).index("g", "y"),
@@ -289,19 +305,7 @@ fn a_store_that_is_not_sqlite_is_an_error() {
 
 /// Threads race on one key, each loading and saving with the version it
 /// saw: exactly one save wins per version, the others conflict.
-#[test]
-fn concurrent_saves_one_winner_per_version() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(
-        Sqlite::open_with(
-            dir.path().join("store.db"),
-            SqliteOptions {
-                synchronous: Synchronous::Normal,
-                ..Default::default()
-            },
-        )
-        .unwrap(),
-    );
+fn concurrent_saves_one_winner_per_version(db: Arc<dyn Backend>) {
     db.save(&Save::new("c", 0, vec![0])).unwrap();
     const THREADS: usize = 6;
     const TRIES: usize = 60;
@@ -348,10 +352,13 @@ fn concurrent_saves_one_winner_per_version() {
 
 /// The same race through the asynchronous handle: many saves expecting the
 /// same version at once, exactly one wins.
-#[tokio::test]
-async fn store_handle_races_and_closes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(open(&dir));
+fn store_handle_races_and_closes(db: Arc<dyn Backend>) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(store_handle_races_and_closes_async(db))
+}
+
+async fn store_handle_races_and_closes_async(db: Arc<dyn Backend>) {
+    let store = Store::with_options(db, StoreOptions::default());
     assert_eq!(store.save(Save::new("c", "k", vec![0])).await, Ok(1));
     for round in 1..=5u64 {
         let futs: Vec<_> = (0..20u8)
