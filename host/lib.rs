@@ -16,6 +16,9 @@
 //! - [`net`]: connections (TCP or in-memory), the handshake, the reader loop,
 //!   writers, liveness drivers; game clients' connections (TCP or WebSocket,
 //!   optionally TLS) in [`net::client`], the one public part.
+//! - [`store`]: persistent documents for the DB node: one `Backend`
+//!   interface (SQLite now), versioned and epoch-fenced writes, run on
+//!   threads of its own behind the asynchronous `Store` handle.
 //! - [`discovery`]: who is in the cluster: the cluster file and ZooKeeper.
 //! - [`runtime`]: the node: its thread, peers, calls, timers, reloads.
 //! - `lua`: the `luahost.core` module and the built-in lualib.
@@ -37,6 +40,7 @@ pub mod net;
 mod rpc;
 pub mod runtime;
 pub mod schema;
+pub mod store;
 
 pub use discovery::config::{ClusterConfig, NodeSpec};
 pub use lua::describe::describe_entitydef;
