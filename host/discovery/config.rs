@@ -233,6 +233,9 @@ pub struct ClusterConfig {
     /// The client listeners and limits of each Gate node (its `gate`
     /// table), by node name.
     pub gates: BTreeMap<String, crate::discovery::gate::GateConfig>,
+    /// The database each node with a `store` table opens at boot (DBProxy),
+    /// by node name.
+    pub stores: BTreeMap<String, crate::discovery::store::StoreConfig>,
     /// The worker thread each node asks for under `luahost up --threads`
     /// (its `thread = k`), by node name.
     pub threads: BTreeMap<String, usize>,
@@ -413,6 +416,7 @@ impl ClusterConfig {
         .map_err(invalid)?;
         let mut node_settings = BTreeMap::new();
         let mut gates = BTreeMap::new();
+        let mut stores = BTreeMap::new();
         let mut threads = BTreeMap::new();
         let nodes_t: Table = root
             .get::<Option<Table>>("nodes")
@@ -463,6 +467,14 @@ impl ClusterConfig {
                 let g = crate::discovery::gate::GateConfig::parse(&g, &dir)
                     .map_err(|e| invalid(format!("node {name}: {e}")))?;
                 gates.insert(name.clone(), g);
+            }
+            if let Some(st) = t
+                .get::<Option<Table>>("store")
+                .map_err(|e| invalid(format!("node {name}: store: {e}")))?
+            {
+                let st = crate::discovery::store::StoreConfig::parse(&st, &dir)
+                    .map_err(|e| invalid(format!("node {name}: {e}")))?;
+                stores.insert(name.clone(), st);
             }
             let main = match field("main")? {
                 Some(m) => dir.join(m),
@@ -518,6 +530,7 @@ impl ClusterConfig {
             settings,
             node_settings,
             gates,
+            stores,
             threads,
         })
     }

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod gate;
+pub mod store;
 pub mod watch;
 pub mod zk;
 

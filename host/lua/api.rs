@@ -15,7 +15,7 @@ use mlua::{Function, Lua, Table, Value, Variadic};
 use tracing::{debug, error, info, warn};
 
 use crate::discovery::config::{ClusterConfig, Setting, SettingKey};
-use crate::lua::{LuaHost, Wait};
+use crate::lua::{DbOp, LuaHost, Wait};
 use crate::rpc::ring::{self, Key};
 use crate::schema::Schema;
 
@@ -33,6 +33,44 @@ fn key_of(v: &Value) -> mlua::Result<Key<'static>> {
             "routing key must be an integer or a string, got {}",
             other.type_name()
         ))),
+    }
+}
+
+/// A document key from Lua: an integer or a string.
+fn db_key(v: &Value) -> mlua::Result<crate::store::Key> {
+    match v {
+        Value::Integer(i) => Ok(crate::store::Key::Int(*i)),
+        Value::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => Ok(crate::store::Key::Int(*n as i64)),
+        Value::String(s) => Ok(crate::store::Key::Str(s.to_str()?.to_string())),
+        other => Err(mlua::Error::runtime(format!(
+            "dbproxy: a key must be an integer or a string, got {}",
+            other.type_name()
+        ))),
+    }
+}
+
+/// What a write expects from Lua: nil (anything), false (absent), or the
+/// version loaded.
+fn db_expect(v: &Value) -> mlua::Result<crate::store::Expect> {
+    match v {
+        Value::Nil => Ok(crate::store::Expect::Any),
+        Value::Boolean(false) => Ok(crate::store::Expect::Absent),
+        Value::Integer(i) if *i > 0 => Ok(crate::store::Expect::Version(*i as u64)),
+        other => Err(mlua::Error::runtime(format!(
+            "dbproxy: expected version must be nil, false or a positive integer, got {}",
+            other.type_name()
+        ))),
+    }
+}
+
+/// `id`, or `nil, text, kind` (the kind is the text's prefix).
+fn db_started(r: Result<u32, String>) -> mlua::Result<(Option<u32>, Option<String>, Option<String>)> {
+    match r {
+        Ok(id) => Ok((Some(id), None, None)),
+        Err(e) => {
+            let kind = e.split_once(':').map(|(k, _)| k.to_string());
+            Ok((None, Some(e), kind))
+        }
     }
 }
 
@@ -325,6 +363,39 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
             Ok(()) => Ok((Some(true), None)),
             Err(e) => Ok((None, Some(format!("expected {ty}: {e}")))),
         }
+    });
+    // The node's store (dbproxy.lua): each starts an operation and returns
+    // the call id its outcome comes back under, or nil, the error text and
+    // its kind. `expect`: nil (anything), false (absent) or a version.
+    func!("db_load", |c, _l, (coll, key): (String, Value)| {
+        let key = db_key(&key)?;
+        db_started(H::db(&c, DbOp::Load { coll, key }))
+    });
+    func!("db_save", |c,
+                      _l,
+                      (coll, key, value, expect): (
+        String,
+        Value,
+        mlua::LuaString,
+        Value
+    )| {
+        let key = db_key(&key)?;
+        let expect = db_expect(&expect)?;
+        let value = value.as_bytes().to_vec();
+        db_started(H::db(
+            &c,
+            DbOp::Save {
+                coll,
+                key,
+                value,
+                expect,
+            },
+        ))
+    });
+    func!("db_delete", |c, _l, (coll, key, expect): (String, Value, Value)| {
+        let key = db_key(&key)?;
+        let expect = db_expect(&expect)?;
+        db_started(H::db(&c, DbOp::Delete { coll, key, expect }))
     });
     func!("eval_done", |c, _l, (token, ok, text): (u64, bool, mlua::LuaString)| {
         let text = text.to_string_lossy();

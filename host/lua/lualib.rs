@@ -17,6 +17,7 @@ pub(crate) const MODULES: &[(&str, &str)] = &[
     ("router", include_str!("../../lualib/router.lua")),
     ("rpcco", include_str!("../../lualib/rpcco.lua")),
     ("gate", include_str!("../../lualib/gate.lua")),
+    ("dbproxy", include_str!("../../lualib/dbproxy.lua")),
     ("rpcdef", include_str!("../../lualib/rpcdef.lua")),
     ("rpcstub", include_str!("../../lualib/rpcstub.lua")),
     ("rpctype", include_str!("../../lualib/rpctype.lua")),

@@ -32,6 +32,39 @@ pub(crate) enum Wait {
     No,
 }
 
+/// An operation on the node's store that Lua started (`dbproxy.lua`); its
+/// outcome comes back through the dispatcher as a call's reply.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum DbOp {
+    /// `(REPLY, id, true, value | nil, version | nil)`.
+    Load {
+        /// The collection.
+        coll: String,
+        /// The document's key.
+        key: crate::store::Key,
+    },
+    /// `(REPLY, id, true, version)`.
+    Save {
+        /// The collection.
+        coll: String,
+        /// The document's key.
+        key: crate::store::Key,
+        /// The document's bytes.
+        value: Vec<u8>,
+        /// What must be there for the write to apply.
+        expect: crate::store::Expect,
+    },
+    /// `(REPLY, id, true, existed)`.
+    Delete {
+        /// The collection.
+        coll: String,
+        /// The document's key.
+        key: crate::store::Key,
+        /// What must be there for the delete to apply.
+        expect: crate::store::Expect,
+    },
+}
+
 /// What `luahost.core` needs from the node it runs in: the narrow waist
 /// between Lua and the runtime. Implemented by the runtime; `lua` never sees
 /// the node itself.
@@ -110,6 +143,14 @@ pub(crate) trait LuaHost: 'static {
     ///
     /// No schema, or an unknown method.
     fn reply(&self, conn: u64, session: u32, mid: u32, ok: bool, vals: &[Value]) -> Result<(), String>;
+    /// Starts `op` on this node's store; returns the call id its outcome
+    /// comes back under (`Dispatch::Reply`).
+    ///
+    /// # Errors
+    ///
+    /// No store on this node, or no free call id; the text starts with its
+    /// kind.
+    fn db(this: &Rc<Self>, op: DbOp) -> Result<u32, String>;
     /// The outcome of an eval started by the node's handle.
     fn eval_done(&self, token: u64, outcome: Result<String, String>);
     /// Lua's progress through a graceful stop (1: onStop runs, 2: done).

@@ -68,7 +68,7 @@ impl Core {
                 .routing
                 .call_ids
                 .borrow_mut()
-                .next(|id| peer.pending.borrow().contains(id))
+                .next(|id| peer.pending.borrow().contains(id) || self.routing.db_pending.borrow().contains(&id))
                 .ok_or_else(|| CallError::Busy {
                     node: peer.spec.name.clone(),
                     held,

@@ -604,7 +604,7 @@ impl Core {
                 .routing
                 .call_ids
                 .borrow_mut()
-                .next(|id| peer.pending.borrow().contains(id));
+                .next(|id| peer.pending.borrow().contains(id) || self.routing.db_pending.borrow().contains(&id));
             let Some(id) = id else {
                 return err("busy", "the server is busy");
             };

@@ -82,6 +82,9 @@ impl LuaHost for Core {
     fn gate_web_reply(&self, id: u64, ok: bool, reason: &str, status: Option<u16>) -> bool {
         Core::gate_web_reply(self, id, ok, reason, status)
     }
+    fn db(this: &Rc<Self>, op: crate::lua::DbOp) -> Result<u32, String> {
+        this.db(op)
+    }
     fn eval_done(&self, token: u64, outcome: Result<String, String>) {
         Core::eval_done(self, token, outcome)
     }

@@ -49,6 +49,13 @@ impl Core {
             ),
             None => None,
         };
+        let store = match cluster.stores.get(&me.name) {
+            Some(cfg) => Some(super::db::open(cfg).map_err(|message| NodeError::Script {
+                node: me.name.clone(),
+                message,
+            })?),
+            None => None,
+        };
         // SAFETY: the debug library is needed for tracebacks and hot reload
         // of upvalues; scripts are the game's own trusted code, and no network
         // data is ever loaded as code.
@@ -82,6 +89,7 @@ impl Core {
             log_limit: RefCell::new(crate::rpc::ratelog::LogLimit::default()),
             send_seqs: RefCell::new(HashMap::new()),
             gate,
+            store,
         });
         // With ZooKeeper the peers are discovered; the file only describes this node.
         for spec in cluster.nodes.values() {
@@ -175,6 +183,11 @@ impl Core {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         info!("node {} stopping", self.me.name);
+        if let Some(store) = self.store.clone() {
+            // what was queued is written before the node is gone (a restart
+            // on the same file then sees it)
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        }
         let failed = self.stop.failure.lock().map(|f| f.is_some()).unwrap_or(true);
         if self.zk_mode() && self.typing.registered.get() && stop.count() < 2 && !failed {
             self.discovery.leave.notify_one();

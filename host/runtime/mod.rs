@@ -16,6 +16,8 @@
 //!   relaying both ways, sessions and resume; `gatestate`: what a Gate
 //!   keeps (sessions, connections' output sides, relays, counters);
 //!   `gateweb`: the Gate's web listener (files, config.json, login).
+//! - `db`: the node's store (DBProxy): operations from Lua, outcomes
+//!   back as replies.
 //! - `timers`: the timers (pure: time passed in).
 //! - `membership`: carrying out cluster-file and ZooKeeper changes.
 //! - `watch`: the cluster file and script watchers, hot reload.
@@ -24,6 +26,7 @@
 
 mod calls;
 mod control;
+mod db;
 mod gate;
 mod gatestate;
 mod gateweb;

@@ -95,6 +95,8 @@ pub(crate) struct Core {
     pub(crate) send_seqs: RefCell<HashMap<String, Rc<SendSeqs>>>,
     /// Game clients, when this node is a Gate (its cluster entry has `gate`).
     pub(crate) gate: Option<super::gatestate::GateState>,
+    /// The node's database, when its cluster entry has `store` (DBProxy).
+    pub(crate) store: Option<crate::store::Store>,
 }
 
 impl Core {
@@ -402,4 +404,7 @@ pub(crate) struct Routing {
     pub(crate) rings: RefCell<Rings>,
     /// Call ids.
     pub(crate) call_ids: RefCell<CallIds>,
+    /// Ids of store operations in flight (they share the call ids: their
+    /// outcomes reach Lua as replies).
+    pub(crate) db_pending: RefCell<std::collections::HashSet<u32>>,
 }
