@@ -28,29 +28,8 @@ fn friends_demo_players_log_in_through_the_gate_and_hear_of_their_friends() {
         .all(|s| log.contains(s))
     }));
     // 20 players log in through the Gate, as the README says
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_luahost"))
-        .args([
-            "bot",
-            "--gate",
-            "127.0.0.1:7300",
-            "--cluster",
-            demo.to_str().unwrap(),
-            "--account-prefix",
-            "",
-            "--first-account",
-            "1001",
-            "--clients",
-            "20",
-            "--secs",
-            "4",
-            "--script",
-            demo.join("bot.lua").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "bot failed:\n{stdout}\n{stderr}");
+    let (ok, stdout, stderr) = demo_bots("127.0.0.1:7300", &demo, 4);
+    assert!(ok, "bot failed:\n{stdout}\n{stderr}");
     assert!(
         stdout.contains("RESULT workload=bot clients=20 connected=20 failed=0"),
         "{stdout}\n{stderr}"

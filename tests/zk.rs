@@ -575,32 +575,8 @@ fn friends_demo_runs_on_zookeeper() {
         "the Gate never saw both Halls, or a Hall the DB:\n{}",
         p.log()
     );
-    let bot = std::process::Command::new(env!("CARGO_BIN_EXE_luahost"))
-        .args([
-            "bot",
-            "--gate",
-            "127.0.0.1:7310",
-            "--cluster",
-            demo.to_str().unwrap(),
-            "--account-prefix",
-            "",
-            "--first-account",
-            "1001",
-            "--clients",
-            "20",
-            "--secs",
-            "3",
-            "--script",
-            demo.join("../friends/bot.lua").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&bot.stdout);
-    assert!(
-        out.contains("connected=20 failed=0"),
-        "{out}\n{}",
-        String::from_utf8_lossy(&bot.stderr)
-    );
+    let (_, out, err) = demo_bots("127.0.0.1:7310", &demo, 3);
+    assert!(out.contains("connected=20 failed=0"), "{out}\n{err}");
     assert!(
         p.wait_log("hear that", Duration::from_secs(10)),
         "no notification on the ZooKeeper demo:\n{}",

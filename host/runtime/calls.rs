@@ -42,25 +42,7 @@ impl Core {
                 method: method.name.clone(),
             });
         }
-        let Some(peer) = self.peer(sid) else {
-            return Err(CallError::NoSuchNode {
-                sid,
-                method: method.name.clone(),
-            });
-        };
-        let (max_message, max_queue) = {
-            let c = self.cluster.borrow();
-            (c.max_message, c.max_queue)
-        };
-        let held = peer.link.held();
-        if held > max_queue {
-            return Err(CallError::Busy {
-                node: peer.spec.name.clone(),
-                held,
-                max_queue,
-                method: method.name.clone(),
-            });
-        }
+        let (peer, max_message, held, max_queue) = self.peer_for(sid, method)?;
         let (id, req) = if call {
             // (ids pending towards other peers cannot come round again
             // within any call's timeout)
@@ -82,28 +64,11 @@ impl Core {
         };
         peer.link.push_request(req, |out| {
             let start = proto::begin_request(out, call, eid, mid, method.args.len());
-            if let Err(e) = schema::encode_list(out, method, &method.args, "argument", args.iter()) {
-                wire::abort_message(out, start);
-                return Err(CallError::Encoding(e));
-            }
-            let size = out.len() - start - wire::HEADER;
-            if size > max_message {
-                wire::abort_message(out, start);
-                return Err(CallError::TooLarge {
-                    method: method.name.clone(),
-                    node: peer.spec.name.clone(),
-                    size,
-                    max: max_message,
-                });
-            }
-            wire::finish_message(out, start, id);
-            Ok(())
+            finish_args(out, start, method, args, &peer.spec.name, max_message, id)
         })?;
         if !call {
             peer.next_seq.set(id.wrapping_add(1));
         }
-        peer.link.wake.notify_one();
-        peer.link.flush_if_large();
         let id = if call { id } else { 0 };
         if call {
             let t = match wait {
@@ -112,25 +77,15 @@ impl Core {
             };
             peer.pending.borrow_mut().insert(id, mid, t, Instant::now());
         }
-        // (the state is read first: no clock read on the hot path)
-        let disconnected = peer.reconnect.borrow().state() == PeerState::Disconnected;
-        if disconnected && peer.reconnect.borrow_mut().kick(Instant::now()).is_some() {
-            peer.kick.notify_one();
-        }
+        wake(&peer);
         Ok(id)
     }
 
-    /// Encodes a push of client method `mid` (a method of a `Client`
-    /// section) for `target` on Gate `sid`, sequenced and acknowledged like
-    /// a send (a lost one is reported by method).
-    pub(crate) fn push(&self, sid: u32, target: &PushTarget<'_>, mid: u32, args: &[Value]) -> Result<(), CallError> {
-        let schema = self.schema().ok_or(CallError::NoSchema)?;
-        let method = schema.method(mid).ok_or(CallError::UnknownMethod(mid))?;
-        if !method.push {
-            return Err(CallError::NotAPush {
-                method: method.name.clone(),
-            });
-        }
+    /// Node `sid` for a request of `method`, with the limits that apply:
+    /// (peer, max_message, bytes held for it, max_queue); refused when the
+    /// node is unknown or its queue is full.
+    #[inline]
+    fn peer_for(&self, sid: u32, method: &Method) -> Result<(Rc<Peer>, usize, usize, usize), CallError> {
         let Some(peer) = self.peer(sid) else {
             return Err(CallError::NoSuchNode {
                 sid,
@@ -150,34 +105,29 @@ impl Core {
                 method: method.name.clone(),
             });
         }
+        Ok((peer, max_message, held, max_queue))
+    }
+
+    /// Encodes a push of client method `mid` (a method of a `Client`
+    /// section) for `target` on Gate `sid`, sequenced and acknowledged like
+    /// a send (a lost one is reported by method).
+    pub(crate) fn push(&self, sid: u32, target: &PushTarget<'_>, mid: u32, args: &[Value]) -> Result<(), CallError> {
+        let schema = self.schema().ok_or(CallError::NoSchema)?;
+        let method = schema.method(mid).ok_or(CallError::UnknownMethod(mid))?;
+        if !method.push {
+            return Err(CallError::NotAPush {
+                method: method.name.clone(),
+            });
+        }
+        let (peer, max_message, _, _) = self.peer_for(sid, method)?;
         let seq = peer.next_seq.get();
         peer.link
             .push_request(crate::net::link::Req::Send { seq, mid }, |out| {
                 let start = proto::begin_push(out, target, method.cid, method.args.len());
-                if let Err(e) = schema::encode_list(out, method, &method.args, "argument", args.iter()) {
-                    wire::abort_message(out, start);
-                    return Err(CallError::Encoding(e));
-                }
-                let size = out.len() - start - wire::HEADER;
-                if size > max_message {
-                    wire::abort_message(out, start);
-                    return Err(CallError::TooLarge {
-                        method: method.name.clone(),
-                        node: peer.spec.name.clone(),
-                        size,
-                        max: max_message,
-                    });
-                }
-                wire::finish_message(out, start, seq);
-                Ok(())
+                finish_args(out, start, method, args, &peer.spec.name, max_message, seq)
             })?;
         peer.next_seq.set(seq.wrapping_add(1));
-        peer.link.wake.notify_one();
-        peer.link.flush_if_large();
-        let disconnected = peer.reconnect.borrow().state() == PeerState::Disconnected;
-        if disconnected && peer.reconnect.borrow_mut().kick(Instant::now()).is_some() {
-            peer.kick.notify_one();
-        }
+        wake(&peer);
         Ok(())
     }
 
@@ -577,6 +527,50 @@ impl Core {
                 );
             }
         }
+    }
+}
+
+/// Appends `method`'s arguments to the message begun at `start` and
+/// finishes it as `session`; on a bad argument or an oversize message the
+/// message is dropped (nothing is sent) and the error returned.
+#[inline]
+fn finish_args(
+    out: &mut BytesMut,
+    start: usize,
+    method: &Method,
+    args: &[Value],
+    node: &str,
+    max_message: usize,
+    session: u32,
+) -> Result<(), CallError> {
+    if let Err(e) = schema::encode_list(out, method, &method.args, "argument", args.iter()) {
+        wire::abort_message(out, start);
+        return Err(CallError::Encoding(e));
+    }
+    let size = out.len() - start - wire::HEADER;
+    if size > max_message {
+        wire::abort_message(out, start);
+        return Err(CallError::TooLarge {
+            method: method.name.clone(),
+            node: node.to_string(),
+            size,
+            max: max_message,
+        });
+    }
+    wire::finish_message(out, start, session);
+    Ok(())
+}
+
+/// After a message was queued for `peer`: its writer is woken, and a
+/// connection attempt started if it is down.
+#[inline]
+pub(crate) fn wake(peer: &Peer) {
+    peer.link.wake.notify_one();
+    peer.link.flush_if_large();
+    // (the state is read first: no clock read on the hot path)
+    let disconnected = peer.reconnect.borrow().state() == PeerState::Disconnected;
+    if disconnected && peer.reconnect.borrow_mut().kick(Instant::now()).is_some() {
+        peer.kick.notify_one();
     }
 }
 

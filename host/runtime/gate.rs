@@ -30,7 +30,6 @@ use crate::codec::wire::Message;
 use crate::lua::dispatch::Dispatch;
 use crate::net::client::{ClientListener, ClientWriter, Incoming};
 use crate::net::link::Req;
-use crate::net::PeerState;
 use crate::rpc::error::{CallError, BAD_REQUEST, CLIENT_ERROR};
 use crate::rpc::gate::limits::{Fault, Idle};
 use crate::rpc::gate::sessions::Binding;
@@ -634,12 +633,7 @@ impl Core {
             }
             peer.next_seq.set(seq.wrapping_add(1));
         }
-        peer.link.wake.notify_one();
-        peer.link.flush_if_large();
-        let disconnected = peer.reconnect.borrow().state() == PeerState::Disconnected;
-        if disconnected && peer.reconnect.borrow_mut().kick(Instant::now()).is_some() {
-            peer.kick.notify_one();
-        }
+        super::calls::wake(&peer);
     }
 
     fn client_fault(&self, link: &ClientLink, f: Fault, what: &str) {

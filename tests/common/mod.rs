@@ -307,3 +307,32 @@ pub fn identity(name: &str, sid: u32, stype: &str, digest: u32, incarnation: u64
         nonce: luahost::codec::auth::nonce(),
     }
 }
+
+/// Runs the friends demo's 20 players (accounts 1001..1020, the demo's
+/// bot.lua) against the Gate at `gate` for `secs` seconds, as the README
+/// shows; returns the bot's (success, stdout, stderr).
+pub fn demo_bots(gate: &str, cluster: &Path, secs: u32) -> (bool, String, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/friends/bot.lua");
+    let out = Command::new(env!("CARGO_BIN_EXE_luahost"))
+        .args(["bot", "--gate", gate, "--cluster"])
+        .arg(cluster)
+        .args([
+            "--account-prefix",
+            "",
+            "--first-account",
+            "1001",
+            "--clients",
+            "20",
+            "--secs",
+        ])
+        .arg(secs.to_string())
+        .arg("--script")
+        .arg(script)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
