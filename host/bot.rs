@@ -18,7 +18,6 @@
 //! `client.index`. Arguments and results are checked and converted by the
 //! schema's declared types (luahost::schema::encode/decode).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,11 +25,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
+use luahost::client::typed::{ClientMethod, ClientSchema};
 use luahost::client::{client_tls_trusting, Client, ClientError, ClientTls, Event, Login, Target};
 use luahost::codec::mpack::Reader;
 use luahost::codec::token::{self, TokenKey};
 use luahost::schema::annotate::{SchemaDesc, Section};
-use luahost::schema::{parse_type, StructDef, Ty};
+use luahost::schema::Ty;
 use luahost::ClusterConfig;
 use mlua::{Lua, MultiValue, Table, Value};
 
@@ -245,74 +245,6 @@ fn default_script(schema: &SchemaDesc) -> Result<String, String> {
     ))
 }
 
-/// One method as the bot sees it.
-struct Meth {
-    name: String,
-    cid: u32,
-    args: Vec<Ty>,
-    results: Option<Vec<Ty>>,
-}
-
-/// The schema's client-visible methods with parsed types (Rc: per thread).
-struct Types {
-    calls: HashMap<String, Rc<Meth>>,
-    pushes: HashMap<u32, Rc<Meth>>,
-}
-
-fn types(d: &SchemaDesc) -> Result<Types, String> {
-    let mut structs: HashMap<String, Rc<StructDef>> = HashMap::new();
-    let mut pending = d.structs.clone();
-    while !pending.is_empty() {
-        let before = pending.len();
-        pending.retain(|(name, fields)| {
-            let parsed: Result<Vec<_>, _> = fields
-                .iter()
-                .map(|(f, t)| parse_type(t, &structs).map(|ty| (f.clone(), ty)))
-                .collect();
-            match parsed {
-                Ok(fields) => {
-                    structs.insert(
-                        name.clone(),
-                        Rc::new(StructDef {
-                            name: name.clone(),
-                            fields,
-                        }),
-                    );
-                    false
-                }
-                Err(_) => true,
-            }
-        });
-        if pending.len() == before {
-            return Err(format!("structs with unknown types: {:?}", pending));
-        }
-    }
-    let list = |l: &[(String, String)]| -> Result<Vec<Ty>, String> {
-        l.iter()
-            .map(|(_, t)| parse_type(t, &structs).map_err(|e| e.to_string()))
-            .collect()
-    };
-    let mut t = Types {
-        calls: HashMap::new(),
-        pushes: HashMap::new(),
-    };
-    for m in d.methods.iter().filter(|m| m.cid != 0) {
-        let meth = Rc::new(Meth {
-            name: m.name.clone(),
-            cid: m.cid,
-            args: list(&m.args)?,
-            results: m.results.as_deref().map(list).transpose()?,
-        });
-        if m.section == Section::Client {
-            t.pushes.insert(m.cid, meth);
-        } else if m.client {
-            t.calls.entry(m.name.clone()).or_insert_with(|| meth.clone());
-            t.calls.insert(format!("{}.{}", m.class, m.name), meth);
-        }
-    }
-    Ok(t)
-}
-
 fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -382,7 +314,7 @@ fn note_kick(st: &Stats, ev: &Event) {
     }
 }
 
-fn encode_args(m: &Meth, args: &MultiValue) -> mlua::Result<BytesMut> {
+fn encode_args(m: &ClientMethod, args: &MultiValue) -> mlua::Result<BytesMut> {
     if args.len() > m.args.len() {
         return Err(mlua::Error::runtime(format!(
             "{}: {} arguments given, {} declared",
@@ -392,7 +324,7 @@ fn encode_args(m: &Meth, args: &MultiValue) -> mlua::Result<BytesMut> {
         )));
     }
     let mut buf = BytesMut::new();
-    for (k, ty) in m.args.iter().enumerate() {
+    for (k, (_, ty)) in m.args.iter().enumerate() {
         let v = args.get(k).unwrap_or(&Value::Nil);
         luahost::schema::encode(&mut buf, ty, v)
             .map_err(|e| mlua::Error::runtime(format!("bad argument #{} to {}: {e}", k + 1, m.name)))?;
@@ -400,7 +332,7 @@ fn encode_args(m: &Meth, args: &MultiValue) -> mlua::Result<BytesMut> {
     Ok(buf)
 }
 
-fn decode_list(lua: &Lua, tys: &[Ty], n: usize, bytes: &[u8], what: &str) -> mlua::Result<MultiValue> {
+fn decode_list(lua: &Lua, tys: &[(String, Ty)], n: usize, bytes: &[u8], what: &str) -> mlua::Result<MultiValue> {
     if n != tys.len() {
         return Err(mlua::Error::runtime(format!(
             "{what}: {n} values, {} declared",
@@ -409,7 +341,7 @@ fn decode_list(lua: &Lua, tys: &[Ty], n: usize, bytes: &[u8], what: &str) -> mlu
     }
     let mut r = Reader::new(bytes);
     let mut out = MultiValue::new();
-    for ty in tys {
+    for (_, ty) in tys {
         out.push_back(
             luahost::schema::decode(lua, ty, &mut r).map_err(|e| mlua::Error::runtime(format!("{what}: {e}")))?,
         );
@@ -424,7 +356,7 @@ fn run_script(
     sh: &Arc<Shared>,
     state: &Rc<std::cell::RefCell<State>>,
 ) -> mlua::Result<()> {
-    let types = Rc::new(types(&sh.schema).map_err(mlua::Error::runtime)?);
+    let types = Rc::new(ClientSchema::from_desc(&sh.schema).map_err(mlua::Error::runtime)?);
     let lua = Lua::new();
     let bot = lua.create_table()?;
     lua.globals().set("bot", &bot)?;
@@ -439,11 +371,10 @@ fn run_script(
     let left = move || deadline.saturating_duration_since(Instant::now());
     let find = {
         let types = types.clone();
-        move |name: &str| -> mlua::Result<Rc<Meth>> {
+        move |name: &str| -> mlua::Result<Rc<ClientMethod>> {
             types
-                .calls
                 .get(name)
-                .cloned()
+                .filter(|m| !m.push)
                 .ok_or_else(|| mlua::Error::runtime(format!("no client method '{name}' in the schema")))
         }
     };
@@ -524,9 +455,9 @@ fn run_script(
                     Ok(None) | Ok(Some(Event::Closed)) => out.push_back(Value::String(lua.create_string("closed")?)),
                     Ok(Some(Event::Push {
                         method, nargs, args, ..
-                    })) => match types.pushes.get(&method) {
+                    })) => match types.get_cid(method).filter(|m| m.push) {
                         Some(m) => {
-                            out.push_back(Value::String(lua.create_string(&m.name)?));
+                            out.push_back(Value::String(lua.create_string(&m.method)?));
                             out.extend(decode_list(lua, &m.args, nargs, &args, &m.name)?);
                         }
                         None => out.push_back(Value::Integer(method as i64)),

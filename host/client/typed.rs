@@ -58,6 +58,8 @@ impl Val {
 pub struct ClientMethod {
     /// `Class.method`.
     pub name: String,
+    /// `method`, without its class.
+    pub method: String,
     /// Its client id.
     pub cid: u32,
     /// Arguments by declared type.
@@ -84,7 +86,16 @@ impl ClientSchema {
     ///
     /// The schema's error, or a type it cannot parse.
     pub fn load(entitydef: &Path) -> Result<ClientSchema, String> {
-        let desc = crate::describe_entitydef(entitydef)?;
+        ClientSchema::from_desc(&crate::describe_entitydef(entitydef)?)
+    }
+
+    /// The client view of a schema already described
+    /// ([`crate::describe_entitydef`]).
+    ///
+    /// # Errors
+    ///
+    /// A type it cannot parse.
+    pub fn from_desc(desc: &crate::schema::annotate::SchemaDesc) -> Result<ClientSchema, String> {
         let mut structs: HashMap<String, Rc<StructDef>> = HashMap::new();
         // structs may refer to each other: resolve until nothing changes
         let mut left = desc.structs.clone();
@@ -137,6 +148,7 @@ impl ClientSchema {
             let push = !m.client;
             let cm = Rc::new(ClientMethod {
                 name: format!("{}.{}", m.class, m.name),
+                method: m.name.clone(),
                 cid: m.cid,
                 args: list(&m.args)?,
                 results: m.results.as_deref().map(list).transpose()?,
@@ -162,6 +174,16 @@ impl ClientSchema {
     /// A method by client id.
     pub fn by_cid(&self, cid: u32) -> Option<&ClientMethod> {
         self.by_cid.get(&cid).map(|m| &**m)
+    }
+
+    /// [`ClientSchema::method`], shared.
+    pub fn get(&self, name: &str) -> Option<Rc<ClientMethod>> {
+        self.by_name.get(name).cloned()
+    }
+
+    /// [`ClientSchema::by_cid`], shared.
+    pub fn get_cid(&self, cid: u32) -> Option<Rc<ClientMethod>> {
+        self.by_cid.get(&cid).cloned()
     }
 
     /// Encodes a call or send of `name`: its client id, argument count and
