@@ -20,7 +20,7 @@ use mlua::{MultiValue, Value};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::gatestate::{random, ClientLink, GateState, Relay};
+use super::gatestate::{random, ClientLink, Relay};
 use super::node::Core;
 use crate::codec::client::{self, ClientMsg};
 use crate::codec::mpack::Reader;
@@ -41,15 +41,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Refused messages (rate limit) in a row after which a client is closed.
 const FLOOD_CLOSE: u32 = 1000;
 
-/// Holds a place among the connections verifying at once.
-struct Admitted<'a>(&'a GateState, std::net::IpAddr);
-
-impl Drop for Admitted<'_> {
-    fn drop(&mut self) {
-        self.0.admission.borrow_mut().release(self.1);
-    }
-}
-
 /// Starts the Gate's accept loops and its session expiry.
 pub(crate) fn start(core: &Rc<Core>) {
     let Some(g) = core.gate.as_ref() else { return };
@@ -61,20 +52,27 @@ pub(crate) fn start(core: &Rc<Core>) {
                 l.transport()
             );
         }
-        crate::net::spawn(accept_loop(core.clone(), l));
+        crate::net::spawn(accept_loop(core.clone(), l, "client accept failures", client_task));
     }
     crate::net::spawn(expiry_task(core.clone()));
 }
 
-async fn accept_loop(core: Rc<Core>, listener: ClientListener) {
+/// Accepts connections on one of the Gate's listeners (clients or web) and
+/// serves each with `serve` in a task of its own; `what` names them in the
+/// (rate-limited) log of accept failures.
+pub(crate) async fn accept_loop<F, Fut>(core: Rc<Core>, listener: ClientListener, what: &'static str, serve: F)
+where
+    F: Fn(Rc<Core>, Incoming, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     loop {
         match listener.accept().await {
             Ok((incoming, addr)) => {
-                crate::net::spawn(client_task(core.clone(), incoming, addr));
+                crate::net::spawn(serve(core.clone(), incoming, addr));
             }
             Err(e) => {
-                if core.limited("client accept failures") {
-                    warn!("gate: accept failed: {e}");
+                if core.limited(what) {
+                    warn!("gate: {what}: {e}");
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -86,14 +84,12 @@ async fn accept_loop(core: Rc<Core>, listener: ClientListener) {
 async fn client_task(core: Rc<Core>, incoming: Incoming, addr: SocketAddr) {
     let Some(g) = core.gate.as_ref() else { return };
     g.stats.accepted.set(g.stats.accepted.get() + 1);
-    if g.admission.borrow_mut().try_admit(addr.ip()).is_err() {
-        g.stats.busy.set(g.stats.busy.get() + 1);
+    let Some(admitted) = g.admit(addr.ip()) else {
         if core.limited("clients refused: too many verifying") {
             warn!("gate: client {addr} closed: too many clients verifying (max_verifying / max_verifying_per_ip)");
         }
         return;
-    }
-    let admitted = Admitted(g, addr.ip());
+    };
     let deadline = Instant::now() + g.cfg.verify_timeout;
     let conn = match tokio::time::timeout_at(deadline, incoming.open(MAX_VERIFY_MESSAGE)).await {
         Ok(Ok(c)) => c,

@@ -251,3 +251,25 @@ impl GateState {
         self.conn(conn)
     }
 }
+
+/// Holds a place among the connections verifying at once (client verifies
+/// and web requests alike); released when dropped.
+pub(crate) struct Admitted<'a>(&'a GateState, std::net::IpAddr);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.admission.borrow_mut().release(self.1);
+    }
+}
+
+impl GateState {
+    /// A place among the connections verifying at once for `ip`, or `None`
+    /// (counted as busy) when there is none.
+    pub(crate) fn admit(&self, ip: std::net::IpAddr) -> Option<Admitted<'_>> {
+        if self.admission.borrow_mut().try_admit(ip).is_err() {
+            self.stats.busy.set(self.stats.busy.get() + 1);
+            return None;
+        }
+        Some(Admitted(self, ip))
+    }
+}

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use super::gatestate::{GateState, WebAnswer};
 use super::node::Core;
 use crate::lua::dispatch::Dispatch;
-use crate::net::client::{ClientListener, Incoming, RawConn};
+use crate::net::client::{Incoming, RawConn};
 use crate::rpc::gate::web::{self, Head, Method, Response, Route, MAX_BODY, MAX_HEAD};
 
 /// How long a login token handed out by `/luahost/login` is valid.
@@ -33,16 +33,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const DRAIN_TIME: Duration = Duration::from_secs(1);
 const DRAIN_BYTES: usize = 64 * 1024;
 
-/// Holds a place among the connections verifying at once (web requests
-/// count with the clients' verifies).
-struct Admitted<'a>(&'a GateState, std::net::IpAddr);
-
-impl Drop for Admitted<'_> {
-    fn drop(&mut self) {
-        self.0.admission.borrow_mut().release(self.1);
-    }
-}
-
 /// Starts the web listener's accept loop, if the Gate has one.
 pub(crate) fn start(core: &Rc<Core>) {
     let Some(g) = core.gate.as_ref() else { return };
@@ -51,23 +41,12 @@ pub(crate) fn start(core: &Rc<Core>) {
         let scheme = if l.is_tls() { "https" } else { "http" };
         info!("gate of {} serving the web on {scheme}://{addr}/", core.me.name);
     }
-    crate::net::spawn(accept_loop(core.clone(), l));
-}
-
-async fn accept_loop(core: Rc<Core>, listener: ClientListener) {
-    loop {
-        match listener.accept().await {
-            Ok((incoming, addr)) => {
-                crate::net::spawn(http_task(core.clone(), incoming, addr));
-            }
-            Err(e) => {
-                if core.limited("web accept failures") {
-                    warn!("gate: web accept failed: {e}");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    crate::net::spawn(super::gate::accept_loop(
+        core.clone(),
+        l,
+        "web accept failures",
+        http_task,
+    ));
 }
 
 /// Reads one request (head and body) before `deadline`. Err holds the
@@ -111,14 +90,12 @@ async fn read_request(conn: &mut RawConn, deadline: Instant) -> Result<(Head, Ve
 /// Serves one web connection: one request, one response, close.
 async fn http_task(core: Rc<Core>, incoming: Incoming, addr: SocketAddr) {
     let Some(g) = core.gate.as_ref() else { return };
-    if g.admission.borrow_mut().try_admit(addr.ip()).is_err() {
-        g.stats.busy.set(g.stats.busy.get() + 1);
+    let Some(admitted) = g.admit(addr.ip()) else {
         if core.limited("web clients refused: too many verifying") {
             warn!("gate: web client {addr} closed: too many clients verifying (max_verifying / max_verifying_per_ip)");
         }
         return;
-    }
-    let admitted = Admitted(g, addr.ip());
+    };
     let deadline = Instant::now() + g.cfg.verify_timeout;
     let mut conn = match tokio::time::timeout_at(deadline, incoming.open_raw()).await {
         Ok(Ok(c)) => c,
