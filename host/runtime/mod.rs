@@ -13,7 +13,7 @@
 //! - `life`: boot, the run loop, the graceful stop, the node's own tasks.
 //! - `calls`: calls and sends: encode, handle what arrives, fail, report.
 //! - `gate`: game clients on a Gate node: their connections, verify,
-//!   relaying both ways, sessions and resume; `gatestate`: what a Gate
+//!   sessions and resume; `gaterelay`: relaying both ways; `gatestate`: what a Gate
 //!   keeps (sessions, connections' output sides, relays, counters);
 //!   `gateweb`: the Gate's web listener (files, config.json, login).
 //! - `db`: the node's store (DBProxy): operations from Lua, outcomes
@@ -28,6 +28,7 @@ mod calls;
 mod control;
 mod db;
 mod gate;
+mod gaterelay;
 mod gatestate;
 mod gateweb;
 mod handle;
