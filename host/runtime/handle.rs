@@ -165,11 +165,17 @@ pub fn start_with(cluster: Arc<ClusterConfig>, name: &str, opts: NodeOptions) ->
     let done_in = done.clone();
     let pool = opts.pool.clone();
     let worker = opts.worker;
-    // the node: boot, then run until stopped; its log lines carry its name
-    // (the span), whichever thread runs it
+    // the node: boot, then run until stopped. Its log lines carry its name:
+    // on a thread of its own the thread's name; on a worker it shares, a
+    // span around all its tasks (entered on every poll, so only there)
+    let shared = pool.is_some();
     let node = move || {
         use tracing::Instrument;
-        let span = tracing::info_span!("node", name = %spec.name);
+        let span = if shared {
+            tracing::info_span!("node", name = %spec.name)
+        } else {
+            tracing::Span::none()
+        };
         async move {
             let _done = SetOnDrop(done_in);
             match Core::boot(cluster, spec, stop_rx.clone(), failure_in, opts.local.clone()).await {
