@@ -149,6 +149,11 @@ enum Cmd {
         /// figures before worker threads).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// local-call with --threads 2 or more: the two nodes on workers 0
+        /// and 1, as `up` spreads nodes that have no `thread =` (messages
+        /// cross workers: the hand-off of net::handoff)
+        #[arg(long)]
+        spread: bool,
         /// Game clients (gate-idle, gate-rtt); capped by the open-file limit.
         #[arg(long, default_value_t = 1000)]
         clients: u32,
@@ -491,6 +496,7 @@ fn main() -> ExitCode {
             runs,
             pin,
             threads,
+            spread,
             clients,
             ws,
             rounds,
@@ -523,6 +529,7 @@ fn main() -> ExitCode {
                 secs,
                 pin,
                 threads,
+                spread,
                 clients: clients.max(1),
                 ws,
             };
