@@ -168,5 +168,27 @@ async fn answer(
         stream.write_all(&bytes).await?;
         stream.shutdown().await
     };
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, write).await;
+    if tokio::time::timeout(WRITE_TIMEOUT, write).await.is_err() {
+        return;
+    }
+    if !matches!(req, http::Request::Metrics) {
+        // what the client still sends is read and dropped for a moment, so
+        // that closing with unread bytes does not reset the connection
+        // before it has read the answer
+        let drain = async {
+            let mut left = DRAIN_MAX;
+            while left > 0 {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    }
 }
+
+/// After a refusal, how long and how much of what the client still sends is
+/// read and dropped before the connection closes.
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+const DRAIN_MAX: usize = 256 * 1024;

@@ -327,6 +327,11 @@ impl ScriptMetric {
         &self.name
     }
 
+    /// True for a counter, false for a gauge.
+    pub fn is_counter(&self) -> bool {
+        self.kind == Kind::Counter
+    }
+
     /// Its cap on label sets.
     pub fn max_series(&self) -> usize {
         self.max_series
