@@ -150,6 +150,8 @@ fn a_scrape_counts_calls_sends_and_errors_by_method_and_kind() {
         .expect("the latency histogram of Echo.echo");
     match &hist.value {
         Value::Histogram(buckets) => {
+            // cumulative: never less than the bucket below, all 3 under +Inf
+            assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count), "{buckets:?}");
             let last = buckets.last().unwrap();
             assert!(last.less_than.is_infinite() && last.count == 3.0, "{buckets:?}");
         }

@@ -9,14 +9,15 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
 use super::script::ScriptMetrics;
@@ -95,8 +96,68 @@ struct OutcomeLabel {
     outcome: &'static str,
 }
 
-fn latency_histogram() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS)
+/// [`LATENCY_BUCKETS`] in nanoseconds.
+const LATENCY_BOUNDS_NS: [u64; LATENCY_BUCKETS.len()] = {
+    let mut ns = [0u64; LATENCY_BUCKETS.len()];
+    let mut i = 0;
+    while i < ns.len() {
+        ns[i] = (LATENCY_BUCKETS[i] * 1e9) as u64;
+        i += 1;
+    }
+    ns
+};
+
+/// A latency histogram written by one thread (the node's) and read by the
+/// endpoint: an observation is a few integer compares and two relaxed
+/// atomic adds, without the lock of `prometheus_client`'s `Histogram`
+/// (which any number of threads may write). Encoded by `prometheus_client`
+/// as a classic histogram.
+#[derive(Debug, Clone, Default)]
+pub struct Latency(Arc<LatencyCounts>);
+
+#[derive(Debug, Default)]
+struct LatencyCounts {
+    /// Observations per bucket (not cumulative); the last is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of the observations, in nanoseconds.
+    sum_ns: AtomicU64,
+}
+
+impl Latency {
+    /// Counts one observation.
+    #[inline]
+    pub fn observe(&self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let i = LATENCY_BOUNDS_NS
+            .iter()
+            .position(|b| ns <= *b)
+            .unwrap_or(LATENCY_BOUNDS_NS.len());
+        self.0.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.0.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for Latency {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Latency {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        // per bucket, as observed: the encoder makes them cumulative
+        let mut count = 0;
+        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len() + 1);
+        for (i, n) in self.0.buckets.iter().enumerate() {
+            let n = n.load(Ordering::Relaxed);
+            count += n;
+            buckets.push((LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), n));
+        }
+        let sum = self.0.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 /// The counters of one method, each created on its first use (so a method
@@ -105,7 +166,7 @@ fn latency_histogram() -> Histogram {
 struct Slot {
     name: String,
     counts: [Option<Counter>; COUNTS],
-    latency: Option<Histogram>,
+    latency: Option<Latency>,
 }
 
 /// The gauges a node samples (see [`NodeMetrics::sample`]).
@@ -154,7 +215,7 @@ pub struct NodeMetrics {
     calls: Family<MethodLabel, Counter>,
     sends: Family<MethodLabel, Counter>,
     handled: Family<HandledLabels, Counter>,
-    latency: Family<MethodLabel, Histogram, fn() -> Histogram>,
+    latency: Family<MethodLabel, Latency>,
     errors: [Counter; ERROR_KINDS.len()],
     lost: Counter,
     reloads: [Counter; 2],
@@ -197,7 +258,7 @@ impl NodeMetrics {
             "Requests this node handled, by method and kind (call, send, client_call, client_send)",
             handled.clone(),
         );
-        let latency = Family::<MethodLabel, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let latency = Family::<MethodLabel, Latency>::default();
         r.register_with_unit(
             "call_duration",
             "Time from a call to its reply (ok or error reply), by method, measured by the caller",
@@ -347,7 +408,7 @@ impl NodeMetrics {
                 })
                 .clone()
         });
-        h.observe(took.as_secs_f64());
+        h.observe(took);
     }
 
     /// A call or send failed with `err`.
@@ -447,7 +508,11 @@ mod tests {
             r#"luahost_sends_total{node="hall_1",type="Hall",method="Echo.note"} 1"#,
             r#"luahost_handled_total{node="hall_1",type="Hall",method="Echo.echo",kind="call"} 1"#,
             r#"luahost_call_duration_seconds_count{node="hall_1",type="Hall",method="Echo.echo"} 1"#,
+            r#"luahost_call_duration_seconds_bucket{node="hall_1",type="Hall",le="0.0025",method="Echo.echo"} 0"#,
             r#"luahost_call_duration_seconds_bucket{node="hall_1",type="Hall",le="0.005",method="Echo.echo"} 1"#,
+            r#"luahost_call_duration_seconds_bucket{node="hall_1",type="Hall",le="0.01",method="Echo.echo"} 1"#,
+            r#"luahost_call_duration_seconds_bucket{node="hall_1",type="Hall",le="+Inf",method="Echo.echo"} 1"#,
+            r#"luahost_call_duration_seconds_sum{node="hall_1",type="Hall",method="Echo.echo"} 0.003"#,
             r#"luahost_errors_total{node="hall_1",type="Hall",kind="call site"} 1"#,
             r#"luahost_reloads_total{node="hall_1",type="Hall",outcome="failed"} 1"#,
         ] {
