@@ -261,7 +261,7 @@ impl NodeMetrics {
         let latency = Family::<MethodLabel, Latency>::default();
         r.register_with_unit(
             "call_duration",
-            "Time from a call to its reply (ok or error reply), by method, measured by the caller",
+            "Time from a call to the arrival of its reply (ok or error reply), by method, measured by the caller",
             Unit::Seconds,
             latency.clone(),
         );

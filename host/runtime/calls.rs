@@ -364,8 +364,14 @@ impl Core {
             .as_ref()
             .map(|m| m.name.clone())
             .unwrap_or_else(|| format!("method {}", p.mid));
-        // (the call started its timeout before its deadline)
-        let took = Instant::now().saturating_duration_since(p.deadline - p.timeout);
+        // from the call (its timeout started then) to the socket read that
+        // brought the reply: that read already took the time, so the hot
+        // path reads no clock here
+        let took = peer
+            .link
+            .last_recv
+            .get()
+            .saturating_duration_since(p.deadline - p.timeout);
         self.metrics.call_took(p.mid, &mname, took);
         if !ok {
             let err = match vals.read_bytes() {
