@@ -345,3 +345,73 @@ fn run_serves_its_node_and_counts_reloads() {
     assert_eq!(value(&s, "luahost_reloads_total", &ok), Some(1.0));
     assert!(value(&s, "luahost_lua_memory_bytes", &me).unwrap() > 0.0);
 }
+
+#[test]
+fn a_gate_shows_its_clients_and_backends_count_client_calls() {
+    use luahost::client::{Client, Login, Target};
+    use luahost::codec::mpack;
+
+    let dir = TempDir::new("metrics-gate");
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gate/scripts");
+    let main = scripts.join("main.lua").display().to_string();
+    let (tcp, mg, mh) = (free_port(), free_port(), free_port());
+    let text = format!(
+        "return {{\n  secret = \"gate-test-secret-0123\",\n  scripts = {{ {:?} }},\n  nodes = {{\n    gate_1 = {{ type = \"Gate\", id = 1, addr = \"127.0.0.1:{}\", main = {main:?}, metrics = \"127.0.0.1:{mg}\",\n      gate = {{ tcp = \"127.0.0.1:{tcp}\" }} }},\n    hall_1 = {{ type = \"Hall\", id = 11, addr = \"127.0.0.1:{}\", main = {main:?}, metrics = \"127.0.0.1:{mh}\" }},\n  }},\n}}\n",
+        scripts.display().to_string(),
+        free_port(),
+        free_port(),
+    );
+    let file = dir.0.join("cluster.lua");
+    std::fs::write(&file, text).unwrap();
+    let gate = start(&file, "gate_1");
+    let hall = start(&file, "hall_1");
+    wait_live(&gate, &["hall_1"]);
+    let (mg, mh): (SocketAddr, SocketAddr) = (
+        format!("127.0.0.1:{mg}").parse().unwrap(),
+        format!("127.0.0.1:{mh}").parse().unwrap(),
+    );
+    let g = [("node", "gate_1"), ("type", "Gate")];
+    wait_value(mg, "luahost_clients", &g, 0.0);
+
+    let login = Login {
+        account: "ann".into(),
+        token: eval(&gate, "return gate_mod.token('ann', 600)"),
+        client_digi: eval(&gate, "return rpcdef.ClientDigi").parse().unwrap(),
+    };
+    let cid: u32 = eval(&gate, "return rpcdef.iface('Hall', 'Player').echo.cid")
+        .parse()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt.block_on(async {
+        let target = Target::Tcp(format!("127.0.0.1:{tcp}").parse().unwrap());
+        let client = tokio::time::timeout(Duration::from_secs(10), Client::connect(&target, None, &login, None))
+            .await
+            .expect("connect hung")
+            .expect("login");
+        let mut a = bytes::BytesMut::new();
+        mpack::put_str(&mut a, b"hi");
+        mpack::put_int(&mut a, 7);
+        tokio::time::timeout(Duration::from_secs(10), client.call_raw(cid, 2, &a))
+            .await
+            .expect("call hung")
+            .expect("echo through the Gate");
+        client
+    });
+    let s = wait_value(mg, "luahost_clients", &g, 1.0);
+    assert_eq!(value(&s, "luahost_client_sessions", &g), Some(1.0));
+    wait_value(
+        mh,
+        "luahost_handled_total",
+        &[("node", "hall_1"), ("method", "Player.echo"), ("kind", "client_call")],
+        1.0,
+    );
+    // the client goes (its runtime with it, which closes its socket)
+    drop(client);
+    drop(rt);
+    wait_value(mg, "luahost_clients", &g, 0.0);
+    gate.shutdown();
+    hall.shutdown();
+}

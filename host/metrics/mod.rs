@@ -192,3 +192,40 @@ async fn answer(
 /// read and dropped before the connection closes.
 const DRAIN_TIME: Duration = Duration::from_secs(1);
 const DRAIN_MAX: usize = 256 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::registry::Registry;
+
+    async fn get(addr: std::net::SocketAddr, request: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    /// What a daemon does: a registry of its own, served on an address.
+    #[tokio::test]
+    async fn serves_any_registry() {
+        let mut r = Registry::with_prefix("luahost_daemon");
+        let c: Counter = Counter::default();
+        r.register("starts", "Processes started", c.clone());
+        c.inc_by(3);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, Arc::new(Mutex::new(r))));
+        let ok = get(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(
+            ok.contains("\r\n\r\n# HELP luahost_daemon_starts Processes started.\n"),
+            "{ok}"
+        );
+        assert!(ok.ends_with("luahost_daemon_starts_total 3\n# EOF\n"), "{ok}");
+        let missing = get(addr, b"GET /other HTTP/1.1\r\n\r\n").await;
+        assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+        server.abort();
+    }
+}
