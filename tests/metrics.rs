@@ -319,6 +319,16 @@ fn up_serves_each_node_and_a_bad_request_closes_only_its_connection() {
 fn run_serves_its_node_and_counts_reloads() {
     let dir = TempDir::new("metrics-run");
     let scripts = copy_scripts(&dir.0);
+    // at boot, 50 label sets for a metric that holds 1
+    let main = scripts.join("main.lua");
+    let mut text = std::fs::read_to_string(&main).unwrap();
+    text.push_str(
+        r#"
+local spam = require("metrics").counter("spam", "Over its cap", { labels = { "who" }, max_series = 1 })
+for i = 1, 50 do spam:inc(1, { who = tostring(i) }) end
+"#,
+    );
+    std::fs::write(&main, text).unwrap();
     let cluster = write_cluster_with(&dir.0, &scripts, &[("a_1", "A", 1)], "");
     let m = add_metrics(&cluster, &["a_1"]);
     let node = Proc::run_node(&cluster, "a_1");
@@ -330,6 +340,12 @@ fn run_serves_its_node_and_counts_reloads() {
     let me = [("node", "a_1"), ("type", "A")];
     let s = scrape(m[0]);
     assert_eq!(value(&s, "luahost_reloads_total", &[("outcome", "ok")]), Some(0.0));
+    assert_eq!(value(&s, "spam_total", &[("who", "1")]), Some(1.0));
+    assert_eq!(value(&s, "spam_total", &[("who", "_overflow")]), Some(49.0));
+    // the warning names the metric and its cap, and is rate-limited: 49
+    // updates over the cap, 5 lines (the rest are counted for a summary)
+    let warned = node.log().matches("metric spam already has 1 label sets").count();
+    assert_eq!(warned, 5, "{}", node.log());
     // SIGHUP hot-reloads edited scripts: one edit applied, one refused
     let handlers = scripts.join("handlers.lua");
     let text = std::fs::read_to_string(&handlers).unwrap();
