@@ -137,6 +137,7 @@ impl LocalCluster {
                 config.nodes.contains_key(name)
                     && config.nodes.get(name) == old.nodes.get(name)
                     && config.settings_for(name) == old.settings_for(name)
+                    && config.metrics.get(name) == old.metrics.get(name)
             });
         self.nodes = keep;
         for n in gone {

@@ -432,7 +432,8 @@ function M.dispatch(kind, a, b, ...)
     elseif kind == RELOAD then
         -- between messages, on this node's thread; a is a list of changed
         -- files, or nil to reload every module whose file changed
-        require("hotfix").reload(a)
+        local done = require("hotfix").reload(a)
+        if done ~= "nothing to reload" then core.reloaded(done ~= nil) end
     end
 end
 

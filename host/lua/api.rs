@@ -338,6 +338,11 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
     )| {
         Ok(c.gate_web_reply(id, ok, reason.as_deref().unwrap_or(""), status))
     });
+    // a hot reload ended (rpcco): applied, or refused
+    func!("reloaded", |c, _l, ok: bool| {
+        c.metrics().reloaded(ok);
+        Ok(())
+    });
     func!("reply", |c,
                     _l,
                     (conn, session, mid, ok, vals): (
@@ -517,6 +522,7 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
     }
     let loaded: Table = package.get("loaded")?;
     loaded.set("luahost.core", m)?;
+    loaded.set("metrics", crate::lua::metrics::module(lua, core)?)?;
 
     let conf = lua.create_table()?;
     conf.set("NodeName", core.me().name.clone())?;

@@ -1,12 +1,13 @@
 //! The Lua side of the host: the `luahost.core` module lualib builds on
 //! ([`api`]), the kinds of event Lua's dispatcher receives ([`dispatch`]),
-//! the lualib built into the binary ([`lualib`]), and reading a schema file
-//! outside a node ([`describe`]).
+//! the lualib built into the binary ([`lualib`]), Lua's `metrics` module
+//! ([`metrics`]), and reading a schema file outside a node ([`describe`]).
 
 pub(crate) mod api;
 pub(crate) mod describe;
 pub(crate) mod dispatch;
 pub(crate) mod lualib;
+pub(crate) mod metrics;
 
 use std::cell::Ref;
 use std::collections::HashMap;
@@ -180,4 +181,6 @@ pub(crate) trait LuaHost: 'static {
     /// Whether a log line of `cause` (one a remote party can cause) may be
     /// written now (the node's rate limit).
     fn limited(&self, cause: &'static str) -> bool;
+    /// The node's metrics (Lua's `metrics` module adds to its scripts' part).
+    fn metrics(&self) -> &crate::metrics::NodeMetrics;
 }

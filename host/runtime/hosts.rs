@@ -129,6 +129,9 @@ impl LuaHost for Core {
     fn limited(&self, cause: &'static str) -> bool {
         Core::limited(self, cause)
     }
+    fn metrics(&self) -> &crate::metrics::NodeMetrics {
+        &self.metrics
+    }
 }
 
 impl DiscoveryHost for Core {
