@@ -139,6 +139,7 @@ function M.init(sname)
 
     rpcdef.implements("System", System)
     require("gate").init()
+    require("dbproxy").init(sname)
     initGlobalEntity()
     event.EventMng:subscribe(event.Event.Server.Online, onServerOnline)
     event.EventMng:subscribe(event.Event.Server.Offline, onServerOffline)

@@ -1,10 +1,14 @@
 //! The node's store (DBProxy, issue 16): a node whose cluster entry has a
-//! `store` table opens it at boot; Lua's operations on it (`dbproxy.lua`
-//! through `core.db_*`) run on the store's threads, and a task of the node
-//! awaits each and hands its outcome to Lua as `Dispatch::Reply` under a
-//! call id, exactly like a remote call's reply: Lua never blocks.
+//! `store` table opens it at boot (it is then a DB node: other nodes reach
+//! its store through the built-in `DbCtl` interface, `dbproxy.lua`); Lua's
+//! operations on it (`core.db_*`) run on the store's threads, and a task of
+//! the node awaits each and hands its outcome to Lua as `Dispatch::Reply`
+//! under a call id, exactly like a remote call's reply: Lua never blocks.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use mlua::{MultiValue, Value};
 
@@ -12,7 +16,10 @@ use super::node::Core;
 use crate::discovery::store::StoreConfig;
 use crate::lua::dispatch::Dispatch;
 use crate::lua::DbOp;
-use crate::store::{Save, Sqlite, SqliteOptions, Store, StoreError};
+use crate::store::{Key, Postgres, Sqlite, SqliteOptions, Store, StoreError, StoreOptions};
+
+/// The collection and key of the counter the epochs of claims come from.
+const EPOCH_COUNTER: (&str, &str) = ("__luahost", "epoch");
 
 /// Opens the store a node's cluster entry names.
 pub(crate) fn open(cfg: &StoreConfig) -> Result<Store, String> {
@@ -22,6 +29,17 @@ pub(crate) fn open(cfg: &StoreConfig) -> Result<Store, String> {
                 .map_err(|e| format!("store.sqlite {}: {e}", path.display()))?;
             Ok(Store::new(db))
         }
+        StoreConfig::Postgres { params, pool } => {
+            let db = Postgres::connect(&StoreConfig::postgres_params(params), *pool)
+                .map_err(|e| format!("store.postgres ({params}): {e}"))?;
+            Ok(Store::with_options(
+                Arc::new(db),
+                StoreOptions {
+                    threads: *pool,
+                    ..StoreOptions::default()
+                },
+            ))
+        }
     }
 }
 
@@ -30,6 +48,51 @@ enum Outcome {
     Loaded(Option<(Vec<u8>, u64)>),
     Saved(u64),
     Deleted(bool),
+    Found(Vec<(Key, Vec<u8>, u64)>),
+    Epoch(u64),
+}
+
+type OpFuture = Pin<Box<dyn Future<Output = Result<Outcome, StoreError>>>>;
+
+/// Starts `op` on `store`.
+fn start(store: &Store, op: DbOp) -> OpFuture {
+    match op {
+        DbOp::Load { coll, key } => {
+            let f = store.load(&coll, key);
+            Box::pin(async move { Ok(Outcome::Loaded(f.await?.map(|d| (d.value, d.version)))) })
+        }
+        DbOp::Save(save) => {
+            let f = store.save(save);
+            Box::pin(async move { Ok(Outcome::Saved(f.await?)) })
+        }
+        DbOp::Delete {
+            coll,
+            key,
+            expect,
+            epoch,
+        } => {
+            let f = store.delete(&coll, key, expect, epoch);
+            Box::pin(async move { Ok(Outcome::Deleted(f.await?)) })
+        }
+        DbOp::Query {
+            coll,
+            index,
+            value,
+            limit,
+        } => {
+            let f = store.query(&coll, &index, value, limit);
+            Box::pin(async move {
+                let docs = f.await?;
+                Ok(Outcome::Found(
+                    docs.into_iter().map(|(k, d)| (k, d.value, d.version)).collect(),
+                ))
+            })
+        }
+        DbOp::Epoch => {
+            let f = store.next_counter(EPOCH_COUNTER.0, EPOCH_COUNTER.1);
+            Box::pin(async move { Ok(Outcome::Epoch(f.await?)) })
+        }
+    }
 }
 
 impl Core {
@@ -51,26 +114,7 @@ impl Core {
                 .next(|id| db.contains(&id) || peers.values().any(|p| p.pending.borrow().contains(id)))
                 .ok_or_else(|| StoreError::Busy.to_string())?
         };
-        let epoch = 0;
-        let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<Outcome, StoreError>>>> = match op {
-            DbOp::Load { coll, key } => {
-                let f = store.load(&coll, key);
-                Box::pin(async move { Ok(Outcome::Loaded(f.await?.map(|d| (d.value, d.version)))) })
-            }
-            DbOp::Save {
-                coll,
-                key,
-                value,
-                expect,
-            } => {
-                let f = store.save(Save::new(coll, key, value).expect(expect).epoch(epoch));
-                Box::pin(async move { Ok(Outcome::Saved(f.await?)) })
-            }
-            DbOp::Delete { coll, key, expect } => {
-                let f = store.delete(&coll, key, expect, epoch);
-                Box::pin(async move { Ok(Outcome::Deleted(f.await?)) })
-            }
-        };
+        let fut = start(store, op);
         self.routing.db_pending.borrow_mut().insert(id);
         let core = self.clone();
         crate::net::spawn(async move {
@@ -89,6 +133,10 @@ impl Core {
         args.push_back(Value::Integer(id as i64));
         let lua = &self.lua;
         let str_val = |b: &[u8]| lua.create_string(b).map(Value::String).unwrap_or(Value::Nil);
+        let key_val = |k: &Key| match k {
+            Key::Int(i) => Value::Integer(*i),
+            Key::Str(s) => str_val(s.as_bytes()),
+        };
         match r {
             Ok(o) => {
                 args.push_back(Value::Boolean(true));
@@ -103,6 +151,21 @@ impl Core {
                     }
                     Outcome::Saved(version) => args.push_back(Value::Integer(version as i64)),
                     Outcome::Deleted(existed) => args.push_back(Value::Boolean(existed)),
+                    Outcome::Epoch(e) => args.push_back(Value::Integer(e as i64)),
+                    Outcome::Found(docs) => {
+                        // { {key, value, version}, ... } in key order
+                        let list = lua.create_table_with_capacity(docs.len(), 0).and_then(|t| {
+                            for (i, (k, v, version)) in docs.iter().enumerate() {
+                                let d = lua.create_table_with_capacity(3, 0)?;
+                                d.raw_set(1, key_val(k))?;
+                                d.raw_set(2, str_val(v))?;
+                                d.raw_set(3, *version as i64)?;
+                                t.raw_set(i + 1, d)?;
+                            }
+                            Ok(t)
+                        });
+                        args.push_back(list.map(Value::Table).unwrap_or(Value::Nil));
+                    }
                 }
             }
             Err(e) => {

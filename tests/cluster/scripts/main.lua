@@ -3,6 +3,8 @@
 require "handlers"
 
 base.init(conf.NodeType)
+-- the test cluster's DB node is of type A (a_1, when its entry has a store)
+DBProxy.dbType = "A"
 
 -- The tests' eval snippets use these modules by name.
 rpcco = require "rpcco"
