@@ -30,8 +30,22 @@ pub(crate) fn open(cfg: &StoreConfig) -> Result<Store, String> {
             Ok(Store::new(db))
         }
         StoreConfig::Postgres { params, pool } => {
-            let db = Postgres::connect(&StoreConfig::postgres_params(params), *pool)
-                .map_err(|e| format!("store.postgres ({params}): {e}"))?;
+            // (the synchronous client blocks on a runtime of its own, which
+            // it cannot do on a node's thread: it connects on one of its own)
+            let (with_pw, n) = (StoreConfig::postgres_params(params), *pool);
+            let db = std::thread::Builder::new()
+                .name("store-pg-connect".into())
+                .spawn(move || Postgres::connect(&with_pw, n))
+                .map_err(|e| format!("store.postgres: {e}"))?
+                .join()
+                .map_err(|_| "store.postgres: connecting panicked".to_string())?
+                .map_err(|e| {
+                    let hint = match std::env::var(crate::discovery::store::PG_PASSWORD_ENV) {
+                        Ok(_) => String::new(),
+                        Err(_) => format!(" ({} is not set)", crate::discovery::store::PG_PASSWORD_ENV),
+                    };
+                    format!("store.postgres ({params}): {e}{hint}")
+                })?;
             Ok(Store::with_options(
                 Arc::new(db),
                 StoreOptions {

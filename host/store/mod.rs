@@ -202,6 +202,11 @@ pub enum StoreError {
     /// The database failed; the text is the driver's.
     #[error("backend: {0}")]
     Backend(String),
+    /// The database cannot be reached (its server is down or the
+    /// connection broke); the next operation connects again. A write that
+    /// failed so may or may not have been applied.
+    #[error("unavailable: the database cannot be reached: {0}")]
+    Unavailable(String),
 }
 
 fn found_text(found: Option<u64>) -> String {
