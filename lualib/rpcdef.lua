@@ -40,6 +40,7 @@ M.rpcStaticClient = {}
 M.ServerType = {}
 M.clientMethods = {}    -- cid -> client-visible method (exposed or push)
 M.collections = {}      -- collection name -> { name, key, value, index = { name -> field } }
+M.structs = {}          -- struct name -> { {"field", "type"}, ... }
 
 local impls = {}
 local by_key = {} -- method key -> method table, kept across re-inits
@@ -400,6 +401,8 @@ function M.init(def)
     set_types(def.ServerType)
     for k in pairs(M.GlobalEntity) do M.GlobalEntity[k] = nil end
     for k, v in pairs(def.GlobalEntity or {}) do M.GlobalEntity[k] = v end
+    for k in pairs(M.structs) do M.structs[k] = nil end
+    for k, v in pairs(structs) do M.structs[k] = v end
     for k in pairs(M.collections) do M.collections[k] = nil end
     for k, v in pairs(colls) do M.collections[k] = v end
     local live = {}

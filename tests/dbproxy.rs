@@ -344,3 +344,105 @@ fn a_bad_store_entry_names_the_field() {
     let err = luahost::ClusterConfig::load(&path).unwrap_err().to_string();
     assert!(err.contains("node a_1: store.sqlite must be a file name"), "{err}");
 }
+
+/// A persistent entity (the test cluster's Hero: name and gold in the
+/// heroes collection, flushed every 0.5 s): loading claims its record
+/// (one write), an unchanged entity writes nothing, a change is written
+/// within the interval, a release (logout) writes at once.
+#[test]
+fn persistent_entities_write_changes_only() {
+    let dir = TempDir::new("dbproxy-persist");
+    let (a, b) = two(&dir.0);
+    let stored = |n: &luahost::NodeHandle, key: i64| {
+        eval(
+            n,
+            &format!(
+                "local v, ver = DBProxy.load('heroes', {key}) if not v then return 'none' end
+                 return v.name .. ' ' .. v.gold .. ' v' .. ver"
+            ),
+        )
+    };
+    let out = eval(
+        &b,
+        "h7 = Hero.new(conf.ServerID, 0, 7) local found = persist.load(h7, 7) return tostring(found) .. ' ' .. persist.version(h7)",
+    );
+    assert_eq!(out, "false 1");
+    assert_eq!(stored(&a, 7), " 0 v1", "the claim writes the first record");
+    // two intervals later: nothing written, nothing changed
+    eval(&b, "rpcco.sleep(1.1) return ''");
+    assert_eq!(stored(&a, 7), " 0 v1");
+    eval(&b, "h7.name, h7.gold = 'seven', 70 return ''");
+    let flushed = wait_until(std::time::Duration::from_secs(5), || stored(&a, 7) == "seven 70 v2");
+    assert!(flushed, "{}", stored(&a, 7));
+    eval(&b, "rpcco.sleep(1.1) return ''");
+    assert_eq!(stored(&a, 7), "seven 70 v2", "no write without a change");
+    // a release writes at once and stops tracking
+    let out = eval(
+        &b,
+        "h7.gold = 71 local wrote = persist.release(h7) return tostring(wrote) .. ' ' .. tostring(persist.version(h7))",
+    );
+    assert_eq!(out, "true nil");
+    assert_eq!(stored(&a, 7), "seven 71 v3");
+    // loading again on another node finds it
+    let out = eval(
+        &a,
+        "local h = Hero.new(conf.ServerID, 0, 7) local found = persist.load(h, 7) return tostring(found) .. ' ' .. h.name .. ' ' .. h.gold",
+    );
+    assert_eq!(out, "true seven 71");
+}
+
+/// A second owner's load fences the first: the first one's next write
+/// fails with `stale epoch`, it drops the entity (onPersistLost), and the
+/// second one's state stays.
+#[test]
+fn a_superseded_owner_cannot_overwrite_its_successor() {
+    let dir = TempDir::new("dbproxy-fence");
+    let path = cluster(&dir.0);
+    let a = start(&path, "a_1");
+    let b = start(&path, "b_1");
+    let c = start(&path, "c_1");
+    wait_live(&b, &["a_1"]);
+    wait_live(&c, &["a_1"]);
+    eval(
+        &b,
+        "h9 = Hero.new(conf.ServerID, 0, 9) persist.load(h9, 9) h9.name = 'old owner'
+         function h9:onPersistLost(err) lost = err end return ''",
+    );
+    eval(
+        &c,
+        "h9 = Hero.new(conf.ServerID, 0, 9) persist.load(h9, 9) h9.name, h9.gold = 'new owner', 9 persist.flush(h9) return ''",
+    );
+    let out = eval(
+        &b,
+        "h9.gold = 1000 local ok, err = pcall(persist.flush, h9)
+         return tostring(ok) .. ' | ' .. err .. ' | ' .. tostring(lost ~= nil) .. ' ' .. tostring(persist.version(h9))",
+    );
+    assert!(out.starts_with("false | stale epoch: heroes/9"), "{out}");
+    assert!(out.ends_with("| true nil"), "{out}");
+    assert_eq!(
+        eval(&a, "local v = DBProxy.load('heroes', 9) return v.name .. ' ' .. v.gold"),
+        "new owner 9"
+    );
+}
+
+/// A graceful stop of the owning node writes what changed.
+#[test]
+fn a_graceful_stop_writes_changed_entities() {
+    let dir = TempDir::new("dbproxy-stop");
+    let path = cluster(&dir.0);
+    let a = start(&path, "a_1");
+    let b = start(&path, "b_1");
+    wait_live(&b, &["a_1"]);
+    // an interval far beyond the test: only the stop can write it
+    eval(
+        &b,
+        "persist.declare(Hero, { coll = 'heroes', interval = 3600 })
+         for i = 1, 20 do local h = Hero.new(conf.ServerID, 0, 100 + i) persist.load(h, 100 + i) h.gold = i end return ''",
+    );
+    b.shutdown();
+    let out = eval(
+        &a,
+        "local sum = 0 for i = 1, 20 do local v = DBProxy.load('heroes', 100 + i) sum = sum + v.gold end return sum",
+    );
+    assert_eq!(out, "210");
+}

@@ -14,6 +14,7 @@ local def = {
             { "arr", "array<int48>" }, { "m", "map<string,int32>" }, { "item", "Item" }, { "opt", "string?" },
             { "items", "array<Item>" },
         },
+        HeroRec = { { "name", "string" }, { "gold", "int64" } },
         PlayerRec = { { "name", "string" }, { "level", "int32" }, { "friends", "array<int64>" } },
     },
     -- DBProxy's collections (the DB node of the test cluster is a_1, type A)
@@ -24,6 +25,7 @@ local def = {
         typed = { key = "int64", value = "AllTypes" },
         players = { key = "int64", value = "PlayerRec", index = { byName = "name", byFriend = "friends" } },
         docs = { key = "string", value = "msgpack", index = { byTag = "tag" } },
+        heroes = { key = "int64", value = "HeroRec" },
     },
     Static = {
         System = {
