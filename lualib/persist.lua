@@ -83,20 +83,29 @@ local function ensure_ticker(interval)
     tickers[interval] = tk
 end
 
+-- Checks cfg against the schema (once it is loaded); raises at level.
+local function check(cfg, level)
+    local c = rpcdef.collections[cfg.coll]
+    if c == nil then error("persist: no collection '" .. cfg.coll .. "' in entitydef.Collection", level + 1) end
+    cfg.value = c.value
+    if fields_of(cfg) == nil then
+        error("persist: collection " .. cfg.coll .. " holds no struct: list the fields (cfg.fields)", level + 1)
+    end
+    cfg.checked = true
+end
+
 --- Declares that instances of class cls persist in collection cfg.coll.
+--- (It may come before base.init: the collection is then checked when the
+--- first entity is loaded.)
 function M.declare(cls, cfg)
     if type(cls) ~= "table" then error("persist.declare: cls must be a class table", 2) end
     if type(cfg) ~= "table" or type(cfg.coll) ~= "string" then
         error("persist.declare: cfg.coll must name a collection", 2)
     end
-    local c = rpcdef.collections[cfg.coll]
-    if c == nil then error("persist.declare: no collection '" .. cfg.coll .. "' in entitydef.Collection", 2) end
     local interval = cfg.interval or 30
     if type(interval) ~= "number" or interval <= 0 then error("persist.declare: interval must be > 0 seconds", 2) end
-    local conf = { coll = cfg.coll, interval = interval, fields = cfg.fields, value = c.value }
-    if fields_of(conf) == nil then
-        error("persist.declare: collection " .. cfg.coll .. " holds no struct: list the fields (cfg.fields)", 2)
-    end
+    local conf = { coll = cfg.coll, interval = interval, fields = cfg.fields }
+    if rpcdef.Digi ~= 0 then check(conf, 2) end
     classes[cls] = conf
 end
 
@@ -117,6 +126,7 @@ function M.load(e, key)
     local cfg = cfg_of(e)
     if cfg == nil then error("persist.load: the entity's class was not declared with persist.declare", 2) end
     if tracked[e] then error("persist.load: this entity is loaded already", 2) end
+    if not cfg.checked then check(cfg, 2) end
     local epoch = dbproxy.epoch()
     local found, version
     for _ = 1, dbproxy.RETRIES do
