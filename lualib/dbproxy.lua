@@ -133,14 +133,19 @@ end
 -- Where operations go ---------------------------------------------------------
 
 local ctl_cache = {}
+local current -- the sid of the DB node in use, while it is live
 
 local function db_ctl()
-    local stype = rpcdef.ServerType[M.dbType]
-    if stype == nil then
-        error("no store: no server type " .. tostring(M.dbType) .. " in the schema (set dbproxy.dbType)", 0)
+    local sid = current
+    if sid == nil or not core.live(sid) then
+        local stype = rpcdef.ServerType[M.dbType]
+        if stype == nil then
+            error("no store: no server type " .. tostring(M.dbType) .. " in the schema (set dbproxy.dbType)", 0)
+        end
+        sid = core.list(stype)[1]
+        if sid == nil then error("node down: no " .. M.dbType .. " node is online", 0) end
+        current = sid
     end
-    local sid = require("router").list(stype)[1]
-    if sid == nil then error("node down: no " .. M.dbType .. " node is online", 0) end
     local mb = ctl_cache[sid]
     if mb == nil then
         mb = rpcstub.mailbox(rpcdef.rpcStaticServer.DbCtl, sid, 0)

@@ -63,6 +63,43 @@ fn db_expect(v: &Value) -> mlua::Result<crate::store::Expect> {
     }
 }
 
+/// The types `core.pack` / `unpack` were asked for, parsed once per schema
+/// (a reload of the schema empties it).
+#[derive(Default)]
+struct TypeCache {
+    /// The schema the types were parsed against, and the types by name.
+    inner: std::cell::RefCell<(Option<Rc<Schema>>, ParsedTypes)>,
+}
+
+type ParsedTypes = HashMap<Vec<u8>, Rc<crate::schema::Ty>>;
+
+impl TypeCache {
+    /// The parsed type `name` (`None`: "msgpack", any plain document).
+    fn get<H: LuaHost>(&self, host: &H, name: &[u8]) -> Result<Option<Rc<crate::schema::Ty>>, String> {
+        if name == b"msgpack" {
+            return Ok(None);
+        }
+        let schema = host.schema();
+        let mut inner = self.inner.borrow_mut();
+        let same = match (&inner.0, &schema) {
+            (Some(a), Some(b)) => Rc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            *inner = (schema.clone(), HashMap::new());
+        }
+        if let Some(t) = inner.1.get(name) {
+            return Ok(Some(t.clone()));
+        }
+        let text = std::str::from_utf8(name).map_err(|_| "a type name must be UTF-8".to_string())?;
+        let structs = schema.map(|s| s.structs.clone()).unwrap_or_default();
+        let t = Rc::new(crate::schema::parse_type(text, &structs).map_err(|e| e.to_string())?);
+        inner.1.insert(name.to_vec(), t.clone());
+        Ok(Some(t))
+    }
+}
+
 /// A writer's epoch from Lua: nil (0) or a non-negative integer.
 fn db_epoch(v: Option<i64>) -> mlua::Result<u64> {
     match v {
@@ -454,34 +491,30 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
     func!("has_store", |c, _l, (): ()| Ok(c.has_store()));
     // (type, value) -> bytes | nil, error: a value checked against a schema
     // type (or "msgpack": any plain document) as MessagePack
-    func!("pack", |c, l, (ty, v): (String, Value)| {
-        let mut out = bytes::BytesMut::new();
-        let r = if ty == "msgpack" {
-            crate::schema::encode_any(&mut out, &v).map_err(|e| e.to_string())
-        } else {
-            let structs = c.schema().map(|s| s.structs.clone()).unwrap_or_default();
-            match crate::schema::parse_type(&ty, &structs) {
-                Ok(t) => crate::schema::encode(&mut out, &t, &v).map_err(|e| format!("expected {t}: {e}")),
-                Err(e) => Err(e.to_string()),
+    let types = Rc::new(TypeCache::default());
+    {
+        let types = types.clone();
+        func!("pack", |c, l, (ty, v): (mlua::LuaString, Value)| {
+            let mut out = bytes::BytesMut::new();
+            let r = match types.get(&*c, &ty.as_bytes()) {
+                Ok(None) => crate::schema::encode_any(&mut out, &v).map_err(|e| e.to_string()),
+                Ok(Some(t)) => crate::schema::encode(&mut out, &t, &v).map_err(|e| format!("expected {t}: {e}")),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => Ok((Some(l.create_string(&out)?), None)),
+                Err(e) => Ok((None, Some(e))),
             }
-        };
-        match r {
-            Ok(()) => Ok((Some(l.create_string(&out)?), None)),
-            Err(e) => Ok((None, Some(e))),
-        }
-    });
+        });
+    }
     // (type, bytes) -> value, or nil, error
-    func!("unpack", |c, l, (ty, b): (String, mlua::LuaString)| {
+    func!("unpack", |c, l, (ty, b): (mlua::LuaString, mlua::LuaString)| {
         let bytes = b.as_bytes();
         let mut r = crate::codec::mpack::Reader::new(&bytes);
-        let v = if ty == "msgpack" {
-            crate::schema::decode_any(l, &mut r).map_err(|e| e.to_string())
-        } else {
-            let structs = c.schema().map(|s| s.structs.clone()).unwrap_or_default();
-            match crate::schema::parse_type(&ty, &structs) {
-                Ok(t) => crate::schema::decode(l, &t, &mut r).map_err(|e| format!("stored value is no {t}: {e}")),
-                Err(e) => Err(e.to_string()),
-            }
+        let v = match types.get(&*c, &ty.as_bytes()) {
+            Ok(None) => crate::schema::decode_any(l, &mut r).map_err(|e| e.to_string()),
+            Ok(Some(t)) => crate::schema::decode(l, &t, &mut r).map_err(|e| format!("stored value is no {t}: {e}")),
+            Err(e) => Err(e),
         };
         match v.and_then(|v| r.finish().map(|_| v).map_err(|e| e.to_string())) {
             Ok(v) => Ok((v, None)),

@@ -21,8 +21,13 @@ use crate::store::{Key, Postgres, Sqlite, SqliteOptions, Store, StoreError, Stor
 /// The collection and key of the counter the epochs of claims come from.
 const EPOCH_COUNTER: (&str, &str) = ("__luahost", "epoch");
 
-/// Opens the store a node's cluster entry names.
-pub(crate) fn open(cfg: &StoreConfig) -> Result<Store, String> {
+/// Opens the store a node's cluster entry names (as a DB node does at
+/// boot; `luahost bench db` drives one directly with it).
+///
+/// # Errors
+///
+/// A text naming the setting and what failed.
+pub fn open(cfg: &StoreConfig) -> Result<Store, String> {
     match cfg {
         StoreConfig::Sqlite { path } => {
             let db = Sqlite::open_with(path, SqliteOptions::default())
