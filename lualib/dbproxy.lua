@@ -304,56 +304,20 @@ function M.epoch()
     return raw.epoch(co_of("epoch"))
 end
 
--- DbCtl: what the DB node serves to the others ----------------------------------
-
+-- DbCtl: the node that has a store serves it in the host (runtime/db.rs,
+-- without Lua); a node without one that is called anyway (its type is
+-- dbType, but its cluster entry has no store) answers this.
 local Ctl = {}
 
-local function key_of(ikey, skey)
-    if ikey ~= nil then return ikey end
-    return skey
+local function no_store()
+    return "no store: node " .. core.name() .. " has no store (it is not the DB node)"
 end
 
-local function serve(f, ...)
-    if not core.has_store() then
-        return "no store: node " .. core.name() .. " has no store (it is not the DB node)"
-    end
-    local co = running()
-    local ok, a, b = pcall(f, co, ...)
-    if not ok then return tostring(a) end
-    return "", a, b
-end
-
-function Ctl:load(coll, ikey, skey)
-    local err, value, version = serve(raw.load, coll, key_of(ikey, skey))
-    return err, value, version or 0
-end
-
-function Ctl:save(coll, ikey, skey, value, expect, epoch, indexes)
-    local list = {}
-    for n, e in ipairs(indexes) do list[n] = { e.name, key_of(e.ival, e.sval) } end
-    local err, version = serve(raw.save, coll, key_of(ikey, skey), value, expect, epoch, list)
-    return err, version or 0
-end
-
-function Ctl:delete(coll, ikey, skey, expect, epoch)
-    local err, existed = serve(raw.delete, coll, key_of(ikey, skey), expect, epoch)
-    return err, existed or false
-end
-
-function Ctl:query(coll, index, ival, sval, limit)
-    local err, docs = serve(raw.query, coll, index, key_of(ival, sval), limit)
-    local out = {}
-    for n, d in ipairs(docs or {}) do
-        local i, s = split(d[1])
-        out[n] = { ikey = i, skey = s, value = d[2], version = d[3] }
-    end
-    return err, out
-end
-
-function Ctl:epoch()
-    local err, e = serve(raw.epoch)
-    return err, e or 0
-end
+function Ctl:load() return no_store(), nil, 0 end
+function Ctl:save() return no_store(), 0 end
+function Ctl:delete() return no_store(), false end
+function Ctl:query() return no_store(), {} end
+function Ctl:epoch() return no_store(), 0 end
 
 --- Installs DbCtl (base.init calls it). sname: seed 000's argument, unused.
 function M.init(sname)

@@ -446,3 +446,20 @@ fn a_graceful_stop_writes_changed_entities() {
     );
     assert_eq!(out, "210");
 }
+
+/// A node of the DB node's type without a store says so to the others.
+#[test]
+fn a_db_type_node_without_a_store_says_so() {
+    let dir = TempDir::new("dbproxy-nostore");
+    let path = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "");
+    let a = start(&path, "a_1");
+    let b = start(&path, "b_1");
+    wait_live(&b, &["a_1"]);
+    let probe = r#"local ok, err = pcall(DBProxy.load, "nums", 1) return tostring(ok) .. " " .. err"#;
+    assert_eq!(
+        eval(&b, probe),
+        "false no store: node a_1 has no store (it is not the DB node)"
+    );
+    let out = eval(&a, probe);
+    assert!(out.starts_with("false no store: node a_1 has no store"), "{out}");
+}

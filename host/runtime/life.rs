@@ -65,7 +65,8 @@ impl Core {
                 mlua::LuaOptions::default(),
             )
         };
-        let core = Rc::new(Core {
+        let core = Rc::new_cyclic(|this| Core {
+            this: this.clone(),
             lua,
             me: me.clone(),
             cluster: RefCell::new(cluster.clone()),
