@@ -260,12 +260,13 @@ function M.count()
     return count
 end
 
--- on a graceful stop, everything changed is written
+-- on a graceful stop, everything changed is written (after the game's own
+-- onStop handlers, so what they change is written too)
 local installed = false
 function M.init()
     if installed then return end
     installed = true
-    require("base").onStop(function()
+    rpcco.on_stop_last(function()
         if count == 0 then return end
         local wrote, failed = M.flushAll()
         log.INFO("persist: stop: %d entities written, %d failed", wrote, failed)
