@@ -341,6 +341,18 @@ impl Core {
             return refuse(format!("{}: {e}", method.name));
         }
         self.metrics.count(mid, &method.name, count);
+        // DBProxy's calls to the DB node are served here, without Lua
+        if kind == Dispatch::Call && self.store.is_some() {
+            if let Some(op) = method.name.strip_prefix("DbCtl.") {
+                let vals: Vec<Value> = mv.into_iter().skip(5).collect();
+                if let Some(op) = super::db::ctl_op(op, &vals) {
+                    drop(schema);
+                    self.serve_db(conn, msg.session, mid, op);
+                    return true;
+                }
+                return refuse(format!("{}: arguments the DB node cannot serve", method.name));
+            }
+        }
         drop(schema);
         self.call_lua(mv);
         true

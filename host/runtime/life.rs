@@ -79,7 +79,8 @@ impl Core {
             gate.is_some(),
             crate::metrics::script::DEFAULT_MAX_SERIES,
         );
-        let core = Rc::new(Core {
+        let core = Rc::new_cyclic(|this| Core {
+            this: this.clone(),
             lua,
             me: me.clone(),
             cluster: RefCell::new(cluster.clone()),

@@ -61,6 +61,8 @@ pub(crate) struct Peer {
 
 /// Everything a node thread owns. Lua callbacks hold a `Weak` to it.
 pub(crate) struct Core {
+    /// The node itself, for tasks it spawns from `&self` (the DbCtl server).
+    pub(crate) this: std::rc::Weak<Core>,
     pub(crate) lua: Lua,
     pub(crate) me: NodeSpec,
     pub(crate) cluster: RefCell<Arc<ClusterConfig>>,
