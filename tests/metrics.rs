@@ -308,6 +308,11 @@ fn up_serves_each_node_and_a_bad_request_closes_only_its_connection() {
     slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     slow.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    // (the line may reach the log just after the answer reached us)
+    let t0 = std::time::Instant::now();
+    while !up.log().contains("bad request") && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
         up.log().contains("bad request"),
         "a bad request is logged: {}",
