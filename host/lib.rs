@@ -37,6 +37,7 @@ pub mod codec;
 pub mod discovery;
 mod lua;
 pub mod net;
+pub mod ops;
 mod rpc;
 pub mod runtime;
 pub mod schema;

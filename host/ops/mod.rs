@@ -1,0 +1,25 @@
+//! Operations (seed 004): the ops store, users and roles, the daemon that
+//! runs a machine's node processes, and the `ctl` client.
+//!
+//! A layer beside [`crate::runtime`]: it starts nodes as processes of the
+//! `luahost` binary (never in-process), so it needs nothing of the runtime;
+//! what a node reports about itself comes in through a closure
+//! ([`report`]).
+//!
+//! - [`store`]: the typed store over a [`store::Kv`] backend:
+//!   [`filestore`] (a folder, the embedded default) or [`zkstore`]
+//!   (ZooKeeper, production).
+//! - [`roles`]: viewer < operator < admin, and which command needs which.
+//! - [`auth`]: the login exchange (argon2id verifiers, no password on the
+//!   wire) and the sealed session after it.
+//! - [`restart`]: when a crashed process starts again, when a record is dead.
+
+pub mod auth;
+pub mod filestore;
+pub mod kv;
+pub mod restart;
+pub mod roles;
+pub mod store;
+pub mod zkstore;
+
+pub use store::{OpsError, OpsStore};
