@@ -15,11 +15,13 @@
 //! - [`restart`]: when a crashed process starts again, when a record is dead.
 
 pub mod auth;
+pub mod conn;
 pub mod filestore;
 pub mod kv;
 pub mod restart;
 pub mod roles;
 pub mod store;
+pub mod wire;
 pub mod zkstore;
 
 pub use store::{OpsError, OpsStore};
