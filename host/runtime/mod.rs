@@ -42,6 +42,6 @@ mod workers;
 
 pub use crate::net::PeerState;
 pub use crate::rpc::MAX_DELAY;
-pub use control::{Control, EvalError, NodeError, NodeOptions, RuntimeError, CONTROL_MAILBOX};
-pub use handle::{start, start_with, NodeHandle};
+pub use control::{Control, EvalError, NodeError, NodeOptions, NodeStats, RuntimeError, CONTROL_MAILBOX};
+pub use handle::{start, start_with, NodeHandle, NodeProbe};
 pub use workers::Workers;
