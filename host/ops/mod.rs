@@ -16,11 +16,15 @@
 
 pub mod auth;
 pub mod conn;
+pub mod ctl;
+pub mod daemon;
 pub mod filestore;
 pub mod kv;
+pub mod report;
 pub mod restart;
 pub mod roles;
 pub mod store;
+pub mod supervise;
 pub mod wire;
 pub mod zkstore;
 
