@@ -21,6 +21,8 @@
 //!   threads of its own behind the asynchronous `Store` handle.
 //! - [`discovery`]: who is in the cluster: the cluster file and ZooKeeper.
 //! - [`runtime`]: the node: its thread, peers, calls, timers, reloads.
+//! - [`ops`]: operations beside the runtime: the ops store, users and
+//!   roles, `luahost daemon` (a machine's node processes) and `luahost ctl`.
 //! - `lua`: the `luahost.core` module and the built-in lualib.
 //! - [`cluster`]: a whole cluster in one process (`luahost up`).
 //!

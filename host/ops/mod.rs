@@ -12,7 +12,14 @@
 //! - [`roles`]: viewer < operator < admin, and which command needs which.
 //! - [`auth`]: the login exchange (argon2id verifiers, no password on the
 //!   wire) and the sealed session after it.
+//! - [`wire`]: the daemon <-> ctl protocol (frames, messages, the state
+//!   machine of each end), pure; [`conn`]: its tokio drivers.
 //! - [`restart`]: when a crashed process starts again, when a record is dead.
+//! - [`supervise`]: a machine's processes (start, stop, kill, reload,
+//!   restart after a crash, adoption).
+//! - [`daemon`]: `luahost daemon`: rights, routing, audit.
+//! - [`ctl`]: what `luahost ctl` sends and how it shows replies.
+//! - [`report`]: a node process's own record.
 
 pub mod auth;
 pub mod conn;

@@ -1,6 +1,6 @@
 //! The daemon <-> ctl protocol, free of I/O: frames, the messages, and the
 //! state machine of each end of a connection (login, then sealed requests
-//! and replies). The drivers ([`super::serve`], [`super::client`]) read
+//! and replies). The drivers ([`super::conn`]) read
 //! and write frames and feed them here.
 //!
 //! A frame is a 4-byte big-endian length and that many bytes. Until the
