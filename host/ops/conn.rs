@@ -293,6 +293,29 @@ mod tests {
         assert!(e.to_string().contains("wrong user or password"), "{e}");
     }
 
+    /// Paused time: the clock jumps to the next deadline whenever every
+    /// task waits, so the 10 s deadline passes at once, and the virtual
+    /// time says when the connection was closed.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_does_not_log_in_is_closed_at_the_deadline() {
+        let addr = daemon().await;
+        let t0 = Instant::now();
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        // a hello, then silence
+        let (_c, hello) = crate::ops::wire::ClientConn::start("alice").unwrap();
+        write_frame(&mut s, &hello).await.unwrap();
+        let ch = read_frame(&mut s, crate::ops::wire::HANDSHAKE_MAX).await.unwrap();
+        assert!(!ch.is_empty());
+        let mut b = [0u8; 1];
+        let n = s.read(&mut b).await;
+        assert!(matches!(n, Ok(0) | Err(_)), "closed: {n:?}");
+        let waited = t0.elapsed();
+        assert!(
+            waited >= HANDSHAKE_TIMEOUT && waited < HANDSHAKE_TIMEOUT + Duration::from_secs(1),
+            "closed after {waited:?}"
+        );
+    }
+
     #[tokio::test]
     async fn an_oversize_frame_before_login_closes_the_connection() {
         let addr = daemon().await;
