@@ -366,3 +366,206 @@ fn spawn(exe: &Path, cfg: &ProcConfig, key: &str, store: &str, logs: &Path) -> s
         .process_group(0);
     cmd.spawn()
 }
+
+#[cfg(test)]
+mod tests {
+    //! The supervisor over real processes: a shell script stands in for
+    //! `luahost run` (it ignores its arguments and sleeps); time is passed
+    //! in, so restarts after a backoff need no waiting.
+    use super::*;
+    use crate::ops::store::{now_ms, ProcRecord, ProcStats, World};
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: OpsStore,
+        exe: PathBuf,
+        logs: PathBuf,
+        procs: Vec<ProcConfig>,
+    }
+
+    fn fixture() -> Fixture {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("node.sh");
+        std::fs::write(&exe, "#!/bin/sh\nexec sleep 60\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let store = OpsStore::open(dir.path().join("store").to_str().unwrap()).unwrap();
+        let procs = vec![
+            ProcConfig {
+                name: "a".into(),
+                cluster: "c.lua".into(),
+                stype: None,
+                addr: None,
+            },
+            ProcConfig {
+                name: "b".into(),
+                cluster: "c.lua".into(),
+                stype: None,
+                addr: None,
+            },
+        ];
+        let mut w = World::default();
+        w.regions
+            .entry("r".into())
+            .or_default()
+            .insert("127.0.0.5".into(), procs.clone());
+        store.set_world(&w).unwrap();
+        Fixture {
+            logs: dir.path().join("logs"),
+            _dir: dir,
+            store,
+            exe,
+            procs,
+        }
+    }
+
+    impl Fixture {
+        fn sup(&self, now: Instant) -> Supervisor {
+            Supervisor::new(
+                "r",
+                "127.0.0.5",
+                &self.procs,
+                &self.store,
+                self.exe.clone(),
+                self.logs.clone(),
+                now,
+            )
+        }
+    }
+
+    /// Ticks until `f` holds (processes take a moment to exit).
+    fn tick_until(s: &mut Supervisor, now: Instant, f: impl Fn(&Supervisor) -> bool) -> bool {
+        for _ in 0..200 {
+            s.tick(now);
+            if f(s) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    fn kill_all(s: &Supervisor) {
+        for pid in s.pids().values() {
+            signal(*pid, libc::SIGKILL);
+        }
+    }
+
+    #[test]
+    fn start_crash_restart_with_backoff_stop() {
+        let f = fixture();
+        let t0 = Instant::now();
+        let mut s = f.sup(t0);
+        assert!(s.pids().is_empty(), "nothing wanted yet");
+        let out = s.start(&Target::Name("a".into()), t0).unwrap();
+        assert_eq!(out.lines, vec!["a: starting"]);
+        s.tick(t0);
+        let pid = s.pids()["a"];
+        // (between fork and exec /proc shows the parent's environment)
+        assert!(
+            (0..200).any(|_| {
+                std::thread::sleep(Duration::from_millis(5));
+                is_ours(pid, "r.127.0.0.5.a")
+            }),
+            "the child carries its key"
+        );
+        assert!(!s.pids().contains_key("b"));
+        // a crash: started again after the backoff, not before
+        signal(pid, libc::SIGKILL);
+        assert!(tick_until(&mut s, t0, |s| s.pids().is_empty()));
+        s.tick(t0 + Duration::from_millis(400));
+        assert!(s.pids().is_empty(), "still backing off");
+        s.tick(t0 + Duration::from_millis(600));
+        let pid2 = s.pids()["a"];
+        assert_ne!(pid2, pid);
+        // a graceful stop is not restarted
+        let out = s.stop(&Target::All, t0).unwrap();
+        assert!(
+            out.lines.contains(&format!("a: stopping (pid {pid2}, gracefully)")),
+            "{out:?}"
+        );
+        assert!(out.lines.contains(&"b: not running".to_string()));
+        assert!(tick_until(&mut s, t0 + Duration::from_secs(5), |s| s.pids().is_empty()));
+        s.tick(t0 + Duration::from_secs(60));
+        assert!(s.pids().is_empty());
+        assert!(!s.wanted()["a"]);
+        assert!(s
+            .start(&Target::Name("zz".into()), t0)
+            .unwrap_err()
+            .contains("no process named 'zz'"));
+    }
+
+    #[test]
+    fn kill_is_final_reload_signals_restart_starts_again() {
+        let f = fixture();
+        let t0 = Instant::now();
+        let mut s = f.sup(t0);
+        s.start(&Target::All, t0).unwrap();
+        s.tick(t0);
+        let (a, b) = (s.pids()["a"], s.pids()["b"]);
+        assert!(s.kill(999_999_999).unwrap_err().contains("not a process of 127.0.0.5"));
+        s.kill(a).unwrap();
+        assert!(tick_until(&mut s, t0, |s| !s.pids().contains_key("a")));
+        s.tick(t0 + Duration::from_secs(60));
+        assert!(!s.pids().contains_key("a"), "a kill is not restarted");
+        // SIGHUP ends sleep: the reload reached the process
+        let out = s.reload(&Target::Name("b".into())).unwrap();
+        assert_eq!(out.lines, vec![format!("b: reloading (pid {b})")]);
+        assert!(
+            tick_until(&mut s, t0, |s| s.pids().get("b") != Some(&b)),
+            "SIGHUP delivered"
+        );
+        kill_all(&s);
+        // restart: stop, then start at once
+        let mut s = f.sup(t0);
+        s.start(&Target::Name("a".into()), t0).unwrap();
+        s.tick(t0);
+        let a = s.pids()["a"];
+        s.restart(&Target::Name("a".into()), t0).unwrap();
+        assert!(tick_until(&mut s, t0, |s| s.pids().get("a").is_some_and(|p| *p != a)));
+        kill_all(&s);
+    }
+
+    #[test]
+    fn a_new_supervisor_adopts_what_still_runs() {
+        let f = fixture();
+        let t0 = Instant::now();
+        let mut s = f.sup(t0);
+        s.start(&Target::Name("a".into()), t0).unwrap();
+        s.tick(t0);
+        f.store.set_wanted("127.0.0.5", &s.wanted()).unwrap();
+        let pid = s.pids()["a"];
+        // (the real node writes its record after its exec, as here)
+        assert!((0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(5));
+            is_ours(pid, "r.127.0.0.5.a")
+        }));
+        // the node's own record (a real node writes it)
+        let rec = |pid| ProcRecord {
+            key: "r.127.0.0.5.a".into(),
+            pid,
+            startcount: 1,
+            lastupdate: now_ms(),
+            state: ProcState::Running,
+            info: ProcStats::default(),
+        };
+        f.store.put_proc(&rec(pid)).unwrap();
+        drop(s); // the daemon dies; its child lives on
+        let mut s2 = f.sup(t0);
+        s2.tick(t0);
+        assert_eq!(s2.pids()["a"], pid, "adopted, not started twice");
+        // an adopted process that dies is noticed and started again
+        signal(pid, libc::SIGKILL);
+        assert!(tick_until(&mut s2, t0, |s| s.pids().get("a") != Some(&pid)));
+        s2.tick(t0 + Duration::from_secs(1));
+        let pid2 = s2.pids()["a"];
+        assert_ne!(pid2, pid);
+        // a record naming a pid that is not ours is not adopted
+        f.store.put_proc(&rec(1)).unwrap();
+        kill_all(&s2);
+        let mut s3 = f.sup(t0);
+        s3.tick(t0);
+        assert_ne!(s3.pids().get("a"), Some(&1), "pid 1 is not ours");
+        kill_all(&s3);
+    }
+}
