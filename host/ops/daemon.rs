@@ -363,15 +363,22 @@ impl Daemon {
                     verifier,
                     created: now_ms(),
                 };
-                match self.store.add_user(&u) {
-                    Ok(()) => {
-                        if role.is_none() {
-                            let _ = self.store.end_bootstrap();
-                        }
-                        Reply::Ok(Output::Done {
-                            message: format!("user {name} added as {new_role}"),
-                        })
+                if super::store::check_name(&name).is_err() {
+                    return refused(format!("'{name}' is not a valid user name"));
+                }
+                // the token is spent before the admin is added: of two
+                // logins with it, one deletes it, the other is refused
+                if role.is_none() {
+                    match self.store.end_bootstrap() {
+                        Ok(true) => {}
+                        Ok(false) => return refused("the bootstrap token was used already"),
+                        Err(e) => return failed(e),
                     }
+                }
+                match self.store.add_user(&u) {
+                    Ok(()) => Reply::Ok(Output::Done {
+                        message: format!("user {name} added as {new_role}"),
+                    }),
                     Err(OpsError::Exists(_)) => refused(format!("user {name} exists already")),
                     Err(OpsError::BadName(n)) => refused(format!("'{n}' is not a valid user name")),
                     Err(e) => failed(e),
@@ -597,7 +604,6 @@ impl Handler for Daemon {
             None if !matches!(cmd, Command::UserAdd { .. }) => {
                 refused("the bootstrap token may only add the first admin (user add NAME --role admin)")
             }
-            None if !matches!(self.store.bootstrap(), Ok(Some(_))) => refused("the bootstrap token was used already"),
             Some(r) if !allowed(r, cmd.verb()) => refused(format!(
                 "{user} is a {r}: '{}' needs the role {} or above",
                 cmd.describe(),
