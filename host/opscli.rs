@@ -210,10 +210,12 @@ pub fn daemon(
         world,
     };
     match luahost::ops::daemon::run(cfg, |s| {
+        use std::io::Write;
         if let Some(t) = &s.bootstrap {
             println!("bootstrap token: {t}");
         }
         println!("listening on {}", s.addr);
+        let _ = std::io::stdout().flush();
     }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

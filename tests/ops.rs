@@ -33,6 +33,28 @@ impl Drop for Reaper {
     }
 }
 
+/// As `Proc::spawn_command`, with standard output into `file`.
+fn spawn_with_stdout(mut cmd: Command, file: &Path) -> Proc {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::fs::File::create(file).unwrap())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let err = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    Proc { child, log }
+}
+
 struct Env {
     dir: TempDir,
     store: String,
@@ -70,7 +92,7 @@ impl Env {
         for (k, v) in self.envs() {
             cmd.env(k, v);
         }
-        let p = Proc::spawn_command(cmd);
+        let p = spawn_with_stdout(cmd, &self.dir.0.join(format!("daemon-{ip}.out")));
         assert!(
             p.wait_log(" listening on ", LONG),
             "daemon {ip} did not start:\n{}",
@@ -183,21 +205,16 @@ fn bootstrap(env: &Env) -> ((Proc, String), (Proc, String)) {
     );
 
     let d2 = env.daemon("127.0.0.2", true);
-    let token =
-        d2.0.log()
-            .lines()
-            .find_map(|l| {
-                l.split("bootstrap token ")
-                    .nth(1)
-                    .map(|t| t.split(' ').next().unwrap().to_string())
-            })
-            .expect("the first daemon prints a bootstrap token");
+    let out = |ip: &str| std::fs::read_to_string(env.dir.0.join(format!("daemon-{ip}.out"))).unwrap_or_default();
+    assert!(wait_until(LONG, || out("127.0.0.2").contains("listening on")));
+    let token = out("127.0.0.2")
+        .lines()
+        .find_map(|l| l.strip_prefix("bootstrap token: ").map(str::to_string))
+        .expect("the first daemon prints a bootstrap token");
+    assert!(!d2.0.log().contains(&token), "the token is not logged");
     let d3 = env.daemon("127.0.0.3", false);
-    assert!(
-        !d3.0.log().contains("bootstrap token"),
-        "only one token: {}",
-        d3.0.log()
-    );
+    assert!(wait_until(LONG, || out("127.0.0.3").contains("listening on")));
+    assert!(!out("127.0.0.3").contains("bootstrap token"), "only one token");
     let (a2, a3) = (d2.1.clone(), d3.1.clone());
 
     // the token adds the first admin, once; and nothing else

@@ -155,9 +155,10 @@ pub fn run(cfg: DaemonConfig, on_started: impl FnOnce(&Started)) -> Result<(), D
         d.region,
         d.store.location()
     );
-    if let Some(t) = &bootstrap {
+    if bootstrap.is_some() {
+        // the token itself goes to standard output only, not into logs
         tracing::info!(
-            "no user yet: bootstrap token {t} (one use: luahost ctl --daemon {addr} --bootstrap TOKEN user add NAME --role admin)"
+            "no user yet: a one-time bootstrap token is on standard output (luahost ctl --daemon {addr} --bootstrap TOKEN user add NAME --role admin)"
         );
     }
     on_started(&Started { addr, bootstrap });
