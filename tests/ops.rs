@@ -300,6 +300,26 @@ fn daemons_run_a_cluster_on_the_folder_store() {
     let t = common::start(&env.cluster, "t_1");
     common::wait_live(&t, &["a_1", "b_1", "c_1"]);
 
+    // the records carry the nodes' own figures: calls to b_1 show as msgs/s
+    let mut last = None;
+    assert!(
+        wait_until(LONG, || {
+            let n = eval(
+                &t,
+                "local n = 0 for i = 1, 50 do to(sidOf('b_1')).echo('x', i) n = n + 1 end return n",
+            );
+            assert_eq!(n, "50");
+            last = env.record("b_1", "127.0.0.2");
+            last.as_ref().is_some_and(|r| {
+                r.info.msgs_per_s > 0.0 && r.info.lua_kib > 0 && r.info.connections >= 1 && r.info.entities >= 1
+            })
+        }),
+        "b_1's figures: {last:?}"
+    );
+    let top = env.ok(&a2, "eve", &["--json", "list", "127.0.0.2"]);
+    let v: serde_json::Value = serde_json::from_str(&top).unwrap();
+    assert!(v[1]["msgs/s"].as_str().unwrap().parse::<f64>().unwrap() >= 0.0, "{top}");
+
     // a viewer may not stop
     let (ok, text) = env.as_user(&a2, "eve", &["stop", "127.0.0.2", "a_1"]);
     assert!(!ok, "{text}");
