@@ -473,11 +473,11 @@ fn daemons_on_zookeeper() {
     let addr = zk.addr();
     let env = setup(|_| format!("zk://{addr}/luahost-ops"), auth.clone());
     let _reaper = Reaper(env.store.clone(), auth);
-    let ((_d2, a2), (_d3, a3)) = bootstrap(&env);
+    let ((_d2, a2), (mut d3, a3)) = bootstrap(&env);
     env.ok(&a3, "ops", &["start", "127.0.0.2", "b_1"]);
     env.ok(&a2, "ops", &["start", "127.0.0.3", "all"]);
     let b = env.wait_alive("b_1", "127.0.0.2", 1);
-    env.wait_alive("c_1", "127.0.0.3", 1);
+    let c = env.wait_alive("c_1", "127.0.0.3", 1);
     let list = env.ok(&a2, "eve", &["list", "127.0.0.2"]);
     assert!(
         list.lines().any(|l| l.contains("a_1") && l.contains("never started")),
@@ -490,12 +490,38 @@ fn daemons_on_zookeeper() {
     env.wait_alive("b_1", "127.0.0.2", 2);
     let (ok, text) = env.as_user(&a2, "eve", &["restart", "127.0.0.3", "c_1"]);
     assert!(!ok && text.contains("needs the role operator"), "{text}");
-    env.ok(&a2, "ops", &["stop", "127.0.0.3", "all"]);
-    assert!(wait_until(LONG, || env.record("c_1", "127.0.0.3").unwrap().state
+    env.ok(&a3, "ops", &["stop", "127.0.0.2", "all"]);
+    assert!(wait_until(LONG, || env.record("b_1", "127.0.0.2").unwrap().state
         == luahost::ops::store::ProcState::Stopped));
-    let audit = env.ok(&a3, "root", &["audit"]);
+    // liveness is the record's age: with its daemon and itself killed,
+    // c_1 shows dead once its record is older than the bound
+    d3.signal(libc::SIGKILL);
+    d3.wait_exit(LONG);
+    unsafe {
+        libc::kill(c.pid as i32, libc::SIGKILL);
+    }
+    let mut list = String::new();
     assert!(
-        audit.contains("stop 127.0.0.3 all") && audit.contains("restart 127.0.0.3 c_1"),
+        wait_until(LONG, || {
+            list = env.ok(&a2, "eve", &["list", "127.0.0.3"]);
+            list.lines().any(|l| l.contains("c_1") && l.contains("dead"))
+        }),
+        "{list}"
+    );
+    let mut machines = String::new();
+    assert!(
+        wait_until(LONG, || {
+            machines = env.ok(&a2, "eve", &["list", "machine"]);
+            machines.lines().any(|l| l.contains("127.0.0.3") && l.contains("dead"))
+        }),
+        "{machines}"
+    );
+    // a command for a machine whose daemon is gone fails, saying so
+    let (ok, text) = env.as_user(&a2, "ops", &["start", "127.0.0.3", "all"]);
+    assert!(!ok && text.contains("the daemon of 127.0.0.3"), "{text}");
+    let audit = env.ok(&a2, "root", &["audit", "--last", "1000"]);
+    assert!(
+        audit.contains("stop 127.0.0.2 all") && audit.contains("restart 127.0.0.3 c_1"),
         "{audit}"
     );
 }
