@@ -302,7 +302,7 @@ impl Daemon {
     /// Carries out a command for this machine or the whole cluster.
     fn execute(&self, who: &str, role: Option<Role>, cmd: Command) -> Reply {
         let now = Instant::now();
-        let done = |r: Result<super::supervise::Outcome, String>| match r {
+        let done = |r: Result<super::plan::Outcome, String>| match r {
             Ok(o) => Reply::Ok(Output::Done {
                 message: o.lines.join("\n"),
             }),

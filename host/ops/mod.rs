@@ -15,8 +15,9 @@
 //! - [`wire`]: the daemon <-> ctl protocol (frames, messages, the state
 //!   machine of each end), pure; [`conn`]: its tokio drivers.
 //! - [`restart`]: when a crashed process starts again, when a record is dead.
-//! - [`supervise`]: a machine's processes (start, stop, kill, reload,
-//!   restart after a crash, adoption).
+//! - [`plan`]: what to do with a machine's processes (start, stop, kill,
+//!   reload, restart after a crash with backoff), pure; [`supervise`]: its
+//!   driver over real processes (spawn, signals, exits, adoption).
 //! - [`daemon`]: `luahost daemon`: rights, routing, audit.
 //! - [`ctl`]: what `luahost ctl` sends and how it shows replies.
 //! - [`report`]: a node process's own record.
@@ -27,6 +28,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod filestore;
 pub mod kv;
+pub mod plan;
 pub mod report;
 pub mod restart;
 pub mod roles;

@@ -1,7 +1,7 @@
-//! A machine's processes as its daemon keeps them: which should run, which
-//! run (children of this daemon, or adopted from an earlier daemon by pid
-//! and record), starting, graceful stops, kills, restarts after a crash
-//! with [`Backoff`], hot reloads (SIGHUP).
+//! A machine's processes as its daemon keeps them: the driver of
+//! [`super::plan::Plan`] (which decides) over real processes: children of
+//! this daemon, or adopted from an earlier daemon by pid, record and
+//! environment; spawns, signals (SIGTERM, SIGKILL, SIGHUP), exits.
 //!
 //! Node processes are `luahost run --cluster C --node N` of this same
 //! binary, in a process group of their own (a signal to the daemon's
@@ -12,61 +12,17 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::restart::Backoff;
+use super::plan::{Action, Outcome, Plan, Sig};
 use super::store::{proc_key, OpsStore, ProcConfig, ProcState};
 use super::wire::Target;
 
-/// How long a graceful stop may take before the process is killed.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The environment variable naming the store to a node process.
 pub const ENV_STORE: &str = "LUAHOST_OPS_STORE";
 /// The environment variable naming a node process's record.
 pub const ENV_KEY: &str = "LUAHOST_OPS_KEY";
-
-/// One running process.
-#[derive(Debug)]
-struct Running {
-    pid: u32,
-    /// None when adopted (not our child: watched by pid).
-    child: Option<Child>,
-    started: Instant,
-}
-
-/// One configured process.
-#[derive(Debug)]
-struct Slot {
-    cfg: ProcConfig,
-    key: String,
-    want: bool,
-    run: Option<Running>,
-    next_start: Option<Instant>,
-    backoff: Backoff,
-    /// A graceful stop was asked at this time.
-    stopping: Option<Instant>,
-    /// Start again once the stop is done.
-    restart: bool,
-}
-
-/// What happened to the processes of a command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// One line per process.
-    pub lines: Vec<String>,
-}
-
-/// The processes of one machine.
-#[derive(Debug)]
-pub struct Supervisor {
-    ip: String,
-    exe: PathBuf,
-    store_location: String,
-    logs: PathBuf,
-    slots: BTreeMap<String, Slot>,
-}
 
 /// Whether `pid` is a live process (not a zombie) started for record `key`.
 pub fn is_ours(pid: u32, key: &str) -> bool {
@@ -86,6 +42,18 @@ fn signal(pid: u32, sig: i32) -> bool {
     unsafe { libc::kill(pid as i32, sig) == 0 }
 }
 
+/// The processes of one machine: the [`Plan`] carried out with real
+/// processes (children, or adopted ones watched through `/proc`).
+#[derive(Debug)]
+pub struct Supervisor {
+    plan: Plan,
+    exe: PathBuf,
+    store_location: String,
+    logs: PathBuf,
+    procs: BTreeMap<String, (ProcConfig, String)>,
+    children: BTreeMap<String, Child>,
+}
+
 impl Supervisor {
     /// The processes `procs` of machine `ip` in `region`; adopts those whose
     /// records name a live process started for them, and plans to start
@@ -100,66 +68,73 @@ impl Supervisor {
         now: Instant,
     ) -> Supervisor {
         let wanted = store.wanted(ip).unwrap_or_default();
-        let mut slots = BTreeMap::new();
+        let mut adopted = BTreeMap::new();
+        let mut by_name = BTreeMap::new();
         for cfg in procs {
             let key = proc_key(region, ip, &cfg.name);
-            let want = wanted.get(&cfg.name).copied().unwrap_or(false);
-            let rec = store.proc(&key).ok().flatten();
-            let run = rec
-                .filter(|r| r.state == ProcState::Running && is_ours(r.pid, &key))
-                .map(|r| {
+            if let Some(r) = store.proc(&key).ok().flatten() {
+                if r.state == ProcState::Running && is_ours(r.pid, &key) {
                     tracing::info!("adopted {} (pid {}), still running", cfg.name, r.pid);
-                    Running {
-                        pid: r.pid,
-                        child: None,
-                        started: now,
-                    }
-                });
-            let next_start = (want && run.is_none()).then_some(now);
-            slots.insert(
-                cfg.name.clone(),
-                Slot {
-                    cfg: cfg.clone(),
-                    key,
-                    want,
-                    run,
-                    next_start,
-                    backoff: Backoff::default(),
-                    stopping: None,
-                    restart: false,
-                },
-            );
+                    adopted.insert(cfg.name.clone(), r.pid);
+                }
+            }
+            by_name.insert(cfg.name.clone(), (cfg.clone(), key));
         }
         Supervisor {
-            ip: ip.to_string(),
+            plan: Plan::new(ip, procs, &wanted, &adopted, now),
             exe,
             store_location: store.location().to_string(),
             logs,
-            slots,
+            procs: by_name,
+            children: BTreeMap::new(),
         }
     }
 
     /// The configured names and whether each should run.
     pub fn wanted(&self) -> BTreeMap<String, bool> {
-        self.slots.iter().map(|(n, s)| (n.clone(), s.want)).collect()
+        self.plan.wanted()
     }
 
     /// The pid of each running process, by name.
     pub fn pids(&self) -> BTreeMap<String, u32> {
-        self.slots
-            .iter()
-            .filter_map(|(n, s)| s.run.as_ref().map(|r| (n.clone(), r.pid)))
-            .collect()
+        self.plan.pids()
     }
 
-    fn select(&mut self, target: &Target) -> Result<Vec<&mut Slot>, String> {
-        match target {
-            Target::All => Ok(self.slots.values_mut().collect()),
-            Target::Name(n) => match self.slots.get_mut(n) {
-                Some(s) => Ok(vec![s]),
-                None => Err(format!("no process named '{n}' is configured on {}", self.ip)),
-            },
+    fn carry_out(&mut self, actions: Vec<Action>, now: Instant) {
+        for a in actions {
+            match a {
+                Action::Signal(pid, sig) => {
+                    let n = match sig {
+                        Sig::Term => libc::SIGTERM,
+                        Sig::Kill => libc::SIGKILL,
+                        Sig::Hup => libc::SIGHUP,
+                    };
+                    signal(pid, n);
+                }
+                Action::Spawn(name) => {
+                    let Some((cfg, key)) = self.procs.get(&name) else {
+                        continue;
+                    };
+                    match spawn(&self.exe, cfg, key, &self.store_location, &self.logs) {
+                        Ok(child) => {
+                            tracing::info!("started {name} (pid {})", child.id());
+                            self.plan.started(&name, child.id(), now);
+                            self.children.insert(name, child);
+                        }
+                        Err(e) => {
+                            tracing::error!("cannot start {name}: {e}");
+                            self.plan.start_failed(&name, now);
+                        }
+                    }
+                }
+            }
         }
+    }
+
+    fn command(&mut self, r: Result<Outcome, String>, now: Instant) -> Result<Outcome, String> {
+        let mut o = r?;
+        self.carry_out(std::mem::take(&mut o.actions), now);
+        Ok(o)
     }
 
     /// Starts the target's processes that are not running.
@@ -167,55 +142,18 @@ impl Supervisor {
     /// # Errors
     /// An unknown name.
     pub fn start(&mut self, target: &Target, now: Instant) -> Result<Outcome, String> {
-        let mut lines = Vec::new();
-        for s in self.select(target)? {
-            s.want = true;
-            s.restart = false;
-            s.backoff.reset();
-            match &s.run {
-                Some(r) if s.stopping.is_none() => {
-                    lines.push(format!("{}: already running (pid {})", s.cfg.name, r.pid))
-                }
-                Some(_) => {
-                    s.restart = true;
-                    lines.push(format!("{}: starting once its stop ends", s.cfg.name));
-                }
-                None => {
-                    s.next_start = Some(now);
-                    lines.push(format!("{}: starting", s.cfg.name));
-                }
-            }
-        }
-        Ok(Outcome { lines })
+        let r = self.plan.start(target, now);
+        self.command(r, now)
     }
 
     /// Stops the target's processes gracefully (SIGTERM; SIGKILL after
-    /// [`STOP_TIMEOUT`]); they stay stopped.
+    /// [`super::plan::STOP_TIMEOUT`]); they stay stopped.
     ///
     /// # Errors
     /// An unknown name.
     pub fn stop(&mut self, target: &Target, now: Instant) -> Result<Outcome, String> {
-        let mut lines = Vec::new();
-        for s in self.select(target)? {
-            s.want = false;
-            s.restart = false;
-            s.next_start = None;
-            lines.push(Self::term(s, now));
-        }
-        Ok(Outcome { lines })
-    }
-
-    fn term(s: &mut Slot, now: Instant) -> String {
-        match &s.run {
-            None => format!("{}: not running", s.cfg.name),
-            Some(r) => {
-                if s.stopping.is_none() {
-                    signal(r.pid, libc::SIGTERM);
-                    s.stopping = Some(now);
-                }
-                format!("{}: stopping (pid {}, gracefully)", s.cfg.name, r.pid)
-            }
-        }
+        let r = self.plan.stop(target, now);
+        self.command(r, now)
     }
 
     /// Stops the target's processes gracefully and starts them again.
@@ -223,19 +161,8 @@ impl Supervisor {
     /// # Errors
     /// An unknown name.
     pub fn restart(&mut self, target: &Target, now: Instant) -> Result<Outcome, String> {
-        let mut lines = Vec::new();
-        for s in self.select(target)? {
-            s.want = true;
-            s.backoff.reset();
-            if s.run.is_some() {
-                s.restart = true;
-                lines.push(Self::term(s, now) + ", then starting again");
-            } else {
-                s.next_start = Some(now);
-                lines.push(format!("{}: starting", s.cfg.name));
-            }
-        }
-        Ok(Outcome { lines })
+        let r = self.plan.restart(target, now);
+        self.command(r, now)
     }
 
     /// Kills process `pid` at once (SIGKILL); it stays stopped.
@@ -243,19 +170,9 @@ impl Supervisor {
     /// # Errors
     /// A pid that is none of this machine's processes.
     pub fn kill(&mut self, pid: u32) -> Result<Outcome, String> {
-        let s = self
-            .slots
-            .values_mut()
-            .find(|s| s.run.as_ref().is_some_and(|r| r.pid == pid))
-            .ok_or_else(|| format!("pid {pid} is not a process of {}", self.ip))?;
-        s.want = false;
-        s.restart = false;
-        s.next_start = None;
-        signal(pid, libc::SIGKILL);
-        s.stopping.get_or_insert(Instant::now());
-        Ok(Outcome {
-            lines: vec![format!("{}: killed (pid {pid})", s.cfg.name)],
-        })
+        let now = Instant::now();
+        let r = self.plan.kill(pid, now);
+        self.command(r, now)
     }
 
     /// Asks the target's running processes to hot-reload (SIGHUP: changed
@@ -264,81 +181,39 @@ impl Supervisor {
     /// # Errors
     /// An unknown name.
     pub fn reload(&mut self, target: &Target) -> Result<Outcome, String> {
-        let mut lines = Vec::new();
-        for s in self.select(target)? {
-            match &s.run {
-                Some(r) => {
-                    signal(r.pid, libc::SIGHUP);
-                    lines.push(format!("{}: reloading (pid {})", s.cfg.name, r.pid));
-                }
-                None => lines.push(format!("{}: not running", s.cfg.name)),
-            }
-        }
-        Ok(Outcome { lines })
+        let r = self.plan.reload(target);
+        self.command(r, Instant::now())
     }
 
-    /// Notices exits, kills stops that overran, starts what is due.
+    /// Notices exits (children by `try_wait`, adopted processes through
+    /// `/proc`), then carries out what the plan says is due.
     pub fn tick(&mut self, now: Instant) {
-        for s in self.slots.values_mut() {
-            if let Some(r) = &mut s.run {
-                let exited = match &mut r.child {
-                    Some(c) => match c.try_wait() {
-                        Ok(Some(st)) => Some(st.to_string()),
-                        Ok(None) => None,
-                        Err(e) => Some(e.to_string()),
-                    },
-                    None => (!is_ours(r.pid, &s.key)).then(|| "gone".to_string()),
-                };
-                match exited {
-                    Some(how) => {
-                        let started = r.started;
-                        let pid = r.pid;
-                        s.run = None;
-                        if s.stopping.take().is_some() {
-                            tracing::info!("{} (pid {pid}) stopped: {how}", s.cfg.name);
-                            if s.restart {
-                                s.restart = false;
-                                s.next_start = Some(now);
-                            }
-                        } else if s.want {
-                            let at = s.backoff.crashed(started, now);
-                            tracing::warn!(
-                                "{} (pid {pid}) exited ({how}); starting it again in {:.1} s",
-                                s.cfg.name,
-                                at.saturating_duration_since(now).as_secs_f64()
-                            );
-                            s.next_start = Some(at);
-                        }
-                    }
-                    None => {
-                        if s.stopping
-                            .is_some_and(|t| now.saturating_duration_since(t) >= STOP_TIMEOUT)
-                        {
-                            tracing::warn!("{} did not stop within {STOP_TIMEOUT:?}: killed", s.cfg.name);
-                            signal(r.pid, libc::SIGKILL);
-                        }
-                    }
+        for (name, pid) in self.plan.pids() {
+            let how = match self.children.get_mut(&name) {
+                Some(c) if c.id() == pid => match c.try_wait() {
+                    Ok(Some(st)) => Some(st.to_string()),
+                    Ok(None) => None,
+                    Err(e) => Some(e.to_string()),
+                },
+                _ => {
+                    let key = self.procs.get(&name).map(|(_, k)| k.as_str()).unwrap_or("");
+                    (!is_ours(pid, key)).then(|| "gone".to_string())
                 }
-            }
-            if s.run.is_none() && s.want && s.next_start.is_some_and(|t| t <= now) {
-                s.next_start = None;
-                match spawn(&self.exe, &s.cfg, &s.key, &self.store_location, &self.logs) {
-                    Ok(child) => {
-                        tracing::info!("started {} (pid {})", s.cfg.name, child.id());
-                        s.run = Some(Running {
-                            pid: child.id(),
-                            child: Some(child),
-                            started: now,
-                        });
-                    }
-                    Err(e) => {
-                        let at = s.backoff.crashed(now, now);
-                        tracing::error!("cannot start {}: {e}", s.cfg.name);
-                        s.next_start = Some(at);
-                    }
+            };
+            if let Some(how) = how {
+                self.children.remove(&name);
+                match self.plan.exited(&name, now) {
+                    Some(at) if at > now => tracing::warn!(
+                        "{name} (pid {pid}) exited ({how}); starting it again in {:.1} s",
+                        at.saturating_duration_since(now).as_secs_f64()
+                    ),
+                    Some(_) => tracing::info!("{name} (pid {pid}) stopped ({how}); starting it again"),
+                    None => tracing::info!("{name} (pid {pid}) stopped ({how})"),
                 }
             }
         }
+        let due = self.plan.due(now);
+        self.carry_out(due, now);
     }
 }
 
@@ -374,6 +249,7 @@ mod tests {
     //! in, so restarts after a backoff need no waiting.
     use super::*;
     use crate::ops::store::{now_ms, ProcRecord, ProcStats, World};
+    use std::time::Duration;
 
     struct Fixture {
         _dir: tempfile::TempDir,
