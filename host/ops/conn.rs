@@ -121,7 +121,6 @@ async fn login(s: &mut TcpStream, conn: &mut ServerConn, h: &Arc<dyn Handler>) -
                 let ch = conn.challenge(&hello, known, &h.decoy_key())?;
                 write_frame(s, &ch).await?;
             }
-            ServerEvent::Send(f) => write_frame(s, &f).await?,
             ServerEvent::Refuse(f, e) => {
                 write_frame(s, &f).await?;
                 return Err(e.into());

@@ -338,8 +338,6 @@ pub struct ServerConn {
 pub enum ServerEvent {
     /// Look up the name in this hello and call [`ServerConn::challenge`].
     Lookup(Hello),
-    /// Send this frame.
-    Send(Vec<u8>),
     /// Send this frame (the login failed, saying why) and close.
     Refuse(Vec<u8>, AuthError),
     /// Logged in: send this frame; requests follow.
