@@ -18,6 +18,10 @@ use super::wire::{
 };
 use crate::rpc::ratelog::LogLimit;
 
+/// How long a request may wait for its reply (commands answer at once:
+/// a stop is begun, not waited for; a routed one adds a hop).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Connections a daemon serves at once (more are closed at once).
 pub const MAX_CONNS: usize = 64;
 
@@ -221,14 +225,28 @@ impl Client {
             .map_err(|_| WireError::Timeout(HANDSHAKE_TIMEOUT))?
     }
 
-    /// Sends a request and waits for its reply.
+    /// Sends a request and waits for its reply, up to [`REPLY_TIMEOUT`].
     ///
     /// # Errors
-    /// The connection's failure or a frame that does not open.
+    /// The connection's failure, no reply in time, or a frame that does not open.
     pub async fn call(&mut self, req: &Request) -> Result<Reply, WireError> {
+        self.call_within(req, REPLY_TIMEOUT).await
+    }
+
+    /// [`Client::call`] waiting up to `limit` (a daemon routing a command
+    /// gives up before the ctl waiting on it does).
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub async fn call_within(&mut self, req: &Request, limit: Duration) -> Result<Reply, WireError> {
         let f = self.conn.request(req)?;
-        write_frame(&mut self.s, &f).await?;
-        let r = read_frame(&mut self.s, self.conn.limit()).await?;
+        let go = async {
+            write_frame(&mut self.s, &f).await?;
+            read_frame(&mut self.s, self.conn.limit()).await
+        };
+        let r = tokio::time::timeout(limit, go)
+            .await
+            .map_err(|_| WireError::NoReply(limit))??;
         self.conn.on_reply(&r)
     }
 }

@@ -532,7 +532,7 @@ impl Daemon {
         let addr = rec.addr.clone();
         let r = self.rt.block_on(async move {
             let mut c = Client::connect(&addr, "@daemon", &secret).await?;
-            c.call(&req).await
+            c.call_within(&req, super::conn::REPLY_TIMEOUT * 2 / 3).await
         });
         match r {
             Ok(reply) => reply,

@@ -50,6 +50,9 @@ pub enum WireError {
     /// The login did not end in time.
     #[error("no login within {0:?}")]
     Timeout(Duration),
+    /// A request got no reply in time.
+    #[error("no reply within {0:?}")]
+    NoReply(Duration),
     /// The connection failed or closed.
     #[error("connection: {0}")]
     Io(String),
