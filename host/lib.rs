@@ -23,6 +23,8 @@
 //! - [`metrics`]: Prometheus metrics: the host's series of a node, the ones
 //!   its scripts add, and the HTTP endpoint that serves them.
 //! - [`runtime`]: the node: its thread, peers, calls, timers, reloads.
+//! - [`ops`]: operations beside the runtime: the ops store, users and
+//!   roles, `luahost daemon` (a machine's node processes) and `luahost ctl`.
 //! - `lua`: the `luahost.core` module and the built-in lualib.
 //! - [`cluster`]: a whole cluster in one process (`luahost up`).
 //!
@@ -40,6 +42,7 @@ pub mod discovery;
 mod lua;
 pub mod metrics;
 pub mod net;
+pub mod ops;
 mod rpc;
 pub mod runtime;
 pub mod schema;

@@ -7,6 +7,7 @@ mod benchgate;
 mod benchraw;
 mod benchspec;
 mod bot;
+mod opscli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,57 @@ enum Cmd {
         /// The node's server id, with --type (default: derived from the name).
         #[arg(long)]
         id: Option<u32>,
+    },
+    /// Run a machine's node processes (operations, seed 004).
+    ///
+    /// Serves `luahost ctl` on --listen; starts, stops, restarts and
+    /// reloads the processes the store's world configures for --machine
+    /// (refused if it lists none); restarts a crashed one with backoff;
+    /// adopts the ones still running from an earlier daemon. Commands for
+    /// another machine go to that machine's daemon. While the store has no
+    /// user, the first daemon prints a one-time bootstrap token that adds
+    /// the first admin. Stopping the daemon leaves its processes running.
+    Daemon {
+        /// A folder, or zk://host:port[,host:port]/root (ZooKeeper; digest
+        /// credentials from LUAHOST_ZK_AUTH=user:password).
+        #[arg(long)]
+        store: String,
+        /// This machine's ip as the world lists it.
+        #[arg(long)]
+        machine: String,
+        /// Where ctl connects.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Where the processes' output goes (<name>.log).
+        #[arg(long, default_value = "logs")]
+        logs: PathBuf,
+        /// Load this world file (JSON: {"regions": {region: {ip: [{name, cluster}]}}})
+        /// into the store first.
+        #[arg(long)]
+        world: Option<PathBuf>,
+    },
+    /// Operate the cluster through any daemon (operations, seed 004).
+    ///
+    /// Logs in as --user (password from LUAHOST_PASSWORD or a prompt; it
+    /// never crosses the wire) or with --bootstrap TOKEN (only to add the
+    /// first admin). Every command is checked against the user's role
+    /// (viewer: list, top; operator: start, stop, restart, kill, reload;
+    /// admin: user, audit) and written to the audit log.
+    Ctl {
+        /// A daemon's ctl address.
+        #[arg(long)]
+        daemon: String,
+        /// The user to log in as.
+        #[arg(long)]
+        user: Option<String>,
+        /// The bootstrap token a first daemon printed (or LUAHOST_BOOTSTRAP).
+        #[arg(long)]
+        bootstrap: Option<String>,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        cmd: opscli::CtlCmd,
     },
     /// Write LuaLS annotation files (---@meta) for the schema.
     ///
@@ -472,6 +524,20 @@ fn main() -> ExitCode {
                 None => ExitCode::SUCCESS,
             }
         }
+        Cmd::Daemon {
+            store,
+            machine,
+            listen,
+            logs,
+            world,
+        } => opscli::daemon(store, machine, listen, logs, world),
+        Cmd::Ctl {
+            daemon,
+            user,
+            bootstrap,
+            json,
+            cmd,
+        } => opscli::ctl(daemon, user, bootstrap, json, cmd),
         Cmd::Annotate { entitydef, out } => {
             let desc = match luahost::describe_entitydef(&entitydef) {
                 Ok(d) => d,
@@ -673,6 +739,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            // started by a daemon: the process keeps its own record
+            let record = opscli::Record::start(h.probe());
             serve_signals(
                 signals,
                 &|| {
@@ -687,6 +755,9 @@ fn main() -> ExitCode {
             );
             let failure = h.failure();
             h.join();
+            if let Some(r) = record {
+                r.end(failure.is_none());
+            }
             if let Some(why) = failure {
                 tracing::error!("node {node} stopped: {why}");
                 return ExitCode::FAILURE;

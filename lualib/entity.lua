@@ -20,6 +20,15 @@ function Entity.get(eid)
     return entities[eid]
 end
 
+--- How many entities are registered on this node.
+function M.count()
+    local n = 0
+    for _ in pairs(entities) do
+        n = n + 1
+    end
+    return n
+end
+
 --- Forgets the entity registered under eid.
 function Entity.remove(eid)
     entities[eid] = nil

@@ -228,6 +228,7 @@ impl Core {
         env: Envelope<'_>,
         link: Option<&Link>,
     ) -> bool {
+        self.loads.handled.set(self.loads.handled.get() + 1);
         // `client`: the client session of a request a Gate relayed
         let (is_call, eid, mid, nargs, mut args, client) = match env {
             Envelope::Call { eid, mid, nargs, args } => (true, eid, mid, nargs, args, None),

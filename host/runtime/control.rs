@@ -88,6 +88,11 @@ pub enum Control {
     ReloadCluster,
     /// Hot-reload every loaded Lua module whose file changed.
     ReloadScripts,
+    /// Measure the node ([`NodeStats`]) and send the figures back.
+    Stats {
+        /// Where the figures go.
+        reply: std::sync::mpsc::Sender<NodeStats>,
+    },
     /// Run a Lua chunk in a new coroutine of the node (it may make remote
     /// calls) and send back its results as text, tab-separated, or its error.
     Eval {
@@ -96,6 +101,21 @@ pub enum Control {
         /// Where the outcome goes.
         reply: std::sync::mpsc::Sender<Result<String, String>>,
     },
+}
+
+/// What a node measures of itself (for its ops record).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Calls and sends handled since it started.
+    pub handled: u64,
+    /// Messages waiting: queued for peers and in the control mailbox.
+    pub mailbox: u64,
+    /// Entities registered with `Entity.set`.
+    pub entities: u64,
+    /// Bytes used by its Lua state.
+    pub lua_bytes: u64,
+    /// Verified peer connections and accepted connections.
+    pub connections: u64,
 }
 
 /// How a node runs.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::control::{Control, EvalError, NodeError, NodeOptions, StopSignal, CONTROL_MAILBOX};
+use super::control::{Control, EvalError, NodeError, NodeOptions, NodeStats, StopSignal, CONTROL_MAILBOX};
 use super::node::Core;
 use super::workers::{Done, SetOnDrop};
 use crate::discovery::config::ClusterConfig;
@@ -73,6 +73,13 @@ impl NodeHandle {
         }
     }
 
+    /// A handle that only measures the node, for another thread.
+    pub fn probe(&self) -> NodeProbe {
+        NodeProbe {
+            ctrl: self.ctrl.clone(),
+        }
+    }
+
     /// Asks the node to hot-reload its changed scripts.
     pub fn reload_scripts(&self) {
         let _ = self.ctrl.try_send(Control::ReloadScripts);
@@ -119,6 +126,22 @@ impl NodeHandle {
     /// Waits until the node ends (after [`NodeHandle::stop`] or a fatal error).
     pub fn join(mut self) {
         self.wait_ended();
+    }
+}
+
+/// Measures a node from another thread ([`NodeHandle::probe`]).
+#[derive(Debug, Clone)]
+pub struct NodeProbe {
+    ctrl: mpsc::Sender<Control>,
+}
+
+impl NodeProbe {
+    /// The node's figures, or None if it does not answer within `timeout`
+    /// (stopped, or busy).
+    pub fn stats(&self, timeout: Duration) -> Option<NodeStats> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.ctrl.try_send(Control::Stats { reply: tx }).ok()?;
+        rx.recv_timeout(timeout).ok()
     }
 }
 

@@ -187,6 +187,9 @@ impl Core {
                     let _ = self.reload_cluster();
                 }
                 Control::ReloadScripts => self.reload_scripts(None),
+                Control::Stats { reply } => {
+                    let _ = reply.send(self.stats(ctrl.len()));
+                }
                 Control::Eval { code, reply } => {
                     let token = self.timers.next_id();
                     self.lua_side.evals.borrow_mut().insert(token, reply);
@@ -260,6 +263,25 @@ impl Core {
         self.log_summaries();
         // Break the Lua -> Rust cycle so the state can be freed.
         self.lua_side.dispatch.borrow_mut().take();
+    }
+
+    /// What the node measures of itself; `waiting`: its control mailbox.
+    fn stats(&self, waiting: usize) -> super::control::NodeStats {
+        let peers = self.routing.peers.borrow();
+        let queued: usize = peers.values().map(|p| p.link.queued()).sum();
+        let online = peers.values().filter(|p| !p.is_self && p.online.get()).count();
+        let entities = self
+            .lua
+            .load("local e = package.loaded.entity; return e and e.count and e.count() or 0")
+            .eval::<i64>()
+            .unwrap_or(0);
+        super::control::NodeStats {
+            handled: self.loads.handled.get(),
+            mailbox: (queued + waiting) as u64,
+            entities: entities.max(0) as u64,
+            lua_bytes: self.lua.used_memory() as u64,
+            connections: (online + self.net.inbound.borrow().len()) as u64,
+        }
     }
 
     /// The graceful part of a stop (see [`NodeHandle::stop`]): refuse new

@@ -402,6 +402,8 @@ pub(crate) struct Loads {
     pub(crate) mine: Cell<i64>,
     /// Other nodes', by sid.
     pub(crate) peers: RefCell<HashMap<u32, i64>>,
+    /// Calls and sends this node has handled (for its ops record).
+    pub(crate) handled: Cell<u64>,
 }
 
 /// What the node knows of the schema: the compiled schema, this node's
