@@ -232,6 +232,8 @@ fn zookeeper_outage_longer_than_the_session_timeout_reregisters_exactly_once() {
     assert_eq!(registered(&zk, "A", None), vec!["a_1"]);
     assert_eq!(live_list(&a), "b_1");
     assert_eq!(eval(&a, "return to(sidOf('b_1')).echo('up', 1)"), "up\t1");
+    // nobody was reported offline, a_1 itself included (its session expired)
+    assert_eq!(offline_seen(&a), "", "Offline events during the outage");
     a.shutdown();
 }
 

@@ -5,8 +5,12 @@
 //!
 //! Session events as in seed 000: connected -> (re)register and re-list;
 //! disconnected -> nothing changes (traffic between known nodes goes on);
-//! expired -> this node reports itself offline, makes a new session,
-//! registers again and re-watches; NoAuth / auth failure -> the node stops
+//! expired -> this node makes a new session, registers again and
+//! re-watches, staying in its own rings meanwhile (the client declares a
+//! session expired on its own when no server answered for a session timeout,
+//! which with an ensemble that lost quorum is not true: the leader elected
+//! next restarts every session's clock; and peers connected to this node
+//! keep routing to it either way); NoAuth / auth failure -> the node stops
 //! with a clear error. ZooKeeper unreachable -> retries with backoff.
 //!
 //! One session holds one persistent recursive watch and no one-shot watch
@@ -509,8 +513,9 @@ pub(crate) async fn zk_task<H: DiscoveryHost>(core: Rc<H>, cfg: ZkSettings) {
         };
         match end {
             End::Expired => {
-                warn!("ZooKeeper session expired: this node reports itself offline and registers again");
-                core.set_self_online(false);
+                // No Offline for this node: it still serves, and its peers
+                // keep routing to it while connected (see the module doc).
+                warn!("ZooKeeper session expired: registering again with a new session (this node stays online)");
             }
             End::Left => return,
             End::Refused(msg) => {
