@@ -325,6 +325,66 @@ fn traffic_ok(what: &str, h: usize, stats: &str) -> u64 {
         .unwrap()
 }
 
+/// Resident memory (KiB) and open sockets of process `pid`.
+fn rss_and_sockets(pid: u32) -> (u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let sockets = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| l.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0);
+    (rss, sockets)
+}
+
+/// Prints what one node costs here (memory, sockets) and what ZooKeeper
+/// carries (connections, watches, requests when idle and for one change):
+/// the figures of docs/scaling.md. Only printed: they describe, they are not
+/// bounds.
+fn figures(c: &Cluster) {
+    let per_proc: Vec<(u64, usize)> = c.procs.iter().map(|(_, _, p)| rss_and_sockets(p.child.id())).collect();
+    let rss_min = per_proc.iter().map(|p| p.0).min().unwrap_or(0);
+    let rss_max = per_proc.iter().map(|p| p.0).max().unwrap_or(0);
+    let sock_min = per_proc.iter().map(|p| p.1).min().unwrap_or(0);
+    let sock_max = per_proc.iter().map(|p| p.1).max().unwrap_or(0);
+    let packets = || c.zk.client_requests();
+    let window = Duration::from_secs(3);
+    std::thread::sleep(Duration::from_secs(2)); // the joins' re-listings are over
+    let p0 = packets();
+    std::thread::sleep(window);
+    let idle = packets() - p0;
+    // ten load updates of o_1, 300 ms apart (each one change of its znode)
+    let p1 = packets();
+    let t = Instant::now();
+    for i in 0..10 {
+        c.eval(1, &format!("router.setLoad({}) return true", 7 + i));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(window.saturating_sub(t.elapsed()));
+    let change = (packets() - p1 - idle) / 10;
+    println!(
+        "figures: {} nodes; a luahost run process {}-{} KiB resident, {sock_min}-{sock_max} open sockets \
+         ({} peers: 2 TCP connections each, plus listener and ZooKeeper); ZooKeeper: {} sessions, {} watches (mntr), {} ephemerals, \
+         {:.1} requests/s from the nodes when idle (session pings), one load update of one node costs ~{change} requests",
+        all_names().len(),
+        rss_min,
+        rss_max,
+        all_names().len() - 1,
+        // (less the one asking each server)
+        c.zk.mntr_sum("zk_num_alive_connections") - HOSTS as i64,
+        c.zk.mntr_sum("zk_watch_count"),
+        c.zk.mntr_value(c.zk.leader().unwrap_or(0), "zk_ephemerals_count").unwrap_or(-1),
+        idle as f64 / window.as_secs_f64(),
+    );
+}
+
 #[test]
 fn cluster_across_three_hosts_survives_zookeeper_loss_partitions_and_host_loss() {
     if skip_unless_root("cluster_across_three_hosts") {
@@ -336,6 +396,7 @@ fn cluster_across_three_hosts_survives_zookeeper_loss_partitions_and_host_loss()
     assert_eq!(ring0, c.routes(2), "o_1 and o_2 route B keys alike");
     assert!(ring0.contains(&21) && ring0.contains(&22) && ring0.contains(&23));
     c.wait_registered(&[1, 2, 3], &[0, 1, 2], Duration::from_secs(10));
+    figures(&c);
 
     // --- one ZooKeeper server killed (the leader): nobody notices --------
     c.mark_all();
