@@ -437,10 +437,7 @@ impl ZkEnsemble {
     /// Forgets server `k`'s process without killing it (its host was
     /// killed with everything in it).
     pub fn lost(&mut self, k: usize) {
-        if let Some(mut c) = self.members[k].child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.kill(k); // (reaps it; a no-op kill when it is gone already)
     }
 
     /// The last lines of server `k`'s log.
