@@ -260,6 +260,14 @@ fn a_zookeeper_freeze_past_the_session_timeout_reports_nobody_offline() {
     // neither to its peers nor to itself
     let mut zk = ZkServer::start();
     let (_dir, b1, a) = a_and_b1(&zk, "zk-long-freeze", 4, None);
+    // b_1 has listed a_1: no request of its own is under way when the
+    // server freezes (one would end the session as failed, not expired)
+    assert!(
+        b1.wait_log("added [a_1]", Duration::from_secs(10)),
+        "b_1 never listed a_1:\n{}",
+        b1.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
     zk.freeze();
     std::thread::sleep(Duration::from_secs(7));
     assert_eq!(eval(&a, "return to(sidOf('b_1')).echo('frozen', 1)"), "frozen\t1");
