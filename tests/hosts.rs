@@ -354,7 +354,9 @@ fn figures(c: &Cluster) {
     let rss_max = per_proc.iter().map(|p| p.0).max().unwrap_or(0);
     let sock_min = per_proc.iter().map(|p| p.1).min().unwrap_or(0);
     let sock_max = per_proc.iter().map(|p| p.1).max().unwrap_or(0);
-    let packets = || c.zk.client_requests();
+    // (mntr's count only grows; a session's own count in `stat` restarts
+    // when it moves to another server)
+    let packets = || c.zk.mntr_sum("zk_packets_received");
     let window = Duration::from_secs(3);
     std::thread::sleep(Duration::from_secs(2)); // the joins' re-listings are over
     let p0 = packets();
@@ -369,10 +371,18 @@ fn figures(c: &Cluster) {
     }
     std::thread::sleep(window.saturating_sub(t.elapsed()));
     let change = (packets() - p1 - idle) / 10;
+    // a burst: the three observers' load updates at once
+    let p2 = packets();
+    for h in 1..=HOSTS {
+        c.eval(h, "router.setLoad(99) return true");
+    }
+    std::thread::sleep(window);
+    let burst = packets() - p2 - idle;
     println!(
         "figures: {} nodes; a luahost run process {}-{} KiB resident, {sock_min}-{sock_max} open sockets \
          ({} peers: 2 TCP connections each, plus listener and ZooKeeper); ZooKeeper: {} sessions, {} watches (mntr), {} ephemerals, \
-         {:.1} requests/s from the nodes when idle (session pings), one load update of one node costs ~{change} requests",
+         {:.1} requests/s from the nodes when idle (session pings), one load update of one node costs ~{change} requests, \
+         {HOSTS} at once ~{burst}",
         all_names().len(),
         rss_min,
         rss_max,

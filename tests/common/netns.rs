@@ -461,22 +461,6 @@ impl ZkEnsemble {
         (0..self.members.len()).filter_map(|k| self.mntr_value(k, key)).sum()
     }
 
-    /// Requests received from the clients connected now, summed over the
-    /// servers that answer (the `recved=` of each session in `stat`; the
-    /// connection asking is left out). Unlike `mntr`'s
-    /// `zk_packets_received`, nothing the servers send each other counts.
-    pub fn client_requests(&self) -> i64 {
-        (0..self.members.len())
-            .filter_map(|k| self.four_letter(k, "stat"))
-            .flat_map(|out| {
-                out.lines()
-                    .filter(|l| !l.contains("[0]("))
-                    .filter_map(|l| l.split("recved=").nth(1)?.split(',').next()?.parse::<i64>().ok())
-                    .collect::<Vec<_>>()
-            })
-            .sum()
-    }
-
     /// The children of `path`, sorted, listed through server `k` from inside
     /// its host (None when it cannot be asked).
     pub fn children(&self, k: usize, path: &str) -> Option<Vec<String>> {
