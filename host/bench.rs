@@ -137,10 +137,10 @@ fn run_local(spec: &BenchSpec, cluster: &Path) -> Result<BenchResult, String> {
         n => Some(luahost::runtime::Workers::new(n).map_err(|e| e.to_string())?),
     };
     // both nodes on worker 0 (they talk a lot: what `thread = 0` on both
-    // does under `up`)
+    // does under `up`), or with --spread on workers 0 and 1
     let mut cfg = (*cfg).clone();
-    for name in cfg.nodes.keys().cloned().collect::<Vec<_>>() {
-        cfg.threads.insert(name, 0);
+    for (k, name) in cfg.nodes.keys().cloned().collect::<Vec<_>>().into_iter().enumerate() {
+        cfg.threads.insert(name, if spec.spread { k } else { 0 });
     }
     let opts = luahost::NodeOptions {
         pool,

@@ -137,6 +137,7 @@ pub fn run(spec: &CompareSpec) -> Result<(), String> {
         secs: spec.secs,
         pin: None,
         threads: 1,
+        spread: false,
         clients: 1,
         ws: false,
     };

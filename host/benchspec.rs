@@ -55,6 +55,8 @@ pub struct BenchSpec {
     pub pin: Option<usize>,
     /// local-call: worker threads the nodes share (0: a thread per node).
     pub threads: usize,
+    /// local-call: the nodes on different workers (else both on worker 0).
+    pub spread: bool,
     /// Game clients (gate-idle, gate-rtt).
     pub clients: u32,
     /// Clients speak WebSocket instead of TCP (gate-idle, gate-rtt).
@@ -78,9 +80,14 @@ impl BenchResult {
     /// The RESULT line of the benchmark issue.
     pub fn line(&self, spec: &BenchSpec) -> String {
         format!(
-            "RESULT workload={}{} conc={} payload={} rate={:.0} p50_us={} p99_us={} cpu_pct={:.0}",
+            "RESULT workload={}{}{} conc={} payload={} rate={:.0} p50_us={} p99_us={} cpu_pct={:.0}",
             spec.workload.name(),
             spec.pin.map(|c| format!(" pin={c}")).unwrap_or_default(),
+            if spec.spread && spec.threads > 1 {
+                " spread=yes"
+            } else {
+                ""
+            },
             spec.conc,
             spec.payload,
             self.rate,

@@ -36,6 +36,10 @@ pub struct LocalCluster {
     nodes: Vec<NodeHandle>,
     opts: NodeOptions,
     all: bool,
+    /// Stop requests so far (0, 1: graceful, 2: at once).
+    stops: std::cell::Cell<u8>,
+    /// Whether the nodes with a store were asked to stop (after the others).
+    stores_asked: std::cell::Cell<bool>,
 }
 
 impl LocalCluster {
@@ -95,6 +99,8 @@ impl LocalCluster {
             nodes,
             opts,
             all: only.is_empty(),
+            stops: std::cell::Cell::new(0),
+            stores_asked: std::cell::Cell::new(false),
         })
     }
 
@@ -137,6 +143,7 @@ impl LocalCluster {
                 config.nodes.contains_key(name)
                     && config.nodes.get(name) == old.nodes.get(name)
                     && config.settings_for(name) == old.settings_for(name)
+                    && config.metrics.get(name) == old.metrics.get(name)
             });
         self.nodes = keep;
         for n in gone {
@@ -163,25 +170,70 @@ impl LocalCluster {
         self.config = config;
     }
 
-    /// Asks every node to stop (see [`NodeHandle::stop`]: the first request
-    /// is graceful, a second one ends the nodes at once); returns at once.
-    pub fn stop(&self) {
-        for n in &self.nodes {
-            n.stop();
-        }
+    /// Whether node `n` owns a store (a DB node).
+    fn has_store(&self, n: &NodeHandle) -> bool {
+        self.config.stores.contains_key(n.name())
     }
 
-    /// True once every node's thread has ended.
+    /// Asks every node to stop (see [`NodeHandle::stop`]: the first request
+    /// is graceful, a second one ends the nodes at once); returns at once.
+    /// On a graceful stop the DB nodes (those with a store) stop last,
+    /// once the others have ended ([`LocalCluster::stopped`] asks them), so
+    /// that what the others write while stopping (persistent entities, onStop
+    /// handlers) reaches the store.
+    pub fn stop(&self) {
+        let stops = self.stops.get().saturating_add(1);
+        self.stops.set(stops);
+        for n in &self.nodes {
+            if !self.has_store(n) {
+                n.stop();
+            } else if stops > 1 {
+                if !self.stores_asked.replace(true) {
+                    n.stop();
+                }
+                n.stop();
+            }
+        }
+        self.stopped();
+    }
+
+    /// True once every node's thread has ended. During a graceful stop, asks
+    /// the DB nodes to stop once the others have ended.
     pub fn stopped(&self) -> bool {
+        if self.stops.get() > 0
+            && !self.stores_asked.get()
+            && self
+                .nodes
+                .iter()
+                .filter(|n| !self.has_store(n))
+                .all(|n| n.is_finished())
+        {
+            self.stores_asked.set(true);
+            for n in self.nodes.iter().filter(|n| self.has_store(n)) {
+                n.stop();
+            }
+        }
         self.nodes.iter().all(|n| n.is_finished())
     }
 
-    /// Stops every node gracefully and waits for them.
+    /// Stops every node gracefully and waits for them (the DB nodes last).
     pub fn shutdown(self) {
-        for n in &self.nodes {
+        let (stores, others): (Vec<NodeHandle>, Vec<NodeHandle>) = {
+            let config = self.config.clone();
+            self.nodes
+                .into_iter()
+                .partition(|n| config.stores.contains_key(n.name()))
+        };
+        for n in &others {
             n.stop();
         }
-        for n in self.nodes {
+        for n in others {
+            n.join();
+        }
+        for n in &stores {
+            n.stop();
+        }
+        for n in stores {
             n.join();
         }
     }

@@ -20,6 +20,8 @@
 //!   interface (SQLite now), versioned and epoch-fenced writes, run on
 //!   threads of its own behind the asynchronous `Store` handle.
 //! - [`discovery`]: who is in the cluster: the cluster file and ZooKeeper.
+//! - [`metrics`]: Prometheus metrics: the host's series of a node, the ones
+//!   its scripts add, and the HTTP endpoint that serves them.
 //! - [`runtime`]: the node: its thread, peers, calls, timers, reloads.
 //! - `lua`: the `luahost.core` module and the built-in lualib.
 //! - [`cluster`]: a whole cluster in one process (`luahost up`).
@@ -36,6 +38,7 @@ pub mod cluster;
 pub mod codec;
 pub mod discovery;
 mod lua;
+pub mod metrics;
 pub mod net;
 mod rpc;
 pub mod runtime;

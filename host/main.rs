@@ -2,6 +2,7 @@
 
 mod bench;
 mod benchcompare;
+mod benchdb;
 mod benchgate;
 mod benchraw;
 mod benchspec;
@@ -125,8 +126,8 @@ enum Cmd {
     /// Build with --release for meaningful figures.
     #[command(verbatim_doc_comment)]
     Bench {
-        /// call, send, local-call, reload, gate-idle, gate-rtt, raw or compare.
-        #[arg(value_parser = ["call", "send", "local-call", "reload", "gate-idle", "gate-rtt", "raw", "compare"])]
+        /// call, send, local-call, reload, gate-idle, gate-rtt, raw, compare or db.
+        #[arg(value_parser = ["call", "send", "local-call", "reload", "gate-idle", "gate-rtt", "raw", "compare", "db"])]
         workload: String,
         /// Concurrent caller coroutines.
         #[arg(long, default_value_t = 1)]
@@ -149,6 +150,11 @@ enum Cmd {
         /// figures before worker threads).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// local-call with --threads 2 or more: the two nodes on workers 0
+        /// and 1, as `up` spreads nodes that have no `thread =` (messages
+        /// cross workers: the hand-off of net::handoff)
+        #[arg(long)]
+        spread: bool,
         /// Game clients (gate-idle, gate-rtt); capped by the open-file limit.
         #[arg(long, default_value_t = 1000)]
         clients: u32,
@@ -161,6 +167,10 @@ enum Cmd {
         /// Skynet's figures measured in the same session (compare).
         #[arg(long)]
         skynet: Option<PathBuf>,
+        /// db: measure PostgreSQL too, with these connection parameters
+        /// ("host=... user=... dbname=..."; password from LUAHOST_PG_PASSWORD).
+        #[arg(long)]
+        postgres: Option<String>,
     },
     /// A peer process of `bench raw` (internal).
     #[command(hide = true)]
@@ -491,12 +501,26 @@ fn main() -> ExitCode {
             runs,
             pin,
             threads,
+            spread,
             clients,
             ws,
             rounds,
             skynet,
+            postgres,
         } => {
             use bench::{BenchSpec, Workload};
+            if workload == "db" {
+                // (100 in flight unless --conc says otherwise: the figure)
+                let conc = if conc <= 1 { 100 } else { conc };
+                let spec = benchdb::DbSpec { conc, secs, postgres };
+                return match benchdb::run(&spec) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!("bench db failed: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
             if workload == "compare" {
                 let spec = benchcompare::CompareSpec { secs, rounds, skynet };
                 return match benchcompare::run(&spec) {
@@ -523,6 +547,7 @@ fn main() -> ExitCode {
                 secs,
                 pin,
                 threads,
+                spread,
                 clients: clients.max(1),
                 ws,
             };

@@ -139,6 +139,8 @@ function M.init(sname)
 
     rpcdef.implements("System", System)
     require("gate").init()
+    require("dbproxy").init(sname)
+    require("persist").init()
     initGlobalEntity()
     event.EventMng:subscribe(event.Event.Server.Online, onServerOnline)
     event.EventMng:subscribe(event.Event.Server.Offline, onServerOffline)

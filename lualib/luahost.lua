@@ -18,6 +18,7 @@ rpcdef = require "rpcdef"
 rpcstub = require "rpcstub"
 router = require "router"
 base = require "base"
+DBProxy = require "dbproxy"
 
 --- Classes of global entities, by name; scripts fill them before base.init.
 Global = Global or {}

@@ -351,6 +351,15 @@ function M.on_stop(fn)
     stop_handlers[#stop_handlers + 1] = fn
 end
 
+local final_handlers = {}
+
+--- Registers fn to run on a graceful stop after every onStop handler (the
+--- flush of persistent entities: what the handlers changed is written too).
+function M.on_stop_last(fn)
+    assert(type(fn) == "function", "on_stop_last needs a function")
+    final_handlers[#final_handlers + 1] = fn
+end
+
 -- A graceful stop: the host refuses new calls and sends from now on; wait
 -- (up to grace seconds) for the handlers still running, then run the onStop
 -- handlers in order, in this coroutine.
@@ -361,9 +370,11 @@ local function run_stop(grace)
         log.WARN("%d handlers still running after stop_grace (%.1f s); onStop runs now", active, grace)
     end
     core.stop_phase(1)
-    for _, fn in ipairs(stop_handlers) do
-        local ok, err = xpcall(fn, traceback)
-        if not ok then log.ERROR("onStop handler failed: %s", err) end
+    for _, list in ipairs({ stop_handlers, final_handlers }) do
+        for _, fn in ipairs(list) do
+            local ok, err = xpcall(fn, traceback)
+            if not ok then log.ERROR("onStop handler failed: %s", err) end
+        end
     end
     core.stop_phase(2)
 end
@@ -432,7 +443,8 @@ function M.dispatch(kind, a, b, ...)
     elseif kind == RELOAD then
         -- between messages, on this node's thread; a is a list of changed
         -- files, or nil to reload every module whose file changed
-        require("hotfix").reload(a)
+        local done = require("hotfix").reload(a)
+        if done ~= "nothing to reload" then core.reloaded(done ~= nil) end
     end
 end
 

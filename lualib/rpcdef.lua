@@ -10,6 +10,9 @@
 --   Entity       = { Class = { ServerTypeName = { m = {args=..., results=...,
 --                                                     client=true|nil} },
 --                              Client = { m = {args=...} } } }
+--   Collection   = { name = { key = "int64" | "string", value = <type> | "msgpack",
+--                             index = { indexName = "field", ... } } }
+--                  the documents DBProxy stores (lualib/dbproxy.lua)
 -- A method with `results` (possibly {}) is a call; without, a one-way send.
 -- args/results are lists of {"name", "type"} (or bare "type").
 --
@@ -36,6 +39,8 @@ M.rpcStaticServer = {}  -- iface -> { method name -> method }
 M.rpcStaticClient = {}
 M.ServerType = {}
 M.clientMethods = {}    -- cid -> client-visible method (exposed or push)
+M.collections = {}      -- collection name -> { name, key, value, index = { name -> field } }
+M.structs = {}          -- struct name -> { {"field", "type"}, ... }
 
 local impls = {}
 local by_key = {} -- method key -> method table, kept across re-inits
@@ -140,17 +145,123 @@ local CLIENT_CTL = {
     },
 }
 
+-- The interface between every node and the DB node (lualib/dbproxy.lua):
+-- part of every schema. A key (and an index value) is an integer or a
+-- string: two optional arguments, one of them set. expect: -1 anything,
+-- 0 absent, v > 0 that version. err is "" or the store's error text.
+local DB_STRUCTS = {
+    DbIndex = { { "name", "string" }, { "ival", "int64?" }, { "sval", "string?" } },
+    DbDoc = { { "ikey", "int64?" }, { "skey", "string?" }, { "value", "bytes" }, { "version", "int64" } },
+}
+local DB_CTL = {
+    Server = {
+        load = {
+            args = { { "coll", "string" }, { "ikey", "int64?" }, { "skey", "string?" } },
+            results = { { "err", "string" }, { "value", "bytes?" }, { "version", "int64" } },
+        },
+        save = {
+            args = { { "coll", "string" }, { "ikey", "int64?" }, { "skey", "string?" }, { "value", "bytes" },
+                { "expect", "int64" }, { "epoch", "int64" }, { "indexes", "array<DbIndex>" } },
+            results = { { "err", "string" }, { "version", "int64" } },
+        },
+        delete = {
+            args = { { "coll", "string" }, { "ikey", "int64?" }, { "skey", "string?" }, { "expect", "int64" },
+                { "epoch", "int64" } },
+            results = { { "err", "string" }, { "existed", "bool" } },
+        },
+        query = {
+            args = { { "coll", "string" }, { "index", "string" }, { "ival", "int64?" }, { "sval", "string?" },
+                { "limit", "int32" } },
+            results = { { "err", "string" }, { "docs", "array<DbDoc>" } },
+        },
+        epoch = { results = { { "err", "string" }, { "epoch", "int64" } } },
+    },
+}
+
 -- def with the built-in interfaces added (def itself is not changed).
 local function with_builtins(def)
-    if def.Static and def.Static.ClientCtl then
-        error("entitydef.Static.ClientCtl is reserved (the Gate's built-in interface)", 0)
+    for _, name in ipairs({ "ClientCtl", "DbCtl" }) do
+        if def.Static and def.Static[name] then
+            error("entitydef.Static." .. name .. " is reserved (a built-in interface)", 0)
+        end
     end
     local static = {}
     for k, v in pairs(def.Static or {}) do static[k] = v end
     static.ClientCtl = CLIENT_CTL
+    static.DbCtl = DB_CTL
+    local structs = {}
+    for k, v in pairs(def.Struct or {}) do structs[k] = v end
+    for k, v in pairs(DB_STRUCTS) do
+        if structs[k] ~= nil then error("entitydef.Struct." .. k .. " is reserved (DBProxy's)", 0) end
+        structs[k] = v
+    end
     local out = {}
     for k, v in pairs(def) do out[k] = v end
     out.Static = static
+    out.Struct = structs
+    return out
+end
+
+local BASE_TYPES = {
+    int8 = true, int16 = true, int32 = true, int48 = true, int64 = true, uint8 = true, uint16 = true,
+    uint32 = true, uint64 = true, float = true, double = true, bool = true, string = true, bytes = true,
+    array = true, map = true,
+}
+local KEY_TYPES = {
+    int8 = "int", int16 = "int", int32 = "int", int48 = "int", int64 = "int", uint8 = "int", uint16 = "int",
+    uint32 = "int", uint64 = "int", string = "string",
+}
+
+-- The collections of def, checked (the value types against the structs),
+-- and their lines for the digest; raises naming the entry at fault.
+local function collections(def, structs, text)
+    local out = {}
+    for _, name in ipairs(sorted_keys(def.Collection)) do
+        local c = def.Collection[name]
+        local where = "entitydef.Collection." .. tostring(name)
+        if type(name) ~= "string" or name:sub(1, 2) == "__" then
+            error(where .. ": a collection's name is a string not starting with __", 0)
+        end
+        if type(c) ~= "table" then error(where .. " must be a table {key=..., value=...}", 0) end
+        if KEY_TYPES[c.key] == nil then
+            error(where .. ".key must be an integer type or string, got " .. tostring(c.key), 0)
+        end
+        if type(c.value) ~= "string" then error(where .. ".value must be a type or \"msgpack\"", 0) end
+        if c.value ~= "msgpack" then
+            for word in c.value:gmatch("[%w_]+") do
+                if not BASE_TYPES[word] and structs[word] == nil then
+                    error(string.format("%s.value: unknown type '%s'", where, word), 0)
+                end
+            end
+        end
+        local index = {}
+        local parts = {}
+        for _, iname in ipairs(sorted_keys(c.index)) do
+            local field = c.index[iname]
+            if type(iname) ~= "string" or type(field) ~= "string" then
+                error(where .. ".index must map index names to field names", 0)
+            end
+            local st = structs[c.value]
+            if st then
+                local ok = false
+                for _, f in ipairs(st) do if f[1] == field then ok = true end end
+                if not ok then
+                    error(string.format("%s.index.%s: struct %s has no field '%s'", where, iname, c.value, field), 0)
+                end
+            elseif c.value ~= "msgpack" then
+                error(string.format("%s.index.%s: indexes need a struct or msgpack value", where, iname), 0)
+            end
+            index[iname] = field
+            parts[#parts + 1] = iname .. "=" .. field
+        end
+        for k in pairs(c) do
+            if k ~= "key" and k ~= "value" and k ~= "index" then
+                error(string.format("%s.%s is not a collection setting (key, value, index)", where, tostring(k)), 0)
+            end
+        end
+        out[name] = { name = name, key = c.key, keykind = KEY_TYPES[c.key], value = c.value, index = index }
+        text[#text + 1] = "C " .. name .. "(" .. c.key .. "," .. c.value .. ")[" .. table.concat(parts, ",") .. "]"
+    end
     return out
 end
 
@@ -209,6 +320,7 @@ function M.init(def)
         structs[k] = fields
         text[#text + 1] = "S " .. k .. sig(fields)
     end
+    local colls = collections(def, structs, text)
 
     -- Build everything first; nothing is changed unless the host accepts it.
     local list, built, clist, ctext = {}, {}, {}, {}
@@ -289,6 +401,10 @@ function M.init(def)
     set_types(def.ServerType)
     for k in pairs(M.GlobalEntity) do M.GlobalEntity[k] = nil end
     for k, v in pairs(def.GlobalEntity or {}) do M.GlobalEntity[k] = v end
+    for k in pairs(M.structs) do M.structs[k] = nil end
+    for k, v in pairs(structs) do M.structs[k] = v end
+    for k in pairs(M.collections) do M.collections[k] = nil end
+    for k, v in pairs(colls) do M.collections[k] = v end
     local live = {}
     for k in pairs(M.methods) do M.methods[k] = nil end
     for k in pairs(M.clientMethods) do M.clientMethods[k] = nil end

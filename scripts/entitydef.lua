@@ -18,6 +18,17 @@ entitydef.GlobalEntity = {
 
 entitydef.Struct = {
     FriendPlace = { { "rid", "int48" }, { "hall", "uint32" } },
+    -- a player's friends, as the DB node keeps them
+    FriendList = { { "rid", "int48" }, { "friends", "array<int48>" } },
+    -- what a Hall keeps of a player (a persistent entity: player.lua)
+    PlayerRec = { { "rid", "int48" }, { "logins", "int32" }, { "lastLogin", "int64" } },
+}
+
+-- What DBProxy stores (the DB node's store: store = { sqlite = ... } in the
+-- cluster file).
+entitydef.Collection = {
+    friends = { key = "int64", value = "FriendList", index = { byFriend = "friends" } },
+    players = { key = "int64", value = "PlayerRec" },
 }
 
 entitydef.Static = {

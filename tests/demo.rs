@@ -237,3 +237,110 @@ fn bench_raw_and_compare_print_rates_and_ratios() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The demo keeps players and friend lists in its DB node's store (SQLite,
+/// `friends.db` beside the cluster file): a friend made and a login
+/// counted before a restart are there after it. (A copy of the demo's
+/// cluster file in a temporary folder, on free ports.)
+#[test]
+fn the_demo_keeps_players_and_friends_across_a_restart() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = TempDir::new("demo-restart");
+    let mut text = std::fs::read_to_string(root.join("examples/friends/cluster.lua"))
+        .unwrap()
+        .replace(
+            "\"../../scripts\"",
+            &format!("{:?}", root.join("scripts").display().to_string()),
+        )
+        .replace(
+            "\"../../lualib\"",
+            &format!("{:?}", root.join("lualib").display().to_string()),
+        )
+        .replace(
+            "web = \"web\"",
+            &format!("web = {:?}", root.join("examples/friends/web").display().to_string()),
+        );
+    for port in ["7101", "7102", "7103", "7104", "7300", "7301", "7380"] {
+        text = text.replace(&format!("127.0.0.1:{port}\""), &format!("127.0.0.1:{}\"", free_port()));
+    }
+    let gate = text
+        .split("tcp = \"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    let cluster = dir.0.join("cluster.lua");
+    std::fs::write(&cluster, text).unwrap();
+    let bot = |script: &str| {
+        let file = dir.0.join("bot.lua");
+        std::fs::write(&file, script).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_luahost"))
+            .args(["bot", "--gate", &gate, "--cluster"])
+            .arg(&cluster)
+            .args([
+                "--account-prefix",
+                "",
+                "--first-account",
+                "1001",
+                "--clients",
+                "1",
+                "--secs",
+                "3",
+                "--script",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    const SHOW: &str = "
+        local friends = client:call('hall_getFriends')
+        local list = {}
+        for _, f in ipairs(friends) do list[#list + 1] = f.rid end
+        table.sort(list)
+        print('FRIENDS ' .. client.account .. ': ' .. table.concat(list, ','))
+    ";
+    let up = |expect: &str| {
+        let p = Proc::spawn(&["up", cluster.to_str().unwrap(), "--no-watch"]);
+        assert!(
+            p.wait_log(expect, Duration::from_secs(30)) && p.wait_log("accepting clients", Duration::from_secs(30)),
+            "{}",
+            p.log()
+        );
+        assert!(wait_until(Duration::from_secs(20), || {
+            let log = p.log();
+            log.contains("gate_1 hall_1 (Hall")
+                && log.contains("gate_1 hall_2 (Hall")
+                && log.contains("hall_1 db_1 (DB")
+                && log.contains("hall_2 db_1 (DB")
+        }));
+        p
+    };
+    let mut p = up("DB ready: 20 players created");
+    let out = bot(&format!(
+        "function bot.run(client) assert(client:call('hall_addFriend', 1010)) {SHOW} end"
+    ));
+    assert!(out.contains("FRIENDS 1001: 1002,1006,1010"), "{out}");
+    assert!(
+        p.wait_log("player 1001 logged in here (login #1)", Duration::from_secs(5)),
+        "{}",
+        p.log()
+    );
+    p.signal(libc::SIGINT);
+    assert!(
+        p.wait_exit(Duration::from_secs(15)).is_some_and(|s| s.success()),
+        "{}",
+        p.log()
+    );
+    assert!(dir.0.join("friends.db").exists());
+
+    let p = up("DB ready: players loaded from the store");
+    let out = bot(&format!("function bot.run(client) {SHOW} end"));
+    assert!(out.contains("FRIENDS 1001: 1002,1006,1010"), "{out}");
+    assert!(
+        p.wait_log("player 1001 logged in here (login #2)", Duration::from_secs(5)),
+        "{}",
+        p.log()
+    );
+    assert!(!p.log().contains(" ERROR "), "{}", p.log());
+}

@@ -207,7 +207,7 @@ const LUA_GLOBALS: &str = "_G _VERSION assert collectgarbage coroutine debug dof
 
 /// The globals luahost gives a script: the names of seed 000, and `conf`.
 const LUAHOST_GLOBALS: &str = "base rpcdef rpcstub rpctype router Entity declareObject EventMng \
-    Event ServerType Global conf LOG INFO WARN ERROR";
+    Event ServerType Global DBProxy conf LOG INFO WARN ERROR";
 
 #[test]
 fn a_node_has_the_seed_globals_and_those_its_script_makes_and_no_other() {

@@ -87,3 +87,33 @@ fn nodes_of_one_worker_call_each_other_and_a_busy_handler_only_delays_them() {
     assert_eq!(offline_seen(a), "");
     assert_eq!(eval(b, "return to(sidOf('a_1')).echo('after', 4)"), "after\t4");
 }
+
+#[test]
+fn calls_between_nodes_of_two_workers_are_handed_over_while_the_receiver_spins() {
+    let dir = TempDir::new("workers-handoff");
+    let file = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "liveness = 4,");
+    let config = Arc::new(luahost::ClusterConfig::load(&file).unwrap());
+    let pool = Workers::with_spin(2, Duration::from_micros(200)).unwrap();
+    let opts = luahost::NodeOptions {
+        pool: Some(pool.clone()),
+        ..Default::default()
+    };
+    let c = LocalCluster::start_opts(config, &[], opts).unwrap();
+    let (a, b) = (c.node("a_1").unwrap(), c.node("b_1").unwrap());
+    assert_eq!((a.worker(), b.worker()), (Some(0), Some(1)));
+    wait_live(a, &["b_1"]);
+    wait_live(b, &["a_1"]);
+    let before = pool.handoffs();
+    // 2000 calls one after the other: each request and each reply crosses
+    // workers, and the receiving worker is idle (spinning) when it arrives
+    let r = eval(
+        a,
+        "local p = to(sidOf('b_1')) local n = 0 \
+         for i = 1, 2000 do local s, k = p.echo('x', i) if k == i then n = n + 1 end end \
+         return n",
+    );
+    assert_eq!(r, "2000", "every call answered, in order");
+    let taken = pool.handoffs() - before;
+    assert!(taken > 0, "no message was handed to a spinning worker");
+    eprintln!("{taken} of 4000 messages were handed over without a wake-up");
+}

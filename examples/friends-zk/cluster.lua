@@ -18,7 +18,7 @@ return {
         auth = "luahost:change-me",      -- digest auth: znodes only this identity may read or write
     },
     nodes = {
-        db_1   = { type = "DB",   id = 1,  addr = "127.0.0.1:7201" },
+        db_1   = { type = "DB",   id = 1,  addr = "127.0.0.1:7201", store = { sqlite = "friends.db" } },
         gate_1 = { type = "Gate", id = 21, addr = "127.0.0.1:7202",
                    gate = { tcp = "127.0.0.1:7310", ws = "127.0.0.1:7311" } },
         hall_1 = { type = "Hall", id = 11, addr = "127.0.0.1:7203" },

@@ -10,7 +10,10 @@ return {
     -- (leave it out to use the lualib built into luahost)
     lualib = "../../lualib",
     nodes = {
-        db_1   = { type = "DB",   id = 1,  addr = "127.0.0.1:7101" },
+        -- the DB node: players and friend lists live in friends.db (SQLite,
+        -- in this folder); `store = { postgres = "host=... dbname=..." }`
+        -- puts them in PostgreSQL (password from LUAHOST_PG_PASSWORD)
+        db_1   = { type = "DB",   id = 1,  addr = "127.0.0.1:7101", store = { sqlite = "friends.db" } },
         -- the Gate: game clients connect to its tcp and ws listeners; its
         -- http listener serves the browser page in web/ (open
         -- http://127.0.0.1:7380/?player=1001), config.json and the login

@@ -15,7 +15,8 @@
 //!   nodes = {
 //!     db_1   = { type = "DB",   addr = "127.0.0.1:7101", id = 1 },
 //!     hall_1 = { type = "Hall", addr = "127.0.0.1:7103", id = 11,
-//!                settings = { DemoTick = 1 } },   -- this node's, over the cluster's
+//!                settings = { DemoTick = 1 },     -- this node's, over the cluster's
+//!                metrics = "127.0.0.1:9103" },    -- Prometheus text on GET /metrics
 //!   },
 //! }
 //! ```
@@ -239,6 +240,9 @@ pub struct ClusterConfig {
     /// The worker thread each node asks for under `luahost up --threads`
     /// (its `thread = k`), by node name.
     pub threads: BTreeMap<String, usize>,
+    /// Where each node with a `metrics` address serves its Prometheus
+    /// metrics (`crate::metrics`), by node name; no two nodes share one.
+    pub metrics: BTreeMap<String, SocketAddr>,
 }
 
 /// Secrets shorter than this get a warning at start.
@@ -418,6 +422,7 @@ impl ClusterConfig {
         let mut gates = BTreeMap::new();
         let mut stores = BTreeMap::new();
         let mut threads = BTreeMap::new();
+        let mut metrics = BTreeMap::new();
         let nodes_t: Table = root
             .get::<Option<Table>>("nodes")
             .map_err(|e| invalid(e.to_string()))?
@@ -459,6 +464,14 @@ impl ClusterConfig {
                     return Err(invalid(format!("node {name}: thread {k} must be 0..1024")));
                 }
                 threads.insert(name.clone(), k as usize);
+            }
+            if let Some(m) = field("metrics")? {
+                let a: SocketAddr = m.parse().map_err(|e| {
+                    invalid(format!(
+                        "node {name}: metrics '{m}': {e} (an address such as \"127.0.0.1:9100\")"
+                    ))
+                })?;
+                metrics.insert(name.clone(), a);
             }
             if let Some(g) = t
                 .get::<Option<Table>>("gate")
@@ -514,6 +527,19 @@ impl ClusterConfig {
                 return Err(invalid(format!("nodes {other} and {} share addr {}", n.name, n.addr)));
             }
         }
+        let mut seen_metrics = BTreeMap::new();
+        for (name, a) in &metrics {
+            if let Some(other) = seen_metrics.insert(*a, name) {
+                return Err(invalid(format!(
+                    "nodes {other} and {name} share metrics address {a}; give each node its own"
+                )));
+            }
+            if let Some(n) = seen_addr.get(a) {
+                return Err(invalid(format!(
+                    "node {name}: metrics address {a} is the addr of node {n}"
+                )));
+            }
+        }
         Ok(ClusterConfig {
             file: file.to_path_buf(),
             secret,
@@ -532,6 +558,7 @@ impl ClusterConfig {
             gates,
             stores,
             threads,
+            metrics,
         })
     }
 
@@ -664,6 +691,35 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("has no luahost.lua"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn metrics_addresses() {
+        let dir = std::env::temp_dir().join(format!("luahost-cfg-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("scripts/hall")).unwrap();
+        std::fs::write(dir.join("scripts/hall/main.lua"), "").unwrap();
+        let file = dir.join("cluster.lua");
+        let parse = |a: &str, b: &str| {
+            ClusterConfig::parse(
+                &file,
+                &format!(
+                    r#"return {{ secret = "s", nodes = {{
+                    a = {{ type = "Hall", addr = "127.0.0.1:7001", metrics = "{a}" }},
+                    b = {{ type = "Hall", addr = "127.0.0.1:7002", metrics = "{b}" }} }} }}"#
+                ),
+            )
+        };
+        let cfg = parse("127.0.0.1:9101", "127.0.0.1:9102").unwrap();
+        assert_eq!(cfg.metrics["a"], "127.0.0.1:9101".parse().unwrap());
+        for (a, b, says) in [
+            ("127.0.0.1:9101", "127.0.0.1:9101", "share metrics address"),
+            ("127.0.0.1:9101", "127.0.0.1:7001", "is the addr of node a"),
+            ("nope", "127.0.0.1:9102", "metrics 'nope'"),
+        ] {
+            let e = parse(a, b).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -63,6 +63,54 @@ fn db_expect(v: &Value) -> mlua::Result<crate::store::Expect> {
     }
 }
 
+/// The types `core.pack` / `unpack` were asked for, parsed once per schema
+/// (a reload of the schema empties it).
+#[derive(Default)]
+struct TypeCache {
+    /// The schema the types were parsed against, and the types by name.
+    inner: std::cell::RefCell<(Option<Rc<Schema>>, ParsedTypes)>,
+}
+
+type ParsedTypes = HashMap<Vec<u8>, Rc<crate::schema::Ty>>;
+
+impl TypeCache {
+    /// The parsed type `name` (`None`: "msgpack", any plain document).
+    fn get<H: LuaHost>(&self, host: &H, name: &[u8]) -> Result<Option<Rc<crate::schema::Ty>>, String> {
+        if name == b"msgpack" {
+            return Ok(None);
+        }
+        let schema = host.schema();
+        let mut inner = self.inner.borrow_mut();
+        let same = match (&inner.0, &schema) {
+            (Some(a), Some(b)) => Rc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            *inner = (schema.clone(), HashMap::new());
+        }
+        if let Some(t) = inner.1.get(name) {
+            return Ok(Some(t.clone()));
+        }
+        let text = std::str::from_utf8(name).map_err(|_| "a type name must be UTF-8".to_string())?;
+        let structs = schema.map(|s| s.structs.clone()).unwrap_or_default();
+        let t = Rc::new(crate::schema::parse_type(text, &structs).map_err(|e| e.to_string())?);
+        inner.1.insert(name.to_vec(), t.clone());
+        Ok(Some(t))
+    }
+}
+
+/// A writer's epoch from Lua: nil (0) or a non-negative integer.
+fn db_epoch(v: Option<i64>) -> mlua::Result<u64> {
+    match v {
+        None => Ok(0),
+        Some(e) if e >= 0 => Ok(e as u64),
+        Some(e) => Err(mlua::Error::runtime(format!(
+            "dbproxy: an epoch must not be negative, got {e}"
+        ))),
+    }
+}
+
 /// `id`, or `nil, text, kind` (the kind is the text's prefix).
 fn db_started(r: Result<u32, String>) -> mlua::Result<(Option<u32>, Option<String>, Option<String>)> {
     match r {
@@ -338,6 +386,11 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
     )| {
         Ok(c.gate_web_reply(id, ok, reason.as_deref().unwrap_or(""), status))
     });
+    // a hot reload ended (rpcco): applied, or refused
+    func!("reloaded", |c, _l, ok: bool| {
+        c.metrics().reloaded(ok);
+        Ok(())
+    });
     func!("reply", |c,
                     _l,
                     (conn, session, mid, ok, vals): (
@@ -371,31 +424,118 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
         let key = db_key(&key)?;
         db_started(H::db(&c, DbOp::Load { coll, key }))
     });
+    // (coll, key, value, expect, epoch, indexes): indexes is nil or a
+    // list of {name, value}
     func!("db_save", |c,
                       _l,
-                      (coll, key, value, expect): (
+                      (coll, key, value, expect, epoch, indexes): (
         String,
         Value,
         mlua::LuaString,
-        Value
+        Value,
+        Option<i64>,
+        Option<Table>
     )| {
         let key = db_key(&key)?;
         let expect = db_expect(&expect)?;
-        let value = value.as_bytes().to_vec();
+        let mut save = crate::store::Save::new(coll, key, value.as_bytes().to_vec())
+            .expect(expect)
+            .epoch(db_epoch(epoch)?);
+        if let Some(list) = indexes {
+            for entry in list.sequence_values::<Table>() {
+                let entry = entry?;
+                let name: String = entry.raw_get(1)?;
+                let v = db_key(&entry.raw_get::<Value>(2)?)?;
+                save.indexes.push((name, v));
+            }
+        }
+        db_started(H::db(&c, DbOp::Save(save)))
+    });
+    func!("db_delete", |c,
+                        _l,
+                        (coll, key, expect, epoch): (
+        String,
+        Value,
+        Value,
+        Option<i64>
+    )| {
+        let key = db_key(&key)?;
+        let expect = db_expect(&expect)?;
+        let epoch = db_epoch(epoch)?;
         db_started(H::db(
             &c,
-            DbOp::Save {
+            DbOp::Delete {
                 coll,
                 key,
-                value,
                 expect,
+                epoch,
             },
         ))
     });
-    func!("db_delete", |c, _l, (coll, key, expect): (String, Value, Value)| {
-        let key = db_key(&key)?;
-        let expect = db_expect(&expect)?;
-        db_started(H::db(&c, DbOp::Delete { coll, key, expect }))
+    func!("db_query", |c,
+                       _l,
+                       (coll, index, value, limit): (
+        String,
+        String,
+        Value,
+        Option<i64>
+    )| {
+        let value = db_key(&value)?;
+        let limit = limit.unwrap_or(1000).clamp(1, 100_000) as usize;
+        db_started(H::db(
+            &c,
+            DbOp::Query {
+                coll,
+                index,
+                value,
+                limit,
+            },
+        ))
+    });
+    func!("db_epoch", |c, _l, (): ()| db_started(H::db(&c, DbOp::Epoch)));
+    func!("has_store", |c, _l, (): ()| Ok(c.has_store()));
+    // (type, value) -> bytes | nil, error: a value checked against a schema
+    // type (or "msgpack": any plain document) as MessagePack
+    let types = Rc::new(TypeCache::default());
+    {
+        let types = types.clone();
+        func!("pack", |c, l, (ty, v): (mlua::LuaString, Value)| {
+            let mut out = bytes::BytesMut::new();
+            let r = match types.get(&*c, &ty.as_bytes()) {
+                Ok(None) => crate::schema::encode_any(&mut out, &v).map_err(|e| e.to_string()),
+                Ok(Some(t)) => crate::schema::encode(&mut out, &t, &v).map_err(|e| format!("expected {t}: {e}")),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => Ok((Some(l.create_string(&out)?), None)),
+                Err(e) => Ok((None, Some(e))),
+            }
+        });
+    }
+    // (type, bytes) -> value, or nil, error
+    func!("unpack", |c, l, (ty, b): (mlua::LuaString, mlua::LuaString)| {
+        let bytes = b.as_bytes();
+        let mut r = crate::codec::mpack::Reader::new(&bytes);
+        let v = match types.get(&*c, &ty.as_bytes()) {
+            Ok(None) => crate::schema::decode_any(l, &mut r).map_err(|e| e.to_string()),
+            Ok(Some(t)) => crate::schema::decode(l, &t, &mut r).map_err(|e| format!("stored value is no {t}: {e}")),
+            Err(e) => Err(e),
+        };
+        match v.and_then(|v| r.finish().map(|_| v).map_err(|e| e.to_string())) {
+            Ok(v) => Ok((v, None)),
+            Err(e) => Ok((Value::Nil, Some(e))),
+        }
+    });
+    // (type) -> true, or nil, error: whether a type expression is known
+    func!("type_ok", |c, _l, ty: String| {
+        if ty == "msgpack" {
+            return Ok((Some(true), None));
+        }
+        let structs = c.schema().map(|s| s.structs.clone()).unwrap_or_default();
+        match crate::schema::parse_type(&ty, &structs) {
+            Ok(_) => Ok((Some(true), None)),
+            Err(e) => Ok((None, Some(e.to_string()))),
+        }
     });
     func!("eval_done", |c, _l, (token, ok, text): (u64, bool, mlua::LuaString)| {
         let text = text.to_string_lossy();
@@ -517,6 +657,7 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
     }
     let loaded: Table = package.get("loaded")?;
     loaded.set("luahost.core", m)?;
+    loaded.set("metrics", crate::lua::metrics::module(lua, core)?)?;
 
     let conf = lua.create_table()?;
     conf.set("NodeName", core.me().name.clone())?;

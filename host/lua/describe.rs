@@ -145,7 +145,8 @@ mod tests {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/entitydef.lua");
         let d = describe_entitydef(&p).unwrap();
         assert_eq!(d.global_entities, vec!["FriendMgr".to_string()]);
-        assert_eq!(d.structs[0].0, "FriendPlace");
+        let structs: Vec<&str> = d.structs.iter().map(|s| s.0.as_str()).collect();
+        assert_eq!(structs, ["FriendList", "FriendPlace", "PlayerRec"]);
         let visible: Vec<String> = {
             let mut v: Vec<&MethodDesc> = d.methods.iter().filter(|m| m.cid != 0).collect();
             v.sort_by_key(|m| m.cid);

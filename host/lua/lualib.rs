@@ -18,6 +18,7 @@ pub(crate) const MODULES: &[(&str, &str)] = &[
     ("rpcco", include_str!("../../lualib/rpcco.lua")),
     ("gate", include_str!("../../lualib/gate.lua")),
     ("dbproxy", include_str!("../../lualib/dbproxy.lua")),
+    ("persist", include_str!("../../lualib/persist.lua")),
     ("rpcdef", include_str!("../../lualib/rpcdef.lua")),
     ("rpcstub", include_str!("../../lualib/rpcstub.lua")),
     ("rpctype", include_str!("../../lualib/rpctype.lua")),

@@ -1,12 +1,13 @@
 //! The Lua side of the host: the `luahost.core` module lualib builds on
 //! ([`api`]), the kinds of event Lua's dispatcher receives ([`dispatch`]),
-//! the lualib built into the binary ([`lualib`]), and reading a schema file
-//! outside a node ([`describe`]).
+//! the lualib built into the binary ([`lualib`]), Lua's `metrics` module
+//! ([`metrics`]), and reading a schema file outside a node ([`describe`]).
 
 pub(crate) mod api;
 pub(crate) mod describe;
 pub(crate) mod dispatch;
 pub(crate) mod lualib;
+pub(crate) mod metrics;
 
 use std::cell::Ref;
 use std::collections::HashMap;
@@ -44,16 +45,7 @@ pub(crate) enum DbOp {
         key: crate::store::Key,
     },
     /// `(REPLY, id, true, version)`.
-    Save {
-        /// The collection.
-        coll: String,
-        /// The document's key.
-        key: crate::store::Key,
-        /// The document's bytes.
-        value: Vec<u8>,
-        /// What must be there for the write to apply.
-        expect: crate::store::Expect,
-    },
+    Save(crate::store::Save),
     /// `(REPLY, id, true, existed)`.
     Delete {
         /// The collection.
@@ -62,7 +54,23 @@ pub(crate) enum DbOp {
         key: crate::store::Key,
         /// What must be there for the delete to apply.
         expect: crate::store::Expect,
+        /// The writer's epoch.
+        epoch: u64,
     },
+    /// `(REPLY, id, true, { {key, value, version}, ... })`.
+    Query {
+        /// The collection.
+        coll: String,
+        /// The index.
+        index: String,
+        /// The index value looked for.
+        value: crate::store::IndexValue,
+        /// At most this many documents.
+        limit: usize,
+    },
+    /// `(REPLY, id, true, epoch)`: a new epoch for an owner claiming
+    /// documents, greater than every one handed out before.
+    Epoch,
 }
 
 /// What `luahost.core` needs from the node it runs in: the narrow waist
@@ -151,6 +159,8 @@ pub(crate) trait LuaHost: 'static {
     /// No store on this node, or no free call id; the text starts with its
     /// kind.
     fn db(this: &Rc<Self>, op: DbOp) -> Result<u32, String>;
+    /// Whether this node owns a store (it is a DB node).
+    fn has_store(&self) -> bool;
     /// The outcome of an eval started by the node's handle.
     fn eval_done(&self, token: u64, outcome: Result<String, String>);
     /// Lua's progress through a graceful stop (1: onStop runs, 2: done).
@@ -180,4 +190,6 @@ pub(crate) trait LuaHost: 'static {
     /// Whether a log line of `cause` (one a remote party can cause) may be
     /// written now (the node's rate limit).
     fn limited(&self, cause: &'static str) -> bool;
+    /// The node's metrics (Lua's `metrics` module adds to its scripts' part).
+    fn metrics(&self) -> &crate::metrics::NodeMetrics;
 }

@@ -12,6 +12,7 @@
 pub(crate) mod accept;
 pub mod client;
 pub(crate) mod conn;
+pub mod handoff;
 pub(crate) mod handshake;
 pub(crate) mod link;
 pub(crate) mod peer;

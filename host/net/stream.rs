@@ -13,13 +13,15 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
+
+use super::handoff::{Spinner, Wakeable};
 
 /// Bytes a pipe holds before its writer must wait (like a socket buffer).
 const PIPE_CAPACITY: usize = 4 * 1024 * 1024;
@@ -33,6 +35,26 @@ struct Pipe {
     /// Wakes the writer (room or close).
     writable: Notify,
     closed: AtomicBool,
+    /// The worker its reader runs on, once known: a writer hands the wake-up
+    /// to that worker while it spins (`handoff`).
+    reader: OnceLock<Arc<Spinner>>,
+}
+
+impl Wakeable for Pipe {
+    fn notify(&self) -> &Notify {
+        &self.readable
+    }
+}
+
+/// Tells `p`'s reader there is data: through its worker's spin if it is
+/// spinning, else with a plain wake-up.
+fn wake_reader(p: &Arc<Pipe>) {
+    if let Some(s) = p.reader.get() {
+        if s.offer(p.clone()) {
+            return;
+        }
+    }
+    p.readable.notify_one();
 }
 
 impl Pipe {
@@ -95,6 +117,11 @@ impl ReadHalf {
                 if p.closed.load(Ordering::Acquire) {
                     return Ok(0);
                 }
+                if p.reader.get().is_none() {
+                    if let Some(s) = Spinner::current() {
+                        let _ = p.reader.set(s);
+                    }
+                }
                 p.readable.notified().await;
             },
         }
@@ -122,7 +149,7 @@ impl WriteHalf {
                 let n = room.min(data.len());
                 dst.extend_from_slice(&data[..n]);
                 drop(dst);
-                p.readable.notify_one();
+                wake_reader(p);
                 Ok(n)
             }
         }

@@ -97,7 +97,6 @@ impl Calls {
     }
 
     /// Number of calls waiting.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.calls.len()
     }

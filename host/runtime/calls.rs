@@ -20,6 +20,7 @@ use crate::net::link::Link;
 use crate::net::PeerState;
 
 use crate::lua::Wait;
+use crate::metrics::Count;
 use crate::rpc::error::{CallError, RemoteFault};
 use crate::schema::{self, Method};
 
@@ -32,6 +33,15 @@ impl Core {
     /// Encodes a call or a send (as the schema says) into the queue of node
     /// `sid`. Returns the call id, or 0 for a send.
     pub(crate) fn request(&self, sid: u32, eid: i64, mid: u32, wait: Wait, args: &[Value]) -> Result<u32, CallError> {
+        let r = self.encode_request(sid, eid, mid, wait, args);
+        if let Err(e) = &r {
+            self.metrics.error(e);
+        }
+        r
+    }
+
+    #[inline]
+    fn encode_request(&self, sid: u32, eid: i64, mid: u32, wait: Wait, args: &[Value]) -> Result<u32, CallError> {
         let schema = self.schema().ok_or(CallError::NoSchema)?;
         let method = schema.method(mid).ok_or(CallError::UnknownMethod(mid))?;
         // the one call/send decision: the schema's (a method with results is
@@ -69,6 +79,8 @@ impl Core {
         if !call {
             peer.next_seq.set(id.wrapping_add(1));
         }
+        self.metrics
+            .count(mid, &method.name, if call { Count::Call } else { Count::Send });
         let id = if call { id } else { 0 };
         if call {
             let t = match wait {
@@ -112,6 +124,14 @@ impl Core {
     /// section) for `target` on Gate `sid`, sequenced and acknowledged like
     /// a send (a lost one is reported by method).
     pub(crate) fn push(&self, sid: u32, target: &PushTarget<'_>, mid: u32, args: &[Value]) -> Result<(), CallError> {
+        let r = self.encode_push(sid, target, mid, args);
+        if let Err(e) = &r {
+            self.metrics.error(e);
+        }
+        r
+    }
+
+    fn encode_push(&self, sid: u32, target: &PushTarget<'_>, mid: u32, args: &[Value]) -> Result<(), CallError> {
         let schema = self.schema().ok_or(CallError::NoSchema)?;
         let method = schema.method(mid).ok_or(CallError::UnknownMethod(mid))?;
         if !method.push {
@@ -127,6 +147,7 @@ impl Core {
                 finish_args(out, start, method, args, &peer.spec.name, max_message, seq)
             })?;
         peer.next_seq.set(seq.wrapping_add(1));
+        self.metrics.count(mid, &method.name, Count::Send);
         wake(&peer);
         Ok(())
     }
@@ -168,6 +189,7 @@ impl Core {
     /// Ends call `id` with `err`: Lua gets its text (which starts with its
     /// kind) and the kind itself.
     pub(crate) fn fail_call(&self, id: u32, err: CallError) {
+        self.metrics.error(&err);
         if self.relay_fail(id, &err) {
             return;
         }
@@ -292,11 +314,11 @@ impl Core {
             ));
         }
         let mut mv = MultiValue::with_capacity(6 + nargs);
-        let kind = match (is_call, client.is_some()) {
-            (true, false) => Dispatch::Call,
-            (false, false) => Dispatch::Send,
-            (true, true) => Dispatch::ClientCall,
-            (false, true) => Dispatch::ClientSend,
+        let (kind, count) = match (is_call, client.is_some()) {
+            (true, false) => (Dispatch::Call, Count::HandledCall),
+            (false, false) => (Dispatch::Send, Count::HandledSend),
+            (true, true) => (Dispatch::ClientCall, Count::HandledClientCall),
+            (false, true) => (Dispatch::ClientSend, Count::HandledClientSend),
         };
         mv.push_back(Value::Integer(kind.id()));
         if kind != Dispatch::ClientSend {
@@ -317,6 +339,19 @@ impl Core {
         }
         if let Err(e) = args.finish() {
             return refuse(format!("{}: {e}", method.name));
+        }
+        self.metrics.count(mid, &method.name, count);
+        // DBProxy's calls to the DB node are served here, without Lua
+        if kind == Dispatch::Call && self.store.is_some() {
+            if let Some(op) = method.name.strip_prefix("DbCtl.") {
+                let vals: Vec<Value> = mv.into_iter().skip(5).collect();
+                if let Some(op) = super::db::ctl_op(op, &vals) {
+                    drop(schema);
+                    self.serve_db(conn, msg.session, mid, op);
+                    return true;
+                }
+                return refuse(format!("{}: arguments the DB node cannot serve", method.name));
+            }
         }
         drop(schema);
         self.call_lua(mv);
@@ -341,6 +376,15 @@ impl Core {
             .as_ref()
             .map(|m| m.name.clone())
             .unwrap_or_else(|| format!("method {}", p.mid));
+        // from the call (its timeout started then) to the socket read that
+        // brought the reply: that read already took the time, so the hot
+        // path reads no clock here
+        let took = peer
+            .link
+            .last_recv
+            .get()
+            .saturating_duration_since(p.deadline - p.timeout);
+        self.metrics.call_took(p.mid, &mname, took);
         if !ok {
             let err = match vals.read_bytes() {
                 // a stopping node refuses calls with "node down: <itself>: ..."
@@ -426,6 +470,7 @@ impl Core {
         } else {
             String::new()
         };
+        self.metrics.sends_lost(lost.total() as u64);
         error!(
             "{} sends to {} not delivered ({cause}): {}{unacked}",
             lost.total(),

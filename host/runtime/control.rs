@@ -53,6 +53,16 @@ pub enum NodeError {
         /// OS error.
         source: std::io::Error,
     },
+    /// Its metrics address (`metrics` in the cluster file) could not be bound.
+    #[error("node {node}: cannot serve metrics on {addr}: {source}")]
+    MetricsBind {
+        /// Node name.
+        node: String,
+        /// Address tried.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
     /// Its scripts failed to load or raised while starting.
     #[error("node {node}: {message}")]
     Script {

@@ -85,6 +85,9 @@ impl LuaHost for Core {
     fn db(this: &Rc<Self>, op: crate::lua::DbOp) -> Result<u32, String> {
         this.db(op)
     }
+    fn has_store(&self) -> bool {
+        self.store.is_some()
+    }
     fn eval_done(&self, token: u64, outcome: Result<String, String>) {
         Core::eval_done(self, token, outcome)
     }
@@ -128,6 +131,9 @@ impl LuaHost for Core {
     }
     fn limited(&self, cause: &'static str) -> bool {
         Core::limited(self, cause)
+    }
+    fn metrics(&self) -> &crate::metrics::NodeMetrics {
+        &self.metrics
     }
 }
 

@@ -38,6 +38,14 @@ impl Core {
             addr: me.addr,
             source,
         })?;
+        let metrics_listener = match cluster.metrics.get(&me.name) {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| NodeError::MetricsBind {
+                node: me.name.clone(),
+                addr: *addr,
+                source,
+            })?),
+            None => None,
+        };
         let gate = match cluster.gates.get(&me.name) {
             Some(cfg) => Some(
                 super::gatestate::GateState::bind(cfg.clone(), &cluster.secret)
@@ -65,7 +73,14 @@ impl Core {
                 mlua::LuaOptions::default(),
             )
         };
-        let core = Rc::new(Core {
+        let metrics = crate::metrics::NodeMetrics::new(
+            &me.name,
+            &me.stype,
+            gate.is_some(),
+            crate::metrics::script::DEFAULT_MAX_SERIES,
+        );
+        let core = Rc::new_cyclic(|this| Core {
+            this: this.clone(),
             lua,
             me: me.clone(),
             cluster: RefCell::new(cluster.clone()),
@@ -90,6 +105,8 @@ impl Core {
             send_seqs: RefCell::new(HashMap::new()),
             gate,
             store,
+            metrics,
+            metrics_listener: RefCell::new(metrics_listener),
         });
         // With ZooKeeper the peers are discovered; the file only describes this node.
         for spec in cluster.nodes.values() {
@@ -134,6 +151,17 @@ impl Core {
         }
         super::gate::start(&self);
         super::gateweb::start(&self);
+        let metrics_listener = self.metrics_listener.borrow_mut().take();
+        if let Some(l) = metrics_listener {
+            if let Ok(a) = l.local_addr() {
+                info!("metrics of {} at http://{a}/metrics", self.me.name);
+            }
+            crate::net::spawn(crate::metrics::serve(l, self.metrics.source()));
+        }
+        // the gauges (mailbox, queues, connections, Lua memory) are sampled
+        // here, between messages, about once a second
+        let mut sample = tokio::time::interval(Duration::from_secs(1));
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (file_tx, file_rx) = mpsc::unbounded_channel();
         self.watch_cluster_file(file_tx);
         crate::net::spawn(cluster_watch_task(self.clone(), file_rx));
@@ -145,6 +173,10 @@ impl Core {
         loop {
             let msg = tokio::select! {
                 _ = stop.at_least(1) => break,
+                _ = sample.tick() => {
+                    self.sample_metrics(ctrl.len());
+                    continue;
+                }
                 m = ctrl.recv() => match m {
                     Some(m) => m,
                     None => break,

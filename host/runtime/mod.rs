@@ -43,5 +43,6 @@ mod workers;
 pub use crate::net::PeerState;
 pub use crate::rpc::MAX_DELAY;
 pub use control::{Control, EvalError, NodeError, NodeOptions, RuntimeError, CONTROL_MAILBOX};
+pub use db::open as open_store;
 pub use handle::{start, start_with, NodeHandle};
 pub use workers::Workers;

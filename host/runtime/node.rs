@@ -61,6 +61,8 @@ pub(crate) struct Peer {
 
 /// Everything a node thread owns. Lua callbacks hold a `Weak` to it.
 pub(crate) struct Core {
+    /// The node itself, for tasks it spawns from `&self` (the DbCtl server).
+    pub(crate) this: std::rc::Weak<Core>,
     pub(crate) lua: Lua,
     pub(crate) me: NodeSpec,
     pub(crate) cluster: RefCell<Arc<ClusterConfig>>,
@@ -97,6 +99,11 @@ pub(crate) struct Core {
     pub(crate) gate: Option<super::gatestate::GateState>,
     /// The node's database, when its cluster entry has `store` (DBProxy).
     pub(crate) store: Option<crate::store::Store>,
+    /// Its Prometheus series (and its scripts').
+    pub(crate) metrics: crate::metrics::NodeMetrics,
+    /// The listener of its metrics endpoint until `run` serves it, when its
+    /// cluster entry has `metrics`.
+    pub(crate) metrics_listener: RefCell<Option<TcpListener>>,
 }
 
 impl Core {
@@ -190,6 +197,7 @@ impl Core {
         let old = self.digest();
         let new = schema.digest;
         *self.typing.schema.borrow_mut() = Some(Rc::new(schema));
+        self.metrics.schema_changed();
         if self.typing.registered.get() && old != new {
             warn!(
                 "RPC digest changed from {old:08x} to {new:08x}: every connection verifies again; peers still on the old schema are refused"
@@ -348,6 +356,32 @@ impl Core {
     /// True when peers come from ZooKeeper.
     pub(crate) fn zk_mode(&self) -> bool {
         self.cluster.borrow().zookeeper.is_some()
+    }
+
+    /// Sets the sampled gauges of the node's metrics (`mailbox`: messages
+    /// waiting in its control mailbox).
+    pub(crate) fn sample_metrics(&self, mailbox: usize) {
+        let mut s = crate::metrics::Sample {
+            mailbox: mailbox as u64,
+            inbound: self.net.inbound.borrow().len() as u64,
+            lua_memory: self.lua.used_memory() as u64,
+            ..Default::default()
+        };
+        for p in self.routing.peers.borrow().values() {
+            s.calls_waiting += p.pending.borrow().len() as u64;
+            s.queued_bytes += p.link.held() as u64;
+            if !p.is_self {
+                s.peers += 1;
+                if p.reconnect.borrow().state() == PeerState::Connected {
+                    s.peers_connected += 1;
+                }
+            }
+        }
+        if let Some(g) = &self.gate {
+            s.clients = Some(g.conns.borrow().len() as u64);
+            s.sessions = Some(g.sessions.borrow().len() as u64);
+        }
+        self.metrics.sample(&s);
     }
 
     /// Stops the node because it cannot go on (the reason reaches

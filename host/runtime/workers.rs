@@ -10,8 +10,26 @@
 //! liveness rule gives a stalled node's peers half the bound again).
 
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
+
+use crate::net::handoff::Spinner;
+
+/// How long an idle worker spins before it parks, unless
+/// `LUAHOST_SPIN_US` says otherwise (0: never spin). Long enough to catch
+/// the reply of a node on another worker (a few microseconds of Lua), short
+/// enough that an idle process costs nothing measurable.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+/// The spin budget from `LUAHOST_SPIN_US`, else [`DEFAULT_SPIN`].
+pub fn spin_budget() -> Duration {
+    std::env::var("LUAHOST_SPIN_US")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_micros)
+        .unwrap_or(DEFAULT_SPIN)
+}
 
 /// Work handed to a worker: it runs on the worker's thread and spawns the
 /// node's tasks there.
@@ -21,23 +39,48 @@ pub(crate) type Job = Box<dyn FnOnce() + Send>;
 #[derive(Debug)]
 pub struct Workers {
     senders: Vec<mpsc::UnboundedSender<Job>>,
+    spinners: Vec<Arc<Spinner>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Workers {
-    /// Starts `n` worker threads (at least one), named `worker-0`, ...
+    /// Starts `n` worker threads (at least one), named `worker-0`, ...,
+    /// that spin for [`spin_budget`] before they park.
     ///
     /// # Errors
     ///
     /// The OS refused a thread or a runtime.
     pub fn new(n: usize) -> std::io::Result<Arc<Workers>> {
+        Workers::with_spin(n, spin_budget())
+    }
+
+    /// Starts `n` worker threads that spin for `spin` when they run out of
+    /// work before they park (`net::handoff`: a message from another
+    /// worker then arrives without a thread wake-up).
+    ///
+    /// # Errors
+    ///
+    /// The OS refused a thread or a runtime.
+    pub fn with_spin(n: usize, spin: Duration) -> std::io::Result<Arc<Workers>> {
         let n = n.max(1);
         let mut senders = Vec::with_capacity(n);
+        let mut spinners = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
         for k in 0..n {
             let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let spinner = Spinner::new();
+            let on_park = spinner.clone();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .on_thread_park(move || {
+                    on_park.spin(spin);
+                })
+                .build()?;
+            let mine = spinner.clone();
             let t = std::thread::Builder::new().name(format!("worker-{k}")).spawn(move || {
+                if !spin.is_zero() {
+                    mine.install();
+                }
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&rt, async move {
                     while let Some(job) = rx.recv().await {
@@ -48,10 +91,12 @@ impl Workers {
                 rt.block_on(local);
             })?;
             senders.push(tx);
+            spinners.push(spinner);
             threads.push(t);
         }
         Ok(Arc::new(Workers {
             senders,
+            spinners,
             threads: Mutex::new(threads),
         }))
     }
@@ -64,6 +109,12 @@ impl Workers {
     /// Always false (a pool has at least one worker).
     pub fn is_empty(&self) -> bool {
         self.senders.is_empty()
+    }
+
+    /// Messages handed from one worker to another while the receiver spun
+    /// (each saved a thread wake-up).
+    pub fn handoffs(&self) -> u64 {
+        self.spinners.iter().map(|s| s.taken()).sum()
     }
 
     /// Runs `job` on worker `k % len` (it should spawn local tasks). False

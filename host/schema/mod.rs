@@ -413,7 +413,7 @@ fn resolve_struct(
 pub mod annotate;
 mod value;
 
-pub use value::{decode, encode, encode_list, TypeError};
+pub use value::{decode, decode_any, encode, encode_any, encode_list, TypeError};
 
 #[cfg(test)]
 mod tests {

@@ -336,3 +336,129 @@ pub fn encode_list<'v>(
     }
     Ok(())
 }
+
+/// How deep [`encode_any`] follows tables inside tables (a table that
+/// contains itself would never end).
+const ANY_DEPTH: usize = 32;
+
+/// Appends the MessagePack form of any plain Lua value (a document whose
+/// shape no schema type fixes): nil, booleans, integers, floats, strings
+/// (as MessagePack str), and tables: a sequence `1..n` becomes an array
+/// (`{}` too), any other table a map with integer or string keys.
+///
+/// # Errors
+///
+/// [`TypeError`] naming where a function, userdata, a key of another kind,
+/// or nesting deeper than 32 tables was found.
+pub fn encode_any(out: &mut BytesMut, v: &Value) -> Result<(), TypeError> {
+    encode_any_at(out, v, 0)
+}
+
+fn encode_any_at(out: &mut BytesMut, v: &Value, depth: usize) -> Result<(), TypeError> {
+    match v {
+        Value::Nil => mpack::put_nil(out),
+        Value::Boolean(b) => mpack::put_bool(out, *b),
+        Value::Integer(i) => mpack::put_int(out, *i),
+        Value::Number(n) => mpack::put_f64(out, *n),
+        Value::String(s) => mpack::put_str(out, &s.as_bytes()),
+        Value::Table(t) => {
+            if depth >= ANY_DEPTH {
+                return Err(TypeError::new(format!("tables nested deeper than {ANY_DEPTH} levels")));
+            }
+            let mut entries = Vec::new();
+            walk(t, |k, v| {
+                entries.push((k, v));
+                true
+            })?;
+            let n = t.raw_len();
+            let is_array = entries.len() == n
+                && entries
+                    .iter()
+                    .all(|(k, _)| matches!(k, Value::Integer(i) if *i >= 1 && *i as usize <= n));
+            if is_array {
+                entries.sort_by_key(|(k, _)| k.as_integer().unwrap_or(0));
+                mpack::put_array_len(out, n);
+                for (i, (_, v)) in entries.iter().enumerate() {
+                    encode_any_at(out, v, depth + 1).map_err(|e| e.at(format!("[{}]", i + 1)))?;
+                }
+            } else {
+                mpack::put_map_len(out, entries.len());
+                for (k, v) in &entries {
+                    match k {
+                        Value::Integer(i) => mpack::put_int(out, *i),
+                        Value::String(s) => mpack::put_str(out, &s.as_bytes()),
+                        other => {
+                            return Err(TypeError::new(format!(
+                                "{} (a document's keys are integers or strings)",
+                                describe_key(other)
+                            )))
+                        }
+                    }
+                    encode_any_at(out, v, depth + 1).map_err(|e| e.at(format!("[{}]", key_label(k))))?;
+                }
+            }
+        }
+        other => {
+            return Err(TypeError::new(format!(
+                "a {} cannot be stored in a document",
+                other.type_name()
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Reads one value written by [`encode_any`] (or any MessagePack without
+/// extensions) into a Lua value: str and bin both become Lua strings,
+/// arrays sequences, maps tables.
+///
+/// # Errors
+///
+/// [`TypeError`] when the data is malformed, nests too deep, or holds an
+/// extension or a map key that is not a string or an integer.
+pub fn decode_any(lua: &Lua, r: &mut Reader<'_>) -> Result<Value, TypeError> {
+    decode_any_at(lua, r, 0)
+}
+
+fn decode_any_at(lua: &Lua, r: &mut Reader<'_>, depth: usize) -> Result<Value, TypeError> {
+    if depth > mpack::MAX_DEPTH {
+        return Err(rerr(ReadError::TooDeep));
+    }
+    Ok(match r.peek_kind().map_err(rerr)? {
+        "nil" => {
+            r.read_nil().map_err(rerr)?;
+            Value::Nil
+        }
+        "boolean" => Value::Boolean(r.read_bool().map_err(rerr)?),
+        "integer" | "float" => match r.read_num().map_err(rerr)? {
+            Num::Int(i) => Value::Integer(i),
+            Num::BigUint(u) => Value::Number(u as f64),
+            Num::Float(f) => Value::Number(f),
+        },
+        "string" | "binary" => Value::String(lua.create_string(r.read_bytes().map_err(rerr)?).map_err(lerr)?),
+        "array" => {
+            let n = r.read_array_len().map_err(rerr)?;
+            let t = lua.create_table_with_capacity(n.min(1024), 0).map_err(lerr)?;
+            for i in 1..=n {
+                let v = decode_any_at(lua, r, depth + 1).map_err(|e| e.at(format!("[{i}]")))?;
+                t.raw_set(i, v).map_err(lerr)?;
+            }
+            Value::Table(t)
+        }
+        "map" => {
+            let n = r.read_map_len().map_err(rerr)?;
+            let t = lua.create_table_with_capacity(0, n.min(1024)).map_err(lerr)?;
+            for _ in 0..n {
+                let k = match r.peek_kind().map_err(rerr)? {
+                    "integer" | "string" | "binary" => decode_any_at(lua, r, depth + 1)?,
+                    other => return Err(TypeError::new(format!("a map key of kind {other}"))),
+                };
+                let label = key_label(&k);
+                let v = decode_any_at(lua, r, depth + 1).map_err(|e| e.at(format!("[{label}]")))?;
+                t.raw_set(k, v).map_err(lerr)?;
+            }
+            Value::Table(t)
+        }
+        other => return Err(TypeError::new(format!("a value of kind {other}"))),
+    })
+}

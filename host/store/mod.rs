@@ -202,6 +202,11 @@ pub enum StoreError {
     /// The database failed; the text is the driver's.
     #[error("backend: {0}")]
     Backend(String),
+    /// The database cannot be reached (its server is down or the
+    /// connection broke); the next operation connects again. A write that
+    /// failed so may or may not have been applied.
+    #[error("unavailable: the database cannot be reached: {0}")]
+    Unavailable(String),
 }
 
 fn found_text(found: Option<u64>) -> String {
@@ -432,6 +437,20 @@ impl Store {
         self.submit(move |b| b.batch(&saves))
     }
 
+    /// The next value of the counter stored under `coll`/`key` (1 the
+    /// first time): every call, from any node and across restarts, gets a
+    /// value greater than all given before. The DB node hands these out as
+    /// the epochs of owners claiming a document, so a later claim always
+    /// fences an earlier one.
+    pub fn next_counter(
+        &self,
+        coll: &str,
+        key: impl Into<Key>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send + 'static {
+        let (coll, key) = (coll.to_string(), key.into());
+        self.submit(move |b| next_counter(b, &coll, &key))
+    }
+
     /// Stops taking operations (later ones fail with
     /// [`StoreError::Closed`]) and waits, blocking, until the queued ones
     /// are done and the workers have ended. Dropping the last handle stops
@@ -441,6 +460,30 @@ impl Store {
         let threads = std::mem::take(&mut *lock(&self.inner.threads));
         for t in threads {
             let _ = t.join();
+        }
+    }
+}
+
+/// Increments the counter under `coll`/`key` (8 bytes, big-endian) with a
+/// version check, again while another writer gets in between.
+fn next_counter(b: &dyn Backend, coll: &str, key: &Key) -> Result<u64, StoreError> {
+    loop {
+        let (current, expect) = match b.load(coll, key)? {
+            Some(doc) => {
+                let bytes: [u8; 8] = doc
+                    .value
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Backend(format!("counter {coll}/{key} is not 8 bytes")))?;
+                (u64::from_be_bytes(bytes), Expect::Version(doc.version))
+            }
+            None => (0, Expect::Absent),
+        };
+        let next = current + 1;
+        match b.save(&Save::new(coll, key.clone(), next.to_be_bytes().to_vec()).expect(expect)) {
+            Ok(_) => return Ok(next),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e),
         }
     }
 }

@@ -27,8 +27,18 @@ pub struct Postgres {
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
         match e.as_db_error() {
+            // class 08 (connection exception) and 57 (operator
+            // intervention: the server shutting down) are the server gone
+            Some(db) if matches!(&db.code().code()[..2], "08" | "57") => {
+                StoreError::Unavailable(format!("{}: {}", db.severity(), db.message()))
+            }
             Some(db) => StoreError::Backend(format!("{}: {}", db.severity(), db.message())),
-            None => StoreError::Backend(e.to_string()),
+            // no answer of the server: it could not be reached, or the
+            // connection broke
+            None => StoreError::Unavailable(match std::error::Error::source(&e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            }),
         }
     }
 }
@@ -124,7 +134,7 @@ impl Postgres {
     fn read<T>(&self, f: impl Fn(&mut Client) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut c = self.client()?;
         match f(&mut c) {
-            Err(StoreError::Backend(_)) if c.is_closed() => {
+            Err(StoreError::Backend(_) | StoreError::Unavailable(_)) if c.is_closed() => {
                 drop(c);
                 self.with(f)
             }

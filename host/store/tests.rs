@@ -12,7 +12,8 @@ macro_rules! suite {
         suite!(@ $make; round_trip_and_versions, version_conflict_keeps_the_newer_data,
             epochs_fence_superseded_writers, delete_with_expect_and_versions_go_on,
             query_by_index_follows_updates, batch_is_all_or_nothing,
-            concurrent_saves_one_winner_per_version, store_handle_races_and_closes);
+            concurrent_saves_one_winner_per_version, store_handle_races_and_closes,
+            counters_never_repeat_under_races);
     };
     (@ $make:expr; $($name:ident),*) => {
         $(
@@ -388,6 +389,24 @@ async fn store_handle_races_and_closes_async(db: Arc<dyn Backend>) {
     // queued before close: done; after: refused
     assert_eq!(late.await.unwrap().unwrap().version, 6);
     assert_eq!(clone.load("c", "k").await, Err(StoreError::Closed));
+}
+
+/// Many takers of one counter at once: every value is handed out once, and
+/// they are 1..n with no gap.
+fn counters_never_repeat_under_races(db: Arc<dyn Backend>) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let store = Store::with_options(db, StoreOptions::default());
+    let futs: Vec<_> = (0..40).map(|_| store.next_counter("__meta", "epoch")).collect();
+    let mut got: Vec<u64> = rt.block_on(async {
+        let mut out = Vec::new();
+        for f in futs {
+            out.push(f.await.unwrap());
+        }
+        out
+    });
+    got.sort();
+    assert_eq!(got, (1..=40).collect::<Vec<u64>>());
+    assert_eq!(rt.block_on(store.next_counter("__meta", "epoch")), Ok(41));
 }
 
 #[test]

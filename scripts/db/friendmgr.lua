@@ -1,67 +1,94 @@
--- FriendMgr as the DB node serves it.
+-- FriendMgr as the DB node serves it: the friend lists live in the DB node's
+-- store (the friends collection, through DBProxy), who is online where in
+-- memory (it is rebuilt as players log in again).
 local FriendMgr = Global.FriendMgr or {}
 Global.FriendMgr = FriendMgr
 
-FriendDB = FriendDB or { friends = {}, online = {}, count = 0 }
+Online = Online or {} -- rid -> the sid of the Hall it is online on
 
--- A fixed friend graph: players 1001..1020, each a friend of the next one and
--- of the one five further on (both ways).
-if FriendDB.count == 0 then
-    local first, last = 1001, 1020
-    for rid = first, last do FriendDB.friends[rid] = {} end
+local FIRST, LAST = 1001, 1020
+
+--- Stores the demo's fixed friend graph unless it is there already:
+--- players 1001..1020, each a friend of the next one and of the one five
+--- further on (both ways). Returns how many players were created.
+function FriendMgr.seed()
+    if DBProxy.load("friends", FIRST) ~= nil then return 0 end
+    local lists = {}
+    for rid = FIRST, LAST do lists[rid] = {} end
     local function link(a, b)
-        if FriendDB.friends[a] and FriendDB.friends[b] then
-            table.insert(FriendDB.friends[a], b)
-            table.insert(FriendDB.friends[b], a)
+        if lists[a] and lists[b] then
+            table.insert(lists[a], b)
+            table.insert(lists[b], a)
         end
     end
-    for rid = first, last do
+    for rid = FIRST, LAST do
         link(rid, rid + 1)
         link(rid, rid + 5)
     end
-    FriendDB.count = last - first + 1
+    local n = 0
+    for rid = FIRST, LAST do
+        -- (false: only where there is nothing yet)
+        if pcall(DBProxy.save, "friends", rid, { rid = rid, friends = lists[rid] }, false) then n = n + 1 end
+    end
+    return n
+end
+
+local function friends_of(rid)
+    local rec = DBProxy.load("friends", rid)
+    if rec == nil then error("no player " .. rid) end
+    return rec.friends
 end
 
 function FriendMgr:db_setOnline(rid, hall)
-    local friends = FriendDB.friends[rid]
-    if not friends then error("no player " .. rid) end
-    FriendDB.online[rid] = (hall ~= 0) and hall or nil
+    local friends = friends_of(rid)
+    Online[rid] = (hall ~= 0) and hall or nil
     local out = {}
     for _, f in ipairs(friends) do
-        local where = FriendDB.online[f]
+        local where = Online[f]
         if where then out[#out + 1] = { rid = f, hall = where } end
     end
     return out
 end
 
 function FriendMgr:db_getFriends(rid)
-    local friends = FriendDB.friends[rid]
-    if not friends then error("no player " .. rid) end
     local out = {}
-    for _, f in ipairs(friends) do out[#out + 1] = { rid = f, hall = FriendDB.online[f] or 0 } end
+    for _, f in ipairs(friends_of(rid)) do out[#out + 1] = { rid = f, hall = Online[f] or 0 } end
     return out
 end
 
+-- adds b to a's list; false when a is no player or b is on it already
+local function add(a, b)
+    local added = false
+    DBProxy.update("friends", a, function(rec)
+        added = false
+        if rec == nil then return nil end
+        for _, f in ipairs(rec.friends) do
+            if f == b then return nil end
+        end
+        table.insert(rec.friends, b)
+        added = true
+        return rec
+    end)
+    return added
+end
+
 function FriendMgr:db_addFriend(a, b)
-    local fa, fb = FriendDB.friends[a], FriendDB.friends[b]
-    if not fa or not fb or a == b then return false end
-    for _, f in ipairs(fa) do
-        if f == b then return false end
-    end
-    table.insert(fa, b)
-    table.insert(fb, a)
-    return true
+    if a == b then return false end
+    if DBProxy.load("friends", a) == nil or DBProxy.load("friends", b) == nil then return false end
+    local ok = add(a, b)
+    add(b, a)
+    return ok
 end
 
 -- Players on a Hall that went away are offline.
-if not FriendDB.watching then
-    FriendDB.watching = true
+if not FriendMgr.watching then
+    FriendMgr.watching = true
     EventMng:subscribe(Event.Server.Offline, function(sid, tname, name)
         if tname ~= "Hall" then return end
         local n = 0
-        for rid, hall in pairs(FriendDB.online) do
+        for rid, hall in pairs(Online) do
             if hall == sid then
-                FriendDB.online[rid] = nil
+                Online[rid] = nil
                 n = n + 1
             end
         end

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod pg;
 pub mod zk;
 
 use std::io::{BufRead, BufReader};

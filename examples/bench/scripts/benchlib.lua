@@ -96,6 +96,46 @@ local function run_sends(mb, conc, warm, secs)
     return string.format("rate=%.0f p50_us=0 p99_us=0 count=%d", (sent - (sent_at_start or 0)) / elapsed, sent)
 end
 
+--- `bench db`: conc coroutines doing DBProxy saves (of a BenchRec under
+--- one of KEYS keys) for secs seconds, then loads for secs seconds.
+--- Returns "saves=<rate> loads=<rate>".
+function M.db(conc, secs, keys)
+    local function phase(op)
+        local t_end = core.now() + secs
+        local n, errors = 0, 0
+        local rec = { n = 0, s = "a bench record of a few dozen bytes" }
+        local function worker(done, w)
+            local i = w
+            while core.now() < t_end do
+                i = i + conc
+                local key = i % keys
+                local ok
+                if op == "save" then
+                    rec.n = i
+                    ok = pcall(DBProxy.save, "bench", key, rec)
+                else
+                    ok = pcall(DBProxy.load, "bench", key)
+                end
+                if ok then n = n + 1 else errors = errors + 1 end
+            end
+            done()
+        end
+        local me, finished = coroutine.running(), 0
+        local function done()
+            finished = finished + 1
+            if finished == conc then rpcco.wakeup(me) end
+        end
+        local t0 = core.now()
+        for w = 1, conc do rpcco.fork(worker, done, w) end
+        rpcco.wait()
+        if errors > 0 then error(string.format("bench db: %d %ss failed", errors, op)) end
+        return n / (core.now() - t0)
+    end
+    local saves = phase("save")
+    local loads = phase("load")
+    return string.format("saves=%.0f loads=%.0f", saves, loads)
+end
+
 --- Runs one workload against the echo server and returns
 --- "rate=<n> p50_us=<n> p99_us=<n> count=<n>".
 function M.run(workload, conc, payload, secs, warm)

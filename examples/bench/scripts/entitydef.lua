@@ -1,9 +1,12 @@
 -- Schema of the benchmark: an Echo node serving the Bench entity, and a
 -- Caller node that drives it; for `bench gate-idle` / `gate-rtt`, a Gate and
 -- a Hall holding one Player entity per game client, whose `echo` clients
--- call. Same stubs and typed codec as any game.
+-- call; for `bench db`, a DB node whose store holds the bench collection.
+-- Same stubs and typed codec as any game.
 return {
-    ServerType = { Echo = 1, Caller = 2, Gate = 3, Hall = 4 },
+    ServerType = { Echo = 1, Caller = 2, Gate = 3, Hall = 4, DB = 5 },
+    Struct = { BenchRec = { { "n", "int64" }, { "s", "string" } } },
+    Collection = { bench = { key = "int64", value = "BenchRec" } },
     GlobalEntity = { Bench = 1 },
     Entity = {
         Bench = {

@@ -131,7 +131,7 @@ impl Drop for PgServer {
 fn suite_on_postgres() {
     let server = PgServer::start();
     type Test = fn(Arc<dyn Backend>);
-    let tests: [(&str, Test); 8] = [
+    let tests: [(&str, Test); 9] = [
         ("round_trip_and_versions", round_trip_and_versions),
         (
             "version_conflict_keeps_the_newer_data",
@@ -149,6 +149,7 @@ fn suite_on_postgres() {
             concurrent_saves_one_winner_per_version,
         ),
         ("store_handle_races_and_closes", store_handle_races_and_closes),
+        ("counters_never_repeat_under_races", counters_never_repeat_under_races),
     ];
     for (name, test) in tests {
         eprintln!("postgres: {name}");
@@ -167,7 +168,8 @@ fn restart_of_the_server() {
     db.save(&Save::new("p", 1, &b"before"[..])).unwrap();
     server.pg_ctl("stop");
     let err = db.load("p", &Key::Int(1)).unwrap_err();
-    assert!(matches!(err, StoreError::Backend(_)), "{err}");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(err.to_string().starts_with("unavailable: "), "{err}");
     assert!(db.save(&Save::new("p", 1, &b"down"[..])).is_err());
     server.pg_ctl("start");
     // the pooled connection is dead: the load is retried on a new one

@@ -6,6 +6,26 @@ local def = {
     Struct = {
         Pair = { { "k", "string" }, { "v", "int32" } },
         Item = { { "id", "int32" }, { "tag", "string?" } },
+        -- every schema type, for DBProxy's round trip
+        AllTypes = {
+            { "i8", "int8" }, { "i16", "int16" }, { "i32", "int32" }, { "i48", "int48" }, { "i64", "int64" },
+            { "u8", "uint8" }, { "u16", "uint16" }, { "u32", "uint32" }, { "u64", "uint64" },
+            { "f", "float" }, { "d", "double" }, { "b", "bool" }, { "s", "string" }, { "by", "bytes" },
+            { "arr", "array<int48>" }, { "m", "map<string,int32>" }, { "item", "Item" }, { "opt", "string?" },
+            { "items", "array<Item>" },
+        },
+        HeroRec = { { "name", "string" }, { "gold", "int64" } },
+        PlayerRec = { { "name", "string" }, { "level", "int32" }, { "friends", "array<int64>" } },
+    },
+    -- DBProxy's collections (the DB node of the test cluster is a_1, type A)
+    Collection = {
+        blobs = { key = "string", value = "bytes" },
+        nums = { key = "int64", value = "bytes" },
+        counters = { key = "string", value = "int64" },
+        typed = { key = "int64", value = "AllTypes" },
+        players = { key = "int64", value = "PlayerRec", index = { byName = "name", byFriend = "friends" } },
+        docs = { key = "string", value = "msgpack", index = { byTag = "tag" } },
+        heroes = { key = "int64", value = "HeroRec" },
     },
     Static = {
         System = {
