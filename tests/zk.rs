@@ -232,6 +232,8 @@ fn zookeeper_outage_longer_than_the_session_timeout_reregisters_exactly_once() {
     assert_eq!(registered(&zk, "A", None), vec!["a_1"]);
     assert_eq!(live_list(&a), "b_1");
     assert_eq!(eval(&a, "return to(sidOf('b_1')).echo('up', 1)"), "up\t1");
+    // nobody was reported offline, a_1 itself included (its session expired)
+    assert_eq!(offline_seen(&a), "", "Offline events during the outage");
     a.shutdown();
 }
 
@@ -247,6 +249,51 @@ fn a_short_zookeeper_freeze_causes_no_offline_events() {
     assert_eq!(offline_seen(&a), "", "no Offline events");
     assert_eq!(live_list(&a), "b_1");
     assert_eq!(registered(&zk, "B", None), vec!["b_1"]);
+    a.shutdown();
+}
+
+#[test]
+fn a_zookeeper_freeze_past_the_session_timeout_reports_nobody_offline() {
+    // the client declares its session expired on its own (~1.4 x the
+    // timeout without an answer) and the thawed server expires it too:
+    // each node registers again with a new session, and is never Offline,
+    // neither to its peers nor to itself
+    let mut zk = ZkServer::start();
+    let (_dir, b1, a) = a_and_b1(&zk, "zk-long-freeze", 4, None);
+    // b_1 has listed a_1: no request of its own is under way when the
+    // server freezes (one would end the session as failed, not expired)
+    assert!(
+        b1.wait_log("added [a_1]", Duration::from_secs(10)),
+        "b_1 never listed a_1:\n{}",
+        b1.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    zk.freeze();
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(eval(&a, "return to(sidOf('b_1')).echo('frozen', 1)"), "frozen\t1");
+    zk.thaw();
+    assert!(
+        b1.wait_log("session expired", Duration::from_secs(10)),
+        "b_1's session did not expire:\n{}",
+        b1.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || b1
+            .log()
+            .matches("registered in ZooKeeper")
+            .count()
+            >= 2
+            && registered(&zk, "B", None) == vec!["b_1"]
+            && registered(&zk, "A", None) == vec!["a_1"]),
+        "not registered again: B {:?} A {:?}\n{}",
+        registered(&zk, "B", None),
+        registered(&zk, "A", None),
+        b1.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(offline_seen(&a), "", "Offline events");
+    assert_eq!(live_list(&a), "b_1");
+    assert_eq!(eval(&a, "return router.isLive(sidOf('a_1')) and 'yes' or 'no'"), "yes");
     a.shutdown();
 }
 

@@ -5,8 +5,12 @@
 //!
 //! Session events as in seed 000: connected -> (re)register and re-list;
 //! disconnected -> nothing changes (traffic between known nodes goes on);
-//! expired -> this node reports itself offline, makes a new session,
-//! registers again and re-watches; NoAuth / auth failure -> the node stops
+//! expired -> this node makes a new session, registers again and
+//! re-watches, staying in its own rings meanwhile (the client declares a
+//! session expired on its own when no server answered for a session timeout,
+//! which with an ensemble that lost quorum is not true: the leader elected
+//! next restarts every session's clock; and peers connected to this node
+//! keep routing to it either way); NoAuth / auth failure -> the node stops
 //! with a clear error. ZooKeeper unreachable -> retries with backoff.
 //!
 //! One session holds one persistent recursive watch and no one-shot watch
@@ -28,7 +32,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
 use zookeeper_client::{
-    Acl, Acls, AddWatchMode, Client, CreateMode, Error as ZkError, EventType, Permission, SessionState, Stat,
+    Acl, Acls, AddWatchMode, Client, CreateMode, Error as ZkError, EventType, Permission, PersistentWatcher,
+    SessionState, Stat,
 };
 
 use crate::discovery::config::{NodeSpec, ZkSettings};
@@ -469,24 +474,48 @@ async fn session<H: DiscoveryHost>(core: &Rc<H>, client: &Client, cfg: &ZkSettin
             ev = watcher.changed() => {
                 if ev.event_type == EventType::Session {
                     if ev.session_state.is_terminated() {
-                        return match ev.session_state {
-                            SessionState::Expired => End::Expired,
-                            SessionState::AuthFailed => End::Refused("ZooKeeper authentication failed".into()),
-                            _ => End::Failed("ZooKeeper session closed".into()),
-                        };
+                        return session_end(ev.session_state);
                     }
                     continue;
                 }
                 debug!("ZooKeeper: {:?} {}", ev.event_type, ev.path);
-                // let a burst of changes settle, then list once (this
-                // node's own deletion is among the events seen here)
+                // let a burst of changes settle, then list once for all of
+                // them (this node's own deletion is among the events seen
+                // here): every node lists every registration, so k changes
+                // listed one by one would cost k times n(n+T) reads
                 tokio::time::sleep(Duration::from_millis(20)).await;
+                if let Some(end) = take_waiting(&mut watcher) {
+                    return end;
+                }
                 if let Err(e) = relist(core, client, cfg, &types, &mut mine).await {
                     return e;
                 }
             }
         }
     }
+}
+
+/// How a session that ZooKeeper reports terminated ends.
+fn session_end(state: SessionState) -> End {
+    match state {
+        SessionState::Expired => End::Expired,
+        SessionState::AuthFailed => End::Refused("ZooKeeper authentication failed".into()),
+        _ => End::Failed("ZooKeeper session closed".into()),
+    }
+}
+
+/// Takes the events already waiting on `watcher`, so that the listing that
+/// follows answers them all; returns how the session ends if one of them
+/// says it ended. (Taking an event is all or nothing: the watcher is a
+/// channel.)
+fn take_waiting(watcher: &mut PersistentWatcher) -> Option<End> {
+    use futures_util::FutureExt;
+    while let Some(ev) = watcher.changed().now_or_never() {
+        if ev.event_type == EventType::Session && ev.session_state.is_terminated() {
+            return Some(session_end(ev.session_state));
+        }
+    }
+    None
 }
 
 /// Runs discovery for the node until it stops.
@@ -509,8 +538,9 @@ pub(crate) async fn zk_task<H: DiscoveryHost>(core: Rc<H>, cfg: ZkSettings) {
         };
         match end {
             End::Expired => {
-                warn!("ZooKeeper session expired: this node reports itself offline and registers again");
-                core.set_self_online(false);
+                // No Offline for this node: it still serves, and its peers
+                // keep routing to it while connected (see the module doc).
+                warn!("ZooKeeper session expired: registering again with a new session (this node stays online)");
             }
             End::Left => return,
             End::Refused(msg) => {
@@ -530,6 +560,13 @@ pub(crate) async fn zk_task<H: DiscoveryHost>(core: Rc<H>, cfg: ZkSettings) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_terminated_session_ends_as_expired_refused_or_failed() {
+        assert!(matches!(session_end(SessionState::Expired), End::Expired));
+        assert!(matches!(session_end(SessionState::AuthFailed), End::Refused(m) if m.contains("authentication")));
+        assert!(matches!(session_end(SessionState::Closed), End::Failed(_)));
+    }
 
     #[test]
     fn digest_id_is_zookeepers() {

@@ -2,6 +2,7 @@
 //! loopback ports, node processes that are killed when dropped, polling.
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod pg;
 pub mod zk;
 
