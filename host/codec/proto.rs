@@ -71,6 +71,23 @@ pub const KIND_PUSH: u8 = 12;
 pub const KIND_CLIENT_CALL: u8 = 13;
 /// Kind tag of a client's send relayed by a Gate.
 pub const KIND_CLIENT_SEND: u8 = 14;
+/// Kind tag of a Router's announcement of the nodes verified with it
+/// (`topology = "router"`, see [`Members`]).
+pub const KIND_MEMBERS: u8 = 15;
+
+/// What a Router's announcement ([`KIND_MEMBERS`]) says about the nodes it
+/// lists (seed 002's manager: joins and leaves reach every node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Members {
+    /// The full list of the nodes verified with the Router (sent once to a
+    /// node when its connection verifies): every node not listed is not
+    /// reachable through this Router.
+    Snapshot = 0,
+    /// These nodes verified with the Router.
+    Online = 1,
+    /// These nodes' connections to the Router ended.
+    Offline = 2,
+}
 
 /// Whom a push is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +202,13 @@ pub enum Envelope<'a> {
         nargs: usize,
         /// The argument values, as the client wrote them.
         args: Reader<'a>,
+    },
+    /// A Router's announcement: `(sid, incarnation)` of each node listed.
+    Members {
+        /// Snapshot, online or offline.
+        op: Members,
+        /// The nodes.
+        nodes: Vec<(u32, u64)>,
     },
 }
 
@@ -395,6 +419,33 @@ pub fn parse(data: &[u8]) -> Result<Envelope<'_>, ProtoError> {
                 args: r,
             }
         }
+        KIND_MEMBERS => {
+            need(2)?;
+            let op = match r.read_u32()? {
+                0 => Members::Snapshot,
+                1 => Members::Online,
+                2 => Members::Offline,
+                other => return Err(ProtoError::UnknownKind(((KIND_MEMBERS as u64) << 32) | other as u64)),
+            };
+            if (len - 2) % 2 != 0 {
+                return Err(ProtoError::Short {
+                    kind,
+                    len,
+                    need: len + 1,
+                });
+            }
+            // each pair takes at least two bytes: a count beyond the bytes
+            // left is malformed, not an allocation
+            let pairs = (len - 2) / 2;
+            if pairs > r.remaining() {
+                return Err(ProtoError::Malformed(ReadError::Truncated));
+            }
+            let mut nodes = Vec::with_capacity(pairs);
+            for _ in 0..pairs {
+                nodes.push((r.read_u32()?, r.read_u64()?));
+            }
+            Envelope::Members { op, nodes }
+        }
         k => return Err(ProtoError::UnknownKind(k as u64)),
     };
     Ok(env)
@@ -443,6 +494,19 @@ pub fn put_load(out: &mut BytesMut, load: i64) {
     mpack::put_array_len(out, 2);
     mpack::put_uint(out, KIND_LOAD as u64);
     mpack::put_int(out, load);
+    wire::finish_message(out, start, 0);
+}
+
+/// Appends a Router's announcement of `nodes` (`(sid, incarnation)`).
+pub fn put_members(out: &mut BytesMut, op: Members, nodes: &[(u32, u64)]) {
+    let start = wire::begin_message(out);
+    mpack::put_array_len(out, 2 + 2 * nodes.len());
+    mpack::put_uint(out, KIND_MEMBERS as u64);
+    mpack::put_uint(out, op as u64);
+    for &(sid, inc) in nodes {
+        mpack::put_uint(out, sid as u64);
+        mpack::put_uint(out, inc);
+    }
     wire::finish_message(out, start, 0);
 }
 
@@ -553,6 +617,27 @@ pub fn put_error_reply(out: &mut BytesMut, session: u32, text: &str) {
 mod tests {
     use super::*;
     use crate::codec::wire::FrameDecoder;
+
+    #[test]
+    fn router_announcements_round_trip_and_bad_ones_are_refused() {
+        for (op, nodes) in [
+            (Members::Snapshot, vec![]),
+            (Members::Online, vec![(7, u64::MAX)]),
+            (Members::Offline, vec![(1, 2), (3, 4)]),
+        ] {
+            let mut out = BytesMut::new();
+            put_members(&mut out, op, &nodes);
+            let m = FrameDecoder::default().decode(&mut out).unwrap().unwrap();
+            match parse(&m.data).unwrap() {
+                Envelope::Members { op: o, nodes: n } => assert_eq!((o, n), (op, nodes)),
+                other => panic!("{other:?}"),
+            }
+        }
+        // an odd count, an unknown op, a count beyond the bytes
+        assert!(parse(&[0x93, 15, 1, 7]).is_err());
+        assert!(parse(&[0x92, 15, 9]).is_err());
+        assert!(parse(&[0xdd, 0, 0, 0xff, 0xff, 15, 0]).is_err());
+    }
 
     #[test]
     fn envelopes_round_trip() {

@@ -239,6 +239,9 @@ pub struct ClusterConfig {
     /// The worker thread each node asks for under `luahost up --threads`
     /// (its `thread = k`), by node name.
     pub threads: BTreeMap<String, usize>,
+    /// How nodes reach each other (`topology = "mesh"` (default) or
+    /// `"router"`).
+    pub topology: crate::rpc::relay::Topology,
 }
 
 /// Secrets shorter than this get a warning at start.
@@ -414,6 +417,19 @@ impl ClusterConfig {
             "settings",
         )
         .map_err(invalid)?;
+        let topology = match root
+            .get::<Option<String>>("topology")
+            .map_err(|e| invalid(format!("topology: {e}")))?
+            .as_deref()
+        {
+            None | Some("mesh") => crate::rpc::relay::Topology::Mesh,
+            Some("router") => crate::rpc::relay::Topology::Router,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "topology '{other}' must be \"mesh\" (every node connects to every other) or \"router\" (through Router nodes)"
+                )))
+            }
+        };
         let mut node_settings = BTreeMap::new();
         let mut gates = BTreeMap::new();
         let mut stores = BTreeMap::new();
@@ -501,6 +517,18 @@ impl ClusterConfig {
         if nodes.is_empty() {
             return Err(invalid("the 'nodes' table is empty".into()));
         }
+        if topology == crate::rpc::relay::Topology::Router {
+            if !nodes.values().any(|n| n.stype == crate::rpc::relay::ROUTER_TYPE) {
+                return Err(invalid(
+                    "topology = \"router\" needs at least one node of type Router".into(),
+                ));
+            }
+            if zookeeper.is_some() {
+                return Err(invalid(
+                    "topology = \"router\" works with the static cluster file only (not with zookeeper) for now".into(),
+                ));
+            }
+        }
         let mut seen_sid = BTreeMap::new();
         let mut seen_addr = BTreeMap::new();
         for n in nodes.values() {
@@ -532,6 +560,7 @@ impl ClusterConfig {
             gates,
             stores,
             threads,
+            topology,
         })
     }
 

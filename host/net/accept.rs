@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::conn::{liveness, read_loop, reverify, schema_changed, Acks, Cause};
+use super::conn::{liveness, not_relayed, read_loop, reverify, schema_changed, Acks, Cause};
 use super::handshake::{accept_handshake, refuse, MAX_VERIFY_MESSAGE};
 use crate::codec::proto::{self, Envelope};
 use crate::codec::wire::FrameDecoder;
@@ -100,12 +100,19 @@ pub(crate) async fn inbound_task<H: NetHost>(core: Rc<H>, conn: u64, mut rd: Rea
     let gen = core.net().reverify.current();
     dec.set_max_message(cfg.max_message);
     link.push(|o| proto::put_verify_ok(o, &core.me().name, core.me().sid));
+    if core.relays() {
+        let cause = super::router::serve(&*core, conn, &mut rd, wr, &mut dec, &mut buf, &link, &theirs).await;
+        if cause != Cause::Closed && core.limited("accepted connections closed on an error") {
+            warn!("connection from {from} ({addr}) closed: {cause}");
+        }
+        return;
+    }
     core.net().inbound.borrow_mut().insert(conn, link.clone());
     let seqs = core.send_seqs(&from, theirs.incarnation);
     debug!("accepted {from} from {addr}");
     let acks = Acks::default();
     let reader = async {
-        let cause = read_loop(&mut rd, &mut dec, &mut buf, &link, |msg, env| {
+        let cause = read_loop(&mut rd, &mut dec, &mut buf, &link, not_relayed, |msg, env| {
             if core.net().reverify.stale(gen) {
                 return Some(Cause::Reverify);
             }

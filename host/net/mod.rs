@@ -15,6 +15,7 @@ pub(crate) mod conn;
 pub(crate) mod handshake;
 pub(crate) mod link;
 pub(crate) mod peer;
+pub(crate) mod router;
 pub(crate) mod stream;
 
 use std::cell::{Cell, RefCell};
@@ -32,6 +33,7 @@ use crate::codec::wire::Message;
 use crate::rpc::acks::SendSeqs;
 use crate::rpc::reconnect::Reconnect;
 use crate::rpc::spec::NodeSpec;
+use conn::Cause;
 use link::Link;
 use stream::LocalNet;
 
@@ -139,6 +141,8 @@ pub(crate) struct NetState {
     pub local: Option<Arc<LocalNet>>,
     /// The schema generation connections verified under.
     pub reverify: Reverify,
+    /// On a Router: the verified node connections, by the node's sid.
+    pub routed: RefCell<HashMap<u32, router::Routed>>,
 }
 
 /// One peer as the connecting side sees it.
@@ -178,6 +182,14 @@ pub(crate) trait NetHost: 'static {
     fn knows(&self, who: &Identity) -> bool;
     /// Whether a log line of `cause` a remote party triggered may be written.
     fn limited(&self, cause: &'static str) -> bool;
+    /// Whether this node is a Router that relays for the others
+    /// (`topology = "router"`).
+    fn relays(&self) -> bool;
+    /// A relayed message arrived from Router `via` (its data starts with the
+    /// relay prefix); returns a cause to close that connection.
+    fn on_relayed(&self, via: &Self::Peer, msg: &Message) -> Option<Cause>;
+    /// Router `via` announced nodes.
+    fn on_members(&self, via: &Self::Peer, op: crate::codec::proto::Members, nodes: &[(u32, u64)]);
     /// The record of sends handled from `sender` at `incarnation`.
     fn send_seqs(&self, sender: &str, incarnation: u64) -> Rc<SendSeqs>;
     /// A call or send arrived; false when it was not handled (stopping).

@@ -227,7 +227,19 @@ impl NetHost for Core {
         Core::peer_connected(self, peer, incarnation)
     }
     fn peer_lost(&self, peer: &Peer, cause: &str, reverify: bool) {
-        Core::peer_lost(self, peer, cause, reverify)
+        Core::peer_lost(self, peer, cause, reverify);
+        if self.is_router(peer) {
+            self.router_lost(peer);
+        }
+    }
+    fn relays(&self) -> bool {
+        Core::relays(self)
+    }
+    fn on_relayed(&self, via: &Peer, msg: &Message) -> Option<crate::net::conn::Cause> {
+        Core::on_relayed(self, via, msg)
+    }
+    fn on_members(&self, via: &Peer, op: crate::codec::proto::Members, nodes: &[(u32, u64)]) {
+        Core::on_members(self, via, op, nodes)
     }
     fn connect_failed(&self, peer: &Peer, cause: &str) {
         self.fail_peer(peer, cause)

@@ -90,6 +90,7 @@ impl Core {
             send_seqs: RefCell::new(HashMap::new()),
             gate,
             store,
+            relay: super::relaystate::RelayState::new(cluster.topology),
         });
         // With ZooKeeper the peers are discovered; the file only describes this node.
         for spec in cluster.nodes.values() {

@@ -36,6 +36,8 @@ mod hosts;
 mod life;
 mod membership;
 pub mod node;
+mod relay;
+mod relaystate;
 mod timers;
 mod watch;
 mod workers;

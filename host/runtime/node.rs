@@ -52,6 +52,8 @@ pub(crate) struct Peer {
     /// Calls waiting for a reply over this peer, by call id.
     pub(crate) pending: RefCell<Calls>,
     pub(crate) kick: Notify,
+    /// Through Routers: the Router that reaches it changed (or none does).
+    pub(crate) reroute: Notify,
     pub(crate) online: Cell<bool>,
     pub(crate) is_self: bool,
     pub(crate) task: RefCell<Option<tokio::task::JoinHandle<()>>>,
@@ -97,6 +99,8 @@ pub(crate) struct Core {
     pub(crate) gate: Option<super::gatestate::GateState>,
     /// The node's database, when its cluster entry has `store` (DBProxy).
     pub(crate) store: Option<crate::store::Store>,
+    /// Nodes reached through Routers (`topology = "router"`).
+    pub(crate) relay: super::relaystate::RelayState,
 }
 
 impl Core {
@@ -126,6 +130,7 @@ impl Core {
             link: Link::new(!is_self),
             pending: RefCell::new(Calls::new()),
             kick: Notify::new(),
+            reroute: Notify::new(),
             online: Cell::new(false),
             is_self,
             task: RefCell::new(None),
@@ -133,13 +138,6 @@ impl Core {
         });
         self.routing.peers.borrow_mut().insert(peer.spec.sid, peer.clone());
         peer
-    }
-
-    pub(crate) fn start_peer(self: &Rc<Self>, peer: &Rc<Peer>) {
-        if !peer.is_self {
-            let handle = crate::net::spawn(crate::net::peer::peer_task(self.clone(), peer.clone()));
-            *peer.task.borrow_mut() = Some(handle);
-        }
     }
 
     /// Takes a peer out of the cluster: its connection closes, its calls

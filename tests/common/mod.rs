@@ -336,3 +336,40 @@ pub fn demo_bots(gate: &str, cluster: &Path, secs: u32) -> (bool, String, String
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// How the nodes of a test cluster reach each other: the same tests run on
+/// both (`write_cluster_on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topo {
+    /// Every node connects to every other (the default).
+    Mesh,
+    /// Through two Router nodes, `r_1` and `r_2` (`topology = "router"`).
+    Router,
+}
+
+/// Both topologies.
+pub const TOPOLOGIES: [Topo; 2] = [Topo::Mesh, Topo::Router];
+
+/// The Router nodes [`write_cluster_on`] adds under [`Topo::Router`].
+pub const ROUTERS: [(&str, &str, u32); 2] = [("r_1", "Router", 901), ("r_2", "Router", 902)];
+
+/// As [`write_cluster`] on `topo`: under [`Topo::Router`] the file also
+/// has the two Routers of [`ROUTERS`] and `topology = "router"`.
+pub fn write_cluster_on(dir: &Path, nodes: &[(&str, &str, u32)], extra: &str, topo: Topo) -> PathBuf {
+    match topo {
+        Topo::Mesh => write_cluster(dir, nodes, extra),
+        Topo::Router => {
+            let mut all = nodes.to_vec();
+            all.extend(ROUTERS);
+            write_cluster(dir, &all, &format!("  topology = \"router\",\n{extra}"))
+        }
+    }
+}
+
+/// Starts the Routers of `topo` in this process (none for a mesh).
+pub fn start_routers(cluster: &Path, topo: Topo) -> Vec<luahost::NodeHandle> {
+    match topo {
+        Topo::Mesh => Vec::new(),
+        Topo::Router => ROUTERS.iter().map(|(n, _, _)| start(cluster, n)).collect(),
+    }
+}

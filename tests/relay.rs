@@ -1,0 +1,79 @@
+//! `topology = "router"`: nodes that reach each other through Router nodes
+//! (real nodes, real TCP on 127.0.0.1, real `luahost` processes).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn calls_and_sends_go_through_the_routers() {
+    let dir = TempDir::new("relay-basic");
+    let cluster = write_cluster_on(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "", Topo::Router);
+    let _routers = start_routers(&cluster, Topo::Router);
+    let a = start(&cluster, "a_1");
+    let b = start(&cluster, "b_1");
+    wait_live(&a, &["b_1"]);
+    wait_live(&b, &["a_1"]);
+    assert_eq!(eval(&a, "return to(sidOf('b_1')).echo('hello', 5)"), "hello\t5");
+    eval(&a, "to(sidOf('b_1')).note(3, {1, 2}) return true");
+    assert!(wait_until(Duration::from_secs(10), || eval(
+        &b,
+        "return base.global('Echo'):count()"
+    ) == "5"));
+    assert_eq!(eval(&b, "return to(sidOf('a_1')).echo('back', -1)"), "back\t-1");
+}
+
+/// A raw client proves the secret as node a_1 (legitimately: it knows the
+/// secret and the digest), relays a send to b_1 as itself (delivered), then
+/// one claiming to be c_1: the Router closes that connection, nothing
+/// reaches b_1, and c_1 and b_1 go on talking through it.
+#[test]
+fn a_router_refuses_a_spoofed_source_and_closes_only_that_connection() {
+    use bytes::BytesMut;
+    use luahost::codec::{mpack, proto, relay, wire};
+    let dir = TempDir::new("relay-spoof");
+    let cluster = write_cluster(
+        &dir.0,
+        &[("a_1", "A", 1), ("b_1", "B", 2), ("c_1", "C", 3), ("r_1", "Router", 901)],
+        "  topology = \"router\",",
+    );
+    let _r = start(&cluster, "r_1");
+    let b = start(&cluster, "b_1");
+    let c = start(&cluster, "c_1");
+    wait_live(&c, &["b_1"]);
+    let digest: u32 = eval(&b, "return rpcdef.Digi").parse().unwrap();
+    let note: u32 = eval(&b, "return rpcdef.rpcB.Echo.note.id").parse().unwrap();
+    let mut s = std::net::TcpStream::connect(addr_of(&cluster, "r_1")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let (_, answer) = node_handshake(&mut s, "a_1", 1, "A", digest, "test-secret").expect("a challenge");
+    assert!(matches!(
+        proto::parse(&answer.data),
+        Ok(proto::Envelope::VerifyOk { .. })
+    ));
+    wait_live(&b, &["a_1"]);
+    let send = |src: u32, seq: u32, n: i64| {
+        let mut env = BytesMut::new();
+        let start = proto::begin_request(&mut env, false, 1, note, 2);
+        mpack::put_int(&mut env, n);
+        mpack::put_array_len(&mut env, 0);
+        wire::finish_message(&mut env, start, seq);
+        let mut out = BytesMut::new();
+        assert_eq!(relay::relay_frames(&mut out, &env, 2, src), env.len());
+        out
+    };
+    use std::io::Write;
+    s.write_all(&send(1, 1, 7)).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || eval(&b, "return base.global('Echo'):count()") == "7"));
+    s.write_all(&send(3, 1, 100)).unwrap();
+    // the Router closes the connection: reads end (after the Router's
+    // announcements and the ack of the first send)
+    let mut dec = wire::FrameDecoder::default();
+    let mut buf = BytesMut::new();
+    while read_frame(&mut s, &mut dec, &mut buf).is_some() {}
+    // and b_1 hears a_1 leave, never the spoofed send
+    assert!(wait_until(Duration::from_secs(10), || !live(&b, "a_1")));
+    assert_eq!(eval(&b, "return base.global('Echo'):count()"), "7");
+    assert_eq!(eval(&c, "return to(sidOf('b_1')).echo('still', 1)"), "still\t1");
+}
