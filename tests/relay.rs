@@ -36,7 +36,12 @@ fn a_router_refuses_a_spoofed_source_and_closes_only_that_connection() {
     let dir = TempDir::new("relay-spoof");
     let cluster = write_cluster(
         &dir.0,
-        &[("a_1", "A", 1), ("b_1", "B", 2), ("c_1", "C", 3), ("r_1", "Router", 901)],
+        &[
+            ("a_1", "A", 1),
+            ("b_1", "B", 2),
+            ("c_1", "C", 3),
+            ("r_1", "Router", 901),
+        ],
         "  topology = \"router\",",
     );
     let _r = start(&cluster, "r_1");
@@ -65,7 +70,10 @@ fn a_router_refuses_a_spoofed_source_and_closes_only_that_connection() {
     };
     use std::io::Write;
     s.write_all(&send(1, 1, 7)).unwrap();
-    assert!(wait_until(Duration::from_secs(10), || eval(&b, "return base.global('Echo'):count()") == "7"));
+    assert!(wait_until(Duration::from_secs(10), || eval(
+        &b,
+        "return base.global('Echo'):count()"
+    ) == "7"));
     s.write_all(&send(3, 1, 100)).unwrap();
     // the Router closes the connection: reads end (after the Router's
     // announcements and the ack of the first send)
@@ -76,4 +84,57 @@ fn a_router_refuses_a_spoofed_source_and_closes_only_that_connection() {
     assert!(wait_until(Duration::from_secs(10), || !live(&b, "a_1")));
     assert_eq!(eval(&b, "return base.global('Echo'):count()"), "7");
     assert_eq!(eval(&c, "return to(sidOf('b_1')).echo('still', 1)"), "still\t1");
+}
+
+/// kill -9 of a Router while 100 calls are in flight: each call completes
+/// or fails with `node down` naming that Router, none is left to time out,
+/// and calls go on through the other Router at once.
+#[test]
+fn router_kill_9_with_100_calls_in_flight_loses_no_call_silently() {
+    let dir = TempDir::new("relay-kill");
+    let cluster = write_cluster_on(
+        &dir.0,
+        &[("a_1", "A", 1), ("b_1", "B", 2)],
+        "  call_timeout = 20,",
+        Topo::Router,
+    );
+    let mut r1 = Proc::run_node(&cluster, "r_1");
+    let _r2 = Proc::run_node(&cluster, "r_2");
+    let a = start(&cluster, "a_1");
+    let b = start(&cluster, "b_1");
+    wait_live(&a, &["b_1"]);
+    wait_live(&b, &["a_1"]);
+    // both Routers announced both nodes
+    assert!(wait_until(Duration::from_secs(10), || r1.log().contains("joined")));
+    assert!(r1.wait_log("b_1 (sid 2) joined", Duration::from_secs(10)));
+    eval(
+        &a,
+        "outcomes = {} for i = 1, 100 do rpcco.fork(function()
+             local ok, e = pcall(to(sidOf('b_1')).slow, 1.0)
+             outcomes[#outcomes + 1] = ok and 'ok' or tostring(e)
+         end) end return true",
+    );
+    // all 100 are in flight (b_1 is running their handlers)
+    std::thread::sleep(Duration::from_millis(300));
+    r1.signal(9);
+    assert!(r1.wait_exit(Duration::from_secs(5)).is_some());
+    // every call ends well before its 20 s timeout
+    assert!(
+        wait_until(Duration::from_secs(8), || eval(&a, "return #outcomes") == "100"),
+        "calls still waiting: {}",
+        eval(&a, "return #outcomes")
+    );
+    let outcomes = eval(&a, "return table.concat(outcomes, '\\n')");
+    let mut failed = 0;
+    for o in outcomes.lines() {
+        if o != "ok" {
+            assert!(o.contains("node down") && o.contains("r_1"), "{o}");
+            failed += 1;
+        }
+    }
+    assert!(failed > 0, "no call went through r_1: {outcomes}");
+    // b_1 stayed online (through r_2) and calls go on
+    assert!(live(&a, "b_1"));
+    assert_eq!(eval(&a, "return to(sidOf('b_1')).echo('after', 2)"), "after\t2");
+    assert_eq!(eval(&b, "return to(sidOf('a_1')).echo('back', 3)"), "back\t3");
 }

@@ -213,6 +213,14 @@ impl Core {
             );
         }
         self.take_lost(&lost, &cause);
+        // A call to a node reached through another Router may still have
+        // had its reply on the way through this one (the callee picks the
+        // Router for its replies): none is left to wait until its timeout.
+        for p in self.relayed_peers() {
+            if !p.pending.borrow().is_empty() {
+                self.fail_pending(&p, &cause);
+            }
+        }
         self.apply_changes(&changes, &cause);
     }
 
