@@ -139,6 +139,7 @@ pub fn run(spec: &CompareSpec) -> Result<(), String> {
         threads: 1,
         clients: 1,
         ws: false,
+        router: false,
     };
     for round in 1..=spec.rounds.max(1) {
         println!("ROUND {round}");

@@ -161,6 +161,10 @@ enum Cmd {
         /// Skynet's figures measured in the same session (compare).
         #[arg(long)]
         skynet: Option<PathBuf>,
+        /// call / send: "router" measures through one Router node and in a
+        /// mesh, side by side, and prints the ratio.
+        #[arg(long, value_parser = ["mesh", "router"], default_value = "mesh")]
+        topology: String,
     },
     /// A peer process of `bench raw` (internal).
     #[command(hide = true)]
@@ -495,6 +499,7 @@ fn main() -> ExitCode {
             ws,
             rounds,
             skynet,
+            topology,
         } => {
             use bench::{BenchSpec, Workload};
             if workload == "compare" {
@@ -525,7 +530,17 @@ fn main() -> ExitCode {
                 threads,
                 clients: clients.max(1),
                 ws,
+                router: false,
             };
+            if topology == "router" {
+                return match bench::run_relay_vs_mesh(&spec, runs) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!("bench failed: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
             match bench::run(&spec, runs) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -166,6 +166,29 @@ fn bench_command_prints_result_lines_and_checks_every_send() {
         assert!(rate > 0.0, "{line}");
         assert!(line.contains(&format!("workload={}", args[1])), "{line}");
     }
+    // through one Router and in a mesh, side by side, with the ratio
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_luahost"))
+        .args(["bench", "call", "--conc", "4", "--secs", "0.3", "--topology", "router"])
+        .env("LUAHOST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("RESULT workload=call topology=router conc=4 "),
+        "{stdout}"
+    );
+    let ratio = stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT workload=relay-vs-mesh "))
+        .expect("a relay-vs-mesh RESULT line");
+    let r: f64 = result_field(ratio, "ratio").parse().unwrap();
+    assert!(r > 0.0, "{ratio}");
+    assert_eq!(
+        result_field(ratio, "met"),
+        if r >= 0.6 { "yes" } else { "no" },
+        "{ratio}"
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 -- a Hall holding one Player entity per game client, whose `echo` clients
 -- call. Same stubs and typed codec as any game.
 return {
-    ServerType = { Echo = 1, Caller = 2, Gate = 3, Hall = 4 },
+    ServerType = { Echo = 1, Caller = 2, Gate = 3, Hall = 4, Router = 5 },
     GlobalEntity = { Bench = 1 },
     Entity = {
         Bench = {
