@@ -82,7 +82,7 @@ fn result_field<'a>(line: &'a str, key: &str) -> &'a str {
 #[test]
 fn bench_gate_workloads_run_end_to_end() {
     let run = |args: &[&str]| -> String {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_luahost"))
+        let out = std::process::Command::new(luahost_bin())
             .args(args)
             .env("LUAHOST_LOG", "warn")
             .output()
@@ -142,7 +142,7 @@ fn bench_command_prints_result_lines_and_checks_every_send() {
         &["bench", "send", "--secs", "0.5"][..],
         &["bench", "call", "--conc", "4", "--secs", "0.5"][..],
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_luahost"))
+        let out = std::process::Command::new(luahost_bin())
             .args(args)
             .env("LUAHOST_LOG", "warn")
             .output()
@@ -167,7 +167,7 @@ fn bench_command_prints_result_lines_and_checks_every_send() {
         assert!(line.contains(&format!("workload={}", args[1])), "{line}");
     }
     // through one Router and in a mesh, side by side, with the ratio
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_luahost"))
+    let out = std::process::Command::new(luahost_bin())
         .args(["bench", "call", "--conc", "4", "--secs", "0.3", "--topology", "router"])
         .env("LUAHOST_LOG", "warn")
         .output()
@@ -194,7 +194,7 @@ fn bench_command_prints_result_lines_and_checks_every_send() {
 #[test]
 fn bench_raw_and_compare_print_rates_and_ratios() {
     let run = |args: &[&str]| -> String {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_luahost"))
+        let out = std::process::Command::new(luahost_bin())
             .args(args)
             .env("LUAHOST_LOG", "warn")
             .output()

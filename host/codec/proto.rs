@@ -74,6 +74,9 @@ pub const KIND_CLIENT_SEND: u8 = 14;
 /// Kind tag of a Router's announcement of the nodes verified with it
 /// (`topology = "router"`, see [`Members`]).
 pub const KIND_MEMBERS: u8 = 15;
+/// Kind tag of a log line a node forwards to the cluster's log node
+/// (RemoteLog): `[16, level, text]`, level 1 debug .. 4 error.
+pub const KIND_LOG: u8 = 16;
 
 /// What a Router's announcement ([`KIND_MEMBERS`]) says about the nodes it
 /// lists (seed 002's manager: joins and leaves reach every node).
@@ -202,6 +205,13 @@ pub enum Envelope<'a> {
         nargs: usize,
         /// The argument values, as the client wrote them.
         args: Reader<'a>,
+    },
+    /// A log line of the sending node (RemoteLog).
+    Log {
+        /// 1 debug, 2 info, 3 warn, 4 error.
+        level: u8,
+        /// The line, without time, level or node name.
+        text: &'a [u8],
     },
     /// A Router's announcement: `(sid, incarnation)` of each node listed.
     Members {
@@ -419,6 +429,14 @@ pub fn parse(data: &[u8]) -> Result<Envelope<'_>, ProtoError> {
                 args: r,
             }
         }
+        KIND_LOG => {
+            need(3)?;
+            let level = r.read_u32()?.min(255) as u8;
+            Envelope::Log {
+                level,
+                text: r.read_bytes()?,
+            }
+        }
         KIND_MEMBERS => {
             need(2)?;
             let op = match r.read_u32()? {
@@ -494,6 +512,16 @@ pub fn put_load(out: &mut BytesMut, load: i64) {
     mpack::put_array_len(out, 2);
     mpack::put_uint(out, KIND_LOAD as u64);
     mpack::put_int(out, load);
+    wire::finish_message(out, start, 0);
+}
+
+/// Appends a log line (RemoteLog).
+pub fn put_log(out: &mut BytesMut, level: u8, text: &[u8]) {
+    let start = wire::begin_message(out);
+    mpack::put_array_len(out, 3);
+    mpack::put_uint(out, KIND_LOG as u64);
+    mpack::put_uint(out, level as u64);
+    mpack::put_str(out, text);
     wire::finish_message(out, start, 0);
 }
 
@@ -633,6 +661,16 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+        let mut out = BytesMut::new();
+        put_log(&mut out, 3, b"line");
+        let m = FrameDecoder::default().decode(&mut out).unwrap().unwrap();
+        assert!(matches!(
+            parse(&m.data),
+            Ok(Envelope::Log {
+                level: 3,
+                text: b"line"
+            })
+        ));
         // an odd count, an unknown op, a count beyond the bytes
         assert!(parse(&[0x93, 15, 1, 7]).is_err());
         assert!(parse(&[0x92, 15, 9]).is_err());

@@ -242,6 +242,9 @@ pub struct ClusterConfig {
     /// How nodes reach each other (`topology = "mesh"` (default) or
     /// `"router"`).
     pub topology: crate::rpc::relay::Topology,
+    /// The node every other node also sends its Lua log lines to
+    /// (`remote_log = "<node>"`, seed 000's RemoteLog), if any.
+    pub remote_log: Option<String>,
 }
 
 /// Secrets shorter than this get a warning at start.
@@ -430,6 +433,9 @@ impl ClusterConfig {
                 )))
             }
         };
+        let remote_log = root
+            .get::<Option<String>>("remote_log")
+            .map_err(|e| invalid(format!("remote_log: {e}")))?;
         let mut node_settings = BTreeMap::new();
         let mut gates = BTreeMap::new();
         let mut stores = BTreeMap::new();
@@ -517,6 +523,13 @@ impl ClusterConfig {
         if nodes.is_empty() {
             return Err(invalid("the 'nodes' table is empty".into()));
         }
+        if let Some(r) = &remote_log {
+            if !nodes.contains_key(r) && zookeeper.is_none() {
+                return Err(invalid(format!(
+                    "remote_log names {r}, which is not a node of the cluster"
+                )));
+            }
+        }
         if topology == crate::rpc::relay::Topology::Router {
             if !nodes.values().any(|n| n.stype == crate::rpc::relay::ROUTER_TYPE) {
                 return Err(invalid(
@@ -561,6 +574,7 @@ impl ClusterConfig {
             stores,
             threads,
             topology,
+            remote_log,
         })
     }
 

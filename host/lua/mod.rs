@@ -180,4 +180,7 @@ pub(crate) trait LuaHost: 'static {
     /// Whether a log line of `cause` (one a remote party can cause) may be
     /// written now (the node's rate limit).
     fn limited(&self, cause: &'static str) -> bool;
+    /// A log line Lua wrote (level 1 debug .. 4 error): also for the
+    /// cluster's log node, if it has one (RemoteLog). Never blocks.
+    fn remote_log(&self, level: u8, text: &str);
 }

@@ -138,6 +138,7 @@ pub(crate) async fn inbound_task<H: NetHost>(core: Rc<H>, conn: u64, mut rd: Rea
                 Envelope::Ping => link.push(|o| proto::put_ping(o, true)),
                 Envelope::Pong => {}
                 Envelope::Load { load } => core.on_load(theirs.sid, load),
+                Envelope::Log { level, text } => core.on_log(&from, level, text),
                 _ => {
                     return Some(Cause::Protocol(
                         "unexpected message kind on an accepted connection".into(),

@@ -182,6 +182,8 @@ pub(crate) trait NetHost: 'static {
     fn knows(&self, who: &Identity) -> bool;
     /// Whether a log line of `cause` a remote party triggered may be written.
     fn limited(&self, cause: &'static str) -> bool;
+    /// A log line from node `from` (this node is the cluster's log node).
+    fn on_log(&self, from: &str, level: u8, text: &[u8]);
     /// Whether this node is a Router that relays for the others
     /// (`topology = "router"`).
     fn relays(&self) -> bool;

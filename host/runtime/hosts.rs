@@ -129,6 +129,9 @@ impl LuaHost for Core {
     fn limited(&self, cause: &'static str) -> bool {
         Core::limited(self, cause)
     }
+    fn remote_log(&self, level: u8, text: &str) {
+        self.remote_log.push(level, text)
+    }
 }
 
 impl DiscoveryHost for Core {
@@ -231,6 +234,9 @@ impl NetHost for Core {
         if self.is_router(peer) {
             self.router_lost(peer);
         }
+    }
+    fn on_log(&self, from: &str, level: u8, text: &[u8]) {
+        Core::on_log(self, from, level, text)
     }
     fn relays(&self) -> bool {
         Core::relays(self)

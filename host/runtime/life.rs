@@ -91,6 +91,14 @@ impl Core {
             gate,
             store,
             relay: super::relaystate::RelayState::new(cluster.topology),
+            remote_log: super::logsink::LogSink::new(
+                cluster
+                    .remote_log
+                    .as_ref()
+                    .and_then(|n| cluster.nodes.get(n))
+                    .map(|n| n.sid)
+                    .filter(|&sid| sid != me.sid),
+            ),
         });
         // With ZooKeeper the peers are discovered; the file only describes this node.
         for spec in cluster.nodes.values() {
@@ -303,6 +311,7 @@ impl Core {
         if let Some(me) = self.peer(self.me.sid) {
             crate::net::spawn(self_task(self.clone(), me));
         }
+        crate::net::spawn(super::remotelog::remote_log_task(self.clone()));
         let zk = self.cluster.borrow().zookeeper.clone();
         match zk {
             // online once registered in ZooKeeper

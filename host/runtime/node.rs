@@ -101,6 +101,8 @@ pub(crate) struct Core {
     pub(crate) store: Option<crate::store::Store>,
     /// Nodes reached through Routers (`topology = "router"`).
     pub(crate) relay: super::relaystate::RelayState,
+    /// Lua log lines waiting for the cluster's log node (RemoteLog).
+    pub(crate) remote_log: super::logsink::LogSink,
 }
 
 impl Core {

@@ -116,6 +116,7 @@ impl Core {
             Envelope::Reply { ok, nvals, vals } => self.on_reply(&peer, inner.session, ok, nvals, vals),
             Envelope::Ack { seq } => peer.link.ack(seq),
             Envelope::Load { load } => self.set_peer_load(src, load),
+            Envelope::Log { level, text } => self.on_log(&peer.spec.name, level, text),
             Envelope::Call { .. } | Envelope::Client { call: true, .. } => {
                 let rin = self.relay_in(&peer);
                 self.on_request(rin.conn, &peer.spec.name, &inner, env, Some(&rin.link));

@@ -13,6 +13,17 @@ use std::time::{Duration, Instant};
 
 pub const EVAL: Duration = Duration::from_secs(20);
 
+/// The `luahost` binary the tests start: `LUAHOST_TEST_BIN` when set (a
+/// copy taken right after the build, where several checkouts share one
+/// target directory and overwrite each other's binary), else the one cargo
+/// built for this test.
+pub fn luahost_bin() -> PathBuf {
+    match std::env::var_os("LUAHOST_TEST_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_luahost")),
+    }
+}
+
 /// The test cluster's scripts.
 pub fn scripts_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/scripts")
@@ -154,7 +165,7 @@ impl Proc {
     }
 
     pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_luahost"));
+        let mut cmd = Command::new(luahost_bin());
         cmd.args(args)
             .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Proc::spawn_command(cmd)
@@ -313,7 +324,7 @@ pub fn identity(name: &str, sid: u32, stype: &str, digest: u32, incarnation: u64
 /// shows; returns the bot's (success, stdout, stderr).
 pub fn demo_bots(gate: &str, cluster: &Path, secs: u32) -> (bool, String, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/friends/bot.lua");
-    let out = Command::new(env!("CARGO_BIN_EXE_luahost"))
+    let out = Command::new(luahost_bin())
         .args(["bot", "--gate", gate, "--cluster"])
         .arg(cluster)
         .args([
