@@ -209,6 +209,10 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
             Err(e) => Ok((None, Some(e.to_string()))),
         }
     });
+    func!("join", |c, _l, (): ()| match H::join(&c) {
+        Ok(b) => Ok((Some(b), None)),
+        Err(e) => Ok((None, Some(e))),
+    });
     func!("register", |c, _l, types: Table| {
         let mut map = HashMap::new();
         for pair in types.pairs::<String, u32>() {

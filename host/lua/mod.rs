@@ -85,6 +85,9 @@ pub(crate) trait LuaHost: 'static {
     ///
     /// A type of the cluster missing from the schema.
     fn register(this: &Rc<Self>, types: HashMap<String, u32>) -> Result<(), String>;
+    /// `cluster.join()`: a node that waits to join (type `Olap`) joins now;
+    /// false when it had joined already.
+    fn join(this: &Rc<Self>) -> Result<bool, String>;
     /// Encodes a call or a send to node `sid`, as the schema says; returns the
     /// call id, or 0 for a send.
     ///

@@ -43,6 +43,9 @@ impl LuaHost for Core {
     fn register(this: &Rc<Self>, types: HashMap<String, u32>) -> Result<(), String> {
         this.register(types).map_err(|e| e.to_string())
     }
+    fn join(this: &Rc<Self>) -> Result<bool, String> {
+        this.join().map_err(|e| e.to_string())
+    }
     fn request(&self, sid: u32, eid: i64, mid: u32, wait: crate::lua::Wait, args: &[Value]) -> Result<u32, CallError> {
         Core::request(self, sid, eid, mid, wait, args)
     }

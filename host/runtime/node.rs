@@ -38,6 +38,10 @@ use crate::rpc::reconnect::Reconnect;
 use crate::rpc::ring::Rings;
 use crate::schema::Schema;
 
+/// The server type of nodes that join the cluster only when their script
+/// asks (`cluster.join()`): analytics, one-off jobs (seed 000's Olap).
+pub(crate) const OLAP_TYPE: &str = "Olap";
+
 /// Outgoing side towards one other node (or this node itself).
 pub(crate) struct Peer {
     pub(crate) spec: NodeSpec,
@@ -101,6 +105,8 @@ pub(crate) struct Core {
     pub(crate) store: Option<crate::store::Store>,
     /// Nodes reached through Routers (`topology = "router"`).
     pub(crate) relay: super::relaystate::RelayState,
+    /// An `Olap` node: whether its script called `cluster.join()`.
+    pub(crate) joined: Cell<bool>,
     /// Lua log lines waiting for the cluster's log node (RemoteLog).
     pub(crate) remote_log: super::logsink::LogSink,
 }
