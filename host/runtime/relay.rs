@@ -205,12 +205,17 @@ impl Core {
         let changes = self.relay.members.borrow_mut().router_down(router.spec.sid);
         let lost = self.relay.hops.borrow_mut().router_down(router.spec.sid);
         let cause = lost.cause(&router.spec.name);
-        if !lost.is_empty() || !changes.is_empty() {
+        let offline = changes
+            .iter()
+            .filter(
+                |c| matches!(c, Change::Offline { sid, .. } if self.peer(*sid).is_some_and(|p| self.is_relayed(&p))),
+            )
+            .count();
+        if !lost.is_empty() || offline > 0 {
             warn!(
-                "router {} lost: {} nodes went through it, {} are offline now",
+                "router {} lost: {} nodes went through it, {offline} only it reached (offline now)",
                 router.spec.name,
                 lost.dsts.len(),
-                changes.len()
             );
         }
         self.take_lost(&lost, &cause);
