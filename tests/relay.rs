@@ -138,3 +138,40 @@ fn router_kill_9_with_100_calls_in_flight_loses_no_call_silently() {
     assert_eq!(eval(&a, "return to(sidOf('b_1')).echo('after', 2)"), "after\t2");
     assert_eq!(eval(&b, "return to(sidOf('a_1')).echo('back', 3)"), "back\t3");
 }
+
+/// DB nodes are reached directly (seed 000: every node connects to the
+/// Router and to the DB) and reach every node directly; both ways work, and
+/// so do the others' calls through the Router.
+#[test]
+fn db_nodes_are_direct_both_ways_and_the_rest_goes_through_the_router() {
+    let dir = TempDir::new("relay-db");
+    let cluster = write_cluster(
+        &dir.0,
+        &[
+            ("a_1", "A", 1),
+            ("b_1", "B", 2),
+            ("d_1", "DB", 6),
+            ("r_1", "Router", 901),
+        ],
+        "  topology = \"router\",",
+    );
+    let r = Proc::run_node(&cluster, "r_1");
+    let a = start(&cluster, "a_1");
+    let b = start(&cluster, "b_1");
+    let d = start(&cluster, "d_1");
+    wait_live(&a, &["b_1", "d_1"]);
+    wait_live(&d, &["a_1", "b_1"]);
+    assert_eq!(eval(&d, "return to(sidOf('a_1')).echo('from db', 1)"), "from db\t1");
+    assert_eq!(eval(&a, "return to(sidOf('d_1')).echo('to db', 2)"), "to db\t2");
+    assert_eq!(
+        eval(&a, "return to(sidOf('b_1')).nest({sidOf('d_1'), sidOf('a_1')})"),
+        "b_1>d_1>a_1"
+    );
+    // the Router saw the nodes; a and b talk through it: without it, they
+    // lose each other but keep the DB
+    assert!(r.wait_log("b_1 (sid 2) joined", Duration::from_secs(10)));
+    drop(r);
+    assert!(wait_until(Duration::from_secs(10), || !live(&a, "b_1")));
+    assert!(live(&a, "d_1"));
+    assert_eq!(eval(&b, "return to(sidOf('d_1')).echo('still', 3)"), "still\t3");
+}

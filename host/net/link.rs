@@ -39,6 +39,11 @@ pub(crate) enum Sink {
     Relay(RelaySink),
 }
 
+/// Bytes queued on a Router's link past which the links writing through it
+/// wait (their messages then stay in their own queues, which `max_queue`
+/// bounds, instead of piling up here).
+pub(crate) const RELAY_BACKLOG: usize = 1024 * 1024;
+
 /// The link of a node reached through a Router writes into the Router's link.
 pub(crate) struct RelaySink {
     /// The Router.
@@ -69,6 +74,9 @@ impl Sink {
             Sink::Relay(r) => {
                 r.up()?;
                 let link = r.via.link();
+                if link.queued() >= RELAY_BACKLOG {
+                    return Err(std::io::ErrorKind::WouldBlock.into());
+                }
                 let n = crate::codec::relay::relay_frames(&mut link.out.borrow_mut(), data, r.dst, r.src);
                 if n == 0 && !data.is_empty() {
                     return Err(std::io::Error::new(
@@ -86,7 +94,13 @@ impl Sink {
     async fn writable(&self) -> std::io::Result<()> {
         match self {
             Sink::Wire(w) => w.writable().await,
-            Sink::Relay(r) => r.up(),
+            Sink::Relay(r) => {
+                r.up()?;
+                if r.via.link().queued() >= RELAY_BACKLOG {
+                    r.via.link().drained().await;
+                }
+                r.up()
+            }
         }
     }
 }

@@ -67,11 +67,15 @@ pub const DB_TYPE: &str = "DB";
 impl Topology {
     /// Whether `me` (of type `my_type`) keeps a direct connection to a peer
     /// of type `peer_type`; otherwise the peer is reached through a Router.
-    /// A Router dials nobody (nodes dial it).
+    /// A Router dials nobody (nodes dial it); every other node dials the
+    /// Routers and the DB nodes, and a DB node every node (so that both
+    /// sides of a pair agree on how they reach each other).
     pub fn direct(self, my_type: &str, peer_type: &str) -> bool {
         match self {
             Topology::Mesh => true,
-            Topology::Router => my_type != ROUTER_TYPE && (peer_type == ROUTER_TYPE || peer_type == DB_TYPE),
+            Topology::Router => {
+                my_type != ROUTER_TYPE && (peer_type == ROUTER_TYPE || peer_type == DB_TYPE || my_type == DB_TYPE)
+            }
         }
     }
 
