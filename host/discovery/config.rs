@@ -648,6 +648,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn topology_and_remote_log_are_checked() {
+        let dir = std::env::temp_dir().join(format!("luahost-cfg-topo-{}", std::process::id()));
+        for t in ["hall", "router"] {
+            std::fs::create_dir_all(dir.join(format!("scripts/{t}"))).unwrap();
+            std::fs::write(dir.join(format!("scripts/{t}/main.lua")), "").unwrap();
+        }
+        let file = dir.join("cluster.lua");
+        let hall = r#"hall_1 = { type = "Hall", addr = "127.0.0.1:7001" }"#;
+        let router = r#"r_1 = { type = "Router", addr = "127.0.0.1:7002" }"#;
+        let parse = |extra: &str, nodes: &str| {
+            ClusterConfig::parse(
+                &file,
+                &format!(r#"return {{ secret = "s", {extra} nodes = {{ {nodes} }} }}"#),
+            )
+        };
+        let mesh = parse("", hall).unwrap();
+        assert_eq!(mesh.topology, crate::rpc::relay::Topology::Mesh);
+        assert_eq!(mesh.remote_log, None);
+        let routed = parse(
+            r#"topology = "router", remote_log = "hall_1","#,
+            &format!("{hall}, {router}"),
+        )
+        .unwrap();
+        assert_eq!(routed.topology, crate::rpc::relay::Topology::Router);
+        assert_eq!(routed.remote_log.as_deref(), Some("hall_1"));
+        for (extra, nodes, says) in [
+            (r#"topology = "star","#, hall, "must be \"mesh\""),
+            (r#"topology = "router","#, hall, "at least one node of type Router"),
+            (r#"remote_log = "nobody","#, hall, "remote_log names nobody"),
+        ] {
+            let e = parse(extra, nodes).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn parses_nodes_and_defaults() {
         let dir = std::env::temp_dir().join(format!("luahost-cfg-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("scripts/hall")).unwrap();
