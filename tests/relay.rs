@@ -175,3 +175,36 @@ fn db_nodes_are_direct_both_ways_and_the_rest_goes_through_the_router() {
     assert!(live(&a, "d_1"));
     assert_eq!(eval(&b, "return to(sidOf('d_1')).echo('still', 3)"), "still\t3");
 }
+
+/// Through one Router: a node that restarts is seen offline then online
+/// again (its new incarnation), and a Router that stops and starts again
+/// brings every node back.
+#[test]
+fn restarted_nodes_and_a_restarted_router_come_back() {
+    let dir = TempDir::new("relay-restart");
+    let cluster = write_cluster(
+        &dir.0,
+        &[("a_1", "A", 1), ("b_1", "B", 2), ("r_1", "Router", 901)],
+        "  topology = \"router\",",
+    );
+    let r = start(&cluster, "r_1");
+    let a = start(&cluster, "a_1");
+    record_offline(&a);
+    let b = start(&cluster, "b_1");
+    wait_live(&a, &["b_1"]);
+    let inc = |n: &luahost::NodeHandle| eval(n, "return to(sidOf('b_1')).echo('x', 1)");
+    assert_eq!(inc(&a), "x\t1");
+    b.shutdown();
+    assert!(wait_until(Duration::from_secs(10), || offline_seen(&a) == "b_1"));
+    let b = start(&cluster, "b_1");
+    wait_live(&a, &["b_1"]);
+    assert_eq!(inc(&a), "x\t1");
+    // the Router goes: a and b lose each other; it comes back: they meet again
+    r.shutdown();
+    assert!(wait_until(Duration::from_secs(10), || !live(&a, "b_1")));
+    let _r = start(&cluster, "r_1");
+    wait_live(&a, &["b_1"]);
+    wait_live(&b, &["a_1"]);
+    assert_eq!(inc(&a), "x\t1");
+    assert_eq!(eval(&b, "return to(sidOf('a_1')).echo('y', 2)"), "y\t2");
+}
