@@ -208,3 +208,43 @@ fn restarted_nodes_and_a_restarted_router_come_back() {
     assert_eq!(inc(&a), "x\t1");
     assert_eq!(eval(&b, "return to(sidOf('a_1')).echo('y', 2)"), "y\t2");
 }
+
+/// A node that does not read what a Router queues for it is cut off at
+/// `max_queue`: the Router closes its connection, announces it offline,
+/// and the calls waiting on it fail with `node down` naming the Router
+/// instead of piling up in the Router's memory.
+#[test]
+fn a_router_closes_the_connection_of_a_node_that_does_not_read() {
+    let dir = TempDir::new("relay-slow");
+    let cluster = write_cluster(
+        &dir.0,
+        &[("a_1", "A", 1), ("b_1", "B", 2), ("r_1", "Router", 901)],
+        "  topology = \"router\",\n  max_queue = 65536,\n  call_timeout = 30,",
+    );
+    let r = Proc::run_node(&cluster, "r_1");
+    let a = start(&cluster, "a_1");
+    let digest: u32 = eval(&a, "return rpcdef.Digi").parse().unwrap();
+    // b_1 proves the secret, then never reads again
+    let mut s = std::net::TcpStream::connect(addr_of(&cluster, "r_1")).unwrap();
+    node_handshake(&mut s, "b_1", 2, "B", digest, "test-secret").expect("a challenge");
+    wait_live(&a, &["b_1"]);
+    eval(
+        &a,
+        "outcomes = {} local big = string.rep('x', 32768)
+         for i = 1, 400 do rpcco.fork(function()
+             local ok, e = pcall(to(sidOf('b_1')).blob, big)
+             outcomes[#outcomes + 1] = ok and 'ok' or tostring(e)
+         end) end return true",
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || eval(&a, "return #outcomes") == "400"),
+        "calls still waiting: {}",
+        eval(&a, "return #outcomes")
+    );
+    let outcomes = eval(&a, "return table.concat(outcomes, '\\n')");
+    for o in outcomes.lines() {
+        assert!(o.contains("node down: b_1") && o.contains("router r_1"), "{o}");
+    }
+    assert!(r.wait_log("too slow to keep up", Duration::from_secs(5)), "{}", r.log());
+    assert!(!live(&a, "b_1"));
+}

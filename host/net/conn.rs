@@ -115,6 +115,10 @@ pub enum Cause {
     /// The peer's answer in the handshake was not what the protocol allows.
     #[error("{0}")]
     BadAnswer(String),
+    /// A Router closed the connection of a node that did not read what was
+    /// queued for it.
+    #[error("{0} bytes were queued for it (max_queue): too slow to keep up")]
+    Slow(usize),
     /// This node's schema changed: the connection must verify again.
     #[error("this node's RPC schema changed; verifying again")]
     Reverify,

@@ -60,6 +60,9 @@ pub(crate) struct NetSettings {
     pub liveness: Duration,
     /// Largest message accepted once verified.
     pub max_message: usize,
+    /// Most bytes queued towards one peer (a Router closes the connection
+    /// of a node that lets more pile up for it).
+    pub max_queue: usize,
 }
 
 /// The one place of reverify state: the schema generation connections

@@ -30,6 +30,11 @@ pub(crate) struct Routed {
     pub(crate) link: Rc<Link>,
     /// The node's incarnation.
     pub(crate) incarnation: u64,
+    /// Set (and `slow` woken) when more than `max_queue` bytes are queued
+    /// for it: its connection closes.
+    pub(crate) too_slow: Rc<std::cell::Cell<usize>>,
+    /// Wakes the connection's task to close it.
+    pub(crate) slow: Rc<tokio::sync::Notify>,
 }
 
 /// Serves the verified connection `conn` of node `theirs` on a Router until
@@ -48,6 +53,8 @@ pub(crate) async fn serve<H: NetHost>(
     let cfg = core.settings();
     dec.set_max_message(cfg.max_message + relay::PREFIX);
     let entry = (theirs.sid, theirs.incarnation);
+    let too_slow = Rc::new(std::cell::Cell::new(0));
+    let slow = Rc::new(tokio::sync::Notify::new());
     {
         let mut routed = core.net().routed.borrow_mut();
         routed.insert(
@@ -56,6 +63,8 @@ pub(crate) async fn serve<H: NetHost>(
                 conn,
                 link: link.clone(),
                 incarnation: theirs.incarnation,
+                too_slow: too_slow.clone(),
+                slow: slow.clone(),
             },
         );
         let mut others: Vec<(u32, u64)> = Vec::with_capacity(routed.len());
@@ -82,9 +91,16 @@ pub(crate) async fn serve<H: NetHost>(
             if relay::is_relayed(&msg.data) {
                 match relay::route(&msg.data, theirs.sid) {
                     Ok(route) => {
-                        let dst = core.net().routed.borrow().get(&route.dst).map(|r| r.link.clone());
+                        let dst = core.net().routed.borrow().get(&route.dst).cloned();
                         match dst {
-                            Some(l) => {
+                            Some(d) if d.link.queued() > cfg.max_queue => {
+                                // it does not read: close its connection (its
+                                // senders hear it offline and fail their calls)
+                                if d.too_slow.replace(d.link.queued()) == 0 {
+                                    d.slow.notify_one();
+                                }
+                            }
+                            Some(Routed { link: l, .. }) => {
                                 wire::put_message(&mut l.out.borrow_mut(), msg.session, &msg.data);
                                 l.wake.notify_one();
                                 l.flush_if_large();
@@ -134,6 +150,7 @@ pub(crate) async fn serve<H: NetHost>(
         c = link.write_loop(wr, Some(core.net().reverify.gate(gen))) => Cause::Io(c),
         c = liveness(link, cfg.liveness, false) => c,
         c = schema_changed(core, gen, link, true) => c,
+        _ = slow.notified() => Cause::Slow(too_slow.get()),
     };
     let gone = {
         let mut routed = core.net().routed.borrow_mut();

@@ -189,6 +189,7 @@ impl NetHost for Core {
             verify_timeout: c.verify_timeout,
             liveness: c.liveness,
             max_message: c.max_message,
+            max_queue: c.max_queue,
         }
     }
     fn me(&self) -> &NodeSpec {
