@@ -158,6 +158,10 @@ impl Core {
         if let Some(t) = peer.task.borrow_mut().take() {
             t.abort();
         }
+        // reached through Routers: what it was owed goes with it
+        if let Some(rin) = self.relay.inbound.borrow_mut().remove(&sid) {
+            self.net.inbound.borrow_mut().remove(&rin.conn);
+        }
         self.set_online(&peer, false);
         self.fail_peer(&peer, why);
     }
