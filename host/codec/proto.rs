@@ -233,7 +233,7 @@ pub struct Hello<'a> {
     pub stype: &'a [u8],
     /// `rpcdef.Digi` of the speaker.
     pub digest: u32,
-    /// The speaker's incarnation (random per process start).
+    /// The speaker's incarnation (a number per process start, later starts higher: `auth::incarnation`).
     pub incarnation: u64,
     /// Fresh random bytes.
     pub nonce: &'a [u8],

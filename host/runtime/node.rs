@@ -92,7 +92,8 @@ pub(crate) struct Core {
     pub(crate) local_rx: RefCell<Option<mpsc::UnboundedReceiver<crate::net::stream::MemConn>>>,
     /// The load this node reports (`router.setLoad`) and those of others.
     pub(crate) loads: Loads,
-    /// Random number of this process start (tells a restarted node apart).
+    /// Number of this process start (tells a restarted node apart; a later
+    /// start has a higher one: `codec::auth::incarnation`).
     pub(crate) incarnation: u64,
     /// Rate limits of log lines remote parties can cause.
     pub(crate) log_limit: RefCell<crate::rpc::ratelog::LogLimit>,
