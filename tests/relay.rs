@@ -23,6 +23,26 @@ fn calls_and_sends_go_through_the_routers() {
         "return base.global('Echo'):count()"
     ) == "5"));
     assert_eq!(eval(&b, "return to(sidOf('a_1')).echo('back', -1)"), "back\t-1");
+    // by type and to all: every live server that implements it (the
+    // Routers, a_1 itself and b_1; Echo.note is on every type)
+    assert_eq!(
+        eval(
+            &a,
+            "return router.sendByType(ServerType.B, false, rpcdef.iface('B', 'Echo'), 1, 'note', 10, {})"
+        ),
+        "1"
+    );
+    assert!(wait_until(Duration::from_secs(10), || eval(
+        &b,
+        "return base.global('Echo'):count()"
+    ) == "15"));
+    assert_eq!(eval(&a, "return router.sendAll(true, 'Echo', 1, 'note', 100, {})"), "3");
+    // a Router serves calls to itself like any node
+    assert_eq!(eval(&a, "return to(sidOf('r_1')).echo('router', 4)"), "router\t4");
+    assert!(wait_until(Duration::from_secs(10), || eval(
+        &b,
+        "return base.global('Echo'):count()"
+    ) == "115"));
 }
 
 /// A raw client proves the secret as node a_1 (legitimately: it knows the
