@@ -22,24 +22,42 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn write_cluster(dir: &Path) -> Result<PathBuf, String> {
-    write_cluster_from(dir, &bench_scripts())
+fn write_cluster(dir: &Path, router: bool) -> Result<PathBuf, String> {
+    write_cluster_with(dir, &bench_scripts(), router)
 }
 
 fn write_cluster_from(dir: &Path, scripts: &Path) -> Result<PathBuf, String> {
+    write_cluster_with(dir, scripts, false)
+}
+
+/// The bench cluster: echo_1 and caller_1, and with `router` a Router
+/// node router_1 through which they talk (`topology = "router"`).
+fn write_cluster_with(dir: &Path, scripts: &Path, router: bool) -> Result<PathBuf, String> {
     let scripts = scripts.to_path_buf();
-    // both held until chosen, so the two nodes never get the same port
+    // all held until chosen, so no two nodes get the same port
     let held = [
         TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?,
         TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?,
+        TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?,
     ];
-    let ports = [
-        held[0].local_addr().map_err(|e| e.to_string())?.port(),
-        held[1].local_addr().map_err(|e| e.to_string())?.port(),
-    ];
+    let mut ports = [0u16; 3];
+    for (p, l) in ports.iter_mut().zip(&held) {
+        *p = l.local_addr().map_err(|e| e.to_string())?.port();
+    }
     drop(held);
+    let (topology, router_node) = if router {
+        (
+            "  topology = \"router\",\n".to_string(),
+            format!(
+                "    router_1 = {{ type = \"Router\", id = 3, addr = \"127.0.0.1:{}\" }},\n",
+                ports[2]
+            ),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let text = format!(
-        "return {{\n  secret = \"{}\",\n  call_timeout = 30,\n  scripts = {{ {:?} }},\n  nodes = {{\n    echo_1 = {{ type = \"Echo\", id = 1, addr = \"127.0.0.1:{}\" }},\n    caller_1 = {{ type = \"Caller\", id = 2, addr = \"127.0.0.1:{}\" }},\n  }},\n}}\n",
+        "return {{\n  secret = \"{}\",\n  call_timeout = 30,\n{topology}  scripts = {{ {:?} }},\n  nodes = {{\n    echo_1 = {{ type = \"Echo\", id = 1, addr = \"127.0.0.1:{}\" }},\n    caller_1 = {{ type = \"Caller\", id = 2, addr = \"127.0.0.1:{}\" }},\n{router_node}  }},\n}}\n",
         luahost::codec::auth::nonce().iter().map(|b| format!("{b:02x}")).collect::<String>(),
         scripts.display().to_string(),
         ports[0],
@@ -103,7 +121,7 @@ pub fn run_once(spec: &BenchSpec) -> Result<BenchResult, String> {
         free_port().unwrap_or(0)
     ));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let cluster = write_cluster(&dir)?;
+    let cluster = write_cluster(&dir, spec.router)?;
     let result = match spec.workload {
         Workload::Reload => run_reload(&dir),
         Workload::LocalCall => run_local(spec, &cluster),
@@ -255,6 +273,10 @@ fn run_processes(spec: &BenchSpec, cluster: &Path) -> Result<BenchResult, String
         cmd.spawn().map_err(|e| format!("cannot start {}: {e}", exe.display()))
     };
     // killed when this function returns, whatever the outcome
+    let router = match spec.router {
+        true => Some(Kill(spawn("router_1", None)?)),
+        false => None,
+    };
     let echo = Kill(spawn("echo_1", None)?);
     let workload = if spec.workload == Workload::Send {
         "send"
@@ -265,7 +287,8 @@ fn run_processes(spec: &BenchSpec, cluster: &Path) -> Result<BenchResult, String
         "caller_1",
         Some(format!("{workload} {} {} {}", spec.conc, spec.payload, spec.secs)),
     )?);
-    let pids = [echo.0.id(), caller.0.id()];
+    let mut pids = vec![echo.0.id(), caller.0.id()];
+    pids.extend(router.as_ref().map(|r| r.0.id()));
     let stderr = caller.0.stderr.take().ok_or("no caller stderr")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -353,6 +376,52 @@ pub fn run(spec: &BenchSpec, runs: u32) -> Result<Vec<BenchResult>, String> {
         println!("MEDIAN {}", m.line(spec).trim_start_matches("RESULT "));
     }
     Ok(results)
+}
+
+/// Goal of the relay: at least this share of the mesh's rate (issue 13).
+const RELAY_GOAL: f64 = 0.6;
+
+/// `call` or `send` in a mesh and through one Router, interleaved run by
+/// run (RESULT lines of each), then the ratio of the median rates
+/// (`RESULT workload=relay-vs-mesh`). CPU figures of the relayed runs count
+/// the Router's process too.
+///
+/// # Errors
+///
+/// The first failed run's message.
+pub fn run_relay_vs_mesh(spec: &BenchSpec, runs: u32) -> Result<(), String> {
+    if !matches!(spec.workload, Workload::Call | Workload::Send) {
+        return Err("--topology router is for the call and send workloads".into());
+    }
+    if let Some(cpu) = spec.pin {
+        pin_to(cpu)?;
+    }
+    let relayed = BenchSpec {
+        router: true,
+        ..spec.clone()
+    };
+    let (mut mesh, mut relay) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) {
+        let m = run_once(spec)?;
+        println!("{}", m.line(spec));
+        mesh.push(m.rate);
+        let r = run_once(&relayed)?;
+        println!("{}", r.line(&relayed));
+        relay.push(r.rate);
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (m, r) = (med(&mut mesh), med(&mut relay));
+    let ratio = r / m.max(1e-9);
+    println!(
+        "RESULT workload=relay-vs-mesh of={} conc={} ratio={ratio:.2} mesh_rate={m:.0} router_rate={r:.0} goal={RELAY_GOAL} met={}",
+        spec.workload.name(),
+        spec.conc,
+        if ratio >= RELAY_GOAL { "yes" } else { "no" }
+    );
+    Ok(())
 }
 
 /// gate-rtt and `call` at the same concurrency, interleaved run by run;

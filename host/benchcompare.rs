@@ -140,6 +140,7 @@ pub fn run(spec: &CompareSpec) -> Result<(), String> {
         spread: false,
         clients: 1,
         ws: false,
+        router: false,
     };
     for round in 1..=spec.rounds.max(1) {
         println!("ROUND {round}");

@@ -61,6 +61,9 @@ pub struct BenchSpec {
     pub clients: u32,
     /// Clients speak WebSocket instead of TCP (gate-idle, gate-rtt).
     pub ws: bool,
+    /// call, send: the two nodes reach each other through a Router node
+    /// (`topology = "router"`, a third process).
+    pub router: bool,
 }
 
 /// The figures of one run.
@@ -80,8 +83,9 @@ impl BenchResult {
     /// The RESULT line of the benchmark issue.
     pub fn line(&self, spec: &BenchSpec) -> String {
         format!(
-            "RESULT workload={}{}{} conc={} payload={} rate={:.0} p50_us={} p99_us={} cpu_pct={:.0}",
+            "RESULT workload={}{}{}{} conc={} payload={} rate={:.0} p50_us={} p99_us={} cpu_pct={:.0}",
             spec.workload.name(),
+            if spec.router { " topology=router" } else { "" },
             spec.pin.map(|c| format!(" pin={c}")).unwrap_or_default(),
             if spec.spread && spec.threads > 1 {
                 " spread=yes"

@@ -223,6 +223,10 @@ enum Cmd {
         /// ("host=... user=... dbname=..."; password from LUAHOST_PG_PASSWORD).
         #[arg(long)]
         postgres: Option<String>,
+        /// call / send: "router" measures through one Router node and in a
+        /// mesh, side by side, and prints the ratio.
+        #[arg(long, value_parser = ["mesh", "router"], default_value = "mesh")]
+        topology: String,
     },
     /// A peer process of `bench raw` (internal).
     #[command(hide = true)]
@@ -573,6 +577,7 @@ fn main() -> ExitCode {
             rounds,
             skynet,
             postgres,
+            topology,
         } => {
             use bench::{BenchSpec, Workload};
             if workload == "db" {
@@ -616,7 +621,17 @@ fn main() -> ExitCode {
                 spread,
                 clients: clients.max(1),
                 ws,
+                router: false,
             };
+            if topology == "router" {
+                return match bench::run_relay_vs_mesh(&spec, runs) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!("bench failed: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
             match bench::run(&spec, runs) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -8,10 +8,26 @@ use common::*;
 
 #[test]
 fn friends_demo_players_log_in_through_the_gate_and_hear_of_their_friends() {
-    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/friends");
+    friends_demo("examples/friends", "127.0.0.1:7300", &[]);
+}
+
+/// The same demo through two Routers (`topology = "router"`), same assertions.
+#[test]
+fn friends_demo_through_two_routers() {
+    friends_demo(
+        "examples/friends-router",
+        "127.0.0.1:7310",
+        &["router: gate_1 (sid 21) joined", "router: hall_2 (sid 12) joined"],
+    );
+}
+
+/// Runs the demo in `example` and its bots against `gate`; the log must
+/// also have each of `lines`.
+fn friends_demo(example: &str, gate: &str, lines: &[&str]) {
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(example);
     let mut p = Proc::spawn(&["up", demo.to_str().unwrap()]);
     assert!(
-        p.wait_log("accepting clients on 127.0.0.1:7300", Duration::from_secs(30)),
+        p.wait_log(&format!("accepting clients on {gate}"), Duration::from_secs(30)),
         "the demo's Gate did not listen; log:\n{}",
         p.log()
     );
@@ -28,7 +44,7 @@ fn friends_demo_players_log_in_through_the_gate_and_hear_of_their_friends() {
         .all(|s| log.contains(s))
     }));
     // 20 players log in through the Gate, as the README says
-    let (ok, stdout, stderr) = demo_bots("127.0.0.1:7300", &demo, 4);
+    let (ok, stdout, stderr) = demo_bots(gate, &demo, 4);
     assert!(ok, "bot failed:\n{stdout}\n{stderr}");
     assert!(
         stdout.contains("RESULT workload=bot clients=20 connected=20 failed=0"),
@@ -44,6 +60,9 @@ fn friends_demo_players_log_in_through_the_gate_and_hear_of_their_friends() {
     assert!(log.contains("logged in here"), "a hall logs the login");
     assert!(log.contains(" hear that "), "a hall hears of a friend online:\n{log}");
     assert!(!log.contains(" ERROR "), "errors in the demo log:\n{log}");
+    for l in lines {
+        assert!(log.contains(l), "no '{l}' in the log:\n{log}");
+    }
     // Ctrl-C stops it cleanly
     p.signal(libc::SIGINT);
     let status = p
@@ -63,7 +82,7 @@ fn result_field<'a>(line: &'a str, key: &str) -> &'a str {
 #[test]
 fn bench_gate_workloads_run_end_to_end() {
     let run = |args: &[&str]| -> String {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_luahost"))
+        let out = std::process::Command::new(luahost_bin())
             .args(args)
             .env("LUAHOST_LOG", "warn")
             .output()
@@ -123,7 +142,7 @@ fn bench_command_prints_result_lines_and_checks_every_send() {
         &["bench", "send", "--secs", "0.5"][..],
         &["bench", "call", "--conc", "4", "--secs", "0.5"][..],
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_luahost"))
+        let out = std::process::Command::new(luahost_bin())
             .args(args)
             .env("LUAHOST_LOG", "warn")
             .output()
@@ -147,12 +166,35 @@ fn bench_command_prints_result_lines_and_checks_every_send() {
         assert!(rate > 0.0, "{line}");
         assert!(line.contains(&format!("workload={}", args[1])), "{line}");
     }
+    // through one Router and in a mesh, side by side, with the ratio
+    let out = std::process::Command::new(luahost_bin())
+        .args(["bench", "call", "--conc", "4", "--secs", "0.3", "--topology", "router"])
+        .env("LUAHOST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("RESULT workload=call topology=router conc=4 "),
+        "{stdout}"
+    );
+    let ratio = stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT workload=relay-vs-mesh "))
+        .expect("a relay-vs-mesh RESULT line");
+    let r: f64 = result_field(ratio, "ratio").parse().unwrap();
+    assert!(r > 0.0, "{ratio}");
+    assert_eq!(
+        result_field(ratio, "met"),
+        if r >= 0.6 { "yes" } else { "no" },
+        "{ratio}"
+    );
 }
 
 #[test]
 fn bench_raw_and_compare_print_rates_and_ratios() {
     let run = |args: &[&str]| -> String {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_luahost"))
+        let out = std::process::Command::new(luahost_bin())
             .args(args)
             .env("LUAHOST_LOG", "warn")
             .output()

@@ -8,6 +8,32 @@ use std::time::{Duration, Instant};
 use common::*;
 use luahost::NodeHandle;
 
+// The scenarios below run on both topologies with the same assertions: a
+// mesh, and through two Routers (`topology = "router"`).
+macro_rules! on_both_topologies {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn mesh() {
+                super::$name(super::Topo::Mesh)
+            }
+            #[test]
+            fn router() {
+                super::$name(super::Topo::Router)
+            }
+        }
+    )*};
+}
+
+on_both_topologies!(
+    in_process_cluster_delivers_ghost_sends_and_calls,
+    separate_processes_deliver_sends_calls_and_nested_calls,
+    calls_to_absent_nodes_fail_fast_with_distinct_errors,
+    wrong_argument_types_raise_at_the_call_site_and_send_nothing,
+    router_moves_only_the_keys_of_a_server_that_left,
+    online_and_offline_events_reach_lua,
+);
+
 fn eval_err(n: &NodeHandle, code: &str) -> String {
     match n.eval(code, EVAL) {
         Ok(v) => panic!("expected an error from {code}, got {v}"),
@@ -15,10 +41,10 @@ fn eval_err(n: &NodeHandle, code: &str) -> String {
     }
 }
 
-#[test]
-fn in_process_cluster_delivers_ghost_sends_and_calls() {
+fn in_process_cluster_delivers_ghost_sends_and_calls(topo: Topo) {
     let dir = TempDir::new("inproc");
-    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "");
+    let cluster = write_cluster_on(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "", topo);
+    let _routers = start_routers(&cluster, topo);
     let a = start(&cluster, "a_1");
     let b = start(&cluster, "b_1");
     wait_live(&a, &["b_1"]);
@@ -65,10 +91,10 @@ fn in_process_cluster_delivers_ghost_sends_and_calls() {
     a.shutdown();
 }
 
-#[test]
-fn separate_processes_deliver_sends_calls_and_nested_calls() {
+fn separate_processes_deliver_sends_calls_and_nested_calls(topo: Topo) {
     let dir = TempDir::new("procs");
-    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2), ("c_1", "C", 3)], "");
+    let cluster = write_cluster_on(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2), ("c_1", "C", 3)], "", topo);
+    let _routers = start_routers(&cluster, topo);
     let pb = Proc::run_node(&cluster, "b_1");
     let pc = Proc::run_node(&cluster, "c_1");
     let a = start(&cluster, "a_1");
@@ -107,14 +133,15 @@ fn separate_processes_deliver_sends_calls_and_nested_calls() {
     a.shutdown();
 }
 
-#[test]
-fn calls_to_absent_nodes_fail_fast_with_distinct_errors() {
+fn calls_to_absent_nodes_fail_fast_with_distinct_errors(topo: Topo) {
     let dir = TempDir::new("absent");
-    let cluster = write_cluster(
+    let cluster = write_cluster_on(
         &dir.0,
         &[("a_1", "A", 1), ("b_1", "B", 2), ("c_1", "C", 3)],
         "call_timeout = 3,",
+        topo,
     );
+    let _routers = start_routers(&cluster, topo);
     let a = start(&cluster, "a_1");
     let b = start(&cluster, "b_1");
     wait_live(&a, &["b_1"]);
@@ -161,10 +188,10 @@ fn calls_to_absent_nodes_fail_fast_with_distinct_errors() {
     a.shutdown();
 }
 
-#[test]
-fn wrong_argument_types_raise_at_the_call_site_and_send_nothing() {
+fn wrong_argument_types_raise_at_the_call_site_and_send_nothing(topo: Topo) {
     let dir = TempDir::new("types");
-    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "");
+    let cluster = write_cluster_on(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "", topo);
+    let _routers = start_routers(&cluster, topo);
     let a = start(&cluster, "a_1");
     let b = start(&cluster, "b_1");
     wait_live(&a, &["b_1"]);
@@ -267,14 +294,15 @@ fn schema_ids_and_digests_are_stable() {
     a.shutdown();
 }
 
-#[test]
-fn router_moves_only_the_keys_of_a_server_that_left() {
+fn router_moves_only_the_keys_of_a_server_that_left(topo: Topo) {
     let dir = TempDir::new("ring");
-    let cluster = write_cluster(
+    let cluster = write_cluster_on(
         &dir.0,
         &[("a_1", "A", 1), ("b_1", "B", 21), ("b_2", "B", 22), ("b_3", "B", 23)],
         "",
+        topo,
     );
+    let _routers = start_routers(&cluster, topo);
     let a = start(&cluster, "a_1");
     let b1 = start(&cluster, "b_1");
     let b2 = start(&cluster, "b_2");
@@ -304,15 +332,15 @@ fn router_moves_only_the_keys_of_a_server_that_left() {
     a.shutdown();
 }
 
-#[test]
-fn online_and_offline_events_reach_lua() {
+fn online_and_offline_events_reach_lua(topo: Topo) {
     let dir = TempDir::new("events");
-    let cluster = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "");
+    let cluster = write_cluster_on(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "", topo);
+    let _routers = start_routers(&cluster, topo);
     let a = start(&cluster, "a_1");
     eval(
         &a,
-        "seen = {} EventMng:subscribe(Event.Server.Online, function(sid, t, name) if name ~= conf.NodeName then seen[#seen+1] = 'on:'..name end end)
-         EventMng:subscribe(Event.Server.Offline, function(sid, t, name) seen[#seen+1] = 'off:'..name end) return true",
+        "seen = {} EventMng:subscribe(Event.Server.Online, function(sid, t, name) if name ~= conf.NodeName and t ~= 'Router' then seen[#seen+1] = 'on:'..name end end)
+         EventMng:subscribe(Event.Server.Offline, function(sid, t, name) if t ~= 'Router' then seen[#seen+1] = 'off:'..name end end) return true",
     );
     let b = start(&cluster, "b_1");
     let seen = || eval(&a, "return table.concat(seen, ' ')");

@@ -63,11 +63,19 @@ pub fn nonce() -> [u8; NONCE_LEN] {
     n
 }
 
-/// A random incarnation number for this process (never 0).
+/// An incarnation number for this process (never 0): the wall clock in
+/// milliseconds above 20 random bits, so that a later start of a node has a
+/// higher number (Routers tell a restart from a stale announcement by it,
+/// `rpc::relay::RouterMembership`) and two starts in one millisecond still
+/// differ.
 pub fn incarnation() -> u64 {
-    let mut b = [0u8; 8];
+    let mut b = [0u8; 4];
     getrandom::fill(&mut b).expect("the OS random source failed");
-    u64::from_le_bytes(b).max(1)
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    ((ms << 20) | (u32::from_le_bytes(b) as u64 & 0xf_ffff)).max(1)
 }
 
 fn put_field(mac: &mut Hmac<Sha256>, bytes: &[u8]) {

@@ -71,6 +71,26 @@ pub const KIND_PUSH: u8 = 12;
 pub const KIND_CLIENT_CALL: u8 = 13;
 /// Kind tag of a client's send relayed by a Gate.
 pub const KIND_CLIENT_SEND: u8 = 14;
+/// Kind tag of a Router's announcement of the nodes verified with it
+/// (`topology = "router"`, see [`Members`]).
+pub const KIND_MEMBERS: u8 = 15;
+/// Kind tag of a log line a node forwards to the cluster's log node
+/// (RemoteLog): `[16, level, text]`, level 1 debug .. 4 error.
+pub const KIND_LOG: u8 = 16;
+
+/// What a Router's announcement ([`KIND_MEMBERS`]) says about the nodes it
+/// lists (seed 002's manager: joins and leaves reach every node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Members {
+    /// The full list of the nodes verified with the Router (sent once to a
+    /// node when its connection verifies): every node not listed is not
+    /// reachable through this Router.
+    Snapshot = 0,
+    /// These nodes verified with the Router.
+    Online = 1,
+    /// These nodes' connections to the Router ended.
+    Offline = 2,
+}
 
 /// Whom a push is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +206,20 @@ pub enum Envelope<'a> {
         /// The argument values, as the client wrote them.
         args: Reader<'a>,
     },
+    /// A log line of the sending node (RemoteLog).
+    Log {
+        /// 1 debug, 2 info, 3 warn, 4 error.
+        level: u8,
+        /// The line, without time, level or node name.
+        text: &'a [u8],
+    },
+    /// A Router's announcement: `(sid, incarnation)` of each node listed.
+    Members {
+        /// Snapshot, online or offline.
+        op: Members,
+        /// The nodes.
+        nodes: Vec<(u32, u64)>,
+    },
 }
 
 /// Who is speaking in a handshake message.
@@ -199,7 +233,7 @@ pub struct Hello<'a> {
     pub stype: &'a [u8],
     /// `rpcdef.Digi` of the speaker.
     pub digest: u32,
-    /// The speaker's incarnation (random per process start).
+    /// The speaker's incarnation (a number per process start, later starts higher: `auth::incarnation`).
     pub incarnation: u64,
     /// Fresh random bytes.
     pub nonce: &'a [u8],
@@ -395,6 +429,41 @@ pub fn parse(data: &[u8]) -> Result<Envelope<'_>, ProtoError> {
                 args: r,
             }
         }
+        KIND_LOG => {
+            need(3)?;
+            let level = r.read_u32()?.min(255) as u8;
+            Envelope::Log {
+                level,
+                text: r.read_bytes()?,
+            }
+        }
+        KIND_MEMBERS => {
+            need(2)?;
+            let op = match r.read_u32()? {
+                0 => Members::Snapshot,
+                1 => Members::Online,
+                2 => Members::Offline,
+                other => return Err(ProtoError::UnknownKind(((KIND_MEMBERS as u64) << 32) | other as u64)),
+            };
+            if (len - 2) % 2 != 0 {
+                return Err(ProtoError::Short {
+                    kind,
+                    len,
+                    need: len + 1,
+                });
+            }
+            // each pair takes at least two bytes: a count beyond the bytes
+            // left is malformed, not an allocation
+            let pairs = (len - 2) / 2;
+            if pairs > r.remaining() {
+                return Err(ProtoError::Malformed(ReadError::Truncated));
+            }
+            let mut nodes = Vec::with_capacity(pairs);
+            for _ in 0..pairs {
+                nodes.push((r.read_u32()?, r.read_u64()?));
+            }
+            Envelope::Members { op, nodes }
+        }
         k => return Err(ProtoError::UnknownKind(k as u64)),
     };
     Ok(env)
@@ -443,6 +512,29 @@ pub fn put_load(out: &mut BytesMut, load: i64) {
     mpack::put_array_len(out, 2);
     mpack::put_uint(out, KIND_LOAD as u64);
     mpack::put_int(out, load);
+    wire::finish_message(out, start, 0);
+}
+
+/// Appends a log line (RemoteLog).
+pub fn put_log(out: &mut BytesMut, level: u8, text: &[u8]) {
+    let start = wire::begin_message(out);
+    mpack::put_array_len(out, 3);
+    mpack::put_uint(out, KIND_LOG as u64);
+    mpack::put_uint(out, level as u64);
+    mpack::put_str(out, text);
+    wire::finish_message(out, start, 0);
+}
+
+/// Appends a Router's announcement of `nodes` (`(sid, incarnation)`).
+pub fn put_members(out: &mut BytesMut, op: Members, nodes: &[(u32, u64)]) {
+    let start = wire::begin_message(out);
+    mpack::put_array_len(out, 2 + 2 * nodes.len());
+    mpack::put_uint(out, KIND_MEMBERS as u64);
+    mpack::put_uint(out, op as u64);
+    for &(sid, inc) in nodes {
+        mpack::put_uint(out, sid as u64);
+        mpack::put_uint(out, inc);
+    }
     wire::finish_message(out, start, 0);
 }
 
@@ -553,6 +645,37 @@ pub fn put_error_reply(out: &mut BytesMut, session: u32, text: &str) {
 mod tests {
     use super::*;
     use crate::codec::wire::FrameDecoder;
+
+    #[test]
+    fn router_announcements_round_trip_and_bad_ones_are_refused() {
+        for (op, nodes) in [
+            (Members::Snapshot, vec![]),
+            (Members::Online, vec![(7, u64::MAX)]),
+            (Members::Offline, vec![(1, 2), (3, 4)]),
+        ] {
+            let mut out = BytesMut::new();
+            put_members(&mut out, op, &nodes);
+            let m = FrameDecoder::default().decode(&mut out).unwrap().unwrap();
+            match parse(&m.data).unwrap() {
+                Envelope::Members { op: o, nodes: n } => assert_eq!((o, n), (op, nodes)),
+                other => panic!("{other:?}"),
+            }
+        }
+        let mut out = BytesMut::new();
+        put_log(&mut out, 3, b"line");
+        let m = FrameDecoder::default().decode(&mut out).unwrap().unwrap();
+        assert!(matches!(
+            parse(&m.data),
+            Ok(Envelope::Log {
+                level: 3,
+                text: b"line"
+            })
+        ));
+        // an odd count, an unknown op, a count beyond the bytes
+        assert!(parse(&[0x93, 15, 1, 7]).is_err());
+        assert!(parse(&[0x92, 15, 9]).is_err());
+        assert!(parse(&[0xdd, 0, 0, 0xff, 0xff, 15, 0]).is_err());
+    }
 
     #[test]
     fn envelopes_round_trip() {

@@ -121,6 +121,55 @@ pub fn put_relayed_message(out: &mut BytesMut, session: u32, dst: u32, src: u32,
     wire::finish_message(out, start, session);
 }
 
+/// Rewrites whole messages (as frames, e.g. what a node queued for a peer)
+/// into relayed messages to `dst` from `src`, appended to `out`, sessions
+/// kept. Returns the bytes of `frames` consumed: every whole message (a
+/// message cut short at the end, or bytes that are not frames, stay).
+///
+/// A message whose data fits one frame with the prefix is copied frame by
+/// frame; a longer one is reassembled and fragmented again.
+pub fn relay_frames(out: &mut BytesMut, frames: &[u8], dst: u32, src: u32) -> usize {
+    let mut at = 0;
+    let header = |i: usize| -> Option<(usize, u8, u32)> {
+        let h = frames.get(i..i + wire::HEADER)?;
+        let len = u16::from_be_bytes([h[0], h[1]]) as usize;
+        if len < 5 || frames.len() < i + 2 + len {
+            return None;
+        }
+        Some((len - 5, h[2], u32::from_be_bytes([h[3], h[4], h[5], h[6]])))
+    };
+    while let Some((len, flag, session)) = header(at) {
+        let data = &frames[at + wire::HEADER..at + wire::HEADER + len];
+        if flag == wire::FLAG_WHOLE {
+            put_relayed_message(out, session, dst, src, data);
+            at += wire::HEADER + len;
+            continue;
+        }
+        if flag != wire::FLAG_FIRST {
+            break;
+        }
+        // a long message: gather its fragments
+        let mut whole = data.to_vec();
+        let mut next = at + wire::HEADER + len;
+        let end = loop {
+            match header(next) {
+                Some((l, f, s)) if s == session && (f == wire::FLAG_MIDDLE || f == wire::FLAG_LAST) => {
+                    whole.extend_from_slice(&frames[next + wire::HEADER..next + wire::HEADER + l]);
+                    next += wire::HEADER + l;
+                    if f == wire::FLAG_LAST {
+                        break Some(next);
+                    }
+                }
+                _ => break None,
+            }
+        };
+        let Some(end) = end else { break };
+        put_relayed_message(out, session, dst, src, &whole);
+        at = end;
+    }
+    at
+}
+
 /// Reads the prefix of a relayed message's data: `(dst, src, payload)`.
 ///
 /// # Errors
@@ -261,6 +310,32 @@ mod tests {
             .unwrap();
         assert_eq!(got.session, 77);
         assert_eq!(parse_relayed(&got.data), Ok((2, 1, &payload[..])));
+    }
+
+    #[test]
+    fn queued_messages_are_rewritten_as_relayed_ones_short_and_long() {
+        let long: Vec<u8> = (0..FRAGMENT + 100).map(|i| (i % 251) as u8).collect();
+        // a frame whose data fills a whole fragment: with the prefix it
+        // takes two
+        let full = vec![7u8; FRAGMENT];
+        let mut queued = BytesMut::new();
+        wire::put_message(&mut queued, 1, b"\x91\x06");
+        wire::put_message(&mut queued, 2, &long);
+        wire::put_message(&mut queued, 3, &full);
+        let whole_len = queued.len();
+        // a message cut short stays
+        wire::put_message(&mut queued, 4, b"\x91\x07");
+        let cut = queued.len() - 1;
+        let mut out = BytesMut::new();
+        assert_eq!(relay_frames(&mut out, &queued[..cut], 9, 5), whole_len);
+        let mut dec = FrameDecoder::new(usize::MAX);
+        let mut got = Vec::new();
+        while let Some(m) = dec.decode(&mut out).unwrap() {
+            let (dst, src, payload) = parse_relayed(&m.data).unwrap();
+            assert_eq!((dst, src), (9, 5));
+            got.push((m.session, payload.to_vec()));
+        }
+        assert_eq!(got, vec![(1, b"\x91\x06".to_vec()), (2, long), (3, full)]);
     }
 
     #[test]

@@ -243,6 +243,12 @@ pub struct ClusterConfig {
     /// Where each node with a `metrics` address serves its Prometheus
     /// metrics (`crate::metrics`), by node name; no two nodes share one.
     pub metrics: BTreeMap<String, SocketAddr>,
+    /// How nodes reach each other (`topology = "mesh"` (default) or
+    /// `"router"`).
+    pub topology: crate::rpc::relay::Topology,
+    /// The node every other node also sends its Lua log lines to
+    /// (`remote_log = "<node>"`, seed 000's RemoteLog), if any.
+    pub remote_log: Option<String>,
 }
 
 /// Secrets shorter than this get a warning at start.
@@ -418,6 +424,22 @@ impl ClusterConfig {
             "settings",
         )
         .map_err(invalid)?;
+        let topology = match root
+            .get::<Option<String>>("topology")
+            .map_err(|e| invalid(format!("topology: {e}")))?
+            .as_deref()
+        {
+            None | Some("mesh") => crate::rpc::relay::Topology::Mesh,
+            Some("router") => crate::rpc::relay::Topology::Router,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "topology '{other}' must be \"mesh\" (every node connects to every other) or \"router\" (through Router nodes)"
+                )))
+            }
+        };
+        let remote_log = root
+            .get::<Option<String>>("remote_log")
+            .map_err(|e| invalid(format!("remote_log: {e}")))?;
         let mut node_settings = BTreeMap::new();
         let mut gates = BTreeMap::new();
         let mut stores = BTreeMap::new();
@@ -514,6 +536,25 @@ impl ClusterConfig {
         if nodes.is_empty() {
             return Err(invalid("the 'nodes' table is empty".into()));
         }
+        if let Some(r) = &remote_log {
+            if !nodes.contains_key(r) && zookeeper.is_none() {
+                return Err(invalid(format!(
+                    "remote_log names {r}, which is not a node of the cluster"
+                )));
+            }
+        }
+        if topology == crate::rpc::relay::Topology::Router {
+            if !nodes.values().any(|n| n.stype == crate::rpc::relay::ROUTER_TYPE) {
+                return Err(invalid(
+                    "topology = \"router\" needs at least one node of type Router".into(),
+                ));
+            }
+            if zookeeper.is_some() {
+                return Err(invalid(
+                    "topology = \"router\" works with the static cluster file only (not with zookeeper) for now".into(),
+                ));
+            }
+        }
         let mut seen_sid = BTreeMap::new();
         let mut seen_addr = BTreeMap::new();
         for n in nodes.values() {
@@ -559,6 +600,8 @@ impl ClusterConfig {
             stores,
             threads,
             metrics,
+            topology,
+            remote_log,
         })
     }
 
@@ -630,6 +673,43 @@ fn first_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topology_and_remote_log_are_checked() {
+        let dir = std::env::temp_dir().join(format!("luahost-cfg-topo-{}", std::process::id()));
+        for t in ["hall", "router"] {
+            std::fs::create_dir_all(dir.join(format!("scripts/{t}"))).unwrap();
+            std::fs::write(dir.join(format!("scripts/{t}/main.lua")), "").unwrap();
+        }
+        let file = dir.join("cluster.lua");
+        let hall = r#"hall_1 = { type = "Hall", addr = "127.0.0.1:7001" }"#;
+        let router = r#"r_1 = { type = "Router", addr = "127.0.0.1:7002" }"#;
+        let parse = |extra: &str, nodes: &str| {
+            ClusterConfig::parse(
+                &file,
+                &format!(r#"return {{ secret = "s", {extra} nodes = {{ {nodes} }} }}"#),
+            )
+        };
+        let mesh = parse("", hall).unwrap();
+        assert_eq!(mesh.topology, crate::rpc::relay::Topology::Mesh);
+        assert_eq!(mesh.remote_log, None);
+        let routed = parse(
+            r#"topology = "router", remote_log = "hall_1","#,
+            &format!("{hall}, {router}"),
+        )
+        .unwrap();
+        assert_eq!(routed.topology, crate::rpc::relay::Topology::Router);
+        assert_eq!(routed.remote_log.as_deref(), Some("hall_1"));
+        for (extra, nodes, says) in [
+            (r#"topology = "star","#, hall, "must be \"mesh\""),
+            (r#"topology = "router","#, hall, "at least one node of type Router"),
+            (r#"remote_log = "nobody","#, hall, "remote_log names nobody"),
+        ] {
+            let e = parse(extra, nodes).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn parses_nodes_and_defaults() {

@@ -205,7 +205,7 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)));
     func!("hash32", |_c, _l, s: mlua::LuaString| Ok(ring::fnv1a32(&s.as_bytes())));
-    func!("log", |_c, _l, (level, msg): (i64, mlua::LuaString)| {
+    func!("log", |c, _l, (level, msg): (i64, mlua::LuaString)| {
         let msg = msg.to_string_lossy();
         match level {
             i64::MIN..=1 => debug!("{msg}"),
@@ -213,6 +213,7 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
             3 => warn!("{msg}"),
             _ => error!("{msg}"),
         }
+        c.remote_log(level.clamp(1, 4) as u8, &msg);
         Ok(())
     });
     // An error line a remote party caused (a handler failing on its call or
@@ -227,7 +228,9 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
                 _ => "other errors caused by remote requests",
             };
             if c.limited(cause) {
-                error!("{}", msg.to_string_lossy());
+                let msg = msg.to_string_lossy();
+                error!("{msg}");
+                c.remote_log(4, &msg);
             }
             Ok(())
         }
@@ -253,6 +256,10 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
             }
             Err(e) => Ok((None, Some(e.to_string()))),
         }
+    });
+    func!("join", |c, _l, (): ()| match H::join(&c) {
+        Ok(b) => Ok((Some(b), None)),
+        Err(e) => Ok((None, Some(e))),
     });
     func!("register", |c, _l, types: Table| {
         let mut map = HashMap::new();

@@ -9,6 +9,7 @@
 /// Every module of lualib: name and source.
 pub(crate) const MODULES: &[(&str, &str)] = &[
     ("base", include_str!("../../lualib/base.lua")),
+    ("cluster", include_str!("../../lualib/cluster.lua")),
     ("entity", include_str!("../../lualib/entity.lua")),
     ("event", include_str!("../../lualib/event.lua")),
     ("hotfix", include_str!("../../lualib/hotfix.lua")),

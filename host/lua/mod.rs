@@ -93,6 +93,9 @@ pub(crate) trait LuaHost: 'static {
     ///
     /// A type of the cluster missing from the schema.
     fn register(this: &Rc<Self>, types: HashMap<String, u32>) -> Result<(), String>;
+    /// `cluster.join()`: a node that waits to join (type `Olap`) joins now;
+    /// false when it had joined already.
+    fn join(this: &Rc<Self>) -> Result<bool, String>;
     /// Encodes a call or a send to node `sid`, as the schema says; returns the
     /// call id, or 0 for a send.
     ///
@@ -192,4 +195,7 @@ pub(crate) trait LuaHost: 'static {
     fn limited(&self, cause: &'static str) -> bool;
     /// The node's metrics (Lua's `metrics` module adds to its scripts' part).
     fn metrics(&self) -> &crate::metrics::NodeMetrics;
+    /// A log line Lua wrote (level 1 debug .. 4 error): also for the
+    /// cluster's log node, if it has one (RemoteLog). Never blocks.
+    fn remote_log(&self, level: u8, text: &str);
 }

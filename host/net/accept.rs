@@ -10,8 +10,9 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::conn::{liveness, read_loop, reverify, schema_changed, Acks, Cause};
+use super::conn::{liveness, not_relayed, read_loop, reverify, schema_changed, Acks, Cause};
 use super::handshake::{accept_handshake, refuse, MAX_VERIFY_MESSAGE};
+use super::router;
 use crate::codec::proto::{self, Envelope};
 use crate::codec::wire::FrameDecoder;
 use crate::net::link::Link;
@@ -100,12 +101,21 @@ pub(crate) async fn inbound_task<H: NetHost>(core: Rc<H>, conn: u64, mut rd: Rea
     let gen = core.net().reverify.current();
     dec.set_max_message(cfg.max_message);
     link.push(|o| proto::put_verify_ok(o, &core.me().name, core.me().sid));
+    // on a Router: relayed messages pass through, the rest is served here
+    let routed = core.relays().then(|| {
+        dec.set_max_message(cfg.max_message + crate::codec::relay::PREFIX);
+        router::join(&*core, conn, &link, &theirs)
+    });
+    let relayed = |msg: &crate::codec::wire::Message| match &routed {
+        Some(_) => router::relay(&*core, &theirs, msg),
+        None => not_relayed(msg),
+    };
     core.net().inbound.borrow_mut().insert(conn, link.clone());
     let seqs = core.send_seqs(&from, theirs.incarnation);
     debug!("accepted {from} from {addr}");
     let acks = Acks::default();
     let reader = async {
-        let cause = read_loop(&mut rd, &mut dec, &mut buf, &link, |msg, env| {
+        let cause = read_loop(&mut rd, &mut dec, &mut buf, &link, relayed, |msg, env| {
             if core.net().reverify.stale(gen) {
                 return Some(Cause::Reverify);
             }
@@ -131,6 +141,7 @@ pub(crate) async fn inbound_task<H: NetHost>(core: Rc<H>, conn: u64, mut rd: Rea
                 Envelope::Ping => link.push(|o| proto::put_ping(o, true)),
                 Envelope::Pong => {}
                 Envelope::Load { load } => core.on_load(theirs.sid, load),
+                Envelope::Log { level, text } => core.on_log(&from, level, text),
                 _ => {
                     return Some(Cause::Protocol(
                         "unexpected message kind on an accepted connection".into(),
@@ -152,8 +163,12 @@ pub(crate) async fn inbound_task<H: NetHost>(core: Rc<H>, conn: u64, mut rd: Rea
         c = link.write_loop(wr, Some(core.net().reverify.gate(gen))) => Cause::Io(c),
         c = liveness(&link, cfg.liveness, false) => c,
         c = schema_changed(&*core, gen, &link, true) => c,
+        c = async { match &routed { Some(r) => router::too_slow(r).await, None => std::future::pending().await } } => c,
     };
     core.net().inbound.borrow_mut().remove(&conn);
+    if let Some(r) = &routed {
+        router::leave(&*core, r, &theirs, &cause);
+    }
     match &cause {
         Cause::Closed => debug!("connection from {from} ({addr}) closed"),
         other => {

@@ -115,6 +115,10 @@ pub enum Cause {
     /// The peer's answer in the handshake was not what the protocol allows.
     #[error("{0}")]
     BadAnswer(String),
+    /// A Router closed the connection of a node that did not read what was
+    /// queued for it.
+    #[error("{0} bytes were queued for it (max_queue): too slow to keep up")]
+    Slow(usize),
     /// This node's schema changed: the connection must verify again.
     #[error("this node's RPC schema changed; verifying again")]
     Reverify,
@@ -160,12 +164,14 @@ pub(crate) async fn read_message(
 /// The one reader of every connection kind (accepted, outgoing, and a
 /// node's calls to itself): reads whole messages, lets the writer run every
 /// few messages of a long burst, parses each envelope once and hands it to
-/// `handle`, which returns a cause to end the connection.
+/// `handle`, which returns a cause to end the connection. A relayed message
+/// (through a Router, `codec::relay`) goes to `relayed` unparsed.
 pub(crate) async fn read_loop(
     rd: &mut ReadHalf,
     dec: &mut FrameDecoder,
     buf: &mut BytesMut,
     link: &Link,
+    mut relayed: impl FnMut(&Message) -> Option<Cause>,
     mut handle: impl FnMut(&Message, Envelope<'_>) -> Option<Cause>,
 ) -> Cause {
     let mut burst = 0u32;
@@ -175,6 +181,12 @@ pub(crate) async fn read_loop(
             Err(e) => return e,
         };
         pipeline(&mut burst, buf, link).await;
+        if crate::codec::relay::is_relayed(&msg.data) {
+            if let Some(cause) = relayed(&msg) {
+                return cause;
+            }
+            continue;
+        }
         let env = match proto::parse(&msg.data) {
             Ok(env) => env,
             Err(e) => return Cause::Protocol(e.to_string()),
@@ -183,6 +195,14 @@ pub(crate) async fn read_loop(
             return cause;
         }
     }
+}
+
+/// The `relayed` of [`read_loop`] for connections that never carry relayed
+/// messages.
+pub(crate) fn not_relayed(_: &Message) -> Option<Cause> {
+    Some(Cause::Protocol(
+        "a relayed message on a connection that is not to a router".into(),
+    ))
 }
 
 /// Lets this connection's writer (and other tasks) run every few messages of

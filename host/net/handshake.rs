@@ -387,7 +387,8 @@ pub(crate) async fn connect<H: NetHost>(core: &H, peer: &H::Peer) -> Result<Veri
     let answer = read_until(deadline, &mut rd, &mut dec, &mut buf, peer.link())
         .await
         .map_err(|e| Cause::NoVerifyAnswer(Box::new(e)))?;
-    dec.set_max_message(max_message);
+    // (relayed messages through a Router carry the relay prefix too)
+    dec.set_max_message(max_message + crate::codec::relay::PREFIX);
     match proto::parse(&answer.data) {
         Ok(Envelope::VerifyOk { .. }) => Ok(Verified {
             rd,

@@ -21,12 +21,104 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::net::stream::WriteHalf;
-use crate::net::Gate;
+use crate::net::{Gate, NetPeer, PeerState};
 use crate::rpc::acks::seq_le;
 
 /// Queued bytes past which a sender writes to the socket at once instead of
 /// waiting for the writer task (which only runs once Lua yields).
 pub const FLUSH_THRESHOLD: usize = 64 * 1024;
+
+/// Where a link's writer writes: a connection's socket (or in-memory
+/// pipe), or, for a node reached through a Router, the connection to that
+/// Router, each message rewritten with the relay prefix
+/// (`codec::relay::relay_frames`).
+pub(crate) enum Sink {
+    /// A connection of its own.
+    Wire(WriteHalf),
+    /// Through a Router.
+    Relay(RelaySink),
+}
+
+/// Bytes queued on a Router's link past which the links writing through it
+/// wait (their messages then stay in their own queues, which `max_queue`
+/// bounds, instead of piling up here).
+pub(crate) const RELAY_BACKLOG: usize = 1024 * 1024;
+
+/// The link of a node reached through a Router writes into the Router's link.
+pub(crate) struct RelaySink {
+    /// The Router.
+    pub(crate) via: Rc<dyn NetPeer>,
+    /// The node the messages are for.
+    pub(crate) dst: u32,
+    /// This node.
+    pub(crate) src: u32,
+}
+
+impl RelaySink {
+    fn up(&self) -> std::io::Result<()> {
+        if self.via.reconnect().borrow().state() == PeerState::Connected {
+            Ok(())
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                format!("router {} is not connected", self.via.spec().name),
+            ))
+        }
+    }
+}
+
+impl Sink {
+    fn try_write(&self, data: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Wire(w) => w.try_write(data),
+            Sink::Relay(r) => {
+                r.up()?;
+                let link = r.via.link();
+                if link.queued() >= RELAY_BACKLOG {
+                    return Err(std::io::ErrorKind::WouldBlock.into());
+                }
+                let n = crate::codec::relay::relay_frames(&mut link.out.borrow_mut(), data, r.dst, r.src);
+                if n == 0 && !data.is_empty() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "a link's queue does not start with a whole message",
+                    ));
+                }
+                link.wake.notify_one();
+                link.flush_if_large();
+                Ok(n)
+            }
+        }
+    }
+
+    async fn writable(&self) -> std::io::Result<()> {
+        match self {
+            Sink::Wire(w) => w.writable().await,
+            Sink::Relay(r) => {
+                r.up()?;
+                if r.via.link().queued() >= RELAY_BACKLOG {
+                    r.via.link().drained().await;
+                }
+                r.up()
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sink::Wire(w) => w.fmt(f),
+            Sink::Relay(r) => write!(f, "relay to {} through {}", r.dst, r.via.spec().name),
+        }
+    }
+}
+
+impl From<WriteHalf> for Sink {
+    fn from(w: WriteHalf) -> Self {
+        Sink::Wire(w)
+    }
+}
 
 /// A request in the output queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +170,7 @@ pub(crate) struct Link {
     /// Wakes the writer task.
     pub(crate) wake: Notify,
     /// The socket while connected.
-    writer: RefCell<Option<Rc<WriteHalf>>>,
+    writer: RefCell<Option<Rc<Sink>>>,
     /// When the last whole frame arrived on this connection.
     pub(crate) last_recv: Cell<Instant>,
     /// The connection's reverify gate: once the node's schema changed after
@@ -319,7 +411,7 @@ impl Link {
 
     /// Writes as much as the socket takes now, without waiting.
     /// Returns true when everything queued was written.
-    fn try_flush(&self, wr: &WriteHalf) -> std::io::Result<bool> {
+    fn try_flush(&self, wr: &Sink) -> std::io::Result<bool> {
         if self.gate.borrow().as_ref().is_some_and(Gate::stale) {
             return Ok(true);
         }
@@ -387,7 +479,8 @@ impl Link {
     /// Writes queued data until the connection fails; returns the cause.
     /// `gate` stops the writing once the schema changed (none for a link
     /// that never verifies, such as a node's link to itself).
-    pub(crate) async fn write_loop(&self, wr: WriteHalf, gate: Option<Gate>) -> String {
+    pub(crate) async fn write_loop(&self, wr: impl Into<Sink>, gate: Option<Gate>) -> String {
+        let wr: Sink = wr.into();
         *self.gate.borrow_mut() = gate;
         // A new connection starts at a frame boundary: bytes left half
         // written on the previous one cannot go out here (sends among them

@@ -16,6 +16,7 @@ pub mod handoff;
 pub(crate) mod handshake;
 pub(crate) mod link;
 pub(crate) mod peer;
+pub(crate) mod router;
 pub(crate) mod stream;
 
 use std::cell::{Cell, RefCell};
@@ -33,6 +34,7 @@ use crate::codec::wire::Message;
 use crate::rpc::acks::SendSeqs;
 use crate::rpc::reconnect::Reconnect;
 use crate::rpc::spec::NodeSpec;
+use conn::Cause;
 use link::Link;
 use stream::LocalNet;
 
@@ -59,6 +61,9 @@ pub(crate) struct NetSettings {
     pub liveness: Duration,
     /// Largest message accepted once verified.
     pub max_message: usize,
+    /// Most bytes queued towards one peer (a Router closes the connection
+    /// of a node that lets more pile up for it).
+    pub max_queue: usize,
 }
 
 /// The one place of reverify state: the schema generation connections
@@ -140,6 +145,8 @@ pub(crate) struct NetState {
     pub local: Option<Arc<LocalNet>>,
     /// The schema generation connections verified under.
     pub reverify: Reverify,
+    /// On a Router: the verified node connections, by the node's sid.
+    pub routed: RefCell<HashMap<u32, router::Routed>>,
 }
 
 /// One peer as the connecting side sees it.
@@ -179,6 +186,16 @@ pub(crate) trait NetHost: 'static {
     fn knows(&self, who: &Identity) -> bool;
     /// Whether a log line of `cause` a remote party triggered may be written.
     fn limited(&self, cause: &'static str) -> bool;
+    /// A log line from node `from` (this node is the cluster's log node).
+    fn on_log(&self, from: &str, level: u8, text: &[u8]);
+    /// Whether this node is a Router that relays for the others
+    /// (`topology = "router"`).
+    fn relays(&self) -> bool;
+    /// A relayed message arrived from Router `via` (its data starts with the
+    /// relay prefix); returns a cause to close that connection.
+    fn on_relayed(&self, via: &Self::Peer, msg: &Message) -> Option<Cause>;
+    /// Router `via` announced nodes.
+    fn on_members(&self, via: &Self::Peer, op: crate::codec::proto::Members, nodes: &[(u32, u64)]);
     /// The record of sends handled from `sender` at `incarnation`.
     fn send_seqs(&self, sender: &str, incarnation: u64) -> Rc<SendSeqs>;
     /// A call or send arrived; false when it was not handled (stopping).

@@ -72,8 +72,10 @@ pub(crate) async fn peer_task<H: NetHost>(core: Rc<H>, peer: Rc<H::Peer>) {
         core.peer_connected(&peer, incarnation);
         peer.link().wake.notify_one();
         let liveness_bound = core.settings().liveness;
-        let reader = read_loop(&mut rd, &mut dec, &mut buf, peer.link(), |msg, env| {
+        let relayed = |msg: &crate::codec::wire::Message| core.on_relayed(&peer, msg);
+        let reader = read_loop(&mut rd, &mut dec, &mut buf, peer.link(), relayed, |msg, env| {
             match env {
+                Envelope::Members { op, ref nodes } => core.on_members(&peer, op, nodes),
                 Envelope::Reply { ok, nvals, vals } => core.on_reply(&peer, msg.session, ok, nvals, vals),
                 Envelope::Ack { seq } => peer.link().ack(seq),
                 Envelope::Ping => peer.link().push(|o| proto::put_ping(o, true)),

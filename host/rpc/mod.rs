@@ -26,7 +26,6 @@ pub mod membership;
 pub mod pending;
 pub(crate) mod ratelog;
 pub mod reconnect;
-#[allow(dead_code)] // groundwork of issue 13: the runtime wires it next
 pub mod relay;
 pub mod ring;
 pub mod spec;

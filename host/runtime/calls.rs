@@ -682,18 +682,25 @@ pub(crate) async fn self_task(core: Rc<Core>, me: Rc<Peer>) {
     let (mut rd, wr) = crate::net::stream::pipe();
     let mut dec = FrameDecoder::new(usize::MAX);
     let mut buf = BytesMut::new();
-    let reader = read_loop(&mut rd, &mut dec, &mut buf, &me.link, |msg, env| {
-        match env {
-            Envelope::Call { .. } | Envelope::Send { .. } | Envelope::Client { .. } | Envelope::Push { .. } => {
-                if !core.on_request(SELF_CONN, &core.me.name, msg, env, None) {
-                    debug!("a send to itself was not handled: this node is stopping");
+    let reader = read_loop(
+        &mut rd,
+        &mut dec,
+        &mut buf,
+        &me.link,
+        crate::net::conn::not_relayed,
+        |msg, env| {
+            match env {
+                Envelope::Call { .. } | Envelope::Send { .. } | Envelope::Client { .. } | Envelope::Push { .. } => {
+                    if !core.on_request(SELF_CONN, &core.me.name, msg, env, None) {
+                        debug!("a send to itself was not handled: this node is stopping");
+                    }
                 }
+                Envelope::Reply { ok, nvals, vals } => core.on_reply(&me, msg.session, ok, nvals, vals),
+                _ => error!("unexpected message kind sent to self"),
             }
-            Envelope::Reply { ok, nvals, vals } => core.on_reply(&me, msg.session, ok, nvals, vals),
-            _ => error!("unexpected message kind sent to self"),
-        }
-        None
-    });
+            None
+        },
+    );
     let cause = tokio::select! {
         c = reader => c,
         c = me.link.write_loop(wr, None) => crate::net::conn::Cause::Io(c),

@@ -172,6 +172,12 @@ pub enum RuntimeError {
     /// The cluster file does not load; the previous cluster stays.
     #[error("{0}; the previous cluster stays in force")]
     ClusterFile(String),
+    /// `cluster.join()` before `base.init` registered the node.
+    #[error("cluster.join(): call base.init first (the node is not registered)")]
+    NotRegistered,
+    /// `cluster.join()` could not listen on the node's address.
+    #[error("cluster.join(): cannot listen on {0}")]
+    JoinBind(String),
 }
 
 /// Where a node is in stopping: the requests from other threads, why it

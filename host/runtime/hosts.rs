@@ -43,6 +43,9 @@ impl LuaHost for Core {
     fn register(this: &Rc<Self>, types: HashMap<String, u32>) -> Result<(), String> {
         this.register(types).map_err(|e| e.to_string())
     }
+    fn join(this: &Rc<Self>) -> Result<bool, String> {
+        this.join().map_err(|e| e.to_string())
+    }
     fn request(&self, sid: u32, eid: i64, mid: u32, wait: crate::lua::Wait, args: &[Value]) -> Result<u32, CallError> {
         Core::request(self, sid, eid, mid, wait, args)
     }
@@ -135,6 +138,9 @@ impl LuaHost for Core {
     fn metrics(&self) -> &crate::metrics::NodeMetrics {
         &self.metrics
     }
+    fn remote_log(&self, level: u8, text: &str) {
+        self.remote_log.push(level, text)
+    }
 }
 
 impl DiscoveryHost for Core {
@@ -189,6 +195,7 @@ impl NetHost for Core {
             verify_timeout: c.verify_timeout,
             liveness: c.liveness,
             max_message: c.max_message,
+            max_queue: c.max_queue,
         }
     }
     fn me(&self) -> &NodeSpec {
@@ -233,7 +240,22 @@ impl NetHost for Core {
         Core::peer_connected(self, peer, incarnation)
     }
     fn peer_lost(&self, peer: &Peer, cause: &str, reverify: bool) {
-        Core::peer_lost(self, peer, cause, reverify)
+        Core::peer_lost(self, peer, cause, reverify);
+        if self.is_router(peer) {
+            self.router_lost(peer);
+        }
+    }
+    fn on_log(&self, from: &str, level: u8, text: &[u8]) {
+        Core::on_log(self, from, level, text)
+    }
+    fn relays(&self) -> bool {
+        Core::relays(self)
+    }
+    fn on_relayed(&self, via: &Peer, msg: &Message) -> Option<crate::net::conn::Cause> {
+        Core::on_relayed(self, via, msg)
+    }
+    fn on_members(&self, via: &Peer, op: crate::codec::proto::Members, nodes: &[(u32, u64)]) {
+        Core::on_members(self, via, op, nodes)
     }
     fn connect_failed(&self, peer: &Peer, cause: &str) {
         self.fail_peer(peer, cause)

@@ -20,7 +20,7 @@ use crate::net::NetState;
 
 use super::calls::{deadline_task, self_task};
 use super::control::{Control, NodeError, NodeOptions, RuntimeError, StopSignal, StopState};
-use super::node::{Core, Loads, LuaSide, Peer, Routing, Typing};
+use super::node::{Core, Loads, LuaSide, Peer, Routing, Typing, OLAP_TYPE};
 use super::timers::{TimerKind, Timers};
 use super::watch::{cluster_watch_task, script_watch_task};
 use crate::lua::dispatch::Dispatch;
@@ -94,11 +94,18 @@ impl Core {
                 ..NetState::default()
             },
             timers: Timers::default(),
-            listener: RefCell::new(Some(listener)),
+            // an Olap node checks its address is free, then listens only
+            // once it joins
+            listener: RefCell::new((me.stype != OLAP_TYPE).then_some(listener)),
             watchers: RefCell::new((None, None)),
             stop: StopState::new(stop, failure),
             discovery: DiscoverySignals::default(),
-            local_rx: RefCell::new(local.as_ref().map(|net| net.listen(me.addr))),
+            local_rx: RefCell::new(
+                local
+                    .as_ref()
+                    .filter(|_| me.stype != OLAP_TYPE)
+                    .map(|net| net.listen(me.addr)),
+            ),
             loads: Loads::default(),
             incarnation: crate::codec::auth::incarnation(),
             log_limit: RefCell::new(crate::rpc::ratelog::LogLimit::default()),
@@ -107,6 +114,16 @@ impl Core {
             store,
             metrics,
             metrics_listener: RefCell::new(metrics_listener),
+            relay: super::relaystate::RelayState::new(cluster.topology),
+            joined: Cell::new(false),
+            remote_log: super::logsink::LogSink::new(
+                cluster
+                    .remote_log
+                    .as_ref()
+                    .and_then(|n| cluster.nodes.get(n))
+                    .map(|n| n.sid)
+                    .filter(|&sid| sid != me.sid),
+            ),
         });
         // With ZooKeeper the peers are discovered; the file only describes this node.
         for spec in cluster.nodes.values() {
@@ -144,10 +161,8 @@ impl Core {
         stop: Arc<StopSignal>,
         opts: NodeOptions,
     ) {
-        let listener = self.listener.borrow_mut().take();
-        if let Some(listener) = listener {
-            let local = self.local_rx.borrow_mut().take();
-            crate::net::spawn(crate::net::accept::accept_task(self.clone(), listener, local));
+        if !self.waits_to_join() {
+            self.start_accepting();
         }
         super::gate::start(&self);
         super::gateweb::start(&self);
@@ -327,6 +342,48 @@ impl Core {
         }
     }
 
+    /// Starts accepting connections from other nodes (once).
+    pub(crate) fn start_accepting(self: &Rc<Self>) {
+        let listener = self.listener.borrow_mut().take();
+        if let Some(listener) = listener {
+            let local = self.local_rx.borrow_mut().take();
+            crate::net::spawn(crate::net::accept::accept_task(self.clone(), listener, local));
+        }
+    }
+
+    /// True for a node of type `Olap` that has not joined yet: it neither
+    /// accepts nor makes connections to other nodes until its script calls
+    /// `cluster.join()` (seed 000: the Olap server does not connect at start).
+    pub(crate) fn waits_to_join(&self) -> bool {
+        self.me.stype == OLAP_TYPE && !self.joined.get()
+    }
+
+    /// `cluster.join()`: an `Olap` node joins the cluster now (listens,
+    /// connects to its peers and goes online for them). Returns false when it
+    /// had joined already (every other node joins at start).
+    pub(crate) fn join(self: &Rc<Self>) -> Result<bool, RuntimeError> {
+        if !self.waits_to_join() {
+            return Ok(false);
+        }
+        if !self.typing.registered.get() {
+            return Err(RuntimeError::NotRegistered);
+        }
+        let std_listener = std::net::TcpListener::bind(self.me.addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(TcpListener::from_std)
+            .map_err(|e| RuntimeError::JoinBind(format!("{}: {e}", self.me.addr)))?;
+        *self.listener.borrow_mut() = Some(std_listener);
+        *self.local_rx.borrow_mut() = self.net.local.as_ref().map(|net| net.listen(self.me.addr));
+        self.joined.set(true);
+        info!("{} joins the cluster", self.me.name);
+        self.start_accepting();
+        let peers: Vec<Rc<Peer>> = self.routing.peers.borrow().values().cloned().collect();
+        for p in peers {
+            self.start_peer(&p);
+        }
+        Ok(true)
+    }
+
     /// Registers the node with the (static) discovery: it joins its ring, and
     /// connections to every other node of the cluster start.
     pub(crate) fn register(self: &Rc<Self>, types: HashMap<String, u32>) -> Result<(), RuntimeError> {
@@ -349,13 +406,16 @@ impl Core {
         }
         self.typing.my_type.set(my_type);
         *self.typing.type_ids.borrow_mut() = types;
-        let peers: Vec<Rc<Peer>> = self.routing.peers.borrow().values().cloned().collect();
-        for p in peers {
-            self.start_peer(&p);
+        if !self.waits_to_join() {
+            let peers: Vec<Rc<Peer>> = self.routing.peers.borrow().values().cloned().collect();
+            for p in peers {
+                self.start_peer(&p);
+            }
         }
         if let Some(me) = self.peer(self.me.sid) {
             crate::net::spawn(self_task(self.clone(), me));
         }
+        crate::net::spawn(super::remotelog::remote_log_task(self.clone()));
         let zk = self.cluster.borrow().zookeeper.clone();
         match zk {
             // online once registered in ZooKeeper

@@ -38,6 +38,10 @@ use crate::rpc::reconnect::Reconnect;
 use crate::rpc::ring::Rings;
 use crate::schema::Schema;
 
+/// The server type of nodes that join the cluster only when their script
+/// asks (`cluster.join()`): analytics, one-off jobs (seed 000's Olap).
+pub(crate) const OLAP_TYPE: &str = "Olap";
+
 /// Outgoing side towards one other node (or this node itself).
 pub(crate) struct Peer {
     pub(crate) spec: NodeSpec,
@@ -52,6 +56,8 @@ pub(crate) struct Peer {
     /// Calls waiting for a reply over this peer, by call id.
     pub(crate) pending: RefCell<Calls>,
     pub(crate) kick: Notify,
+    /// Through Routers: the Router that reaches it changed (or none does).
+    pub(crate) reroute: Notify,
     pub(crate) online: Cell<bool>,
     pub(crate) is_self: bool,
     pub(crate) task: RefCell<Option<tokio::task::JoinHandle<()>>>,
@@ -88,7 +94,8 @@ pub(crate) struct Core {
     pub(crate) local_rx: RefCell<Option<mpsc::UnboundedReceiver<crate::net::stream::MemConn>>>,
     /// The load this node reports (`router.setLoad`) and those of others.
     pub(crate) loads: Loads,
-    /// Random number of this process start (tells a restarted node apart).
+    /// Number of this process start (tells a restarted node apart; a later
+    /// start has a higher one: `codec::auth::incarnation`).
     pub(crate) incarnation: u64,
     /// Rate limits of log lines remote parties can cause.
     pub(crate) log_limit: RefCell<crate::rpc::ratelog::LogLimit>,
@@ -104,6 +111,12 @@ pub(crate) struct Core {
     /// The listener of its metrics endpoint until `run` serves it, when its
     /// cluster entry has `metrics`.
     pub(crate) metrics_listener: RefCell<Option<TcpListener>>,
+    /// Nodes reached through Routers (`topology = "router"`).
+    pub(crate) relay: super::relaystate::RelayState,
+    /// An `Olap` node: whether its script called `cluster.join()`.
+    pub(crate) joined: Cell<bool>,
+    /// Lua log lines waiting for the cluster's log node (RemoteLog).
+    pub(crate) remote_log: super::logsink::LogSink,
 }
 
 impl Core {
@@ -133,6 +146,7 @@ impl Core {
             link: Link::new(!is_self),
             pending: RefCell::new(Calls::new()),
             kick: Notify::new(),
+            reroute: Notify::new(),
             online: Cell::new(false),
             is_self,
             task: RefCell::new(None),
@@ -140,13 +154,6 @@ impl Core {
         });
         self.routing.peers.borrow_mut().insert(peer.spec.sid, peer.clone());
         peer
-    }
-
-    pub(crate) fn start_peer(self: &Rc<Self>, peer: &Rc<Peer>) {
-        if !peer.is_self {
-            let handle = crate::net::spawn(crate::net::peer::peer_task(self.clone(), peer.clone()));
-            *peer.task.borrow_mut() = Some(handle);
-        }
     }
 
     /// Takes a peer out of the cluster: its connection closes, its calls
@@ -158,6 +165,10 @@ impl Core {
         self.loads.peers.borrow_mut().remove(&sid);
         if let Some(t) = peer.task.borrow_mut().take() {
             t.abort();
+        }
+        // reached through Routers: what it was owed goes with it
+        if let Some(rin) = self.relay.inbound.borrow_mut().remove(&sid) {
+            self.net.inbound.borrow_mut().remove(&rin.conn);
         }
         self.set_online(&peer, false);
         self.fail_peer(&peer, why);

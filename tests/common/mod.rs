@@ -15,6 +15,17 @@ use std::time::{Duration, Instant};
 
 pub const EVAL: Duration = Duration::from_secs(20);
 
+/// The `luahost` binary the tests start: `LUAHOST_TEST_BIN` when set (a
+/// copy taken right after the build, where several checkouts share one
+/// target directory and overwrite each other's binary), else the one cargo
+/// built for this test.
+pub fn luahost_bin() -> PathBuf {
+    match std::env::var_os("LUAHOST_TEST_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_luahost")),
+    }
+}
+
 /// The test cluster's scripts.
 pub fn scripts_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/scripts")
@@ -156,7 +167,7 @@ impl Proc {
     }
 
     pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_luahost"));
+        let mut cmd = Command::new(luahost_bin());
         cmd.args(args)
             .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Proc::spawn_command(cmd)
@@ -315,7 +326,7 @@ pub fn identity(name: &str, sid: u32, stype: &str, digest: u32, incarnation: u64
 /// shows; returns the bot's (success, stdout, stderr).
 pub fn demo_bots(gate: &str, cluster: &Path, secs: u32) -> (bool, String, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/friends/bot.lua");
-    let out = Command::new(env!("CARGO_BIN_EXE_luahost"))
+    let out = Command::new(luahost_bin())
         .args(["bot", "--gate", gate, "--cluster"])
         .arg(cluster)
         .args([
@@ -337,4 +348,41 @@ pub fn demo_bots(gate: &str, cluster: &Path, secs: u32) -> (bool, String, String
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// How the nodes of a test cluster reach each other: the same tests run on
+/// both (`write_cluster_on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topo {
+    /// Every node connects to every other (the default).
+    Mesh,
+    /// Through two Router nodes, `r_1` and `r_2` (`topology = "router"`).
+    Router,
+}
+
+/// Both topologies.
+pub const TOPOLOGIES: [Topo; 2] = [Topo::Mesh, Topo::Router];
+
+/// The Router nodes [`write_cluster_on`] adds under [`Topo::Router`].
+pub const ROUTERS: [(&str, &str, u32); 2] = [("r_1", "Router", 901), ("r_2", "Router", 902)];
+
+/// As [`write_cluster`] on `topo`: under [`Topo::Router`] the file also
+/// has the two Routers of [`ROUTERS`] and `topology = "router"`.
+pub fn write_cluster_on(dir: &Path, nodes: &[(&str, &str, u32)], extra: &str, topo: Topo) -> PathBuf {
+    match topo {
+        Topo::Mesh => write_cluster(dir, nodes, extra),
+        Topo::Router => {
+            let mut all = nodes.to_vec();
+            all.extend(ROUTERS);
+            write_cluster(dir, &all, &format!("  topology = \"router\",\n{extra}"))
+        }
+    }
+}
+
+/// Starts the Routers of `topo` in this process (none for a mesh).
+pub fn start_routers(cluster: &Path, topo: Topo) -> Vec<luahost::NodeHandle> {
+    match topo {
+        Topo::Mesh => Vec::new(),
+        Topo::Router => ROUTERS.iter().map(|(n, _, _)| start(cluster, n)).collect(),
+    }
 }

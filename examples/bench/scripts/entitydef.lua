@@ -4,7 +4,7 @@
 -- call; for `bench db`, a DB node whose store holds the bench collection.
 -- Same stubs and typed codec as any game.
 return {
-    ServerType = { Echo = 1, Caller = 2, Gate = 3, Hall = 4, DB = 5 },
+    ServerType = { Echo = 1, Caller = 2, Gate = 3, Hall = 4, DB = 5, Router = 6 },
     Struct = { BenchRec = { { "n", "int64" }, { "s", "string" } } },
     Collection = { bench = { key = "int64", value = "BenchRec" } },
     GlobalEntity = { Bench = 1 },

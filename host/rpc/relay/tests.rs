@@ -320,3 +320,16 @@ fn a_hundred_calls_in_flight_through_a_killed_router_all_fail_or_stay() {
         assert_eq!(t.route(d, &m), Some(R2));
     }
 }
+
+#[test]
+fn who_dials_whom_in_each_topology() {
+    use super::Topology;
+    let t = Topology::Router;
+    // nodes dial Routers and DB nodes, DB nodes dial everyone but Routers
+    // dial nobody; the rest goes through Routers
+    assert!(t.direct("Hall", "Router") && t.direct("Hall", "DB") && t.direct("DB", "Hall"));
+    assert!(!t.direct("Hall", "Gate") && !t.direct("Gate", "Hall"));
+    assert!(!t.direct("Router", "Hall") && !t.direct("Router", "Router"));
+    assert!(t.relays("Router") && !t.relays("Hall"));
+    assert!(Topology::Mesh.direct("Hall", "Gate") && !Topology::Mesh.relays("Router"));
+}

@@ -1,7 +1,7 @@
 -- Schema of the test cluster: three server types that all serve the Echo
 -- global entity.
 local def = {
-    ServerType = { A = 1, B = 2, C = 3 },
+    ServerType = { A = 1, B = 2, C = 3, Router = 4, Olap = 5, DB = 6 },
     GlobalEntity = { Echo = 1 },
     Struct = {
         Pair = { { "k", "string" }, { "v", "int32" } },

@@ -1,0 +1,2 @@
+-- The Router of `luahost bench call --topology router`: the host relays.
+base.init("Router")
