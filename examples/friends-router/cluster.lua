@@ -13,7 +13,7 @@ return {
     nodes = {
         router_1 = { type = "Router", id = 91, addr = "127.0.0.1:7119" },
         router_2 = { type = "Router", id = 92, addr = "127.0.0.1:7120" },
-        db_1     = { type = "DB",     id = 1,  addr = "127.0.0.1:7111" },
+        db_1     = { type = "DB",     id = 1,  addr = "127.0.0.1:7111", store = { sqlite = "friends.db" } },
         gate_1   = { type = "Gate",   id = 21, addr = "127.0.0.1:7112",
                      gate = { tcp = "127.0.0.1:7310", ws = "127.0.0.1:7311",
                               http = "127.0.0.1:7390", web = "../friends/web", resume_grace = 5 } },

@@ -33,6 +33,25 @@ pub fn scripts_dir() -> PathBuf {
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
+    // Below the kernel's ephemeral range (32768-60999 here): a port the
+    // kernel hands out for port 0 is also what it picks for the outgoing
+    // connections of every other test running meanwhile, so one taken now
+    // and bound a moment later by a node was sometimes gone by then.
+    // Candidates walk 20000-32767 from a start that differs per process;
+    // each is checked free (both a listen and a connect would fail on it
+    // if someone held it) before it is handed out.
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_768;
+    let seed = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (seed + k.wrapping_mul(7)) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
