@@ -373,6 +373,12 @@ fn friends_page_in_headless_chromium_shows_friends_going_online_and_offline() {
         "{CHROMIUM} is missing: this test needs Debian's chromium package. \
          tests/run installs it (or, as root: apt-get install chromium)"
     );
+    // the demo keeps its players in examples/friends/friends.db (the DB
+    // node's SQLite file): start from the seeded players, as a fresh clone
+    // does, so that what this test adds is new to them
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(demo_dir().join(format!("friends.db{ext}")));
+    }
     let demo = Proc::spawn(&["up", demo_dir().to_str().unwrap()]);
     let up = wait_until(Duration::from_secs(60), || {
         http_get("/luahost/config.json").is_some_and(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"))
