@@ -27,6 +27,7 @@ pub mod sqlite;
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -288,6 +289,23 @@ pub trait Backend: Send + Sync + 'static {
     /// the first that fails fails the batch with its error. Returns the new
     /// versions in order.
     fn batch(&self, saves: &[Save]) -> Result<Vec<u64>, StoreError>;
+
+    /// Whether [`Store`] should hand this backend its saves in groups
+    /// ([`Backend::save_group`]) rather than one by one on several threads:
+    /// true where writes are serialised anyway (SQLite has one writer) and
+    /// a commit costs a sync to disk, so one commit for many saves is the
+    /// whole gain. False by default.
+    fn group_commit(&self) -> bool {
+        false
+    }
+
+    /// Writes each of `saves` independently (one failing does not fail the
+    /// others; each gets its own result, in order), all made durable by one
+    /// commit: a result is `Ok` only once that commit is done. The default
+    /// saves them one by one.
+    fn save_group(&self, saves: &[Save]) -> Vec<Result<u64, StoreError>> {
+        saves.iter().map(|s| self.save(s)).collect()
+    }
 }
 
 /// How many threads a [`Store`] runs and how many operations it queues.
@@ -328,6 +346,44 @@ struct Inner {
     backend: Arc<dyn Backend>,
     jobs: Mutex<Option<SyncSender<Job>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Saves waiting for the next group commit (backends with
+    /// [`Backend::group_commit`]).
+    group: Arc<Mutex<Group>>,
+}
+
+/// Saves waiting for a group commit, and whether a worker is committing
+/// groups now (it takes these when it is done with its group, so at most one
+/// worker writes and every save waits for at most one commit before its own).
+#[derive(Default)]
+struct Group {
+    saves: Vec<Save>,
+    replies: Vec<oneshot::Sender<Result<u64, StoreError>>>,
+    running: bool,
+}
+
+/// The most saves one group commit takes (the rest go in the next).
+const GROUP_MAX: usize = 512;
+
+/// Commits the waiting saves in groups until none are left.
+fn commit_groups(group: &Mutex<Group>, backend: &dyn Backend) {
+    loop {
+        let (saves, replies) = {
+            let mut g = lock(group);
+            if g.saves.is_empty() {
+                g.running = false;
+                return;
+            }
+            let n = g.saves.len().min(GROUP_MAX);
+            let saves: Vec<Save> = g.saves.drain(..n).collect();
+            let replies: Vec<_> = g.replies.drain(..n).collect();
+            (saves, replies)
+        };
+        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.save_group(&saves)))
+            .unwrap_or_else(|_| vec![Err(StoreError::Closed); saves.len()]);
+        for (reply, r) in replies.into_iter().zip(results) {
+            let _ = reply.send(r);
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -359,6 +415,7 @@ impl Store {
                 backend,
                 jobs: Mutex::new(Some(tx)),
                 threads: Mutex::new(threads),
+                group: Arc::default(),
             }),
         }
     }
@@ -403,9 +460,47 @@ impl Store {
         self.submit(move |b| b.load(&coll, &key))
     }
 
-    /// [`Backend::save`].
-    pub fn save(&self, save: Save) -> impl Future<Output = Result<u64, StoreError>> + Send + 'static {
-        self.submit(move |b| b.save(&save))
+    /// [`Backend::save`]. On a backend with [`Backend::group_commit`] the
+    /// save joins the saves waiting for the next commit (one worker commits
+    /// them all at once: one sync to disk for the group).
+    pub fn save(&self, save: Save) -> Pin<Box<dyn Future<Output = Result<u64, StoreError>> + Send + 'static>> {
+        if !self.inner.backend.group_commit() {
+            return Box::pin(self.submit(move |b| b.save(&save)));
+        }
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let jobs = lock(&self.inner.jobs);
+            let Some(jobs) = &*jobs else {
+                return Box::pin(std::future::ready(Err(StoreError::Closed)));
+            };
+            let mut g = lock(&self.inner.group);
+            g.saves.push(save);
+            g.replies.push(tx);
+            let start = !g.running;
+            g.running = true;
+            drop(g);
+            // a worker to commit, unless one is committing (it will take
+            // this save when done with its group)
+            start.then(|| {
+                let group = self.inner.group.clone();
+                let job: Job = Box::new(move |b| commit_groups(&group, b));
+                jobs.try_send(job)
+            })
+        };
+        if let Some(Err(e)) = start {
+            // no worker took the group: fail what waits for it
+            let mut g = lock(&self.inner.group);
+            g.running = false;
+            g.saves.clear();
+            let err = match e {
+                TrySendError::Full(_) => StoreError::Busy,
+                TrySendError::Disconnected(_) => StoreError::Closed,
+            };
+            for r in g.replies.drain(..) {
+                let _ = r.send(Err(err.clone()));
+            }
+        }
+        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
     }
 
     /// [`Backend::delete`].

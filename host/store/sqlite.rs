@@ -185,7 +185,7 @@ impl Sqlite {
     }
 }
 
-fn current(tx: &Transaction<'_>, coll: &str, key: &Key) -> Result<Option<Current>, StoreError> {
+fn current(tx: &Connection, coll: &str, key: &Key) -> Result<Option<Current>, StoreError> {
     let mut st =
         tx.prepare_cached("SELECT version, epoch, value IS NOT NULL FROM docs WHERE coll = ?1 AND key = ?2")?;
     Ok(st
@@ -199,7 +199,7 @@ fn current(tx: &Transaction<'_>, coll: &str, key: &Key) -> Result<Option<Current
         .optional()?)
 }
 
-fn save_in(tx: &Transaction<'_>, s: &Save) -> Result<u64, StoreError> {
+fn save_in(tx: &Connection, s: &Save) -> Result<u64, StoreError> {
     let version = check_write(&s.coll, &s.key, s.expect, s.epoch, current(tx, &s.coll, &s.key)?)?;
     tx.prepare_cached(
         "INSERT INTO docs (coll, key, value, version, epoch) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -280,5 +280,33 @@ impl Backend for Sqlite {
         // an error returns before the commit: the transaction's drop rolls
         // everything back
         self.write(|tx| saves.iter().map(|s| save_in(tx, s)).collect())
+    }
+
+    fn group_commit(&self) -> bool {
+        true
+    }
+
+    fn save_group(&self, saves: &[Save]) -> Vec<Result<u64, StoreError>> {
+        // one transaction, each save in a savepoint of its own (a failed
+        // save undoes only itself), one commit (one sync) for all
+        let mut conn = lock(&self.writer);
+        let all = |e: StoreError| vec![Err(e); saves.len()];
+        let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => return all(e.into()),
+        };
+        let mut out = Vec::with_capacity(saves.len());
+        for s in saves {
+            let r = tx.savepoint().map_err(StoreError::from).and_then(|sp| {
+                let v = save_in(&sp, s)?;
+                sp.commit()?;
+                Ok(v)
+            });
+            out.push(r);
+        }
+        match tx.commit() {
+            Ok(()) => out,
+            Err(e) => all(e.into()),
+        }
     }
 }

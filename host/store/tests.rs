@@ -13,7 +13,7 @@ macro_rules! suite {
             epochs_fence_superseded_writers, delete_with_expect_and_versions_go_on,
             query_by_index_follows_updates, batch_is_all_or_nothing,
             concurrent_saves_one_winner_per_version, store_handle_races_and_closes,
-            counters_never_repeat_under_races);
+            counters_never_repeat_under_races, saves_at_once_succeed_or_fail_alone);
     };
     (@ $make:expr; $($name:ident),*) => {
         $(
@@ -389,6 +389,49 @@ async fn store_handle_races_and_closes_async(db: Arc<dyn Backend>) {
     // queued before close: done; after: refused
     assert_eq!(late.await.unwrap().unwrap().version, 6);
     assert_eq!(clone.load("c", "k").await, Err(StoreError::Closed));
+}
+
+/// Many saves started at once (on SQLite: committed in groups), some of
+/// them refused: each refused one leaves its document and index entries as
+/// they were, every other one is written with its index entries.
+fn saves_at_once_succeed_or_fail_alone(db: Arc<dyn Backend>) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let store = Store::with_options(db, StoreOptions::default());
+    rt.block_on(async {
+        // key 0 stored by epoch 5: a save at epoch 1 is stale
+        let fenced = Save::new("g", 0, b"old".to_vec()).epoch(5).index("tag", "old");
+        assert_eq!(store.save(fenced).await, Ok(1));
+        let futs: Vec<_> = (0..200i64)
+            .map(|k| {
+                let mut s = Save::new("g", k, k.to_be_bytes().to_vec()).epoch(1).index("tag", "new");
+                if k % 50 == 7 {
+                    s = s.expect(Expect::Version(9)); // never there: conflict
+                }
+                store.save(s)
+            })
+            .collect();
+        let mut written = 0;
+        for (k, f) in futs.into_iter().enumerate() {
+            match f.await {
+                Ok(v) => {
+                    assert!(k != 0 && k % 50 != 7, "save {k} should have failed");
+                    assert_eq!(v, 1);
+                    written += 1;
+                }
+                Err(StoreError::StaleEpoch { .. }) => assert_eq!(k, 0),
+                Err(StoreError::Conflict { .. }) => assert_eq!(k % 50, 7),
+                Err(e) => panic!("save {k}: {e}"),
+            }
+        }
+        assert_eq!(written, 200 - 1 - 4);
+        let old = store.load("g", 0).await.unwrap().unwrap();
+        assert_eq!((old.value.as_slice(), old.version, old.epoch), (&b"old"[..], 1, 5));
+        assert_eq!(store.load("g", 7).await, Ok(None));
+        let tagged = store.query("g", "tag", "new", 1000).await.unwrap();
+        assert_eq!(tagged.len(), written);
+        assert_eq!(store.query("g", "tag", "old", 10).await.unwrap().len(), 1);
+    });
+    store.close();
 }
 
 /// Many takers of one counter at once: every value is handed out once, and
