@@ -37,10 +37,20 @@ pub fn open(cfg: &StoreConfig) -> Result<Store, String> {
         StoreConfig::Postgres { params, pool } => {
             // (the synchronous client blocks on a runtime of its own, which
             // it cannot do on a node's thread: it connects on one of its own)
-            let (with_pw, n) = (StoreConfig::postgres_params(params), *pool);
+            let (with_pw, n, shown) = (StoreConfig::postgres_params(params), *pool, params.clone());
             let db = std::thread::Builder::new()
                 .name("store-pg-connect".into())
-                .spawn(move || Postgres::connect(&with_pw, n))
+                .spawn(move || {
+                    let (db, down) = Postgres::connect_or_wait(&with_pw, n)?;
+                    // the server down: the node starts all the same and
+                    // its store tries to connect at each operation
+                    if let Some(e) = down {
+                        tracing::warn!(
+                            "store.postgres ({shown}): {e}; the node starts, and DbCtl answers `unavailable` until the server can be reached"
+                        );
+                    }
+                    Ok::<_, StoreError>(db)
+                })
                 .map_err(|e| format!("store.postgres: {e}"))?
                 .join()
                 .map_err(|_| "store.postgres: connecting panicked".to_string())?
