@@ -304,12 +304,44 @@ impl Core {
         };
         let fut = start(store, op);
         let this = self.this.clone();
+        let serving = &self.routing.db_serving;
+        serving.set(serving.get() + 1);
         crate::net::spawn(async move {
             let r = fut.await;
             if let Some(core) = this.upgrade() {
                 core.reply_db(conn, session, mid, r, defaults);
+                let serving = &core.routing.db_serving;
+                serving.set(serving.get() - 1);
+                if serving.get() == 0 {
+                    core.routing.db_served.notify_waiters();
+                }
             }
         });
+    }
+
+    /// Waits (at most `limit`) until the DbCtl calls this node is serving
+    /// are answered and the answers written to their connections: a DB
+    /// node stopping gracefully completes them (their callers get the
+    /// result, not `node down`). Returns how many were left unanswered.
+    pub(crate) async fn finish_db_serving(&self, limit: std::time::Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.routing.db_serving.get() > 0 {
+            let served = self.routing.db_served.notified();
+            if self.routing.db_serving.get() == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, served).await.is_err() {
+                return self.routing.db_serving.get();
+            }
+        }
+        let peers: Vec<_> = self.routing.peers.borrow().values().cloned().collect();
+        for p in peers.iter().filter(|p| !p.is_self) {
+            p.link.flush_now();
+            if tokio::time::timeout_at(deadline, p.link.drained()).await.is_err() {
+                break;
+            }
+        }
+        0
     }
 
     fn reply_db(
