@@ -290,13 +290,21 @@ pub trait Backend: Send + Sync + 'static {
     /// versions in order.
     fn batch(&self, saves: &[Save]) -> Result<Vec<u64>, StoreError>;
 
-    /// Whether [`Store`] should hand this backend its saves in groups
-    /// ([`Backend::save_group`]) rather than one by one on several threads:
-    /// true where writes are serialised anyway (SQLite has one writer) and
-    /// a commit costs a sync to disk, so one commit for many saves is the
-    /// whole gain. False by default.
-    fn group_commit(&self) -> bool {
+    /// Whether [`Store`] should hand this backend its saves and loads in
+    /// groups ([`Backend::save_group`], [`Backend::load_group`]) rather than
+    /// one by one on several threads: true where writes are serialised
+    /// anyway (SQLite has one writer) and a commit costs a sync to disk, so
+    /// one commit for many saves is the whole gain, and where each read
+    /// transaction costs file locks (one for many loads). False by default.
+    fn groups(&self) -> bool {
         false
+    }
+
+    /// The documents under `keys` (collection, key), in order, read in one
+    /// read transaction where the backend has them. The default loads them
+    /// one by one.
+    fn load_group(&self, keys: &[(String, Key)]) -> Vec<Result<Option<Doc>, StoreError>> {
+        keys.iter().map(|(c, k)| self.load(c, k)).collect()
     }
 
     /// Writes each of `saves` independently (one failing does not fail the
@@ -346,42 +354,55 @@ struct Inner {
     backend: Arc<dyn Backend>,
     jobs: Mutex<Option<SyncSender<Job>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    /// Saves waiting for the next group commit (backends with
-    /// [`Backend::group_commit`]).
-    group: Arc<Mutex<Group>>,
+    /// Saves waiting for the next group commit, loads for the next group
+    /// read (backends with [`Backend::groups`]).
+    saves: Arc<Mutex<Group<Save, u64>>>,
+    loads: Arc<Mutex<Group<(String, Key), Option<Doc>>>>,
 }
 
-/// Saves waiting for a group commit, and whether a worker is committing
-/// groups now (it takes these when it is done with its group, so at most one
-/// worker writes and every save waits for at most one commit before its own).
-#[derive(Default)]
-struct Group {
-    saves: Vec<Save>,
-    replies: Vec<oneshot::Sender<Result<u64, StoreError>>>,
+/// Operations waiting for a group, and whether a worker is running groups
+/// of them now (it takes these when it is done with its group, so at most
+/// one worker runs such groups and each operation waits for at most one
+/// group before its own).
+struct Group<T, R> {
+    ops: Vec<T>,
+    replies: Vec<oneshot::Sender<Result<R, StoreError>>>,
     running: bool,
 }
 
-/// The most saves one group commit takes (the rest go in the next).
+impl<T, R> Default for Group<T, R> {
+    fn default() -> Self {
+        Group {
+            ops: Vec::new(),
+            replies: Vec::new(),
+            running: false,
+        }
+    }
+}
+
+/// The most operations one group takes (the rest go in the next).
 const GROUP_MAX: usize = 512;
 
-/// Commits the waiting saves in groups until none are left.
-fn commit_groups(group: &Mutex<Group>, backend: &dyn Backend) {
+/// Runs the waiting operations of `group` with `run`, a group at a time,
+/// until none are left.
+fn run_groups<T, R>(group: &Mutex<Group<T, R>>, run: impl Fn(&[T]) -> Vec<Result<R, StoreError>>) {
     loop {
-        let (saves, replies) = {
+        let (ops, replies) = {
             let mut g = lock(group);
-            if g.saves.is_empty() {
+            if g.ops.is_empty() {
                 g.running = false;
                 return;
             }
-            let n = g.saves.len().min(GROUP_MAX);
-            let saves: Vec<Save> = g.saves.drain(..n).collect();
+            let n = g.ops.len().min(GROUP_MAX);
+            let ops: Vec<T> = g.ops.drain(..n).collect();
             let replies: Vec<_> = g.replies.drain(..n).collect();
-            (saves, replies)
+            (ops, replies)
         };
-        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.save_group(&saves)))
-            .unwrap_or_else(|_| vec![Err(StoreError::Closed); saves.len()]);
-        for (reply, r) in replies.into_iter().zip(results) {
-            let _ = reply.send(r);
+        // a panicking backend fails this group only
+        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&ops))).unwrap_or_default();
+        let mut results = results.into_iter();
+        for reply in replies {
+            let _ = reply.send(results.next().unwrap_or(Err(StoreError::Closed)));
         }
     }
 }
@@ -415,7 +436,8 @@ impl Store {
                 backend,
                 jobs: Mutex::new(Some(tx)),
                 threads: Mutex::new(threads),
-                group: Arc::default(),
+                saves: Arc::default(),
+                loads: Arc::default(),
             }),
         }
     }
@@ -451,47 +473,61 @@ impl Store {
     }
 
     /// [`Backend::load`].
+    /// On a backend with [`Backend::groups`] the load joins the loads
+    /// waiting for the next group read.
     pub fn load(
         &self,
         coll: &str,
         key: impl Into<Key>,
-    ) -> impl Future<Output = Result<Option<Doc>, StoreError>> + Send + 'static {
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Doc>, StoreError>> + Send + 'static>> {
         let (coll, key) = (coll.to_string(), key.into());
-        self.submit(move |b| b.load(&coll, &key))
+        if !self.inner.backend.groups() {
+            return Box::pin(self.submit(move |b| b.load(&coll, &key)));
+        }
+        self.join(&self.inner.loads, (coll, key), |b, ops| b.load_group(ops))
     }
 
-    /// [`Backend::save`]. On a backend with [`Backend::group_commit`] the
-    /// save joins the saves waiting for the next commit (one worker commits
-    /// them all at once: one sync to disk for the group).
+    /// [`Backend::save`]. On a backend with [`Backend::groups`] the save
+    /// joins the saves waiting for the next commit (one worker commits them
+    /// all at once: one sync to disk for the group).
     pub fn save(&self, save: Save) -> Pin<Box<dyn Future<Output = Result<u64, StoreError>> + Send + 'static>> {
-        if !self.inner.backend.group_commit() {
+        if !self.inner.backend.groups() {
             return Box::pin(self.submit(move |b| b.save(&save)));
         }
+        self.join(&self.inner.saves, save, |b, ops| b.save_group(ops))
+    }
+
+    /// Adds `op` to `group`, with a worker to run the group unless one is
+    /// running groups of these (it takes this one when done with its own).
+    fn join<T: Send + 'static, R: Send + 'static>(
+        &self,
+        group: &Arc<Mutex<Group<T, R>>>,
+        op: T,
+        run: fn(&dyn Backend, &[T]) -> Vec<Result<R, StoreError>>,
+    ) -> Pin<Box<dyn Future<Output = Result<R, StoreError>> + Send + 'static>> {
         let (tx, rx) = oneshot::channel();
         let start = {
             let jobs = lock(&self.inner.jobs);
             let Some(jobs) = &*jobs else {
                 return Box::pin(std::future::ready(Err(StoreError::Closed)));
             };
-            let mut g = lock(&self.inner.group);
-            g.saves.push(save);
+            let mut g = lock(group);
+            g.ops.push(op);
             g.replies.push(tx);
             let start = !g.running;
             g.running = true;
             drop(g);
-            // a worker to commit, unless one is committing (it will take
-            // this save when done with its group)
             start.then(|| {
-                let group = self.inner.group.clone();
-                let job: Job = Box::new(move |b| commit_groups(&group, b));
+                let group = group.clone();
+                let job: Job = Box::new(move |b| run_groups(&group, |ops| run(b, ops)));
                 jobs.try_send(job)
             })
         };
         if let Some(Err(e)) = start {
             // no worker took the group: fail what waits for it
-            let mut g = lock(&self.inner.group);
+            let mut g = lock(group);
             g.running = false;
-            g.saves.clear();
+            g.ops.clear();
             let err = match e {
                 TrySendError::Full(_) => StoreError::Busy,
                 TrySendError::Disconnected(_) => StoreError::Closed,

@@ -216,22 +216,23 @@ fn save_in(tx: &Connection, s: &Save) -> Result<u64, StoreError> {
     Ok(version)
 }
 
+fn load_in(c: &Connection, coll: &str, key: &Key) -> Result<Option<Doc>, StoreError> {
+    let mut st =
+        c.prepare_cached("SELECT value, version, epoch FROM docs WHERE coll = ?1 AND key = ?2 AND value IS NOT NULL")?;
+    Ok(st
+        .query_row(params![coll, key], |r| {
+            Ok(Doc {
+                value: r.get(0)?,
+                version: r.get::<_, i64>(1)? as u64,
+                epoch: r.get::<_, i64>(2)? as u64,
+            })
+        })
+        .optional()?)
+}
+
 impl Backend for Sqlite {
     fn load(&self, coll: &str, key: &Key) -> Result<Option<Doc>, StoreError> {
-        self.read(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT value, version, epoch FROM docs WHERE coll = ?1 AND key = ?2 AND value IS NOT NULL",
-            )?;
-            Ok(st
-                .query_row(params![coll, key], |r| {
-                    Ok(Doc {
-                        value: r.get(0)?,
-                        version: r.get::<_, i64>(1)? as u64,
-                        epoch: r.get::<_, i64>(2)? as u64,
-                    })
-                })
-                .optional()?)
-        })
+        self.read(|c| load_in(c, coll, key))
     }
 
     fn save(&self, save: &Save) -> Result<u64, StoreError> {
@@ -282,8 +283,22 @@ impl Backend for Sqlite {
         self.write(|tx| saves.iter().map(|s| save_in(tx, s)).collect())
     }
 
-    fn group_commit(&self) -> bool {
+    fn groups(&self) -> bool {
         true
+    }
+
+    fn load_group(&self, keys: &[(String, Key)]) -> Vec<Result<Option<Doc>, StoreError>> {
+        // one read transaction: the WAL's read lock taken once for all
+        self.read(|c| {
+            c.execute_batch("BEGIN")?;
+            let out = keys.iter().map(|(coll, key)| load_in(c, coll, key)).collect();
+            if let Err(e) = c.execute_batch("COMMIT") {
+                let _ = c.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
+            Ok(out)
+        })
+        .unwrap_or_else(|e| vec![Err(e); keys.len()])
     }
 
     fn save_group(&self, saves: &[Save]) -> Vec<Result<u64, StoreError>> {

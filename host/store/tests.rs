@@ -393,7 +393,8 @@ async fn store_handle_races_and_closes_async(db: Arc<dyn Backend>) {
 
 /// Many saves started at once (on SQLite: committed in groups), some of
 /// them refused: each refused one leaves its document and index entries as
-/// they were, every other one is written with its index entries.
+/// they were, every other one is written with its index entries; then as
+/// many loads at once each find their own document.
 fn saves_at_once_succeed_or_fail_alone(db: Arc<dyn Backend>) {
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let store = Store::with_options(db, StoreOptions::default());
@@ -430,6 +431,17 @@ fn saves_at_once_succeed_or_fail_alone(db: Arc<dyn Backend>) {
         let tagged = store.query("g", "tag", "new", 1000).await.unwrap();
         assert_eq!(tagged.len(), written);
         assert_eq!(store.query("g", "tag", "old", 10).await.unwrap().len(), 1);
+        // as many loads at once (on SQLite: read in groups), each its own
+        let loads: Vec<_> = (0..200i64).map(|k| store.load("g", k)).collect();
+        for (k, f) in loads.into_iter().enumerate() {
+            let k = k as i64;
+            let got = f.await.unwrap();
+            match got {
+                Some(d) if k == 0 => assert_eq!(d.value, b"old"),
+                Some(d) => assert_eq!((d.value, d.version, d.epoch), (k.to_be_bytes().to_vec(), 1, 1)),
+                None => assert_eq!(k % 50, 7, "key {k} missing"),
+            }
+        }
     });
     store.close();
 }
