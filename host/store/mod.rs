@@ -344,7 +344,9 @@ type Job = Box<dyn FnOnce(&dyn Backend) + Send>;
 ///
 /// Operations in flight at the same time run in no particular order (two
 /// workers may take them); await one before starting the next where order
-/// matters, or use [`Expect::Version`].
+/// matters, or use [`Expect::Version`]. On a backend with
+/// [`Backend::groups`] (SQLite) saves are committed in groups and loads read
+/// in groups, one worker at a time each (see [`Backend::save_group`]).
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -357,7 +359,7 @@ struct Inner {
     /// Saves waiting for the next group commit, loads for the next group
     /// read (backends with [`Backend::groups`]).
     saves: Arc<Mutex<Group<Save, u64>>>,
-    loads: Arc<Mutex<Group<(String, Key), Option<Doc>>>>,
+    loads: Arc<Mutex<Group<CollKey, Option<Doc>>>>,
 }
 
 /// Operations waiting for a group, and whether a worker is running groups
@@ -379,6 +381,12 @@ impl<T, R> Default for Group<T, R> {
         }
     }
 }
+
+/// A document's collection and key (what a load in a group names).
+type CollKey = (String, Key);
+
+/// How a group of operations is run on a backend.
+type GroupRun<T, R> = fn(&dyn Backend, &[T]) -> Vec<Result<R, StoreError>>;
 
 /// The most operations one group takes (the rest go in the next).
 const GROUP_MAX: usize = 512;
@@ -503,7 +511,7 @@ impl Store {
         &self,
         group: &Arc<Mutex<Group<T, R>>>,
         op: T,
-        run: fn(&dyn Backend, &[T]) -> Vec<Result<R, StoreError>>,
+        run: GroupRun<T, R>,
     ) -> Pin<Box<dyn Future<Output = Result<R, StoreError>> + Send + 'static>> {
         let (tx, rx) = oneshot::channel();
         let start = {
