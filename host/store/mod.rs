@@ -321,8 +321,9 @@ pub trait Backend: Send + Sync + 'static {
 pub struct StoreOptions {
     /// Worker threads calling the backend (at least 1).
     pub threads: usize,
-    /// Operations waiting for a worker before the store answers
-    /// [`StoreError::Busy`].
+    /// Operations waiting for a worker (and, on a backend with
+    /// [`Backend::groups`], saves and loads waiting for their group) before
+    /// the store answers [`StoreError::Busy`].
     pub queue: usize,
 }
 
@@ -360,6 +361,8 @@ struct Inner {
     /// read (backends with [`Backend::groups`]).
     saves: Arc<Mutex<Group<Save, u64>>>,
     loads: Arc<Mutex<Group<CollKey, Option<Doc>>>>,
+    /// The most operations a group holds waiting ([`StoreOptions::queue`]).
+    queue: usize,
 }
 
 /// Operations waiting for a group, and whether a worker is running groups
@@ -446,6 +449,7 @@ impl Store {
                 threads: Mutex::new(threads),
                 saves: Arc::default(),
                 loads: Arc::default(),
+                queue: opts.queue.max(1),
             }),
         }
     }
@@ -520,6 +524,9 @@ impl Store {
                 return Box::pin(std::future::ready(Err(StoreError::Closed)));
             };
             let mut g = lock(group);
+            if g.ops.len() >= self.inner.queue {
+                return Box::pin(std::future::ready(Err(StoreError::Busy)));
+            }
             g.ops.push(op);
             g.replies.push(tx);
             let start = !g.running;

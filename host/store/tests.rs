@@ -466,7 +466,9 @@ fn counters_never_repeat_under_races(db: Arc<dyn Backend>) {
 
 #[test]
 fn a_full_queue_is_busy() {
-    struct Slow;
+    // the same with and without groups (a group holds `queue` waiting
+    // operations as the worker queue does)
+    struct Slow(bool);
     impl Backend for Slow {
         fn load(&self, _: &str, _: &Key) -> Result<Option<Doc>, StoreError> {
             std::thread::sleep(std::time::Duration::from_millis(200));
@@ -484,23 +486,33 @@ fn a_full_queue_is_busy() {
         fn batch(&self, _: &[Save]) -> Result<Vec<u64>, StoreError> {
             Ok(vec![])
         }
+        fn groups(&self) -> bool {
+            self.0
+        }
     }
-    let store = Store::with_options(Arc::new(Slow), StoreOptions { threads: 1, queue: 2 });
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let first = store.load("c", 1);
-    std::thread::sleep(std::time::Duration::from_millis(50)); // the worker took it
-    let queued: Vec<_> = (0..2).map(|_| store.load("c", 1)).collect();
-    assert_eq!(rt.block_on(store.load("c", 1)), Err(StoreError::Busy));
-    assert_eq!(rt.block_on(first), Ok(None));
-    for q in queued {
-        assert_eq!(rt.block_on(q), Ok(None));
+    for grouped in [false, true] {
+        let store = Store::with_options(Arc::new(Slow(grouped)), StoreOptions { threads: 1, queue: 2 });
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let first = store.load("c", 1);
+        std::thread::sleep(std::time::Duration::from_millis(50)); // the worker took it
+        let queued: Vec<_> = (0..2).map(|_| store.load("c", 1)).collect();
+        assert_eq!(
+            rt.block_on(store.load("c", 1)),
+            Err(StoreError::Busy),
+            "grouped: {grouped}"
+        );
+        assert_eq!(rt.block_on(first), Ok(None));
+        for q in queued {
+            assert_eq!(rt.block_on(q), Ok(None));
+        }
+        // a panic loses that operation only
+        assert_eq!(
+            rt.block_on(store.save(Save::new("c", 1, vec![]))),
+            Err(StoreError::Closed)
+        );
+        assert_eq!(rt.block_on(store.delete("c", 1, Expect::Any, 0)), Ok(false));
+        assert_eq!(rt.block_on(store.load("c", 2)), Ok(None), "grouped: {grouped}");
     }
-    // a panic loses that operation only
-    assert_eq!(
-        rt.block_on(store.save(Save::new("c", 1, vec![]))),
-        Err(StoreError::Closed)
-    );
-    assert_eq!(rt.block_on(store.delete("c", 1, Expect::Any, 0)), Ok(false));
 }
 
 /// Throughput figures: `cargo test --release --lib store::tests::throughput
