@@ -335,7 +335,9 @@ impl Core {
             }
         }
         let peers: Vec<_> = self.routing.peers.borrow().values().cloned().collect();
-        for p in peers.iter().filter(|p| !p.is_self) {
+        // (a peer without a connection is not waited for: nothing of its
+        // queue would be written before the deadline)
+        for p in peers.iter().filter(|p| !p.is_self && p.link.connected()) {
             p.link.flush_now();
             if tokio::time::timeout_at(deadline, p.link.drained()).await.is_err() {
                 break;
