@@ -189,3 +189,64 @@ fn sqlite_the_db_node_killed_mid_write_tears_nothing() {
 fn postgres_the_db_node_killed_mid_write_tears_nothing() {
     the_db_node_killed_mid_write_tears_nothing(Backend::postgres("pg-crash-db"));
 }
+
+/// A graceful stop of the DB node completes the DbCtl calls it is serving:
+/// c_1 has 20 saves in flight, held up by a write lock this test keeps on
+/// the SQLite file; the DB node is stopped (SIGTERM) while they wait, then
+/// the lock is let go. Every caller gets its save's version, not `node
+/// down`, and the documents are there after a restart.
+#[test]
+fn a_graceful_stop_of_the_db_node_answers_the_calls_in_flight() {
+    let backend = Backend::Sqlite;
+    let dir = TempDir::new("dbcrash-stop");
+    let path = cluster(&dir.0, &backend);
+    let a = db_node(&path, &backend);
+    let c = start(&path, "c_1");
+    wait_seen(&c, "a_1", &a);
+    assert_eq!(eval(&c, "return DBProxy.save('docs', 'warm', { n = 0 })"), "1");
+    // the store's writer now waits on this lock (up to its busy timeout, 5 s)
+    let file = rusqlite::Connection::open(dir.0.join("game.db")).unwrap();
+    file.execute_batch("BEGIN IMMEDIATE").unwrap();
+    eval(
+        &c,
+        r#"
+        results = {}
+        for k = 1, 20 do
+            rpcco.fork(function()
+                local ok, ver = pcall(DBProxy.save, "docs", "s" .. k, { n = k })
+                results[k] = tostring(ok) .. " " .. tostring(ver)
+            end)
+        end
+        return ""
+        "#,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(eval(&c, "return #results"), "0", "the saves did not wait for the lock");
+    a.signal(libc::SIGTERM);
+    assert!(a.wait_log("stopping", Duration::from_secs(5)), "{}", a.log());
+    std::thread::sleep(Duration::from_millis(500));
+    file.execute_batch("ROLLBACK").unwrap();
+    let answered = wait_until(Duration::from_secs(20), || {
+        eval(&c, "local n = 0 for _ in pairs(results) do n = n + 1 end return n") == "20"
+    });
+    assert!(answered, "not every save was answered: {}", a.log());
+    let out = eval(
+        &c,
+        r#"local bad = {} for k = 1, 20 do if results[k] ~= "true 1" then bad[#bad + 1] = k .. ": " .. results[k] end end
+        return #bad == 0 and "all saved" or table.concat(bad, "; ")"#,
+    );
+    assert_eq!(out, "all saved");
+    let mut a = a;
+    let st = a.wait_exit(Duration::from_secs(20)).expect("a_1 did not stop");
+    assert!(st.success(), "{}", a.log());
+    drop(a);
+    let a = db_node(&path, &backend);
+    wait_seen(&c, "a_1", &a);
+    assert_eq!(
+        eval(
+            &c,
+            "local v, ver = DBProxy.load('docs', 's20') return v.n .. ' ' .. ver"
+        ),
+        "20 1"
+    );
+}

@@ -135,3 +135,49 @@ fn round_trip_conflict_and_a_restart_of_postgres() {
         "1"
     );
 }
+
+/// A DB node whose PostgreSQL server is down when it boots starts all the
+/// same: DbCtl answers `unavailable: ...` until the server is started, then
+/// everything works (the tables are made by the first connection).
+#[test]
+fn a_db_node_booted_before_postgres_serves_once_it_is_up() {
+    let pg = PgServer::create("pg-late", "pw-of-this-test");
+    let dir = TempDir::new("dbproxy-pg-late");
+    let path = cluster(&dir.0, &pg);
+    let (a, b) = up(&path, &pg);
+    assert!(
+        a.wait_log(
+            "DbCtl answers `unavailable` until the server can be reached",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        a.log()
+    );
+    let save = r#"local ok, err = pcall(DBProxy.save, "players", 1, { name = "ann", level = 3, friends = { 2 } })
+        return tostring(ok) .. " " .. tostring(err)"#;
+    let out = eval(&b, save);
+    assert!(
+        out.starts_with("false unavailable: the database cannot be reached"),
+        "{out}"
+    );
+    let probe = r#"local ok, err = pcall(DBProxy.load, "players", 1) return tostring(ok) .. " " .. (ok and tostring(err and err.level) or err)"#;
+    let out = eval(&b, probe);
+    assert!(out.starts_with("false unavailable: "), "{out}");
+
+    pg.pg_ctl("start");
+    let mut last = String::new();
+    let back = wait_until(Duration::from_secs(20), || {
+        last = eval(&b, probe);
+        last == "true nil"
+    });
+    assert!(back, "never served: {last}");
+    assert_eq!(eval(&b, save), "true 1");
+    assert_eq!(eval(&b, probe), "true 3");
+    assert_eq!(
+        eval(
+            &b,
+            r#"local q = DBProxy.query("players", "byFriend", 2) return #q .. ":" .. q[1].value.name"#
+        ),
+        "1:ann"
+    );
+}

@@ -93,7 +93,9 @@ fn calls_between_nodes_of_two_workers_are_handed_over_while_the_receiver_spins()
     let dir = TempDir::new("workers-handoff");
     let file = write_cluster(&dir.0, &[("a_1", "A", 1), ("b_1", "B", 2)], "liveness = 4,");
     let config = Arc::new(luahost::ClusterConfig::load(&file).unwrap());
-    let pool = Workers::with_spin(2, Duration::from_micros(200)).unwrap();
+    // (a long spin: on a loaded machine a spinning worker that yields may
+    // be off its core for milliseconds, and must still be spinning after)
+    let pool = Workers::with_spin(2, Duration::from_millis(20)).unwrap();
     let opts = luahost::NodeOptions {
         pool: Some(pool.clone()),
         ..Default::default()

@@ -463,6 +463,11 @@ impl Link {
         self.gate.borrow_mut().take();
     }
 
+    /// Whether a connection is there to write on (the writer loop runs).
+    pub(crate) fn connected(&self) -> bool {
+        self.writer.borrow().is_some()
+    }
+
     /// Returns once everything queued has been written.
     pub(crate) async fn drained(&self) {
         loop {

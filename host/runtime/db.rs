@@ -37,10 +37,20 @@ pub fn open(cfg: &StoreConfig) -> Result<Store, String> {
         StoreConfig::Postgres { params, pool } => {
             // (the synchronous client blocks on a runtime of its own, which
             // it cannot do on a node's thread: it connects on one of its own)
-            let (with_pw, n) = (StoreConfig::postgres_params(params), *pool);
+            let (with_pw, n, shown) = (StoreConfig::postgres_params(params), *pool, params.clone());
             let db = std::thread::Builder::new()
                 .name("store-pg-connect".into())
-                .spawn(move || Postgres::connect(&with_pw, n))
+                .spawn(move || {
+                    let (db, down) = Postgres::connect_or_wait(&with_pw, n)?;
+                    // the server down: the node starts all the same and
+                    // its store tries to connect at each operation
+                    if let Some(e) = down {
+                        tracing::warn!(
+                            "store.postgres ({shown}): {e}; the node starts, and DbCtl answers `unavailable` until the server can be reached"
+                        );
+                    }
+                    Ok::<_, StoreError>(db)
+                })
                 .map_err(|e| format!("store.postgres: {e}"))?
                 .join()
                 .map_err(|_| "store.postgres: connecting panicked".to_string())?
@@ -294,12 +304,46 @@ impl Core {
         };
         let fut = start(store, op);
         let this = self.this.clone();
+        let serving = &self.routing.db_serving;
+        serving.set(serving.get() + 1);
         crate::net::spawn(async move {
             let r = fut.await;
             if let Some(core) = this.upgrade() {
                 core.reply_db(conn, session, mid, r, defaults);
+                let serving = &core.routing.db_serving;
+                serving.set(serving.get() - 1);
+                if serving.get() == 0 {
+                    core.routing.db_served.notify_waiters();
+                }
             }
         });
+    }
+
+    /// Waits (at most `limit`) until the DbCtl calls this node is serving
+    /// are answered and the answers written to their connections: a DB
+    /// node stopping gracefully completes them (their callers get the
+    /// result, not `node down`). Returns how many were left unanswered.
+    pub(crate) async fn finish_db_serving(&self, limit: std::time::Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.routing.db_serving.get() > 0 {
+            let served = self.routing.db_served.notified();
+            if self.routing.db_serving.get() == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, served).await.is_err() {
+                return self.routing.db_serving.get();
+            }
+        }
+        let peers: Vec<_> = self.routing.peers.borrow().values().cloned().collect();
+        // (a peer without a connection is not waited for: nothing of its
+        // queue would be written before the deadline)
+        for p in peers.iter().filter(|p| !p.is_self && p.link.connected()) {
+            p.link.flush_now();
+            if tokio::time::timeout_at(deadline, p.link.drained()).await.is_err() {
+                break;
+            }
+        }
+        0
     }
 
     fn reply_db(

@@ -234,6 +234,17 @@ impl Core {
         }
         info!("node {} stopping", self.me.name);
         if let Some(store) = self.store.clone() {
+            // the DbCtl calls being served are answered (bounded by
+            // stop_grace; a second stop cuts it short)
+            if stop.count() < 2 {
+                let grace = self.cluster.borrow().stop_grace;
+                tokio::select! {
+                    left = self.finish_db_serving(grace) => if left > 0 {
+                        warn!("{left} DbCtl calls not answered within stop_grace; their callers see node down");
+                    },
+                    _ = stop.at_least(2) => {}
+                }
+            }
             // what was queued is written before the node is gone (a restart
             // on the same file then sees it)
             let _ = tokio::task::spawn_blocking(move || store.close()).await;

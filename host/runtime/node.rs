@@ -454,4 +454,9 @@ pub(crate) struct Routing {
     /// Ids of store operations in flight (they share the call ids: their
     /// outcomes reach Lua as replies).
     pub(crate) db_pending: RefCell<std::collections::HashSet<u32>>,
+    /// DbCtl calls this DB node is serving (started on the store, not yet
+    /// answered): a graceful stop waits for them.
+    pub(crate) db_serving: Cell<usize>,
+    /// Woken when `db_serving` falls to 0.
+    pub(crate) db_served: tokio::sync::Notify,
 }

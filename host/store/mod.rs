@@ -27,6 +27,7 @@ pub mod sqlite;
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -288,6 +289,31 @@ pub trait Backend: Send + Sync + 'static {
     /// the first that fails fails the batch with its error. Returns the new
     /// versions in order.
     fn batch(&self, saves: &[Save]) -> Result<Vec<u64>, StoreError>;
+
+    /// Whether [`Store`] should hand this backend its saves and loads in
+    /// groups ([`Backend::save_group`], [`Backend::load_group`]) rather than
+    /// one by one on several threads: true where writes are serialised
+    /// anyway (SQLite has one writer) and a commit costs a sync to disk, so
+    /// one commit for many saves is the whole gain, and where each read
+    /// transaction costs file locks (one for many loads). False by default.
+    fn groups(&self) -> bool {
+        false
+    }
+
+    /// The documents under `keys` (collection, key), in order, read in one
+    /// read transaction where the backend has them. The default loads them
+    /// one by one.
+    fn load_group(&self, keys: &[(String, Key)]) -> Vec<Result<Option<Doc>, StoreError>> {
+        keys.iter().map(|(c, k)| self.load(c, k)).collect()
+    }
+
+    /// Writes each of `saves` independently (one failing does not fail the
+    /// others; each gets its own result, in order), all made durable by one
+    /// commit: a result is `Ok` only once that commit is done. The default
+    /// saves them one by one.
+    fn save_group(&self, saves: &[Save]) -> Vec<Result<u64, StoreError>> {
+        saves.iter().map(|s| self.save(s)).collect()
+    }
 }
 
 /// How many threads a [`Store`] runs and how many operations it queues.
@@ -295,8 +321,9 @@ pub trait Backend: Send + Sync + 'static {
 pub struct StoreOptions {
     /// Worker threads calling the backend (at least 1).
     pub threads: usize,
-    /// Operations waiting for a worker before the store answers
-    /// [`StoreError::Busy`].
+    /// Operations waiting for a worker (and, on a backend with
+    /// [`Backend::groups`], saves and loads waiting for their group) before
+    /// the store answers [`StoreError::Busy`].
     pub queue: usize,
 }
 
@@ -318,7 +345,9 @@ type Job = Box<dyn FnOnce(&dyn Backend) + Send>;
 ///
 /// Operations in flight at the same time run in no particular order (two
 /// workers may take them); await one before starting the next where order
-/// matters, or use [`Expect::Version`].
+/// matters, or use [`Expect::Version`]. On a backend with
+/// [`Backend::groups`] (SQLite) saves are committed in groups and loads read
+/// in groups, one worker at a time each (see [`Backend::save_group`]).
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -328,6 +357,65 @@ struct Inner {
     backend: Arc<dyn Backend>,
     jobs: Mutex<Option<SyncSender<Job>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Saves waiting for the next group commit, loads for the next group
+    /// read (backends with [`Backend::groups`]).
+    saves: Arc<Mutex<Group<Save, u64>>>,
+    loads: Arc<Mutex<Group<CollKey, Option<Doc>>>>,
+    /// The most operations a group holds waiting ([`StoreOptions::queue`]).
+    queue: usize,
+}
+
+/// Operations waiting for a group, and whether a worker is running groups
+/// of them now (it takes these when it is done with its group, so at most
+/// one worker runs such groups and each operation waits for at most one
+/// group before its own).
+struct Group<T, R> {
+    ops: Vec<T>,
+    replies: Vec<oneshot::Sender<Result<R, StoreError>>>,
+    running: bool,
+}
+
+impl<T, R> Default for Group<T, R> {
+    fn default() -> Self {
+        Group {
+            ops: Vec::new(),
+            replies: Vec::new(),
+            running: false,
+        }
+    }
+}
+
+/// A document's collection and key (what a load in a group names).
+type CollKey = (String, Key);
+
+/// How a group of operations is run on a backend.
+type GroupRun<T, R> = fn(&dyn Backend, &[T]) -> Vec<Result<R, StoreError>>;
+
+/// The most operations one group takes (the rest go in the next).
+const GROUP_MAX: usize = 512;
+
+/// Runs the waiting operations of `group` with `run`, a group at a time,
+/// until none are left.
+fn run_groups<T, R>(group: &Mutex<Group<T, R>>, run: impl Fn(&[T]) -> Vec<Result<R, StoreError>>) {
+    loop {
+        let (ops, replies) = {
+            let mut g = lock(group);
+            if g.ops.is_empty() {
+                g.running = false;
+                return;
+            }
+            let n = g.ops.len().min(GROUP_MAX);
+            let ops: Vec<T> = g.ops.drain(..n).collect();
+            let replies: Vec<_> = g.replies.drain(..n).collect();
+            (ops, replies)
+        };
+        // a panicking backend fails this group only
+        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&ops))).unwrap_or_default();
+        let mut results = results.into_iter();
+        for reply in replies {
+            let _ = reply.send(results.next().unwrap_or(Err(StoreError::Closed)));
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -359,6 +447,9 @@ impl Store {
                 backend,
                 jobs: Mutex::new(Some(tx)),
                 threads: Mutex::new(threads),
+                saves: Arc::default(),
+                loads: Arc::default(),
+                queue: opts.queue.max(1),
             }),
         }
     }
@@ -394,18 +485,73 @@ impl Store {
     }
 
     /// [`Backend::load`].
+    /// On a backend with [`Backend::groups`] the load joins the loads
+    /// waiting for the next group read.
     pub fn load(
         &self,
         coll: &str,
         key: impl Into<Key>,
-    ) -> impl Future<Output = Result<Option<Doc>, StoreError>> + Send + 'static {
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Doc>, StoreError>> + Send + 'static>> {
         let (coll, key) = (coll.to_string(), key.into());
-        self.submit(move |b| b.load(&coll, &key))
+        if !self.inner.backend.groups() {
+            return Box::pin(self.submit(move |b| b.load(&coll, &key)));
+        }
+        self.join(&self.inner.loads, (coll, key), |b, ops| b.load_group(ops))
     }
 
-    /// [`Backend::save`].
-    pub fn save(&self, save: Save) -> impl Future<Output = Result<u64, StoreError>> + Send + 'static {
-        self.submit(move |b| b.save(&save))
+    /// [`Backend::save`]. On a backend with [`Backend::groups`] the save
+    /// joins the saves waiting for the next commit (one worker commits them
+    /// all at once: one sync to disk for the group).
+    pub fn save(&self, save: Save) -> Pin<Box<dyn Future<Output = Result<u64, StoreError>> + Send + 'static>> {
+        if !self.inner.backend.groups() {
+            return Box::pin(self.submit(move |b| b.save(&save)));
+        }
+        self.join(&self.inner.saves, save, |b, ops| b.save_group(ops))
+    }
+
+    /// Adds `op` to `group`, with a worker to run the group unless one is
+    /// running groups of these (it takes this one when done with its own).
+    fn join<T: Send + 'static, R: Send + 'static>(
+        &self,
+        group: &Arc<Mutex<Group<T, R>>>,
+        op: T,
+        run: GroupRun<T, R>,
+    ) -> Pin<Box<dyn Future<Output = Result<R, StoreError>> + Send + 'static>> {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let jobs = lock(&self.inner.jobs);
+            let Some(jobs) = &*jobs else {
+                return Box::pin(std::future::ready(Err(StoreError::Closed)));
+            };
+            let mut g = lock(group);
+            if g.ops.len() >= self.inner.queue {
+                return Box::pin(std::future::ready(Err(StoreError::Busy)));
+            }
+            g.ops.push(op);
+            g.replies.push(tx);
+            let start = !g.running;
+            g.running = true;
+            drop(g);
+            start.then(|| {
+                let group = group.clone();
+                let job: Job = Box::new(move |b| run_groups(&group, |ops| run(b, ops)));
+                jobs.try_send(job)
+            })
+        };
+        if let Some(Err(e)) = start {
+            // no worker took the group: fail what waits for it
+            let mut g = lock(group);
+            g.running = false;
+            g.ops.clear();
+            let err = match e {
+                TrySendError::Full(_) => StoreError::Busy,
+                TrySendError::Disconnected(_) => StoreError::Closed,
+            };
+            for r in g.replies.drain(..) {
+                let _ = r.send(Err(err.clone()));
+            }
+        }
+        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
     }
 
     /// [`Backend::delete`].

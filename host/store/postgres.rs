@@ -22,6 +22,9 @@ pub struct Postgres {
     params: String,
     idle: Mutex<Vec<Client>>,
     max_idle: usize,
+    /// Whether the tables are known to exist (made by the first connection
+    /// that reached the server).
+    schema: Mutex<bool>,
 }
 
 impl From<postgres::Error> for StoreError {
@@ -97,13 +100,43 @@ impl Postgres {
     /// user=luahost dbname=game`), creates the tables if needed, and keeps
     /// at most `max_idle` idle connections.
     pub fn connect(params: &str, max_idle: usize) -> Result<Self, StoreError> {
-        let mut first = Client::connect(params, NoTls)?;
-        first.batch_execute(SCHEMA)?;
-        Ok(Postgres {
+        let pg = Self::lazy(params, max_idle);
+        let first = pg.client()?;
+        pg.put_back(first);
+        Ok(pg)
+    }
+
+    /// Like [`Postgres::connect`], but when the server cannot be reached at
+    /// all (no answer: refused, no socket) it gives a [`Postgres::lazy`]
+    /// store and why it could not connect, instead of failing; any other
+    /// failure (a refused password, bad parameters) is an error still.
+    pub fn connect_or_wait(params: &str, max_idle: usize) -> Result<(Self, Option<StoreError>), StoreError> {
+        let pg = Self::lazy(params, max_idle);
+        match Client::connect(params, NoTls) {
+            Ok(mut c) => {
+                c.batch_execute(SCHEMA)?;
+                *lock(&pg.schema) = true;
+                pg.put_back(c);
+                Ok((pg, None))
+            }
+            Err(e) if std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) => {
+                Ok((pg, Some(e.into())))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A store on `params` that connects (and creates the tables) at its
+    /// first operation, not now: a DB node starts while its server is down,
+    /// and each operation fails with [`StoreError::Unavailable`] until the
+    /// server can be reached.
+    pub fn lazy(params: &str, max_idle: usize) -> Self {
+        Postgres {
             params: params.to_string(),
-            idle: Mutex::new(vec![first]),
+            idle: Mutex::new(Vec::new()),
             max_idle: max_idle.max(1),
-        })
+            schema: Mutex::new(false),
+        }
     }
 
     fn client(&self) -> Result<Client, StoreError> {
@@ -111,9 +144,16 @@ impl Postgres {
             match lock(&self.idle).pop() {
                 Some(c) if c.is_closed() => continue,
                 Some(c) => return Ok(c),
-                None => return Ok(Client::connect(&self.params, NoTls)?),
+                None => break,
             }
         }
+        let mut c = Client::connect(&self.params, NoTls)?;
+        let mut made = lock(&self.schema);
+        if !*made {
+            c.batch_execute(SCHEMA)?;
+            *made = true;
+        }
+        Ok(c)
     }
 
     fn put_back(&self, c: Client) {

@@ -185,7 +185,7 @@ impl Sqlite {
     }
 }
 
-fn current(tx: &Transaction<'_>, coll: &str, key: &Key) -> Result<Option<Current>, StoreError> {
+fn current(tx: &Connection, coll: &str, key: &Key) -> Result<Option<Current>, StoreError> {
     let mut st =
         tx.prepare_cached("SELECT version, epoch, value IS NOT NULL FROM docs WHERE coll = ?1 AND key = ?2")?;
     Ok(st
@@ -199,7 +199,7 @@ fn current(tx: &Transaction<'_>, coll: &str, key: &Key) -> Result<Option<Current
         .optional()?)
 }
 
-fn save_in(tx: &Transaction<'_>, s: &Save) -> Result<u64, StoreError> {
+fn save_in(tx: &Connection, s: &Save) -> Result<u64, StoreError> {
     let version = check_write(&s.coll, &s.key, s.expect, s.epoch, current(tx, &s.coll, &s.key)?)?;
     tx.prepare_cached(
         "INSERT INTO docs (coll, key, value, version, epoch) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -216,22 +216,23 @@ fn save_in(tx: &Transaction<'_>, s: &Save) -> Result<u64, StoreError> {
     Ok(version)
 }
 
+fn load_in(c: &Connection, coll: &str, key: &Key) -> Result<Option<Doc>, StoreError> {
+    let mut st =
+        c.prepare_cached("SELECT value, version, epoch FROM docs WHERE coll = ?1 AND key = ?2 AND value IS NOT NULL")?;
+    Ok(st
+        .query_row(params![coll, key], |r| {
+            Ok(Doc {
+                value: r.get(0)?,
+                version: r.get::<_, i64>(1)? as u64,
+                epoch: r.get::<_, i64>(2)? as u64,
+            })
+        })
+        .optional()?)
+}
+
 impl Backend for Sqlite {
     fn load(&self, coll: &str, key: &Key) -> Result<Option<Doc>, StoreError> {
-        self.read(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT value, version, epoch FROM docs WHERE coll = ?1 AND key = ?2 AND value IS NOT NULL",
-            )?;
-            Ok(st
-                .query_row(params![coll, key], |r| {
-                    Ok(Doc {
-                        value: r.get(0)?,
-                        version: r.get::<_, i64>(1)? as u64,
-                        epoch: r.get::<_, i64>(2)? as u64,
-                    })
-                })
-                .optional()?)
-        })
+        self.read(|c| load_in(c, coll, key))
     }
 
     fn save(&self, save: &Save) -> Result<u64, StoreError> {
@@ -280,5 +281,47 @@ impl Backend for Sqlite {
         // an error returns before the commit: the transaction's drop rolls
         // everything back
         self.write(|tx| saves.iter().map(|s| save_in(tx, s)).collect())
+    }
+
+    fn groups(&self) -> bool {
+        true
+    }
+
+    fn load_group(&self, keys: &[(String, Key)]) -> Vec<Result<Option<Doc>, StoreError>> {
+        // one read transaction: the WAL's read lock taken once for all
+        self.read(|c| {
+            c.execute_batch("BEGIN")?;
+            let out = keys.iter().map(|(coll, key)| load_in(c, coll, key)).collect();
+            if let Err(e) = c.execute_batch("COMMIT") {
+                let _ = c.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
+            Ok(out)
+        })
+        .unwrap_or_else(|e| vec![Err(e); keys.len()])
+    }
+
+    fn save_group(&self, saves: &[Save]) -> Vec<Result<u64, StoreError>> {
+        // one transaction, each save in a savepoint of its own (a failed
+        // save undoes only itself), one commit (one sync) for all
+        let mut conn = lock(&self.writer);
+        let all = |e: StoreError| vec![Err(e); saves.len()];
+        let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => return all(e.into()),
+        };
+        let mut out = Vec::with_capacity(saves.len());
+        for s in saves {
+            let r = tx.savepoint().map_err(StoreError::from).and_then(|sp| {
+                let v = save_in(&sp, s)?;
+                sp.commit()?;
+                Ok(v)
+            });
+            out.push(r);
+        }
+        match tx.commit() {
+            Ok(()) => out,
+            Err(e) => all(e.into()),
+        }
     }
 }

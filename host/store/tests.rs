@@ -13,7 +13,7 @@ macro_rules! suite {
             epochs_fence_superseded_writers, delete_with_expect_and_versions_go_on,
             query_by_index_follows_updates, batch_is_all_or_nothing,
             concurrent_saves_one_winner_per_version, store_handle_races_and_closes,
-            counters_never_repeat_under_races);
+            counters_never_repeat_under_races, saves_at_once_succeed_or_fail_alone);
     };
     (@ $make:expr; $($name:ident),*) => {
         $(
@@ -391,6 +391,61 @@ async fn store_handle_races_and_closes_async(db: Arc<dyn Backend>) {
     assert_eq!(clone.load("c", "k").await, Err(StoreError::Closed));
 }
 
+/// Many saves started at once (on SQLite: committed in groups), some of
+/// them refused: each refused one leaves its document and index entries as
+/// they were, every other one is written with its index entries; then as
+/// many loads at once each find their own document.
+fn saves_at_once_succeed_or_fail_alone(db: Arc<dyn Backend>) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let store = Store::with_options(db, StoreOptions::default());
+    rt.block_on(async {
+        // key 0 stored by epoch 5: a save at epoch 1 is stale
+        let fenced = Save::new("g", 0, b"old".to_vec()).epoch(5).index("tag", "old");
+        assert_eq!(store.save(fenced).await, Ok(1));
+        let futs: Vec<_> = (0..200i64)
+            .map(|k| {
+                let mut s = Save::new("g", k, k.to_be_bytes().to_vec()).epoch(1).index("tag", "new");
+                if k % 50 == 7 {
+                    s = s.expect(Expect::Version(9)); // never there: conflict
+                }
+                store.save(s)
+            })
+            .collect();
+        let mut written = 0;
+        for (k, f) in futs.into_iter().enumerate() {
+            match f.await {
+                Ok(v) => {
+                    assert!(k != 0 && k % 50 != 7, "save {k} should have failed");
+                    assert_eq!(v, 1);
+                    written += 1;
+                }
+                Err(StoreError::StaleEpoch { .. }) => assert_eq!(k, 0),
+                Err(StoreError::Conflict { .. }) => assert_eq!(k % 50, 7),
+                Err(e) => panic!("save {k}: {e}"),
+            }
+        }
+        assert_eq!(written, 200 - 1 - 4);
+        let old = store.load("g", 0).await.unwrap().unwrap();
+        assert_eq!((old.value.as_slice(), old.version, old.epoch), (&b"old"[..], 1, 5));
+        assert_eq!(store.load("g", 7).await, Ok(None));
+        let tagged = store.query("g", "tag", "new", 1000).await.unwrap();
+        assert_eq!(tagged.len(), written);
+        assert_eq!(store.query("g", "tag", "old", 10).await.unwrap().len(), 1);
+        // as many loads at once (on SQLite: read in groups), each its own
+        let loads: Vec<_> = (0..200i64).map(|k| store.load("g", k)).collect();
+        for (k, f) in loads.into_iter().enumerate() {
+            let k = k as i64;
+            let got = f.await.unwrap();
+            match got {
+                Some(d) if k == 0 => assert_eq!(d.value, b"old"),
+                Some(d) => assert_eq!((d.value, d.version, d.epoch), (k.to_be_bytes().to_vec(), 1, 1)),
+                None => assert_eq!(k % 50, 7, "key {k} missing"),
+            }
+        }
+    });
+    store.close();
+}
+
 /// Many takers of one counter at once: every value is handed out once, and
 /// they are 1..n with no gap.
 fn counters_never_repeat_under_races(db: Arc<dyn Backend>) {
@@ -411,7 +466,9 @@ fn counters_never_repeat_under_races(db: Arc<dyn Backend>) {
 
 #[test]
 fn a_full_queue_is_busy() {
-    struct Slow;
+    // the same with and without groups (a group holds `queue` waiting
+    // operations as the worker queue does)
+    struct Slow(bool);
     impl Backend for Slow {
         fn load(&self, _: &str, _: &Key) -> Result<Option<Doc>, StoreError> {
             std::thread::sleep(std::time::Duration::from_millis(200));
@@ -429,23 +486,33 @@ fn a_full_queue_is_busy() {
         fn batch(&self, _: &[Save]) -> Result<Vec<u64>, StoreError> {
             Ok(vec![])
         }
+        fn groups(&self) -> bool {
+            self.0
+        }
     }
-    let store = Store::with_options(Arc::new(Slow), StoreOptions { threads: 1, queue: 2 });
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let first = store.load("c", 1);
-    std::thread::sleep(std::time::Duration::from_millis(50)); // the worker took it
-    let queued: Vec<_> = (0..2).map(|_| store.load("c", 1)).collect();
-    assert_eq!(rt.block_on(store.load("c", 1)), Err(StoreError::Busy));
-    assert_eq!(rt.block_on(first), Ok(None));
-    for q in queued {
-        assert_eq!(rt.block_on(q), Ok(None));
+    for grouped in [false, true] {
+        let store = Store::with_options(Arc::new(Slow(grouped)), StoreOptions { threads: 1, queue: 2 });
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let first = store.load("c", 1);
+        std::thread::sleep(std::time::Duration::from_millis(50)); // the worker took it
+        let queued: Vec<_> = (0..2).map(|_| store.load("c", 1)).collect();
+        assert_eq!(
+            rt.block_on(store.load("c", 1)),
+            Err(StoreError::Busy),
+            "grouped: {grouped}"
+        );
+        assert_eq!(rt.block_on(first), Ok(None));
+        for q in queued {
+            assert_eq!(rt.block_on(q), Ok(None));
+        }
+        // a panic loses that operation only
+        assert_eq!(
+            rt.block_on(store.save(Save::new("c", 1, vec![]))),
+            Err(StoreError::Closed)
+        );
+        assert_eq!(rt.block_on(store.delete("c", 1, Expect::Any, 0)), Ok(false));
+        assert_eq!(rt.block_on(store.load("c", 2)), Ok(None), "grouped: {grouped}");
     }
-    // a panic loses that operation only
-    assert_eq!(
-        rt.block_on(store.save(Save::new("c", 1, vec![]))),
-        Err(StoreError::Closed)
-    );
-    assert_eq!(rt.block_on(store.delete("c", 1, Expect::Any, 0)), Ok(false));
 }
 
 /// Throughput figures: `cargo test --release --lib store::tests::throughput

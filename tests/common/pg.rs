@@ -32,6 +32,14 @@ fn pg_bin() -> PathBuf {
 impl PgServer {
     /// Makes and starts a server whose user `luahost` has `password`.
     pub fn start(tag: &str, password: &str) -> Self {
+        let server = Self::create(tag, password);
+        server.pg_ctl("start");
+        server
+    }
+
+    /// Makes a server whose user `luahost` has `password`, not started
+    /// (`pg_ctl("start")` starts it).
+    pub fn create(tag: &str, password: &str) -> Self {
         let dir = TempDir::new(tag);
         let root = unsafe { libc::geteuid() } == 0;
         let server = PgServer {
@@ -66,7 +74,6 @@ impl PgServer {
                 "--no-sync",
             ],
         );
-        server.pg_ctl("start");
         server
     }
 
