@@ -32,7 +32,7 @@ use mlua::ffi::{self, lua_State};
 use mlua::{Function, Lua};
 
 use super::{LuaHost, Wait};
-use crate::codec::mpack;
+use crate::codec::mpack::{self, Num, ReadError, Reader};
 use crate::schema::{ArgList, Shown, Ty, TypeError};
 
 /// Arguments `first ..= first + count - 1` of the running C function, read
@@ -299,6 +299,198 @@ unsafe fn encode_slot(l: *mut lua_State, idx: c_int, ty: &Ty, out: &mut BytesMut
         }
         _ => Err(mismatch()),
     }
+}
+
+/// `schema::decode` that pushes the value onto the stack of `l` instead of
+/// making an mlua `Value`: the same checks and error texts. On an error
+/// the stack may hold a partial value (the caller resets its top).
+///
+/// Runs in protected mode (see [`call_dispatch`]): the pushes may raise a
+/// memory error, and at those points this frame owns nothing with a
+/// destructor (error texts are made only on the way out).
+unsafe fn decode_push(l: *mut lua_State, ty: &Ty, r: &mut Reader<'_>) -> Result<(), TypeError> {
+    let rerr = |e: ReadError| TypeError::new(e.to_string());
+    if ffi::lua_checkstack(l, 3) == 0 {
+        return Err(overflow());
+    }
+    match ty {
+        Ty::Optional(t) => {
+            if r.peek_nil() {
+                r.read_nil().map_err(rerr)?;
+                ffi::lua_pushnil(l);
+            } else {
+                decode_push(l, t, r)?;
+            }
+        }
+        Ty::Int { min, max, name } => match r.read_num().map_err(rerr)? {
+            Num::Int(i) if i >= *min && i <= *max => ffi::lua_pushinteger(l, i),
+            Num::Int(i) => return Err(TypeError::new(format!("{i} is out of range for {name}"))),
+            other => return Err(TypeError::new(format!("expected {name}, got {other:?}"))),
+        },
+        Ty::Float | Ty::Double => match r.read_num().map_err(rerr)? {
+            Num::Int(i) => ffi::lua_pushnumber(l, i as f64),
+            Num::BigUint(u) => ffi::lua_pushnumber(l, u as f64),
+            Num::Float(f) => ffi::lua_pushnumber(l, f),
+        },
+        Ty::Bool => ffi::lua_pushboolean(l, r.read_bool().map_err(rerr)? as c_int),
+        Ty::Str | Ty::Bytes => {
+            let b = r.read_bytes().map_err(rerr)?;
+            ffi::lua_pushlstring(l, b.as_ptr() as *const _, b.len());
+        }
+        Ty::Array(et) => {
+            let n = r.read_array_len().map_err(rerr)?;
+            ffi::lua_createtable(l, n.min(c_int::MAX as usize) as c_int, 0);
+            for i in 1..=n {
+                decode_push(l, et, r).map_err(|e| e.at(format!("[{i}]")))?;
+                ffi::lua_rawseti(l, -2, i as ffi::lua_Integer);
+            }
+        }
+        Ty::Map(kt, vt) => {
+            let n = r.read_map_len().map_err(rerr)?;
+            ffi::lua_createtable(l, 0, n.min(c_int::MAX as usize) as c_int);
+            for _ in 0..n {
+                decode_push(l, kt, r).map_err(|e| e.at(" key".to_string()))?;
+                if ffi::lua_type(l, -1) == ffi::LUA_TNIL {
+                    return Err(TypeError::new("nil map key".into()));
+                }
+                if ffi::lua_type(l, -1) == ffi::LUA_TNUMBER
+                    && ffi::lua_isinteger(l, -1) == 0
+                    && ffi::lua_tonumberx(l, -1, std::ptr::null_mut()).is_nan()
+                {
+                    // (lua_rawset would raise)
+                    return Err(TypeError::new("NaN map key".into()));
+                }
+                let kidx = ffi::lua_gettop(l);
+                if let Err(e) = decode_push(l, vt, r) {
+                    // (a partial value may sit above the key)
+                    return Err(e.at(format!("[{}]", shown(l, kidx).key_label())));
+                }
+                ffi::lua_rawset(l, -3);
+            }
+        }
+        Ty::Struct(def) => {
+            let n = r.read_array_len().map_err(rerr)?;
+            if n != def.fields.len() {
+                return Err(TypeError::new(format!(
+                    "{} has {} fields, message has {n}",
+                    def.name,
+                    def.fields.len()
+                )));
+            }
+            ffi::lua_createtable(l, 0, n as c_int);
+            for (fname, fty) in &def.fields {
+                decode_push(l, fty, r).map_err(|e| e.at(format!(".{fname}")))?;
+                ffi::lua_pushlstring(l, fname.as_ptr() as *const _, fname.len());
+                ffi::lua_rotate(l, -2, 1);
+                ffi::lua_rawset(l, -3);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A value the dispatcher gets before the decoded ones.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Head {
+    /// An integer (kind, connection, session, entity, method id).
+    Int(i64),
+    /// A boolean (a reply's `ok`).
+    Bool(bool),
+}
+
+/// How [`dispatch`] ended.
+#[derive(Debug)]
+pub(crate) enum Dispatched {
+    /// The dispatcher ran (a Lua error in it was logged).
+    Called,
+    /// Value `.0` (0-based) of the declared list did not decode: nothing
+    /// was called.
+    BadValue(usize, TypeError),
+    /// Bytes were left after the declared values: nothing was called.
+    BadTail(ReadError),
+    /// The call could not be made (no room on the Lua stack, a memory
+    /// error): the text says why.
+    Failed(String),
+}
+
+/// Message handler of [`dispatch`]'s protected call: the error with a
+/// traceback.
+unsafe extern "C-unwind" fn traceback(l: *mut lua_State) -> c_int {
+    let msg = ffi::luaL_tolstring(l, 1, std::ptr::null_mut());
+    ffi::luaL_traceback(l, l, msg, 1);
+    1
+}
+
+/// Calls the dispatcher `f` with `head`, then the values of `decl` decoded
+/// from `r` straight onto the Lua stack (no mlua `Value` per value).
+/// Nothing is called when a value does not decode or (with `whole`) bytes
+/// are left over;
+/// `before_call` runs once everything decoded, right before the call. A Lua
+/// error in the dispatcher is logged with its traceback.
+pub(crate) fn dispatch(
+    lua: &Lua,
+    f: &Function,
+    head: &[Head],
+    decl: &[(String, Ty)],
+    r: &mut Reader<'_>,
+    whole: bool,
+    before_call: impl FnOnce(),
+) -> Dispatched {
+    let mut outcome = Dispatched::Called;
+    let out = &mut outcome;
+    // SAFETY: exec_raw runs the closure in protected mode with `f` on the
+    // stack, and resets the stack after it. Where the pushes can raise (a
+    // memory error), the closure's frames own no value with a destructor:
+    // error values are made only on the way out, after the last push, and
+    // `outcome` lives outside the protected call. The dispatcher runs under
+    // lua_pcall, so its errors stop here.
+    let res = unsafe {
+        lua.exec_raw::<()>(f, |l| {
+            let fidx = ffi::lua_gettop(l);
+            let nargs = head.len() + decl.len();
+            if ffi::lua_checkstack(l, nargs as c_int + 4) == 0 {
+                *out = Dispatched::Failed("no room on the Lua stack".into());
+                return;
+            }
+            ffi::lua_pushcfunction(l, traceback);
+            ffi::lua_rotate(l, fidx, 1);
+            let msgh = fidx;
+            for h in head {
+                match *h {
+                    Head::Int(i) => ffi::lua_pushinteger(l, i),
+                    Head::Bool(b) => ffi::lua_pushboolean(l, b as c_int),
+                }
+            }
+            for (i, (_, ty)) in decl.iter().enumerate() {
+                if let Err(e) = decode_push(l, ty, r) {
+                    ffi::lua_settop(l, fidx - 1);
+                    *out = Dispatched::BadValue(i, e);
+                    return;
+                }
+            }
+            if let Err(e) = if whole { r.finish() } else { Ok(()) } {
+                ffi::lua_settop(l, fidx - 1);
+                *out = Dispatched::BadTail(e);
+                return;
+            }
+            before_call();
+            if ffi::lua_pcall(l, nargs as c_int, 0, msgh) != ffi::LUA_OK {
+                let mut len = 0usize;
+                let p = ffi::lua_tolstring(l, -1, &mut len);
+                let text = if p.is_null() {
+                    "(an error that is not a string)".to_string()
+                } else {
+                    String::from_utf8_lossy(std::slice::from_raw_parts(p as *const u8, len)).into_owned()
+                };
+                tracing::error!("Lua dispatcher failed: {text}");
+            }
+            ffi::lua_settop(l, fidx - 1);
+        })
+    };
+    if let Err(e) = res {
+        return Dispatched::Failed(e.to_string());
+    }
+    outcome
 }
 
 /// An integer argument as mlua's `FromLua` for integers reads it, with its
@@ -610,6 +802,86 @@ mod tests {
             }
         }
         assert_eq!(checked, types.len() * values.len());
+    }
+
+    #[test]
+    fn stack_decoding_matches_value_decoding() {
+        let lua = Lua::new();
+        let mut structs = HashMap::new();
+        let pair = Rc::new(StructDef {
+            name: "Pair".into(),
+            fields: vec![
+                ("k".into(), Ty::Str),
+                ("v".into(), parse_type("int32?", &structs).unwrap()),
+            ],
+        });
+        structs.insert("Pair".to_string(), pair);
+        // the dispatcher keeps what it got; its arguments are encoded again
+        let got: Function = lua
+            .load("return function(...) got = table.pack(...) end")
+            .eval()
+            .unwrap();
+        let cases = [
+            ("int32", "-7"),
+            ("double", "2.5"),
+            ("bool", "true"),
+            ("string", "'héllo'"),
+            ("bytes", "'\\0\\1'"),
+            ("int32?", "nil"),
+            ("array<int32>", "{1, 2, 3}"),
+            ("map<string,int32>", "{a = 1, b = 2}"),
+            ("map<int32,array<bool>>", "{[3] = {true, false}}"),
+            ("Pair", "{k = 'a', v = 3}"),
+            ("array<Pair>", "{{k = 'a'}, {k = 'b', v = 9}}"),
+        ];
+        for (t, v) in cases {
+            let ty = parse_type(t, &structs).unwrap();
+            let value: mlua::Value = lua.load(format!("return {v}")).eval().unwrap();
+            let mut bytes = BytesMut::new();
+            crate::schema::encode(&mut bytes, &ty, &value).unwrap();
+            let decl = vec![("x".to_string(), ty.clone())];
+            let mut r = Reader::new(&bytes);
+            let mut before = false;
+            let d = dispatch(
+                &lua,
+                &got,
+                &[Head::Int(5), Head::Bool(true)],
+                &decl,
+                &mut r,
+                true,
+                || before = true,
+            );
+            assert!(matches!(d, Dispatched::Called), "{t} {v}: {d:?}");
+            assert!(before);
+            let args: mlua::Table = lua.globals().get("got").unwrap();
+            assert_eq!(args.get::<i64>("n").unwrap(), 3);
+            assert_eq!(args.get::<i64>(1).unwrap(), 5);
+            assert!(args.get::<bool>(2).unwrap());
+            let mut again = BytesMut::new();
+            crate::schema::encode(&mut again, &ty, &args.get::<mlua::Value>(3).unwrap()).unwrap();
+            assert_eq!(&again[..], &bytes[..], "{t} {v}");
+            // every truncation: the same error as schema::decode, and no call
+            for cut in 0..bytes.len() {
+                let want = crate::schema::decode(&lua, &ty, &mut Reader::new(&bytes[..cut])).map(|_| ());
+                let mut r = Reader::new(&bytes[..cut]);
+                let d = dispatch(&lua, &got, &[], &decl, &mut r, true, || panic!("called"));
+                match (d, want) {
+                    (Dispatched::BadValue(0, e), Err(w)) => assert_eq!(e, w, "{t} {v} cut {cut}"),
+                    (d, w) => panic!("{t} {v} cut {cut}: {d:?} against {w:?}"),
+                }
+            }
+        }
+        // bytes after the declared values: refused with `whole`, ignored without
+        let decl = vec![("x".to_string(), Ty::Bool)];
+        let d = dispatch(&lua, &got, &[], &decl, &mut Reader::new(&[0xc3, 0xc3]), true, || ());
+        assert!(matches!(d, Dispatched::BadTail(_)), "{d:?}");
+        let d = dispatch(&lua, &got, &[], &decl, &mut Reader::new(&[0xc3, 0xc3]), false, || ());
+        assert!(matches!(d, Dispatched::Called), "{d:?}");
+        // a failing dispatcher is logged, and the Lua state is usable after it
+        let bad: Function = lua.load("return function() error('boom') end").eval().unwrap();
+        let d = dispatch(&lua, &bad, &[], &[], &mut Reader::new(&[]), true, || ());
+        assert!(matches!(d, Dispatched::Called), "{d:?}");
+        assert_eq!(lua.load("return 1 + 1").eval::<i64>().unwrap(), 2);
     }
 
     #[test]
