@@ -15,7 +15,6 @@ use crate::codec::mpack::Reader;
 use crate::codec::proto::{self, Envelope, PushTarget};
 use crate::codec::wire::{self, FrameDecoder, Message};
 use crate::lua::dispatch::Dispatch;
-use crate::lua::rawcall::{self, Dispatched, Head};
 use crate::net::conn::read_loop;
 use crate::net::link::Link;
 use crate::net::PeerState;
@@ -347,59 +346,37 @@ impl Core {
                 method.args.len()
             ));
         }
+        let mut mv = MultiValue::with_capacity(6 + nargs);
         let (kind, count) = match (is_call, client.is_some()) {
             (true, false) => (Dispatch::Call, Count::HandledCall),
             (false, false) => (Dispatch::Send, Count::HandledSend),
             (true, true) => (Dispatch::ClientCall, Count::HandledClientCall),
             (false, true) => (Dispatch::ClientSend, Count::HandledClientSend),
         };
-        let mut head = [Head::Int(0); 6];
-        let mut n = 0;
-        let mut put = |h: Head| {
-            head[n] = h;
-            n += 1;
-        };
-        put(Head::Int(kind.id()));
+        mv.push_back(Value::Integer(kind.id()));
         if kind != Dispatch::ClientSend {
-            put(Head::Int(conn as i64));
-            put(Head::Int(msg.session as i64));
+            mv.push_back(Value::Integer(conn as i64));
+            mv.push_back(Value::Integer(msg.session as i64));
         }
         if let Some(session) = client {
             // (session ids stay below 2^63: see rpc::gate)
-            put(Head::Int(session as i64));
+            mv.push_back(Value::Integer(session as i64));
         }
-        put(Head::Int(eid));
-        put(Head::Int(mid as i64));
-        let f = self.lua_side.dispatch.borrow().clone();
-        let Some(f) = f else {
-            // no dispatcher yet: the arguments are still checked
-            for (i, (name, ty)) in method.args.iter().enumerate() {
-                if let Err(e) = schema::decode(&self.lua, ty, &mut args) {
-                    return refuse(format!("bad argument #{} '{name}' to {}: {e}", i + 1, method.name));
-                }
-            }
-            if let Err(e) = args.finish() {
-                return refuse(format!("{}: {e}", method.name));
-            }
-            self.metrics.count(mid, &method.name, count);
-            return true;
-        };
-        // the arguments go straight from the frame onto the Lua stack
-        let counted = || self.metrics.count(mid, &method.name, count);
-        match rawcall::dispatch(&self.lua, &f, &head[..n], &method.args, &mut args, true, counted) {
-            Dispatched::Called => true,
-            Dispatched::BadValue(i, e) => refuse(format!(
-                "bad argument #{} '{}' to {}: {e}",
-                i + 1,
-                method.args[i].0,
-                method.name
-            )),
-            Dispatched::BadTail(e) => refuse(format!("{}: {e}", method.name)),
-            Dispatched::Failed(e) => {
-                error!("Lua dispatcher failed: {e}");
-                true
+        mv.push_back(Value::Integer(eid));
+        mv.push_back(Value::Integer(mid as i64));
+        for (i, (name, ty)) in method.args.iter().enumerate() {
+            match schema::decode(&self.lua, ty, &mut args) {
+                Ok(v) => mv.push_back(v),
+                Err(e) => return refuse(format!("bad argument #{} '{name}' to {}: {e}", i + 1, method.name)),
             }
         }
+        if let Err(e) = args.finish() {
+            return refuse(format!("{}: {e}", method.name));
+        }
+        self.metrics.count(mid, &method.name, count);
+        drop(schema);
+        self.call_lua(mv);
+        true
     }
 
     /// Handles a reply from peer `peer`.
@@ -454,37 +431,33 @@ impl Core {
                 },
             );
         }
-        let head = [
-            Head::Int(Dispatch::Reply.id()),
-            Head::Int(session as i64),
-            Head::Bool(true),
-        ];
-        let f = self.lua_side.dispatch.borrow().clone();
-        let Some(f) = f else { return };
-        // the results go straight from the frame onto the Lua stack
-        match rawcall::dispatch(&self.lua, &f, &head, &decl, &mut vals, false, || ()) {
-            Dispatched::Called => {}
-            Dispatched::BadValue(i, e) => {
-                if self.limited("bad results from peers") {
-                    error!("bad result from {} for {mname}: {e}", peer.spec.name);
-                }
-                self.fail_call(
-                    session,
-                    CallError::Remote {
-                        node: peer.spec.name.clone(),
-                        fault: RemoteFault::BadResult {
-                            index: i + 1,
-                            name: decl[i].0.clone(),
-                            method: mname,
-                            error: e.to_string(),
+        let mut mv = MultiValue::with_capacity(3 + nvals);
+        mv.push_back(Value::Integer(Dispatch::Reply.id()));
+        mv.push_back(Value::Integer(session as i64));
+        mv.push_back(Value::Boolean(true));
+        for (i, (name, ty)) in decl.iter().enumerate() {
+            match schema::decode(&self.lua, ty, &mut vals) {
+                Ok(v) => mv.push_back(v),
+                Err(e) => {
+                    if self.limited("bad results from peers") {
+                        error!("bad result from {} for {mname}: {e}", peer.spec.name);
+                    }
+                    return self.fail_call(
+                        session,
+                        CallError::Remote {
+                            node: peer.spec.name.clone(),
+                            fault: RemoteFault::BadResult {
+                                index: i + 1,
+                                name: name.clone(),
+                                method: mname,
+                                error: e.to_string(),
+                            },
                         },
-                    },
-                );
+                    );
+                }
             }
-            // (not checked for replies: bytes after the results are ignored)
-            Dispatched::BadTail(_) => {}
-            Dispatched::Failed(e) => error!("Lua dispatcher failed: {e}"),
         }
+        self.call_lua(mv);
     }
 
     pub(crate) fn method_name(&self, mid: u32) -> String {
