@@ -15,7 +15,7 @@ use mlua::{Function, Lua, Table, Value, Variadic};
 use tracing::{debug, error, info, warn};
 
 use crate::discovery::config::{ClusterConfig, Setting, SettingKey};
-use crate::lua::{DbOp, LuaHost, Wait};
+use crate::lua::{DbOp, LuaHost};
 use crate::rpc::ring::{self, Key};
 use crate::schema::Schema;
 
@@ -275,33 +275,10 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
     // The one entry for calls and sends: the host decides which from the
     // schema. `wait`: nil (the cluster's call_timeout), seconds, or false
     // (nothing can wait for a reply: a call is refused). Returns the call id,
-    // or 0 for a send; or nil, the error text and its kind.
-    func!("request", |c,
-                      _l,
-                      (sid, eid, mid, wait, args): (
-        u32,
-        i64,
-        u32,
-        Value,
-        Variadic<Value>
-    )| {
-        let wait = match wait {
-            Value::Nil => Wait::Default,
-            Value::Boolean(false) => Wait::No,
-            Value::Integer(i) => Wait::Timeout(crate::rpc::clamp_delay(i as f64)),
-            Value::Number(n) => Wait::Timeout(crate::rpc::clamp_delay(n)),
-            other => {
-                return Err(mlua::Error::runtime(format!(
-                    "core.request: wait must be nil, false or seconds, got {}",
-                    other.type_name()
-                )))
-            }
-        };
-        match c.request(sid, eid, mid, wait, &args) {
-            Ok(id) => Ok((Some(id), None, None)),
-            Err(e) => Ok((None, Some(e.to_string()), e.kind())),
-        }
-    });
+    // or 0 for a send; or nil, the error text and its kind. It and
+    // `core.reply(conn, session, mid, ok, ...)` (true, or nil and the error
+    // text) are raw C functions on the hot path (rawcall.rs), installed
+    // below.
     // A push to clients of Gate `sid`: `target` is a client session id, a
     // list of account names, or nil (every client of that Gate). Returns
     // true, or nil, the error text and its kind.
@@ -330,7 +307,7 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
                 )))
             }
         };
-        match c.push(sid, &target, mid, &args) {
+        match c.push(sid, &target, mid, &*args) {
             Ok(()) => Ok((Some(true), None, None)),
             Err(e) => Ok((None, Some(e.to_string()), e.kind())),
         }
@@ -397,20 +374,6 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
     func!("reloaded", |c, _l, ok: bool| {
         c.metrics().reloaded(ok);
         Ok(())
-    });
-    func!("reply", |c,
-                    _l,
-                    (conn, session, mid, ok, vals): (
-        u64,
-        u32,
-        u32,
-        bool,
-        Variadic<Value>
-    )| {
-        match c.reply(conn, session, mid, ok, &vals) {
-            Ok(()) => Ok((Some(true), None)),
-            Err(e) => Ok((None, Some(e))),
-        }
     });
     func!("check", |c, _l, (ty, v): (String, Value)| {
         let structs = c.schema().map(|s| s.structs.clone()).unwrap_or_default();
@@ -644,6 +607,8 @@ pub(crate) fn install<H: LuaHost>(lua: &Lua, core: &Rc<H>, cluster: &Arc<Cluster
         }
         Ok(out)
     });
+
+    crate::lua::rawcall::install(lua, &m, &w)?;
 
     // package.path: lualib (when it is a folder), then every script root and
     // its per-type folder, then the folder of the node's own main script.

@@ -8,13 +8,14 @@ pub(crate) mod describe;
 pub(crate) mod dispatch;
 pub(crate) mod lualib;
 pub(crate) mod metrics;
+pub(crate) mod rawcall;
 
 use std::cell::Ref;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use mlua::{Function, Value};
+use mlua::Function;
 
 use crate::rpc::error::CallError;
 use crate::rpc::ring::Rings;
@@ -102,7 +103,14 @@ pub(crate) trait LuaHost: 'static {
     /// # Errors
     ///
     /// A [`CallError`]: its text is what a script sees.
-    fn request(&self, sid: u32, eid: i64, mid: u32, wait: Wait, args: &[Value]) -> Result<u32, CallError>;
+    fn request(
+        &self,
+        sid: u32,
+        eid: i64,
+        mid: u32,
+        wait: Wait,
+        args: &dyn crate::schema::ArgList,
+    ) -> Result<u32, CallError>;
     /// Encodes a push of client method `mid` to `target` on Gate `sid`.
     ///
     /// # Errors
@@ -113,7 +121,7 @@ pub(crate) trait LuaHost: 'static {
         sid: u32,
         target: &crate::codec::proto::PushTarget<'_>,
         mid: u32,
-        args: &[Value],
+        args: &dyn crate::schema::ArgList,
     ) -> Result<(), CallError>;
     /// Gate: the login of client `session` is accepted, bound to entity
     /// `eid` on node `sid`.
@@ -153,7 +161,14 @@ pub(crate) trait LuaHost: 'static {
     /// # Errors
     ///
     /// No schema, or an unknown method.
-    fn reply(&self, conn: u64, session: u32, mid: u32, ok: bool, vals: &[Value]) -> Result<(), String>;
+    fn reply(
+        &self,
+        conn: u64,
+        session: u32,
+        mid: u32,
+        ok: bool,
+        vals: &dyn crate::schema::ArgList,
+    ) -> Result<(), String>;
     /// Starts `op` on this node's store; returns the call id its outcome
     /// comes back under (`Dispatch::Reply`).
     ///

@@ -423,17 +423,17 @@ mod tests {
             cid: 0,
         };
         let mut out = bytes::BytesMut::new();
-        let three = [
+        let three = vec![
             mlua::Value::Integer(1),
             mlua::Value::Integer(2),
             mlua::Value::Integer(3),
         ];
-        let want = encode_list(&mut out, &m, &m.args, "argument", three.iter()).unwrap_err();
+        let want = encode_list(&mut out, &m, &m.args, "argument", &three).unwrap_err();
         assert_eq!(want, "Hall.login: 3 arguments given, 2 declared");
         let ours = CallError::Encoding(want.clone());
         assert_eq!(ours.to_string(), want);
-        let bad = [mlua::Value::Boolean(true)];
-        let want = encode_list(&mut out, &m, &m.args, "argument", bad.iter()).unwrap_err();
+        let bad = vec![mlua::Value::Boolean(true)];
+        let want = encode_list(&mut out, &m, &m.args, "argument", &bad).unwrap_err();
         assert!(want.starts_with("bad argument #1 'rid' to Hall.login: "), "{want}");
         let ours = CallError::Encoding(want.clone());
         assert_eq!(ours.to_string(), want);

@@ -32,7 +32,14 @@ pub(crate) const SELF_CONN: u64 = 0;
 impl Core {
     /// Encodes a call or a send (as the schema says) into the queue of node
     /// `sid`. Returns the call id, or 0 for a send.
-    pub(crate) fn request(&self, sid: u32, eid: i64, mid: u32, wait: Wait, args: &[Value]) -> Result<u32, CallError> {
+    pub(crate) fn request(
+        &self,
+        sid: u32,
+        eid: i64,
+        mid: u32,
+        wait: Wait,
+        args: &dyn crate::schema::ArgList,
+    ) -> Result<u32, CallError> {
         let r = self.encode_request(sid, eid, mid, wait, args);
         if let Err(e) = &r {
             self.metrics.error(e);
@@ -41,7 +48,14 @@ impl Core {
     }
 
     #[inline]
-    fn encode_request(&self, sid: u32, eid: i64, mid: u32, wait: Wait, args: &[Value]) -> Result<u32, CallError> {
+    fn encode_request(
+        &self,
+        sid: u32,
+        eid: i64,
+        mid: u32,
+        wait: Wait,
+        args: &dyn crate::schema::ArgList,
+    ) -> Result<u32, CallError> {
         let schema = self.schema().ok_or(CallError::NoSchema)?;
         let method = schema.method(mid).ok_or(CallError::UnknownMethod(mid))?;
         // the one call/send decision: the schema's (a method with results is
@@ -123,7 +137,13 @@ impl Core {
     /// Encodes a push of client method `mid` (a method of a `Client`
     /// section) for `target` on Gate `sid`, sequenced and acknowledged like
     /// a send (a lost one is reported by method).
-    pub(crate) fn push(&self, sid: u32, target: &PushTarget<'_>, mid: u32, args: &[Value]) -> Result<(), CallError> {
+    pub(crate) fn push(
+        &self,
+        sid: u32,
+        target: &PushTarget<'_>,
+        mid: u32,
+        args: &dyn crate::schema::ArgList,
+    ) -> Result<(), CallError> {
         let r = self.encode_push(sid, target, mid, args);
         if let Err(e) = &r {
             self.metrics.error(e);
@@ -131,7 +151,13 @@ impl Core {
         r
     }
 
-    fn encode_push(&self, sid: u32, target: &PushTarget<'_>, mid: u32, args: &[Value]) -> Result<(), CallError> {
+    fn encode_push(
+        &self,
+        sid: u32,
+        target: &PushTarget<'_>,
+        mid: u32,
+        args: &dyn crate::schema::ArgList,
+    ) -> Result<(), CallError> {
         let schema = self.schema().ok_or(CallError::NoSchema)?;
         let method = schema.method(mid).ok_or(CallError::UnknownMethod(mid))?;
         if !method.push {
@@ -153,7 +179,14 @@ impl Core {
     }
 
     /// Encodes the reply to call `session` that arrived on connection `conn`.
-    pub(crate) fn reply(&self, conn: u64, session: u32, mid: u32, ok: bool, vals: &[Value]) -> Result<(), String> {
+    pub(crate) fn reply(
+        &self,
+        conn: u64,
+        session: u32,
+        mid: u32,
+        ok: bool,
+        vals: &dyn crate::schema::ArgList,
+    ) -> Result<(), String> {
         let schema = self.schema().ok_or("no schema")?;
         let method = schema.method(mid).ok_or_else(|| format!("unknown method id {mid}"))?;
         let max_message = self.cluster.borrow().max_message;
@@ -584,12 +617,12 @@ fn finish_args(
     out: &mut BytesMut,
     start: usize,
     method: &Method,
-    args: &[Value],
+    args: &dyn crate::schema::ArgList,
     node: &str,
     max_message: usize,
     session: u32,
 ) -> Result<(), CallError> {
-    if let Err(e) = schema::encode_list(out, method, &method.args, "argument", args.iter()) {
+    if let Err(e) = schema::encode_list(out, method, &method.args, "argument", args) {
         wire::abort_message(out, start);
         return Err(CallError::Encoding(e));
     }
@@ -625,13 +658,13 @@ pub(crate) fn encode_reply(
     session: u32,
     method: &Method,
     ok: bool,
-    vals: &[Value],
+    vals: &dyn crate::schema::ArgList,
     max_message: usize,
 ) {
     if ok {
         let decl = method.results.as_deref().unwrap_or(&[]);
         let start = proto::begin_reply(out, decl.len());
-        let res = schema::encode_list(out, method, decl, "result", vals.iter()).and_then(|()| {
+        let res = schema::encode_list(out, method, decl, "result", vals).and_then(|()| {
             let size = out.len() - start - wire::HEADER;
             if size > max_message {
                 Err(format!(
@@ -651,15 +684,12 @@ pub(crate) fn encode_reply(
             }
         }
     } else {
-        let text = vals.first().map(lua_text).unwrap_or_default();
+        let text = if vals.count() == 0 {
+            String::new()
+        } else {
+            vals.text_at(0)
+        };
         proto::put_error_reply(out, session, &text);
-    }
-}
-
-pub(crate) fn lua_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.to_string_lossy(),
-        other => other.to_string().unwrap_or_else(|_| format!("{other:?}")),
     }
 }
 

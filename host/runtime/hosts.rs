@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use mlua::{Function, Value};
+use mlua::Function;
 use tokio::sync::Notify;
 
 use super::node::{Core, Peer};
@@ -46,10 +46,24 @@ impl LuaHost for Core {
     fn join(this: &Rc<Self>) -> Result<bool, String> {
         this.join().map_err(|e| e.to_string())
     }
-    fn request(&self, sid: u32, eid: i64, mid: u32, wait: crate::lua::Wait, args: &[Value]) -> Result<u32, CallError> {
+    fn request(
+        &self,
+        sid: u32,
+        eid: i64,
+        mid: u32,
+        wait: crate::lua::Wait,
+        args: &dyn crate::schema::ArgList,
+    ) -> Result<u32, CallError> {
         Core::request(self, sid, eid, mid, wait, args)
     }
-    fn reply(&self, conn: u64, session: u32, mid: u32, ok: bool, vals: &[Value]) -> Result<(), String> {
+    fn reply(
+        &self,
+        conn: u64,
+        session: u32,
+        mid: u32,
+        ok: bool,
+        vals: &dyn crate::schema::ArgList,
+    ) -> Result<(), String> {
         Core::reply(self, conn, session, mid, ok, vals)
     }
     fn push(
@@ -57,7 +71,7 @@ impl LuaHost for Core {
         sid: u32,
         target: &crate::codec::proto::PushTarget<'_>,
         mid: u32,
-        args: &[Value],
+        args: &dyn crate::schema::ArgList,
     ) -> Result<(), CallError> {
         Core::push(self, sid, target, mid, args)
     }

@@ -413,7 +413,8 @@ fn resolve_struct(
 pub mod annotate;
 mod value;
 
-pub use value::{decode, decode_any, encode, encode_any, encode_list, TypeError};
+pub(crate) use value::Shown;
+pub use value::{decode, decode_any, encode, encode_any, encode_list, ArgList, TypeError};
 
 #[cfg(test)]
 mod tests {

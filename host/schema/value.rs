@@ -20,13 +20,13 @@ pub struct TypeError {
 }
 
 impl TypeError {
-    fn new(message: String) -> Self {
+    pub(crate) fn new(message: String) -> Self {
         TypeError {
             path: Vec::new(),
             message,
         }
     }
-    fn at(mut self, seg: String) -> Self {
+    pub(crate) fn at(mut self, seg: String) -> Self {
         self.path.insert(0, seg);
         self
     }
@@ -42,20 +42,65 @@ impl fmt::Display for TypeError {
     }
 }
 
-fn describe(v: &Value) -> String {
-    match v {
-        Value::Integer(i) => format!("integer {i}"),
-        Value::Number(n) => format!("number {n}"),
-        Value::String(s) => {
-            let s = s.to_string_lossy();
-            if s.len() > 24 {
-                format!("string \"{}...\"", &s.chars().take(20).collect::<String>())
-            } else {
-                format!("string \"{s}\"")
+/// A Lua value as error texts show it, wherever it was read from (an mlua
+/// [`Value`] or a slot of the Lua stack).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Shown<'a> {
+    Int(i64),
+    Num(f64),
+    Str(&'a [u8]),
+    /// Any other type, by its name.
+    Other(&'static str),
+}
+
+impl Shown<'_> {
+    /// `integer 3`, `string "abc"` (cut after 20 characters), `table`.
+    pub(crate) fn describe(self) -> String {
+        match self {
+            Shown::Int(i) => format!("integer {i}"),
+            Shown::Num(n) => format!("number {n}"),
+            Shown::Str(b) => {
+                let s = String::from_utf8_lossy(b);
+                if s.len() > 24 {
+                    format!("string \"{}...\"", &s.chars().take(20).collect::<String>())
+                } else {
+                    format!("string \"{s}\"")
+                }
             }
+            Shown::Other(t) => t.to_string(),
         }
-        other => other.type_name().to_string(),
     }
+    /// A table key as an error names it: `key 'x'`, `key 9`, `a boolean key`.
+    pub(crate) fn describe_key(self) -> String {
+        match self {
+            Shown::Str(b) => format!("key '{}'", String::from_utf8_lossy(b)),
+            Shown::Int(i) => format!("key {i}"),
+            Shown::Num(n) => format!("key {n}"),
+            Shown::Other(t) => format!("a {t} key"),
+        }
+    }
+    /// A map key inside a path: `[x]`'s `x`.
+    pub(crate) fn key_label(self) -> String {
+        match self {
+            Shown::Str(b) => String::from_utf8_lossy(b).into_owned(),
+            Shown::Int(i) => i.to_string(),
+            Shown::Num(_) => "number".to_string(),
+            Shown::Other(t) => t.to_string(),
+        }
+    }
+}
+
+fn with_shown<R>(v: &Value, f: impl FnOnce(Shown<'_>) -> R) -> R {
+    match v {
+        Value::Integer(i) => f(Shown::Int(*i)),
+        Value::Number(n) => f(Shown::Num(*n)),
+        Value::String(s) => f(Shown::Str(&s.as_bytes())),
+        other => f(Shown::Other(other.type_name())),
+    }
+}
+
+fn describe(v: &Value) -> String {
+    with_shown(v, |s| s.describe())
 }
 
 /// Checks `v` against `ty` and appends its MessagePack form to `out`.
@@ -212,22 +257,12 @@ fn walk(t: &Table, mut f: impl FnMut(Value, Value) -> bool) -> Result<(), TypeEr
     }
 }
 
-/// A table key as an error names it: `key 'x'`, `key 9`, `a boolean key`.
 fn describe_key(k: &Value) -> String {
-    match k {
-        Value::String(s) => format!("key '{}'", s.to_string_lossy()),
-        Value::Integer(i) => format!("key {i}"),
-        Value::Number(n) => format!("key {n}"),
-        other => format!("a {} key", other.type_name()),
-    }
+    with_shown(k, |s| s.describe_key())
 }
 
 fn key_label(k: &Value) -> String {
-    match k {
-        Value::String(s) => s.to_string_lossy(),
-        Value::Integer(i) => i.to_string(),
-        other => other.type_name().to_string(),
-    }
+    with_shown(k, |s| s.key_label())
 }
 
 fn rerr(e: ReadError) -> TypeError {
@@ -307,6 +342,39 @@ pub fn decode(lua: &Lua, ty: &Ty, r: &mut Reader<'_>) -> Result<Value, TypeError
     })
 }
 
+/// The values of a call's arguments or results, wherever they live: a slice
+/// of mlua [`Value`]s, or (on the hot path) the Lua stack of a raw binding,
+/// read in place (`crate::lua::rawcall`).
+pub trait ArgList {
+    /// How many values were given.
+    fn count(&self) -> usize;
+    /// Checks value `i` (0-based; past [`ArgList::count`] it is nil) against
+    /// `ty` and appends its MessagePack form to `out`, as [`encode`] does.
+    ///
+    /// # Errors
+    ///
+    /// [`TypeError`], with the same text [`encode`] gives for that value.
+    fn encode_at(&self, i: usize, out: &mut BytesMut, ty: &Ty) -> Result<(), TypeError>;
+    /// Value `i` as the text of an error reply (a string as it is).
+    fn text_at(&self, i: usize) -> String;
+}
+
+impl ArgList for Vec<Value> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn encode_at(&self, i: usize, out: &mut BytesMut, ty: &Ty) -> Result<(), TypeError> {
+        encode(out, ty, self.get(i).unwrap_or(&Value::Nil))
+    }
+    fn text_at(&self, i: usize) -> String {
+        match self.get(i) {
+            Some(Value::String(s)) => s.to_string_lossy(),
+            Some(other) => other.to_string().unwrap_or_else(|_| format!("{other:?}")),
+            None => String::new(),
+        }
+    }
+}
+
 /// Encodes a list of values against a list of declared types, as consecutive
 /// MessagePack values. `what` names them in errors ("argument", "result").
 ///
@@ -314,25 +382,21 @@ pub fn decode(lua: &Lua, ty: &Ty, r: &mut Reader<'_>) -> Result<Value, TypeError
 ///
 /// A message naming the method, the position and the name of the first bad
 /// value, and what was wrong with it.
-pub fn encode_list<'v>(
+pub fn encode_list(
     out: &mut BytesMut,
     method: &Method,
     decl: &[(String, Ty)],
     what: &str,
-    values: impl ExactSizeIterator<Item = &'v Value>,
+    values: &dyn ArgList,
 ) -> Result<(), String> {
-    if values.len() > decl.len() {
-        return Err(format!(
-            "{}: {} {what}s given, {} declared",
-            method.name,
-            values.len(),
-            decl.len()
-        ));
+    let n = values.count();
+    if n > decl.len() {
+        return Err(format!("{}: {n} {what}s given, {} declared", method.name, decl.len()));
     }
-    let mut values = values;
     for (i, (name, ty)) in decl.iter().enumerate() {
-        let v = values.next().unwrap_or(&Value::Nil);
-        encode(out, ty, v).map_err(|e| format!("bad {what} #{} '{name}' to {}: {e}", i + 1, method.name))?;
+        values
+            .encode_at(i, out, ty)
+            .map_err(|e| format!("bad {what} #{} '{name}' to {}: {e}", i + 1, method.name))?;
     }
     Ok(())
 }
