@@ -117,6 +117,22 @@ impl Plan {
             .collect()
     }
 
+    /// What each configured process is: running, dead (should run but
+    /// does not) or stopped.
+    pub fn states(&self) -> impl Iterator<Item = super::metrics::ProcState> + '_ {
+        use super::metrics::ProcState;
+        self.slots.values().map(|s| match (&s.run, s.want) {
+            (Some(_), _) => ProcState::Running,
+            (None, true) => ProcState::Dead,
+            (None, false) => ProcState::Stopped,
+        })
+    }
+
+    /// Whether a stop (or kill) of `name` was asked: its exit is not a crash.
+    pub fn stopping(&self, name: &str) -> bool {
+        self.slots.get(name).is_some_and(|s| s.stopping.is_some())
+    }
+
     fn select(&mut self, target: &Target) -> Result<Vec<(&String, &mut Slot)>, String> {
         match target {
             Target::All => Ok(self.slots.iter_mut().collect()),

@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 
 use tokio::time::Instant;
 
+use super::metrics::DaemonMetrics;
 use super::plan::{Action, Outcome, Plan, Sig};
 use super::store::{proc_key, OpsStore, ProcConfig, ProcState};
 use super::wire::Target;
@@ -52,6 +53,7 @@ pub struct Supervisor {
     logs: PathBuf,
     procs: BTreeMap<String, (ProcConfig, String)>,
     children: BTreeMap<String, Child>,
+    metrics: Option<DaemonMetrics>,
 }
 
 impl Supervisor {
@@ -87,7 +89,15 @@ impl Supervisor {
             logs,
             procs: by_name,
             children: BTreeMap::new(),
+            metrics: None,
         }
+    }
+
+    /// Counts starts, crash restarts and the processes by state into `m`.
+    pub fn with_metrics(mut self, m: DaemonMetrics) -> Supervisor {
+        m.set_states(self.plan.states());
+        self.metrics = Some(m);
+        self
     }
 
     /// The configured names and whether each should run.
@@ -119,6 +129,9 @@ impl Supervisor {
                         Ok(child) => {
                             tracing::info!("started {name} (pid {})", child.id());
                             self.plan.started(&name, child.id(), now);
+                            if let Some(m) = &self.metrics {
+                                m.started(&name);
+                            }
                             self.children.insert(name, child);
                         }
                         Err(e) => {
@@ -202,7 +215,12 @@ impl Supervisor {
             };
             if let Some(how) = how {
                 self.children.remove(&name);
-                match self.plan.exited(&name, now) {
+                let crashed = !self.plan.stopping(&name);
+                let again = self.plan.exited(&name, now);
+                if let (Some(m), true, Some(_)) = (&self.metrics, crashed, again) {
+                    m.crash_restart(&name);
+                }
+                match again {
                     Some(at) if at > now => tracing::warn!(
                         "{name} (pid {pid}) exited ({how}); starting it again in {:.1} s",
                         at.saturating_duration_since(now).as_secs_f64()
@@ -214,6 +232,9 @@ impl Supervisor {
         }
         let due = self.plan.due(now);
         self.carry_out(due, now);
+        if let Some(m) = &self.metrics {
+            m.set_states(self.plan.states());
+        }
     }
 }
 
