@@ -36,28 +36,6 @@ impl Drop for Reaper {
     }
 }
 
-/// As `Proc::spawn_command`, with standard output into `file`.
-fn spawn_with_stdout(mut cmd: Command, file: &Path) -> Proc {
-    use std::io::BufRead;
-    let mut child = cmd
-        .stdout(std::fs::File::create(file).unwrap())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let err = child.stderr.take().unwrap();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(err).lines() {
-            let Ok(line) = line else { break };
-            let mut l = sink.lock().unwrap();
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
-    Proc { child, log }
-}
-
 /// `GET /metrics` of a daemon, parsed.
 fn scrape(addr: SocketAddr) -> Scrape {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -132,7 +110,7 @@ impl Env {
         for (k, v) in self.envs() {
             cmd.env(k, v);
         }
-        let p = spawn_with_stdout(cmd, &self.dir.0.join(format!("daemon-{ip}.out")));
+        let p = Proc::spawn_command_stdout(cmd, &self.dir.0.join(format!("daemon-{ip}.out")));
         assert!(
             p.wait_log(" listening on ", LONG),
             "daemon {ip} did not start:\n{}",
