@@ -375,6 +375,10 @@ mod tests {
         assert!(p.due(t + ms(12_300)).is_empty());
         assert!(p.wanted()["a"]);
         assert!(!p.wanted()["b"]);
+        // a is wanted and not running: dead; b is not wanted: stopped
+        use crate::ops::metrics::ProcState;
+        assert_eq!(p.states().collect::<Vec<_>>(), [ProcState::Dead, ProcState::Stopped]);
+        assert!(!p.stopping("a"), "a crash is no stop");
     }
 
     #[test]
@@ -384,7 +388,10 @@ mod tests {
         p.start(&Target::All, t).unwrap();
         p.started("a", 100, t);
         p.started("b", 200, t);
+        use crate::ops::metrics::ProcState;
+        assert_eq!(p.states().collect::<Vec<_>>(), [ProcState::Running, ProcState::Running]);
         let o = p.stop(&Target::Name("a".into()), t + ms(10)).unwrap();
+        assert!(p.stopping("a") && !p.stopping("b"));
         assert_eq!(o.actions, vec![Action::Signal(100, Sig::Term)]);
         assert_eq!(o.lines, vec!["a: stopping (pid 100, gracefully)"]);
         // a second stop sends nothing new
@@ -396,6 +403,7 @@ mod tests {
         assert!(p.due(t + ms(10) + STOP_TIMEOUT - ms(1)).is_empty());
         assert_eq!(p.due(t + ms(10) + STOP_TIMEOUT), vec![Action::Signal(100, Sig::Kill)]);
         assert_eq!(p.exited("a", t + STOP_TIMEOUT + ms(50)), None, "not restarted");
+        assert_eq!(p.states().collect::<Vec<_>>(), [ProcState::Stopped, ProcState::Running]);
         assert!(p.due(t + Duration::from_secs(3600)).is_empty());
         assert_eq!(p.pids(), BTreeMap::from([("b".to_string(), 200)]));
         // unknown names are refused

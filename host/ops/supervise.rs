@@ -348,11 +348,26 @@ mod tests {
         }
     }
 
+    /// The value of the daemon series line that starts with `series`.
+    fn series(m: &DaemonMetrics, series: &str) -> Option<String> {
+        let mut text = String::new();
+        m.source().encode(&mut text).unwrap();
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_string)
+    }
+
     #[test]
     fn start_crash_restart_with_backoff_stop() {
         let f = fixture();
         let t0 = Instant::now();
-        let mut s = f.sup(t0);
+        let m = DaemonMetrics::new("127.0.0.5", ["a", "b"]);
+        let mut s = f.sup(t0).with_metrics(m.clone());
+        let stopped = r#"luahost_daemon_processes{node="daemon@127.0.0.5",type="daemon",state="stopped"}"#;
+        let starts = r#"luahost_daemon_starts_total{node="daemon@127.0.0.5",type="daemon",process="a"}"#;
+        let crashes = r#"luahost_daemon_crash_restarts_total{node="daemon@127.0.0.5",type="daemon",process="a"}"#;
+        assert_eq!(series(&m, stopped).as_deref(), Some("2"));
         assert!(s.pids().is_empty(), "nothing wanted yet");
         let out = s.start(&Target::Name("a".into()), t0).unwrap();
         assert_eq!(out.lines, vec!["a: starting"]);
@@ -375,6 +390,9 @@ mod tests {
         s.tick(t0 + Duration::from_millis(600));
         let pid2 = s.pids()["a"];
         assert_ne!(pid2, pid);
+        assert_eq!(series(&m, starts).as_deref(), Some("2"));
+        assert_eq!(series(&m, crashes).as_deref(), Some("1"));
+        assert_eq!(series(&m, stopped).as_deref(), Some("1"), "b");
         // a graceful stop is not restarted
         let out = s.stop(&Target::All, t0).unwrap();
         assert!(
@@ -386,6 +404,8 @@ mod tests {
         s.tick(t0 + Duration::from_secs(60));
         assert!(s.pids().is_empty());
         assert!(!s.wanted()["a"]);
+        assert_eq!(series(&m, crashes).as_deref(), Some("1"), "a stop is no crash");
+        assert_eq!(series(&m, stopped).as_deref(), Some("2"));
         assert!(s
             .start(&Target::Name("zz".into()), t0)
             .unwrap_err()
