@@ -104,6 +104,10 @@ enum Cmd {
         /// into the store first.
         #[arg(long)]
         world: Option<PathBuf>,
+        /// Serve Prometheus metrics (GET /metrics: luahost_daemon_*) on
+        /// this address.
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Operate the cluster through any daemon (operations, seed 004).
     ///
@@ -534,7 +538,8 @@ fn main() -> ExitCode {
             listen,
             logs,
             world,
-        } => opscli::daemon(store, machine, listen, logs, world),
+            metrics,
+        } => opscli::daemon(store, machine, listen, logs, world, metrics),
         Cmd::Ctl {
             daemon,
             user,

@@ -196,6 +196,7 @@ pub fn daemon(
     listen: std::net::SocketAddr,
     logs: PathBuf,
     world: Option<PathBuf>,
+    metrics: Option<std::net::SocketAddr>,
 ) -> ExitCode {
     let store = match std::path::Path::new(&store).canonicalize() {
         // node processes get the same folder whatever their working directory
@@ -208,6 +209,7 @@ pub fn daemon(
         listen,
         logs,
         world,
+        metrics,
     };
     match luahost::ops::daemon::run(cfg, |s| {
         use std::io::Write;
@@ -215,6 +217,9 @@ pub fn daemon(
             println!("bootstrap token: {t}");
         }
         println!("listening on {}", s.addr);
+        if let Some(m) = s.metrics {
+            println!("metrics on {m}");
+        }
         let _ = std::io::stdout().flush();
     }) {
         Ok(()) => ExitCode::SUCCESS,

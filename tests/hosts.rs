@@ -14,6 +14,14 @@
 //!    here: an NFQUEUE and the `statistic` match, see `Net::impair`);
 //! 4. host 3 killed with everything in it.
 //!
+//! The nine processes are started by the operations daemons, one
+//! `luahost daemon` per host on an ops store in the ensemble
+//! (`zk://.../luahost-ops`), through `luahost ctl` as an operator does. In
+//! the partition, host 3's daemon is killed too: `ctl list` on host 1 shows
+//! host 3's nodes dead once their records are older than the bound, alive
+//! again after the heal, and a new daemon on host 3 adopts them (same pids,
+//! one start each: nothing started twice).
+//!
 //! Needs root (skipped with a message otherwise), iproute2 and ZooKeeper
 //! (tests/run installs both).
 
@@ -24,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use common::netns::{skip_unless_root, Host, Net, ZkEnsemble};
 use common::{wait_until, Proc, TempDir};
+use luahost::ops::restart::DEAD_AFTER;
 use luahost::NodeHandle;
 
 /// ZooKeeper session timeout of the nodes (the least ZooKeeper allows with tickTime 2000).
@@ -45,6 +54,15 @@ const HOSTS: usize = 3;
 const ROOT: &str = "/luahost/hosts";
 /// Keys routed in the ring checks.
 const KEYS: usize = 2000;
+/// A few ticks of a daemon (200 ms each): long enough for it to start
+/// what it would start.
+const DAEMON_TICKS: Duration = Duration::from_millis(1000);
+/// Where each host's operations daemon listens.
+const DAEMON_PORT: u16 = 8889;
+/// The ops store's ZooKeeper digest identity.
+const OPS_ZK_AUTH: &str = "ops:hosts-ops-secret";
+/// The password of the ops admin the test adds.
+const OPS_PASSWORD: &str = "hosts-root-password";
 
 /// Nodes of host `h`: (name, type, sid, port); the last is the observer.
 fn nodes_of(h: usize) -> Vec<(String, &'static str, u32, u16)> {
@@ -80,11 +98,59 @@ fn host_names(h: usize) -> Vec<String> {
 /// The cluster: dropped in field order, so the network goes last.
 struct Cluster {
     observers: Vec<Option<NodeHandle>>,
-    procs: Vec<(usize, String, Proc)>,
+    /// Each host's operations daemon (which started its three nodes).
+    daemons: Vec<Option<Proc>>,
     zk: ZkEnsemble,
-    _dir: TempDir,
+    dir: TempDir,
     net: Net,
 }
+
+/// The ip of host `h` (as the ops world lists it).
+fn ip_of(net: &Net, h: usize) -> String {
+    net.host(h).ip.to_string()
+}
+
+/// Starts the operations daemon of host `h` (loading the world first if
+/// `world`) and waits until it listens.
+fn start_daemon(net: &Net, dir: &Path, store: &str, h: usize, world: bool) -> Proc {
+    let ip = ip_of(net, h);
+    let mut cmd = net.host(h).command(env!("CARGO_BIN_EXE_luahost"));
+    cmd.args(["daemon", "--store", store, "--machine", &ip, "--listen"])
+        .arg(net.host(h).addr(DAEMON_PORT))
+        .arg("--logs")
+        .arg(dir.join(format!("logs-{h}")))
+        .env("LUAHOST_ZK_AUTH", OPS_ZK_AUTH);
+    if world {
+        cmd.arg("--world").arg(dir.join("world.json"));
+    }
+    let p = Proc::spawn_command_stdout(cmd, &dir.join(format!("daemon-{h}.out")));
+    assert!(
+        p.wait_log(" listening on ", Duration::from_secs(30)),
+        "the daemon of host {h} did not start:\n{}",
+        p.log()
+    );
+    p
+}
+
+/// Runs `luahost ctl` on host `from` against its daemon; (success, output).
+fn ctl_on(net: &Net, from: usize, login: &[&str], args: &[&str]) -> (bool, String) {
+    let mut cmd = net.host(from).command(env!("CARGO_BIN_EXE_luahost"));
+    cmd.args(["ctl", "--daemon", &net.host(from).addr(DAEMON_PORT)])
+        .args(login)
+        .args(args)
+        .env("LUAHOST_PASSWORD", OPS_PASSWORD)
+        .env("LUAHOST_NEW_PASSWORD", OPS_PASSWORD);
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A process row of `ctl --json list <ip>`: (name, pid, state, starts).
+type Row = (String, String, String, String);
 
 fn write_cluster(dir: &Path, net: &Net, zk: &ZkEnsemble) -> std::path::PathBuf {
     let scripts = common::scripts_dir();
@@ -92,7 +158,7 @@ fn write_cluster(dir: &Path, net: &Net, zk: &ZkEnsemble) -> std::path::PathBuf {
     let mut text = format!(
         "return {{\n  secret = \"test-secret-for-hosts\",\n  scripts = {{ {:?} }},\n  \
          liveness = {},\n  call_timeout = {},\n  \
-         zookeeper = {{ hosts = {:?}, root = {ROOT:?}, session_timeout = {} }},\n  nodes = {{\n",
+         zookeeper = {{ hosts = {:?}, root = {ROOT:?}, session_timeout = {}, auth = {OPS_ZK_AUTH:?} }},\n  nodes = {{\n",
         scripts.display().to_string(),
         LIVENESS.as_secs(),
         CALL_TIMEOUT.as_secs(),
@@ -125,7 +191,10 @@ impl Cluster {
         let t = Instant::now();
         let net = Net::create(HOSTS);
         let hosts: Vec<&Host> = net.hosts().iter().collect();
-        let zk = ZkEnsemble::start(&hosts);
+        let mut zk = ZkEnsemble::start(&hosts);
+        // one digest identity for discovery and the ops store (a node a
+        // daemon starts inherits it through LUAHOST_ZK_AUTH)
+        zk.auth = Some(OPS_ZK_AUTH.to_string());
         println!(
             "hosts: {HOSTS} namespaces ({}), ensemble serving after {:?}",
             net.tag(),
@@ -133,14 +202,43 @@ impl Cluster {
         );
         let dir = TempDir::new("hosts");
         let cluster = write_cluster(&dir.0, &net, &zk);
-        let mut procs = Vec::new();
+        // the operations daemons, one per host, on an ops store in the ensemble
+        let mut machines = serde_json::Map::new();
         for h in 1..=HOSTS {
-            for (name, ..) in nodes_of(h).into_iter().take(3) {
-                let mut cmd = net.host(h).command(env!("CARGO_BIN_EXE_luahost"));
-                cmd.args(["run", "--cluster", cluster.to_str().unwrap(), "--node", &name]);
-                procs.push((h, name, Proc::spawn_command(cmd)));
-            }
+            let procs: Vec<serde_json::Value> = nodes_of(h)
+                .into_iter()
+                .take(3)
+                .map(|(name, ..)| serde_json::json!({ "name": name, "cluster": cluster }))
+                .collect();
+            machines.insert(ip_of(&net, h), serde_json::Value::Array(procs));
         }
+        let world = serde_json::json!({ "regions": { "sim": machines } });
+        std::fs::write(dir.0.join("world.json"), world.to_string()).unwrap();
+        let store = format!("zk://{}/luahost-ops", zk.connect_string());
+        let daemons: Vec<Option<Proc>> = (1..=HOSTS)
+            .map(|h| Some(start_daemon(&net, &dir.0, &store, h, h == 1)))
+            .collect();
+        let out = std::fs::read_to_string(dir.0.join("daemon-1.out")).unwrap();
+        let token = out
+            .lines()
+            .find_map(|l| l.strip_prefix("bootstrap token: "))
+            .expect("the first daemon prints a bootstrap token");
+        let (ok, text) = ctl_on(
+            &net,
+            1,
+            &["--bootstrap", token],
+            &["user", "add", "root", "--role", "admin"],
+        );
+        assert!(ok, "{text}");
+        // every host's nodes started through host 1's daemon (routed)
+        for h in 1..=HOSTS {
+            let (ok, text) = ctl_on(&net, 1, &["--user", "root"], &["start", &ip_of(&net, h), "all"]);
+            assert!(ok && text.matches(": starting").count() == 3, "{text}");
+        }
+        println!(
+            "hosts: {HOSTS} operations daemons serving, every host's processes started through ctl, after {:?}",
+            t.elapsed()
+        );
         let mut observers = Vec::new();
         for h in 1..=HOSTS {
             let o = start_in(net.host(h), &cluster, &format!("o_{h}"));
@@ -149,9 +247,9 @@ impl Cluster {
         }
         let c = Cluster {
             observers,
-            procs,
+            daemons,
             zk,
-            _dir: dir,
+            dir,
             net,
         };
         for h in 1..=HOSTS {
@@ -161,7 +259,7 @@ impl Cluster {
         println!(
             "hosts: {} nodes up ({} processes, {} observers), each sees the other {} online, after {:?}",
             all_names().len(),
-            c.procs.len(),
+            HOSTS * 3,
             HOSTS,
             all_names().len() - 1,
             t.elapsed()
@@ -170,7 +268,11 @@ impl Cluster {
     }
 
     fn obs(&self, h: usize) -> &NodeHandle {
-        self.observers[h - 1].as_ref().expect("observer running")
+        let o = self.observers[h - 1].as_ref().expect("observer running");
+        if let Some(f) = o.failure() {
+            panic!("o_{h} failed: {f}\n{}", self.logs());
+        }
+        o
     }
 
     fn eval(&self, h: usize, code: &str) -> String {
@@ -198,16 +300,63 @@ impl Cluster {
 
     fn logs(&self) -> String {
         let mut s = String::new();
-        for (h, name, p) in &self.procs {
-            let log = p.log();
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            s.push_str(&format!("--- {name} (host {h}):\n"));
-            for l in tail.into_iter().rev() {
-                s.push_str(l);
-                s.push('\n');
+        for h in 1..=HOSTS {
+            let mut logs: Vec<(String, String)> = nodes_of(h)
+                .into_iter()
+                .take(3)
+                .map(|(name, ..)| {
+                    let f = self.dir.0.join(format!("logs-{h}/{name}.log"));
+                    (name, std::fs::read_to_string(f).unwrap_or_default())
+                })
+                .collect();
+            if let Some(d) = &self.daemons[h - 1] {
+                logs.push((format!("daemon {h}"), d.log()));
+            }
+            for (name, log) in logs {
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                s.push_str(&format!("--- {name} (host {h}):\n"));
+                for l in tail.into_iter().rev() {
+                    s.push_str(l);
+                    s.push('\n');
+                }
             }
         }
         s
+    }
+
+    /// `luahost ctl --user root args` on host `from`; panics if it fails.
+    fn ctl(&self, from: usize, args: &[&str]) -> String {
+        let (ok, text) = ctl_on(&self.net, from, &["--user", "root"], args);
+        assert!(ok, "ctl {args:?} on host {from}: {text}");
+        text
+    }
+
+    /// Host `h`'s processes as `ctl list` on host `from` shows them.
+    fn rows(&self, from: usize, h: usize) -> Vec<Row> {
+        let text = self.ctl(from, &["--json", "list", &ip_of(&self.net, h)]);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let field = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or_default().to_string();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (field(r, "name"), field(r, "pid"), field(r, "state"), field(r, "starts")))
+            .collect()
+    }
+
+    /// Waits until `ctl list` on host 1 shows every process of host `h`
+    /// in `state`; returns the rows.
+    fn wait_rows(&self, h: usize, state: &str, limit: Duration) -> Vec<Row> {
+        let mut rows = Vec::new();
+        let ok = wait_until(limit, || {
+            rows = self.rows(1, h);
+            rows.len() == 3 && rows.iter().all(|r| r.2 == state)
+        });
+        assert!(
+            ok,
+            "host {h}'s processes are not all {state}: {rows:?}\n{}",
+            self.logs()
+        );
+        rows
     }
 
     /// Children of `<root>/servers/<ty>` through a serving server.
@@ -349,7 +498,10 @@ fn rss_and_sockets(pid: u32) -> (u64, usize) {
 /// the figures of docs/scaling.md. Only printed: they describe, they are not
 /// bounds.
 fn figures(c: &Cluster) {
-    let per_proc: Vec<(u64, usize)> = c.procs.iter().map(|(_, _, p)| rss_and_sockets(p.child.id())).collect();
+    let per_proc: Vec<(u64, usize)> = (1..=HOSTS)
+        .flat_map(|h| c.rows(1, h))
+        .map(|r| rss_and_sockets(r.1.parse().unwrap()))
+        .collect();
     let rss_min = per_proc.iter().map(|p| p.0).min().unwrap_or(0);
     let rss_max = per_proc.iter().map(|p| p.0).max().unwrap_or(0);
     let sock_min = per_proc.iter().map(|p| p.1).min().unwrap_or(0);
@@ -380,7 +532,8 @@ fn figures(c: &Cluster) {
     let burst = packets() - p2 - idle;
     println!(
         "figures: {} nodes; a luahost run process {}-{} KiB resident, {sock_min}-{sock_max} open sockets \
-         ({} peers: 2 TCP connections each, plus listener and ZooKeeper); ZooKeeper: {} sessions, {} watches (mntr), {} ephemerals, \
+         ({} peers: 2 TCP connections each, plus listener, ZooKeeper and the ops store); ZooKeeper: {} sessions \
+         (the nodes' discovery and ops-record sessions, the {HOSTS} daemons'), {} watches (mntr), {} ephemerals, \
          {:.1} requests/s from the nodes when idle (session pings), one load update of one node costs ~{change} requests, \
          {HOSTS} at once ~{burst}",
         all_names().len(),
@@ -470,7 +623,11 @@ fn cluster_across_three_hosts_survives_zookeeper_loss_partitions_and_host_loss()
     c.mark_all();
     let h3 = host_names(3).join(",");
     let h1 = names_except(&[2, 3], "");
+    let ops_before = c.wait_rows(3, "alive", Duration::from_secs(10));
     c.net.cut(3);
+    let cut_at = Instant::now();
+    // host 3's daemon dies while cut off; its nodes run on
+    drop(c.daemons[2].take());
     c.eval(1, &format!("return seen.probe({h3:?}, 20)"));
     c.eval(3, &format!("return seen.probe({h1:?}, 20)"));
     for h in [1, 2] {
@@ -531,6 +688,14 @@ fn cluster_across_three_hosts_survives_zookeeper_loss_partitions_and_host_loss()
         majority_saw[0], majority_saw[1]
     );
 
+    // the majority's ctl shows host 3's nodes dead once their records
+    // (refreshed every 2 s) are older than the bound
+    c.wait_rows(3, "dead", DEAD_AFTER + SLACK * 4);
+    println!(
+        "ops: host 3's daemon killed in the partition; ctl list on host 1 shows its nodes dead {:?} after the cut (bound {DEAD_AFTER:?})",
+        cut_at.elapsed()
+    );
+
     // --- heal: everyone back, registered once, the same ring ------------------
     std::thread::sleep(Duration::from_secs(1));
     c.mark_all();
@@ -555,6 +720,35 @@ fn cluster_across_three_hosts_survives_zookeeper_loss_partitions_and_host_loss()
         assert!(off_others.is_empty(), "after the heal o_{h} saw Offline: {ev}");
         assert_eq!(c.eval(h, "return seen.known()"), names_except(&[], ""));
     }
+    // the nodes' records are fresh again: alive, the same processes, one start each
+    let ops_healed = c.wait_rows(3, "alive", DEAD_AFTER + SLACK * 4);
+    assert_eq!(ops_healed, ops_before, "host 3's processes after the heal");
+    assert!(ops_healed.iter().all(|r| r.3 == "1"), "{ops_healed:?}");
+    // a new daemon on host 3 adopts them: nothing started twice
+    let store = format!("zk://{}/luahost-ops", c.zk.connect_string());
+    let d3 = start_daemon(&c.net, &c.dir.0, &store, 3, false);
+    for (name, pid, ..) in &ops_before {
+        let line = format!("adopted {name} (pid {pid})");
+        assert!(
+            wait_until(Duration::from_secs(5), || d3.log().contains(&line)),
+            "{line}: {}",
+            d3.log()
+        );
+    }
+    c.daemons[2] = Some(d3);
+    std::thread::sleep(DAEMON_TICKS);
+    assert_eq!(c.rows(2, 3), ops_before, "no process of host 3 started again");
+    let log = c.daemons[2].as_ref().unwrap().log();
+    for (name, ..) in &ops_before {
+        assert!(
+            !log.contains(&format!("started {name} (pid")),
+            "{name} started again:\n{log}"
+        );
+    }
+    println!(
+        "ops: after the heal ctl list shows host 3's nodes alive again, the same pids, one start each; \
+         a new daemon on host 3 adopted all three"
+    );
     assert_eq!(c.routes(1), ring0, "o_1's ring after the heal");
     assert_eq!(c.routes(3), ring0, "o_3's ring after the heal");
     println!(

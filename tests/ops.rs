@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use std::time::Duration;
 use common::zk::ZkServer;
 use common::{copy_scripts, eval, wait_until, write_cluster_with, Proc, TempDir};
 use luahost::ops::store::{OpsStore, ProcRecord};
+use prometheus_parse::{Scrape, Value};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -33,26 +36,39 @@ impl Drop for Reaper {
     }
 }
 
-/// As `Proc::spawn_command`, with standard output into `file`.
-fn spawn_with_stdout(mut cmd: Command, file: &Path) -> Proc {
-    use std::io::BufRead;
-    let mut child = cmd
-        .stdout(std::fs::File::create(file).unwrap())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+/// `GET /metrics` of a daemon, parsed.
+fn scrape(addr: SocketAddr) -> Scrape {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: prometheus\r\n\r\n")
         .unwrap();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let err = child.stderr.take().unwrap();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(err).lines() {
-            let Ok(line) = line else { break };
-            let mut l = sink.lock().unwrap();
-            l.push_str(&line);
-            l.push('\n');
-        }
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap()
+}
+
+/// The value of the daemon series `luahost_daemon_<metric>` whose labels include `labels`.
+fn value(s: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let metric = format!("luahost_daemon_{metric}");
+    s.samples
+        .iter()
+        .find(|x| x.metric == metric && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match &x.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            other => panic!("{metric} is not a single value: {other:?}"),
+        })
+}
+
+/// Scrapes `addr` until `luahost_daemon_<metric>{labels}` is `want`.
+fn wait_value(addr: SocketAddr, metric: &str, labels: &[(&str, &str)], want: f64) {
+    let mut last = None;
+    let ok = wait_until(LONG, || {
+        last = value(&scrape(addr), metric, labels);
+        last == Some(want)
     });
-    Proc { child, log }
+    assert!(ok, "{metric}{labels:?} at {addr} stayed {last:?}, want {want}");
 }
 
 struct Env {
@@ -84,6 +100,8 @@ impl Env {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_luahost"));
         cmd.args(["daemon", "--store", &self.store, "--machine", ip, "--listen"])
             .arg(format!("{ip}:0"))
+            .arg("--metrics")
+            .arg(format!("{ip}:0"))
             .arg("--logs")
             .arg(self.dir.0.join(format!("logs-{ip}")));
         if world {
@@ -92,7 +110,7 @@ impl Env {
         for (k, v) in self.envs() {
             cmd.env(k, v);
         }
-        let p = spawn_with_stdout(cmd, &self.dir.0.join(format!("daemon-{ip}.out")));
+        let p = Proc::spawn_command_stdout(cmd, &self.dir.0.join(format!("daemon-{ip}.out")));
         assert!(
             p.wait_log(" listening on ", LONG),
             "daemon {ip} did not start:\n{}",
@@ -109,6 +127,16 @@ impl Env {
             .unwrap()
             .to_string();
         (p, addr)
+    }
+
+    /// The metrics address the (latest) daemon of `ip` printed.
+    fn metrics(&self, ip: &str) -> SocketAddr {
+        let out = std::fs::read_to_string(self.dir.0.join(format!("daemon-{ip}.out"))).unwrap();
+        out.lines()
+            .find_map(|l| l.strip_prefix("metrics on "))
+            .unwrap_or_else(|| panic!("the daemon of {ip} printed no metrics address: {out}"))
+            .parse()
+            .unwrap()
     }
 
     /// Runs `luahost ctl --daemon d <login> args`; (success, stdout + stderr).
@@ -258,6 +286,22 @@ fn daemons_run_a_cluster_on_the_folder_store() {
     let env = setup(|d| d.join("store").to_string_lossy().into_owned(), None);
     let _reaper = Reaper(env.store.clone(), None);
     let ((mut d2, a2), (_d3, a3)) = bootstrap(&env);
+    let (m2, m3) = (env.metrics("127.0.0.2"), env.metrics("127.0.0.3"));
+    // the daemon of 127.0.0.2 saw three refused logins (a spent token, a
+    // wrong password, an unknown user) and the token's refused list
+    let s = scrape(m2);
+    let me = [("node", "daemon@127.0.0.2"), ("type", "daemon")];
+    assert_eq!(value(&s, "logins_refused_total", &me), Some(3.0));
+    assert_eq!(
+        value(&s, "commands_total", &[("command", "list"), ("result", "refused")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&s, "commands_total", &[("command", "user_add"), ("result", "ok")]),
+        Some(2.0)
+    );
+    assert_eq!(value(&s, "processes", &[("state", "stopped")]), Some(2.0));
+    assert_eq!(value(&s, "starts_total", &[("process", "a_1")]), Some(0.0));
 
     // start everything, 127.0.0.3 through the daemon of 127.0.0.2 (routed)
     let out = env.ok(&a2, "ops", &["start", "127.0.0.2", "all"]);
@@ -271,6 +315,35 @@ fn daemons_run_a_cluster_on_the_folder_store() {
         _d3.log().contains(&format!("started c_1 (pid {})", c.pid)),
         "c_1 started by its own machine's daemon"
     );
+    wait_value(m2, "processes", &[("state", "running")], 2.0);
+    let s = scrape(m2);
+    assert_eq!(value(&s, "starts_total", &[("process", "a_1")]), Some(1.0));
+    assert_eq!(value(&s, "starts_total", &[("process", "b_1")]), Some(1.0));
+    assert_eq!(
+        value(&s, "starts_total", &[("process", "c_1")]),
+        None,
+        "not a process of 127.0.0.2"
+    );
+    let s3 = scrape(m3);
+    assert_eq!(
+        value(&s3, "starts_total", &[("process", "c_1"), ("node", "daemon@127.0.0.3")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&s, "commands_total", &[("command", "start"), ("result", "ok")]),
+        Some(2.0),
+        "both starts were sent to 127.0.0.2"
+    );
+    assert_eq!(
+        value(&s3, "commands_total", &[("command", "start"), ("result", "ok")]),
+        None,
+        "a routed command counts once, where ctl sent it"
+    );
+    // an open ctl connection (not logged in yet) shows, and goes when closed
+    let idle = TcpStream::connect(&a2).unwrap();
+    wait_value(m2, "ctl_connections", &[], 1.0);
+    drop(idle);
+    wait_value(m2, "ctl_connections", &[], 0.0);
 
     // list as a viewer sees it
     let world = env.ok(&a3, "eve", &["list", "world"]);
@@ -327,6 +400,14 @@ fn daemons_run_a_cluster_on_the_folder_store() {
         text.contains("refused: eve is a viewer: 'stop 127.0.0.2 a_1' needs the role operator or above"),
         "{text}"
     );
+    assert_eq!(
+        value(
+            &scrape(m2),
+            "commands_total",
+            &[("command", "stop"), ("result", "refused")]
+        ),
+        Some(1.0)
+    );
 
     // stop a_1 gracefully while a call to it is in flight: the call completes
     eval(
@@ -356,6 +437,21 @@ fn daemons_run_a_cluster_on_the_folder_store() {
     }
     let b2 = env.wait_alive("b_1", "127.0.0.2", 2);
     assert_ne!(b2.pid, b.pid);
+    let s = scrape(m2);
+    assert_eq!(value(&s, "starts_total", &[("process", "b_1")]), Some(2.0));
+    assert_eq!(value(&s, "crash_restarts_total", &[("process", "b_1")]), Some(1.0));
+    assert_eq!(
+        value(&s, "crash_restarts_total", &[("process", "a_1")]),
+        Some(0.0),
+        "a stop is no crash"
+    );
+    assert_eq!(value(&s, "processes", &[("state", "stopped")]), Some(1.0), "a_1");
+    assert_eq!(value(&s, "processes", &[("state", "running")]), Some(1.0), "b_1");
+    assert_eq!(
+        value(&s, "commands_total", &[("command", "stop"), ("result", "ok")]),
+        None,
+        "the stop was sent to the daemon of 127.0.0.3, which routed it"
+    );
 
     // reload changes a handler of a running node
     common::wait_live(&t, &["b_1"]);

@@ -34,6 +34,12 @@ pub trait Handler: Send + Sync + 'static {
     fn decoy_key(&self) -> [u8; 32];
     /// Carries out a request of a logged-in principal.
     fn handle(&self, who: &Principal, req: Request) -> Reply;
+    /// A login was refused (wrong user or password); for metrics. Does
+    /// nothing unless overridden.
+    fn login_refused(&self) {}
+    /// A connection was accepted (`true`) or closed; for metrics. Does
+    /// nothing unless overridden.
+    fn connection(&self, _open: bool) {}
 }
 
 fn io(e: std::io::Error) -> WireError {
@@ -106,7 +112,9 @@ pub async fn accept_loop(listener: TcpListener, h: Arc<dyn Handler>) {
         let h = h.clone();
         let refusals = refusals.clone();
         tokio::spawn(async move {
-            serve_conn(s, peer, h, &refusals).await;
+            h.connection(true);
+            serve_conn(s, peer, h.clone(), &refusals).await;
+            h.connection(false);
             drop(permit);
         });
     }
@@ -149,6 +157,9 @@ async fn serve_conn(mut s: TcpStream, peer: SocketAddr, h: Arc<dyn Handler>, ref
             return;
         }
         Ok(Err(e)) => {
+            if matches!(e, WireError::Auth(_)) {
+                h.login_refused();
+            }
             refusals.warn("ctl login refused", || format!("ctl login from {peer} refused: {e}"));
             return;
         }

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::auth::{self, Kdf, Verifier};
 use super::conn::{accept_loop, Client, Handler};
+use super::metrics::DaemonMetrics;
 use super::restart::{judge, Liveness, DEAD_AFTER, REFRESH};
 use super::roles::{allowed, needs, Role};
 use super::store::{now_ms, proc_key, AuditEntry, DaemonRecord, OpsError, OpsStore, ProcRecord, UserRecord};
@@ -31,6 +32,8 @@ pub struct DaemonConfig {
     pub logs: PathBuf,
     /// A world file (JSON) to load into the store first.
     pub world: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Why the daemon did not start.
@@ -67,6 +70,7 @@ pub struct Daemon {
     decoy: [u8; 32],
     sup: Mutex<Supervisor>,
     rt: tokio::runtime::Handle,
+    metrics: DaemonMetrics,
 }
 
 /// What a bootstrap printed (so a caller or test can use it).
@@ -76,6 +80,8 @@ pub struct Started {
     pub addr: SocketAddr,
     /// The one-time bootstrap token, if this daemon made one.
     pub bootstrap: Option<String>,
+    /// The metrics endpoint's address, if it serves one.
+    pub metrics: Option<SocketAddr>,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -129,6 +135,18 @@ pub fn run(cfg: DaemonConfig, on_started: impl FnOnce(&Started)) -> Result<(), D
         .block_on(tokio::net::TcpListener::bind(cfg.listen))
         .map_err(|e| DaemonError::Io(format!("cannot listen on {}: {e}", cfg.listen)))?;
     let addr = listener.local_addr().map_err(|e| DaemonError::Io(e.to_string()))?;
+    let metrics_listener = match cfg.metrics {
+        None => None,
+        Some(m) => Some(
+            rt.block_on(tokio::net::TcpListener::bind(m))
+                .map_err(|e| DaemonError::Io(format!("cannot serve metrics on {m}: {e}")))?,
+        ),
+    };
+    let metrics_addr = match &metrics_listener {
+        None => None,
+        Some(l) => Some(l.local_addr().map_err(|e| DaemonError::Io(e.to_string()))?),
+    };
+    let metrics = DaemonMetrics::new(&cfg.machine, procs.iter().map(|p| p.name.as_str()));
     let exe = std::env::current_exe().map_err(|e| DaemonError::Io(format!("cannot find this binary: {e}")))?;
     let sup = Supervisor::new(
         region,
@@ -138,7 +156,8 @@ pub fn run(cfg: DaemonConfig, on_started: impl FnOnce(&Started)) -> Result<(), D
         exe,
         cfg.logs.clone(),
         Instant::now(),
-    );
+    )
+    .with_metrics(metrics.clone());
     let d = Arc::new(Daemon {
         ip: cfg.machine.clone(),
         region: region.to_string(),
@@ -147,6 +166,7 @@ pub fn run(cfg: DaemonConfig, on_started: impl FnOnce(&Started)) -> Result<(), D
         sup: Mutex::new(sup),
         rt: rt.handle().clone(),
         store,
+        metrics: metrics.clone(),
     });
     d.publish(&addr.to_string());
     tracing::info!(
@@ -161,7 +181,15 @@ pub fn run(cfg: DaemonConfig, on_started: impl FnOnce(&Started)) -> Result<(), D
             "no user yet: a one-time bootstrap token is on standard output (luahost ctl --daemon {addr} --bootstrap TOKEN user add NAME --role admin)"
         );
     }
-    on_started(&Started { addr, bootstrap });
+    if let (Some(l), Some(m)) = (metrics_listener, metrics_addr) {
+        tracing::info!("metrics on http://{m}/metrics");
+        rt.spawn(crate::metrics::serve(l, metrics.source()));
+    }
+    on_started(&Started {
+        addr,
+        bootstrap,
+        metrics: metrics_addr,
+    });
     let h: Arc<dyn Handler> = d.clone();
     rt.spawn(accept_loop(listener, h));
     let d2 = d.clone();
@@ -582,6 +610,14 @@ impl Handler for Daemon {
         self.decoy
     }
 
+    fn login_refused(&self) {
+        self.metrics.login_refused();
+    }
+
+    fn connection(&self, open: bool) {
+        self.metrics.connection(open);
+    }
+
     fn handle(&self, who: &Principal, req: Request) -> Reply {
         let cmd = req.command;
         // who is asking, with which role (None: the bootstrap token)
@@ -621,8 +657,10 @@ impl Handler for Daemon {
                 _ => self.execute(&user, role, cmd.clone()),
             },
         };
-        // the daemon that took the command audits it (a routed one once)
+        // the daemon that took the command audits and counts it (a routed
+        // one once)
         if !routed {
+            self.metrics.command(cmd.verb(), &reply);
             self.audit(&user, &via, &cmd, &reply);
         }
         reply

@@ -19,6 +19,7 @@
 //!   reload, restart after a crash with backoff), pure; [`supervise`]: its
 //!   driver over real processes (spawn, signals, exits, adoption).
 //! - [`daemon`]: `luahost daemon`: rights, routing, audit.
+//! - [`metrics`]: the daemon's Prometheus series (`luahost_daemon_*`).
 //! - [`ctl`]: what `luahost ctl` sends and how it shows replies.
 //! - [`report`]: a node process's own record.
 
@@ -28,6 +29,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod filestore;
 pub mod kv;
+pub mod metrics;
 pub mod plan;
 pub mod report;
 pub mod restart;

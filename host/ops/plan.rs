@@ -117,6 +117,22 @@ impl Plan {
             .collect()
     }
 
+    /// What each configured process is: running, dead (should run but
+    /// does not) or stopped.
+    pub fn states(&self) -> impl Iterator<Item = super::metrics::ProcState> + '_ {
+        use super::metrics::ProcState;
+        self.slots.values().map(|s| match (&s.run, s.want) {
+            (Some(_), _) => ProcState::Running,
+            (None, true) => ProcState::Dead,
+            (None, false) => ProcState::Stopped,
+        })
+    }
+
+    /// Whether a stop (or kill) of `name` was asked: its exit is not a crash.
+    pub fn stopping(&self, name: &str) -> bool {
+        self.slots.get(name).is_some_and(|s| s.stopping.is_some())
+    }
+
     fn select(&mut self, target: &Target) -> Result<Vec<(&String, &mut Slot)>, String> {
         match target {
             Target::All => Ok(self.slots.iter_mut().collect()),
@@ -359,6 +375,10 @@ mod tests {
         assert!(p.due(t + ms(12_300)).is_empty());
         assert!(p.wanted()["a"]);
         assert!(!p.wanted()["b"]);
+        // a is wanted and not running: dead; b is not wanted: stopped
+        use crate::ops::metrics::ProcState;
+        assert_eq!(p.states().collect::<Vec<_>>(), [ProcState::Dead, ProcState::Stopped]);
+        assert!(!p.stopping("a"), "a crash is no stop");
     }
 
     #[test]
@@ -368,7 +388,10 @@ mod tests {
         p.start(&Target::All, t).unwrap();
         p.started("a", 100, t);
         p.started("b", 200, t);
+        use crate::ops::metrics::ProcState;
+        assert_eq!(p.states().collect::<Vec<_>>(), [ProcState::Running, ProcState::Running]);
         let o = p.stop(&Target::Name("a".into()), t + ms(10)).unwrap();
+        assert!(p.stopping("a") && !p.stopping("b"));
         assert_eq!(o.actions, vec![Action::Signal(100, Sig::Term)]);
         assert_eq!(o.lines, vec!["a: stopping (pid 100, gracefully)"]);
         // a second stop sends nothing new
@@ -380,6 +403,7 @@ mod tests {
         assert!(p.due(t + ms(10) + STOP_TIMEOUT - ms(1)).is_empty());
         assert_eq!(p.due(t + ms(10) + STOP_TIMEOUT), vec![Action::Signal(100, Sig::Kill)]);
         assert_eq!(p.exited("a", t + STOP_TIMEOUT + ms(50)), None, "not restarted");
+        assert_eq!(p.states().collect::<Vec<_>>(), [ProcState::Stopped, ProcState::Running]);
         assert!(p.due(t + Duration::from_secs(3600)).is_empty());
         assert_eq!(p.pids(), BTreeMap::from([("b".to_string(), 200)]));
         // unknown names are refused

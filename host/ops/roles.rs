@@ -68,6 +68,25 @@ pub enum Verb {
     Audit,
 }
 
+impl Verb {
+    /// The command's name as ctl spells it (`user add`: `user_add`), the
+    /// `command` label of the daemon's metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verb::List => "list",
+            Verb::Start => "start",
+            Verb::Stop => "stop",
+            Verb::Restart => "restart",
+            Verb::Kill => "kill",
+            Verb::Reload => "reload",
+            Verb::UserAdd => "user_add",
+            Verb::UserList => "user_list",
+            Verb::UserDel => "user_del",
+            Verb::Audit => "audit",
+        }
+    }
+}
+
 /// The rights table: the least role each command needs.
 pub const RIGHTS: &[(Verb, Role)] = &[
     (Verb::List, Role::Viewer),

@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 
 use tokio::time::Instant;
 
+use super::metrics::DaemonMetrics;
 use super::plan::{Action, Outcome, Plan, Sig};
 use super::store::{proc_key, OpsStore, ProcConfig, ProcState};
 use super::wire::Target;
@@ -52,6 +53,7 @@ pub struct Supervisor {
     logs: PathBuf,
     procs: BTreeMap<String, (ProcConfig, String)>,
     children: BTreeMap<String, Child>,
+    metrics: Option<DaemonMetrics>,
 }
 
 impl Supervisor {
@@ -87,7 +89,15 @@ impl Supervisor {
             logs,
             procs: by_name,
             children: BTreeMap::new(),
+            metrics: None,
         }
+    }
+
+    /// Counts starts, crash restarts and the processes by state into `m`.
+    pub fn with_metrics(mut self, m: DaemonMetrics) -> Supervisor {
+        m.set_states(self.plan.states());
+        self.metrics = Some(m);
+        self
     }
 
     /// The configured names and whether each should run.
@@ -119,6 +129,9 @@ impl Supervisor {
                         Ok(child) => {
                             tracing::info!("started {name} (pid {})", child.id());
                             self.plan.started(&name, child.id(), now);
+                            if let Some(m) = &self.metrics {
+                                m.started(&name);
+                            }
                             self.children.insert(name, child);
                         }
                         Err(e) => {
@@ -202,7 +215,12 @@ impl Supervisor {
             };
             if let Some(how) = how {
                 self.children.remove(&name);
-                match self.plan.exited(&name, now) {
+                let crashed = !self.plan.stopping(&name);
+                let again = self.plan.exited(&name, now);
+                if let (Some(m), true, Some(_)) = (&self.metrics, crashed, again) {
+                    m.crash_restart(&name);
+                }
+                match again {
                     Some(at) if at > now => tracing::warn!(
                         "{name} (pid {pid}) exited ({how}); starting it again in {:.1} s",
                         at.saturating_duration_since(now).as_secs_f64()
@@ -214,6 +232,9 @@ impl Supervisor {
         }
         let due = self.plan.due(now);
         self.carry_out(due, now);
+        if let Some(m) = &self.metrics {
+            m.set_states(self.plan.states());
+        }
     }
 }
 
@@ -327,11 +348,26 @@ mod tests {
         }
     }
 
+    /// The value of the daemon series line that starts with `series`.
+    fn series(m: &DaemonMetrics, series: &str) -> Option<String> {
+        let mut text = String::new();
+        m.source().encode(&mut text).unwrap();
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_string)
+    }
+
     #[test]
     fn start_crash_restart_with_backoff_stop() {
         let f = fixture();
         let t0 = Instant::now();
-        let mut s = f.sup(t0);
+        let m = DaemonMetrics::new("127.0.0.5", ["a", "b"]);
+        let mut s = f.sup(t0).with_metrics(m.clone());
+        let stopped = r#"luahost_daemon_processes{node="daemon@127.0.0.5",type="daemon",state="stopped"}"#;
+        let starts = r#"luahost_daemon_starts_total{node="daemon@127.0.0.5",type="daemon",process="a"}"#;
+        let crashes = r#"luahost_daemon_crash_restarts_total{node="daemon@127.0.0.5",type="daemon",process="a"}"#;
+        assert_eq!(series(&m, stopped).as_deref(), Some("2"));
         assert!(s.pids().is_empty(), "nothing wanted yet");
         let out = s.start(&Target::Name("a".into()), t0).unwrap();
         assert_eq!(out.lines, vec!["a: starting"]);
@@ -354,6 +390,9 @@ mod tests {
         s.tick(t0 + Duration::from_millis(600));
         let pid2 = s.pids()["a"];
         assert_ne!(pid2, pid);
+        assert_eq!(series(&m, starts).as_deref(), Some("2"));
+        assert_eq!(series(&m, crashes).as_deref(), Some("1"));
+        assert_eq!(series(&m, stopped).as_deref(), Some("1"), "b");
         // a graceful stop is not restarted
         let out = s.stop(&Target::All, t0).unwrap();
         assert!(
@@ -365,6 +404,8 @@ mod tests {
         s.tick(t0 + Duration::from_secs(60));
         assert!(s.pids().is_empty());
         assert!(!s.wanted()["a"]);
+        assert_eq!(series(&m, crashes).as_deref(), Some("1"), "a stop is no crash");
+        assert_eq!(series(&m, stopped).as_deref(), Some("2"));
         assert!(s
             .start(&Target::Name("zz".into()), t0)
             .unwrap_err()

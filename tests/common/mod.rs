@@ -213,6 +213,25 @@ impl Proc {
         Proc { child, log }
     }
 
+    /// As [`Proc::spawn_command`], with standard output into `file`.
+    pub fn spawn_command_stdout(mut cmd: Command, file: &Path) -> Proc {
+        cmd.stdout(std::fs::File::create(file).unwrap_or_else(|e| panic!("{}: {e}", file.display())))
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let log = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Proc { child, log }
+    }
+
     pub fn run_node(cluster: &Path, node: &str) -> Proc {
         Proc::spawn(&["run", "--cluster", cluster.to_str().unwrap(), "--node", node])
     }

@@ -286,6 +286,8 @@ struct Member {
 pub struct ZkEnsemble {
     members: Vec<Member>,
     root: PathBuf,
+    /// Digest credentials (`user:password`) [`ZkEnsemble::children`] reads with.
+    pub auth: Option<String>,
 }
 
 /// Client port of every server.
@@ -335,7 +337,11 @@ impl ZkEnsemble {
                 child: None,
             });
         }
-        let mut e = ZkEnsemble { members, root };
+        let mut e = ZkEnsemble {
+            members,
+            root,
+            auth: None,
+        };
         for k in 0..e.members.len() {
             e.spawn(k);
         }
@@ -466,21 +472,22 @@ impl ZkEnsemble {
     pub fn children(&self, k: usize, path: &str) -> Option<Vec<String>> {
         let addr = self.members[k].host.addr(ZK_PORT);
         let path = path.to_string();
+        let auth = self.auth.clone();
         self.members[k].host.run(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .ok()?;
             rt.block_on(async {
-                let c = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    zookeeper_client::Client::connector()
-                        .with_session_timeout(Duration::from_secs(4))
-                        .connect(&addr),
-                )
-                .await
-                .ok()?
-                .ok()?;
+                let mut connector = zookeeper_client::Client::connector();
+                connector = connector.with_session_timeout(Duration::from_secs(4));
+                if let Some(a) = &auth {
+                    connector = connector.with_auth("digest", a.as_bytes());
+                }
+                let c = tokio::time::timeout(Duration::from_secs(5), connector.connect(&addr))
+                    .await
+                    .ok()?
+                    .ok()?;
                 let mut v = tokio::time::timeout(Duration::from_secs(5), c.list_children(&path))
                     .await
                     .ok()?
