@@ -5,16 +5,16 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::prom::{self, scrape};
 use common::zk::ZkServer;
 use common::{copy_scripts, eval, wait_until, write_cluster_with, Proc, TempDir};
 use luahost::ops::store::{OpsStore, ProcRecord};
-use prometheus_parse::{Scrape, Value};
+use prometheus_parse::Scrape;
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -36,39 +36,14 @@ impl Drop for Reaper {
     }
 }
 
-/// `GET /metrics` of a daemon, parsed.
-fn scrape(addr: SocketAddr) -> Scrape {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: prometheus\r\n\r\n")
-        .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
-    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap()
-}
-
 /// The value of the daemon series `luahost_daemon_<metric>` whose labels include `labels`.
 fn value(s: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let metric = format!("luahost_daemon_{metric}");
-    s.samples
-        .iter()
-        .find(|x| x.metric == metric && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
-        .map(|x| match &x.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
-            other => panic!("{metric} is not a single value: {other:?}"),
-        })
+    prom::value(s, &format!("luahost_daemon_{metric}"), labels)
 }
 
 /// Scrapes `addr` until `luahost_daemon_<metric>{labels}` is `want`.
 fn wait_value(addr: SocketAddr, metric: &str, labels: &[(&str, &str)], want: f64) {
-    let mut last = None;
-    let ok = wait_until(LONG, || {
-        last = value(&scrape(addr), metric, labels);
-        last == Some(want)
-    });
-    assert!(ok, "{metric}{labels:?} at {addr} stayed {last:?}, want {want}");
+    prom::wait_value(addr, &format!("luahost_daemon_{metric}"), labels, want, LONG);
 }
 
 struct Env {
@@ -424,7 +399,11 @@ fn daemons_run_a_cluster_on_the_folder_store() {
     assert_eq!(eval(&t, "return slow_result"), "true", "the call in flight completed");
     assert!(wait_until(LONG, || env.record("a_1", "127.0.0.2").unwrap().state
         == luahost::ops::store::ProcState::Stopped));
-    assert!(!luahost::ops::supervise::is_ours(a.pid, &a.key), "a_1 exited");
+    // (the node writes "stopped" as it ends; its process exits just after)
+    assert!(
+        wait_until(LONG, || !luahost::ops::supervise::is_ours(a.pid, &a.key)),
+        "a_1 exited"
+    );
     let list = env.ok(&a2, "eve", &["list", "127.0.0.2"]);
     assert!(
         list.lines().any(|l| l.contains("a_1") && l.contains("stopped")),

@@ -4,6 +4,7 @@
 
 pub mod netns;
 pub mod pg;
+pub mod prom;
 pub mod zk;
 
 use std::io::{BufRead, BufReader};
