@@ -83,21 +83,7 @@ fn every_schema_type_and_documents_round_trip() {
         arr = { 1, -2, 3 }, m = { x = 1, y = -1 }, item = { id = 5, tag = "t" }, opt = nil,
         items = { { id = 1 }, { id = 2, tag = "two" } },
     }"#;
-    let dump = r#"
-        local function dump(v)
-            if type(v) ~= "table" then return type(v) .. ":" .. tostring(v) end
-            local keys = {}
-            for k in pairs(v) do keys[#keys + 1] = tostring(k) end
-            table.sort(keys)
-            local out = {}
-            for _, k in ipairs(keys) do
-                local x = v[k]
-                if x == nil then x = v[tonumber(k)] end
-                out[#out + 1] = k .. "=" .. dump(x)
-            end
-            return "{" .. table.concat(out, ",") .. "}"
-        end
-    "#;
+    let dump = LUA_DUMP;
     let saved = eval(
         &b,
         &format!(

@@ -76,20 +76,8 @@ fn round_trip_conflict_and_a_restart_of_postgres() {
     // every schema type, compared field by field after the round trip
     let out = eval(
         &b,
-        r#"
-        local function dump(v)
-            if type(v) ~= "table" then return type(v) .. ":" .. tostring(v) end
-            local keys = {}
-            for k in pairs(v) do keys[#keys + 1] = tostring(k) end
-            table.sort(keys)
-            local out = {}
-            for _, k in ipairs(keys) do
-                local x = v[k]
-                if x == nil then x = v[tonumber(k)] end
-                out[#out + 1] = k .. "=" .. dump(x)
-            end
-            return "{" .. table.concat(out, ",") .. "}"
-        end
+        &(LUA_DUMP.to_string()
+            + r#"
         local v = { i8 = -128, i16 = 32767, i32 = -2147483648, i48 = 140737488355327, i64 = math.mininteger,
             u8 = 255, u16 = 65535, u32 = 4294967295, u64 = math.maxinteger, f = 1.5, d = 1e300, b = true,
             s = "héllo", by = "\0\1\255", arr = { 1, -2, 3 }, m = { x = 1, y = -1 }, item = { id = 5, tag = "t" },
@@ -102,7 +90,7 @@ fn round_trip_conflict_and_a_restart_of_postgres() {
         local ok, err = pcall(DBProxy.save, "players", 1, { name = "ann", level = 9, friends = {} }, false)
         local q = DBProxy.query("players", "byFriend", 1)
         return ver .. " " .. tostring(ok) .. " " .. err:sub(1, 9) .. " " .. #q .. ":" .. q[1].value.name
-        "#,
+        "#),
     );
     assert_eq!(out, "1 false conflict: 1:bob");
 

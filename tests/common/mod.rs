@@ -425,3 +425,22 @@ pub fn start_routers(cluster: &Path, topo: Topo) -> Vec<luahost::NodeHandle> {
         Topo::Router => ROUTERS.iter().map(|(n, _, _)| start(cluster, n)).collect(),
     }
 }
+
+/// A Lua function `dump(v)` that writes a value with its keys sorted and
+/// each leaf's type (`{a=number:1,b=string:x}`): what two values compared
+/// field by field look like. Prepend it to an eval's code.
+pub const LUA_DUMP: &str = r#"
+    local function dump(v)
+        if type(v) ~= "table" then return type(v) .. ":" .. tostring(v) end
+        local keys = {}
+        for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+        table.sort(keys)
+        local out = {}
+        for _, k in ipairs(keys) do
+            local x = v[k]
+            if x == nil then x = v[tonumber(k)] end
+            out[#out + 1] = k .. "=" .. dump(x)
+        end
+        return "{" .. table.concat(out, ",") .. "}"
+    end
+"#;
